@@ -1,0 +1,44 @@
+# Thin wrappers, nothing hidden: each target is the command you could type yourself.
+#   make run    serve the exchange (settings: environment variables, see config/example.env)
+#   make test   the test suite          make lint   ruff check + format check
+#   make bench  the benchmarks          make clean  remove caches and build output
+
+# Python 3.11 exactly (pyproject: requires-python >=3.11,<3.12). Prefer `python3.11`;
+# fall back to `python3`, whose version the install step checks.
+PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean distclean
+
+# (Re)install whenever the dependencies change; the stamp records the last install.
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { \
+	  echo "error: Python 3.11 is required, but PYTHON=$(PYTHON) is not (or is missing)." >&2; \
+	  echo "       Install python3.11 or run: make PYTHON=/path/to/python3.11 ..." >&2; exit 1; }
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
+	  echo "error: $(VENV) was made with another Python than 3.11; run: make distclean" >&2; exit 1; }
+	$(VENV)/bin/pip install -c constraints.txt -e '.[dev]'
+	touch $@
+
+run: $(STAMP)
+	exec $(VENV)/bin/gunicorn -c config/gunicorn.conf.py
+
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m bench
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis test-artifacts
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+# clean, and the virtual environment too (the next target reinstalls it).
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,89 @@
+"""gunicorn configuration: code that reads the environment, not a settings file (§5.2).
+
+Run: `gunicorn -c config/gunicorn.conf.py` (what `make run` and the Dockerfile do).
+The settings are validated here, in the master, before anything starts: a bad variable
+stops gunicorn with its one-line message and exit status 2. The app reads the same
+environment again in its worker at lifespan startup.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from miniexchange.settings import SettingsError, load_settings, to_seconds
+
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
+
+try:
+    settings = load_settings()
+except SettingsError as error:
+    print(error, file=sys.stderr)
+    sys.exit(2)  # SystemExit passes through gunicorn's config loader: it stops here
+
+# Extra time gunicorn allows, after the in-flight requests' SHUTDOWN_TIMEOUT, for the app's
+# lifespan shutdown (stop the clock, the actors, the journal) before it SIGKILLs the worker.
+SHUTDOWN_MARGIN_S = 5
+
+wsgi_app = "miniexchange.http.app:app"  # the Falcon ASGI app, despite gunicorn's name
+worker_class = "uvicorn_worker.UvicornWorker"  # loop "auto" -> uvloop, http "auto" -> httptools
+# All exchange state (books, balances, subscriptions) lives in the one worker process.
+workers = 1
+preload_app = False  # actors start in the worker's lifespan, never in the master
+max_requests = 0  # a recycled worker would lose the in-memory state
+control_socket_disable = True  # its commands can change the worker count at run time
+
+bind = f"0.0.0.0:{settings.port}"
+# Seconds without a heartbeat before the master kills the worker. The uvicorn worker beats
+# from its event loop, so this bounds a blocked loop, and also app import + lifespan startup
+# (journal recovery): keep recovery well below it.
+timeout = 120
+keepalive = math.ceil(to_seconds(settings.idle_timeout_us))  # uvicorn's timeout_keep_alive
+graceful_timeout = math.ceil(to_seconds(settings.shutdown_timeout_us)) + SHUTDOWN_MARGIN_S
+
+loglevel = {"warn": "warning"}.get(settings.log_level, settings.log_level)
+accesslog = None  # the app writes its own access line (§6.3)
+errorlog = "-"  # gunicorn's own lines go to standard error
+proc_name = "miniexchange"
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"  # the heartbeat file; a disk-backed /tmp can stall it
+
+
+def _refuse(message: str) -> None:
+    print(f"miniexchange: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def on_starting(server: Arbiter) -> None:
+    """Refuse more than one worker: `-w`, `--workers` and GUNICORN_CMD_ARGS override this file."""
+    if server.cfg.workers != 1:
+        _refuse(
+            f"refusing to start with {server.cfg.workers} workers: all exchange state "
+            "(order books, balances, subscriptions) lives in the one worker process, so more "
+            "workers would split the books; run with one worker (no -w/--workers on the command line or in GUNICORN_CMD_ARGS)"
+        )
+
+
+def nworkers_changed(server: Arbiter, new_value: int, old_value: int | None) -> None:
+    """Undo a run-time increase (SIGTTIN): a second worker would hold a second exchange."""
+    if old_value is not None and new_value > 1:
+        server.log.error(
+            "miniexchange: ignoring a request for %d workers: the exchange runs in exactly one",
+            new_value,
+        )
+        server.num_workers = 1
+
+
+def post_worker_init(worker: Worker) -> None:
+    """Bound uvicorn's wait for in-flight requests at shutdown by SHUTDOWN_TIMEOUT (§5.3).
+
+    The uvicorn worker passes no graceful-shutdown timeout of its own: without this it
+    waits for open requests until gunicorn kills it, and the lifespan shutdown never runs.
+    """
+    config = getattr(worker, "config", None)  # uvicorn.Config, read again at shutdown
+    if config is not None:
+        config.timeout_graceful_shutdown = to_seconds(settings.shutdown_timeout_us)

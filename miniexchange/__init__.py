@@ -1,0 +1,1 @@
+"""miniexchange: a mini stock exchange served over REST."""

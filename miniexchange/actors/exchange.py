@@ -1,0 +1,118 @@
+"""The registry: starts, finds and stops every actor of one exchange.
+
+A plain object used by the HTTP layer. Broker registration needs no actor hop: the
+registry checks and inserts under its lock, builds the ledger, and only then hands it
+to the new broker actor, which is from that moment its only writer. Symbol actors are
+started on a symbol's first order, not when a registration merely names it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pykka
+
+from miniexchange.actors.base import start_actor_threads_small
+from miniexchange.actors.broker import BrokerActor
+from miniexchange.actors.clock import ClockActor, Ticker
+from miniexchange.actors.read_index import ReadIndex
+from miniexchange.actors.symbol import EventSink, SymbolActor, SymbolContext, ignore_events
+from miniexchange.clock import Clock
+from miniexchange.ids import IdFactory
+from miniexchange.model.commands import RegisterBroker
+from miniexchange.model.errors import ExchangeError
+from miniexchange.model.ledger import Balance, Ledger
+
+
+class Exchange:
+    def __init__(
+        self,
+        clock: Clock,
+        ids: IdFactory,
+        expiration_interval_s: float | None = 1.0,
+        vwap_window_us: int = 300_000_000,
+        events: EventSink = ignore_events,
+    ) -> None:
+        """`expiration_interval_s=None` starts no ticker: a test sends `Tick` itself."""
+        self.clock = clock
+        self.ids = ids
+        self.read_index = ReadIndex()
+        self._brokers: dict[str, pykka.ActorRef] = {}
+        self._symbols: dict[str, pykka.ActorRef] = {}
+        self._lock = threading.Lock()
+        self._expiration_interval_s = expiration_interval_s
+        self._context = SymbolContext(
+            clock=clock,
+            ids=ids,
+            read_index=self.read_index,
+            brokers=self.broker,
+            vwap_window_us=vwap_window_us,
+            events=events,
+        )
+        self.clock_actor: pykka.ActorRef | None = None
+        self._ticker: Ticker | None = None
+        self._stopped = False
+
+    @property
+    def known_symbols(self) -> set[str]:
+        return self._context.known_symbols
+
+    def start(self) -> None:
+        start_actor_threads_small()
+        self.clock_actor = ClockActor.start(self.clock, self._symbols.get)
+        self._context.clock_actor = self.clock_actor
+        if self._expiration_interval_s is not None:
+            self._ticker = Ticker(self.clock_actor, self._expiration_interval_s)
+            self._ticker.start()
+
+    def stop(self) -> None:
+        """Stop the clock (a running sweep completes first), then every actor."""
+        with self._lock:
+            self._stopped = True
+        if self._ticker is not None:
+            self._ticker.stop()
+        if self.clock_actor is not None:
+            self.clock_actor.stop()
+        for ref in list(self._symbols.values()):
+            ref.stop()
+        for ref in list(self._brokers.values()):
+            ref.stop()
+
+    # -- brokers -----------------------------------------------------------------
+
+    def broker(self, broker_id: str) -> pykka.ActorRef | None:
+        return self._brokers.get(broker_id)
+
+    def register_broker(self, command: RegisterBroker) -> Balance:
+        """Register a broker atomically; its first balance is the registration answer."""
+        with self._lock:
+            if command.broker_id in self._brokers:
+                raise ExchangeError(
+                    "broker_already_exists", f"Broker {command.broker_id} is already registered"
+                )
+            ledger = Ledger(
+                command.broker_id, command.initial_cash, dict(command.holdings), self.clock.now()
+            )
+            balance = ledger.balance()
+            self._brokers[command.broker_id] = BrokerActor.start(ledger, self.clock)
+            self.known_symbols.update(symbol for symbol, _ in command.holdings)
+        return balance
+
+    # -- symbols -----------------------------------------------------------------
+
+    def symbol_actor(self, symbol: str) -> pykka.ActorRef:
+        """The symbol's actor, started on first use."""
+        actor = self._symbols.get(symbol)
+        if actor is not None:
+            return actor
+        with self._lock:
+            actor = self._symbols.get(symbol)
+            if actor is None:
+                if self._stopped:
+                    raise pykka.ActorDeadError("the exchange is stopping")
+                actor = SymbolActor.start(symbol, self._context)
+                self._symbols[symbol] = actor
+            return actor
+
+    def existing_symbol_actor(self, symbol: str) -> pykka.ActorRef | None:
+        return self._symbols.get(symbol)

@@ -1,0 +1,102 @@
+"""The messages actors exchange: small frozen dataclasses, one per request kind.
+
+A message that expects an answer carries a `reply` callback (see `actors.base.Reply`);
+the handler's return value (or the `ExchangeError` it raises) is passed to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from miniexchange.actors.base import Reply
+from miniexchange.model.commands import SubmitOrder
+from miniexchange.model.ledger import SettlementLeg
+
+# -- symbol actor -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    command: SubmitOrder
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    order_id: str
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireDue:
+    """From the clock actor: expire what is due now."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBook:
+    depth: int
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class ReadQuote:
+    side: str
+    quantity: int
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPrice:
+    reply: Reply
+
+
+# -- broker actor -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveCash:
+    """Asked by a symbol actor: answers True if the cash was available and is now held."""
+
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveShares:
+    symbol: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Give back what a cancelled, expired or IOC-ended order no longer needs."""
+
+    cash: int = 0
+    symbol: str = ""
+    quantity: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    symbol: str
+    legs: tuple[SettlementLeg, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBalance:
+    reply: Reply
+
+
+# -- clock actor --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NextExpiry:
+    """From a symbol actor: its earliest resting `expires_at` is now `at` (None: none)."""
+
+    symbol: str
+    at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Run one expiration sweep (sent by the ticker thread, or by a test)."""

@@ -1,0 +1,85 @@
+"""The Falcon ASGI application: routes, error rendering, and the actors' lifespan.
+
+The actors start in the ASGI lifespan startup (in the gunicorn worker, never at import
+or in the master) and stop in its shutdown, after the server has let in-flight
+requests finish: first the expiration clock, then the symbol and broker actors.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from miniexchange.actors.exchange import Exchange
+from miniexchange.clock import Clock, SystemClock
+from miniexchange.http.core import JsonBodyReader, core_routes
+from miniexchange.http.errors import install_error_handlers
+from miniexchange.http.market import market_routes
+from miniexchange.ids import IdFactory, RandomIds
+from miniexchange.settings import Settings, format_duration, load_settings
+
+JSON_DEPTH_RECURSION_LIMIT = 4000
+"""The stdlib JSON decoder recurses once per nesting level; 1024 levels must parse."""
+
+
+class Lifespan:
+    """Falcon middleware running the exchange's start and stop with the ASGI lifespan."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+
+    async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        self.exchange.start()
+
+    async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        self.exchange.stop()
+
+
+class StrictPaths:
+    """A path parameter is one non-empty segment (§1.3): Falcon would match `/orders/`
+    with an empty `order_id`, so empty segments and trailing slashes match no route."""
+
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        path = req.path
+        if "//" in path or (path.endswith("/") and path != "/"):
+            raise falcon.HTTPRouteNotFound()
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    ids: IdFactory | None = None,
+    exchange: Exchange | None = None,
+) -> falcon.asgi.App:
+    """Build the app; tests pass a manual clock, fixed ids or a ready exchange."""
+    settings = settings or load_settings()
+    clock = clock or SystemClock()
+    if exchange is None:
+        exchange = Exchange(
+            clock,
+            ids or RandomIds(),
+            expiration_interval_s=settings.expiration_interval_us / 1_000_000,
+            vwap_window_us=settings.vwap_window_us,
+        )
+    if sys.getrecursionlimit() < JSON_DEPTH_RECURSION_LIMIT:
+        sys.setrecursionlimit(JSON_DEPTH_RECURSION_LIMIT)
+    app = falcon.asgi.App(middleware=[Lifespan(exchange), StrictPaths()])
+    app.req_options.strip_url_path_trailing_slash = False
+    install_error_handlers(app)
+    body = JsonBodyReader(
+        settings.read_timeout_us / 1_000_000, format_duration(settings.read_timeout_us)
+    )
+    window = format_duration(settings.vwap_window_us)
+    for template, resource in (
+        *core_routes(exchange, body, clock),
+        *market_routes(exchange, clock, window),
+    ):
+        app.add_route(template, resource)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,166 @@
+"""Resources of the core API: brokers, orders, balance, health (contract §2, §4.3, §5.1)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import falcon
+import falcon.asgi
+
+from miniexchange.actors.exchange import Exchange
+from miniexchange.actors.messages import Cancel, ReadBalance, Submit
+from miniexchange.clock import Clock
+from miniexchange.http.bridge import call
+from miniexchange.http.parsing import parse_json_object, validate_order, validate_registration
+from miniexchange.http.render import balance_json, order_json, registration_json
+from miniexchange.model.commands import MARKET
+from miniexchange.model.errors import (
+    ExchangeError,
+    broker_not_found,
+    no_liquidity,
+    not_cancellable,
+    order_not_found,
+)
+
+MAX_BODY_BYTES = 1_048_576
+
+
+class Resource:
+    """Base of every resource: HEAD and OPTIONS are methods like any other (§1.3)."""
+
+    methods: tuple[str, ...] = ()
+
+    async def on_options(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **_: str
+    ) -> None:
+        raise falcon.HTTPMethodNotAllowed(self.methods)
+
+    on_head = on_options
+
+
+class JsonBodyReader:
+    """Reads a request body within the size limit and `READ_TIMEOUT` (§1.1, §5.2)."""
+
+    def __init__(self, read_timeout_s: float, read_timeout_text: str) -> None:
+        self.read_timeout_s = read_timeout_s
+        self.timeout_message = f"Request body not received within {read_timeout_text}"
+
+    async def read(self, req: falcon.asgi.Request) -> dict:
+        length = req.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            raise _too_large()
+        try:
+            body = await asyncio.wait_for(req.stream.read(MAX_BODY_BYTES + 1), self.read_timeout_s)
+        except TimeoutError:
+            raise ExchangeError("request_timeout", self.timeout_message) from None
+        if len(body) > MAX_BODY_BYTES:
+            raise _too_large()
+        return parse_json_object(req.content_type, body)
+
+
+def _too_large() -> ExchangeError:
+    return ExchangeError(
+        "payload_too_large", f"Request body must not exceed {MAX_BODY_BYTES} bytes"
+    )
+
+
+def send_json(resp: falcon.asgi.Response, status: int, body: bytes) -> None:
+    resp.status = status
+    resp.content_type = "application/json"
+    resp.data = body
+
+
+class HealthResource(Resource):
+    methods = ("GET",)
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        send_json(resp, 200, b'{"status":"ok"}')
+
+
+class BrokersResource(Resource):
+    methods = ("POST",)
+
+    def __init__(self, exchange: Exchange, body: JsonBodyReader) -> None:
+        self.exchange = exchange
+        self.body = body
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        command = validate_registration(await self.body.read(req))
+        send_json(resp, 201, registration_json(self.exchange.register_broker(command)))
+
+
+class BalanceResource(Resource):
+    methods = ("GET",)
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, broker_id: str
+    ) -> None:
+        broker = self.exchange.broker(broker_id)
+        if broker is None:
+            raise broker_not_found(broker_id)
+        send_json(resp, 200, balance_json(await call(broker, ReadBalance)))
+
+
+class OrdersResource(Resource):
+    methods = ("POST",)
+
+    def __init__(self, exchange: Exchange, body: JsonBodyReader, clock: Clock) -> None:
+        self.exchange = exchange
+        self.body = body
+        self.clock = clock
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        command = validate_order(await self.body.read(req), self.clock.now())
+        exchange = self.exchange
+        if exchange.broker(command.broker_id) is None:
+            raise broker_not_found(command.broker_id)
+        actor = exchange.existing_symbol_actor(command.symbol)
+        if actor is None:
+            if command.type == MARKET:  # no book yet: nothing to trade against
+                raise no_liquidity(command.symbol)
+            actor = exchange.symbol_actor(command.symbol)
+        order = await call(actor, lambda reply: Submit(command, reply))
+        send_json(resp, 201, order_json(order))
+
+
+class OrderResource(Resource):
+    methods = ("GET", "DELETE")
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, order_id: str
+    ) -> None:
+        order = self.exchange.read_index.get(order_id)
+        if order is None:
+            raise order_not_found(order_id)
+        send_json(resp, 200, order_json(order))
+
+    async def on_delete(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, order_id: str
+    ) -> None:
+        order = self.exchange.read_index.get(order_id)
+        if order is None:
+            raise order_not_found(order_id)
+        if not order.is_active:  # a terminal state never changes: answer without a hop
+            raise not_cancellable(order.order_id, order.status)
+        actor = self.exchange.symbol_actor(order.symbol)
+        cancelled = await call(actor, lambda reply: Cancel(order_id, reply))
+        send_json(resp, 200, order_json(cancelled))
+
+
+def core_routes(
+    exchange: Exchange, body: JsonBodyReader, clock: Clock
+) -> Iterable[tuple[str, Resource]]:
+    return (
+        ("/healthz", HealthResource()),
+        ("/brokers", BrokersResource(exchange, body)),
+        ("/brokers/{broker_id}/balance", BalanceResource(exchange)),
+        ("/orders", OrdersResource(exchange, body, clock)),
+        ("/orders/{order_id}", OrderResource(exchange)),
+    )

@@ -1,0 +1,186 @@
+"""Model values to JSON bytes: money as numbers with exactly two decimals, never a float.
+
+Amounts become `orjson.Fragment`s holding the pre-formatted literal (`148.50`), and
+timestamps the contract's `YYYY-MM-DDTHH:MM:SSZ` (sub-seconds truncated).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from miniexchange.model.book import Level
+from miniexchange.model.commands import LIMIT
+from miniexchange.model.ledger import Balance
+from miniexchange.model.orders import Order, Trade
+from miniexchange.model.values import format_cents, format_timestamp
+from miniexchange.model.vwap import Price
+
+
+def money(cents: int | None) -> orjson.Fragment | None:
+    if cents is None:
+        return None
+    return orjson.Fragment(format_cents(cents).encode())
+
+
+def timestamp(us: int | None) -> str | None:
+    return None if us is None else format_timestamp(us)
+
+
+def trade_dict(trade: Trade) -> dict[str, Any]:
+    return {
+        "trade_id": trade.trade_id,
+        "price": money(trade.price),
+        "quantity": trade.quantity,
+        "executed_at": format_timestamp(trade.executed_at),
+    }
+
+
+def order_dict(order: Order) -> dict[str, Any]:
+    """The full order object of contract §2.3 (market orders omit four keys)."""
+    body: dict[str, Any] = {
+        "order_id": order.order_id,
+        "type": order.type,
+        "broker_id": order.broker_id,
+        "document_number": order.document_number,
+        "side": order.side,
+        "symbol": order.symbol,
+        "quantity": order.quantity,
+        "filled_quantity": order.filled_quantity,
+        "remaining_quantity": order.remaining_quantity,
+        "cancelled_quantity": order.cancelled_quantity,
+        "status": order.status,
+        "created_at": format_timestamp(order.created_at),
+        "average_price": money(order.average_price),
+        "trades": [trade_dict(trade) for trade in order.trades],
+    }
+    if order.type == LIMIT:
+        body["price"] = money(order.price)
+        body["expires_at"] = timestamp(order.expires_at)
+        body["cancelled_at"] = timestamp(order.cancelled_at)
+        body["expired_at"] = timestamp(order.expired_at)
+    return body
+
+
+def order_json(order: Order) -> bytes:
+    return orjson.dumps(order_dict(order))
+
+
+def holdings_list(balance: Balance) -> list[dict[str, Any]]:
+    return [{"symbol": h.symbol, "quantity": h.quantity} for h in balance.holdings]
+
+
+def registration_json(balance: Balance) -> bytes:
+    return orjson.dumps(
+        {
+            "broker_id": balance.broker_id,
+            "cash_balance": money(balance.cash_balance),
+            "holdings": holdings_list(balance),
+            "created_at": format_timestamp(balance.created_at),
+        }
+    )
+
+
+def balance_json(balance: Balance) -> bytes:
+    return orjson.dumps(
+        {
+            "broker_id": balance.broker_id,
+            "cash_balance": money(balance.cash_balance),
+            "reserved_cash": money(balance.reserved_cash),
+            "available_cash": money(balance.available_cash),
+            "holdings": [
+                {
+                    "symbol": h.symbol,
+                    "quantity": h.quantity,
+                    "reserved_quantity": h.reserved_quantity,
+                    "available_quantity": h.available_quantity,
+                }
+                for h in balance.holdings
+            ],
+            "updated_at": format_timestamp(balance.updated_at),
+        }
+    )
+
+
+def levels_list(levels: list[Level]) -> list[dict[str, Any]]:
+    return [
+        {
+            "price": money(level.price),
+            "total_quantity": level.quantity,
+            "order_count": level.order_count,
+        }
+        for level in levels
+    ]
+
+
+def book_json(symbol: str, bids: list[Level], asks: list[Level], snapshot_at: int) -> bytes:
+    spread = asks[0].price - bids[0].price if bids and asks else None
+    return orjson.dumps(
+        {
+            "symbol": symbol,
+            "bids": levels_list(bids),
+            "asks": levels_list(asks),
+            "spread": money(spread),
+            "snapshot_at": format_timestamp(snapshot_at),
+        }
+    )
+
+
+def quote_json(symbol: str, side: str, quantity: int, levels: list[Level], quoted_at: int) -> bytes:
+    available = sum(level.quantity for level in levels)
+    total = sum(level.price * level.quantity for level in levels) if levels else None
+    return orjson.dumps(
+        {
+            "symbol": symbol,
+            "side": side,
+            "quantity_requested": quantity,
+            "quantity_available": available,
+            "fully_fillable": available == quantity,
+            "estimated_average_price": money(total // available if total is not None else None),
+            "estimated_total": money(total),
+            "price_levels": [
+                {"price": money(level.price), "quantity": level.quantity} for level in levels
+            ],
+            "quoted_at": format_timestamp(quoted_at),
+        }
+    )
+
+
+def price_json(symbol: str, price: Price, window: str) -> bytes:
+    return orjson.dumps(
+        {
+            "symbol": symbol,
+            "current_price": money(price.current_price),
+            "window": window,
+            "trades_in_window": price.trades_in_window,
+            "last_trade_at": timestamp(price.last_trade_at),
+        }
+    )
+
+
+def order_summary(order: Order) -> dict[str, Any]:
+    """The listing entry of contract §4.4: no trades, no broker or timestamps but one."""
+    body: dict[str, Any] = {
+        "order_id": order.order_id,
+        "type": order.type,
+        "document_number": order.document_number,
+        "symbol": order.symbol,
+        "side": order.side,
+        "quantity": order.quantity,
+        "filled_quantity": order.filled_quantity,
+        "remaining_quantity": order.remaining_quantity,
+        "cancelled_quantity": order.cancelled_quantity,
+        "status": order.status,
+        "average_price": money(order.average_price),
+        "created_at": format_timestamp(order.created_at),
+    }
+    if order.type == LIMIT:
+        body["price"] = money(order.price)
+    return body
+
+
+def listing_json(orders: list[Order], total: int, page: int, limit: int) -> bytes:
+    return orjson.dumps(
+        {"orders": [order_summary(o) for o in orders], "total": total, "page": page, "limit": limit}
+    )

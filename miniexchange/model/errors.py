@@ -1,0 +1,67 @@
+"""The one exception every layer uses to refuse a request."""
+
+from __future__ import annotations
+
+
+class ExchangeError(Exception):
+    """A refusal with a stable contract code and its exact human message.
+
+    The HTTP layer maps `code` to a status (see `miniexchange.http.errors`).
+    """
+
+    __slots__ = ("code", "message")
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"ExchangeError({self.code!r}, {self.message!r})"
+
+
+def validation_error(message: str) -> ExchangeError:
+    return ExchangeError("validation_error", message)
+
+
+def broker_not_found(broker_id: str) -> ExchangeError:
+    return ExchangeError("broker_not_found", f"Broker {broker_id} does not exist")
+
+
+def order_not_found(order_id: str) -> ExchangeError:
+    return ExchangeError("order_not_found", f"Order {order_id} does not exist")
+
+
+def symbol_not_found(symbol: str) -> ExchangeError:
+    return ExchangeError("symbol_not_found", f"Symbol {symbol} is not listed on this exchange")
+
+
+def no_liquidity(symbol: str) -> ExchangeError:
+    return ExchangeError(
+        "no_liquidity", f"No matching orders available for market order on {symbol}"
+    )
+
+
+def insufficient_balance(broker_id: str) -> ExchangeError:
+    return ExchangeError(
+        "insufficient_balance",
+        f"Broker {broker_id} has insufficient available cash for this order",
+    )
+
+
+def insufficient_holdings(broker_id: str, symbol: str) -> ExchangeError:
+    return ExchangeError(
+        "insufficient_holdings",
+        f"Broker {broker_id} has insufficient available quantity of {symbol} for this order",
+    )
+
+
+def not_cancellable(order_id: str, status: str) -> ExchangeError:
+    """The 409 for cancelling an order in a terminal state (contract §2.5)."""
+    if status == "filled":
+        text = f"Order {order_id} is already filled and cannot be cancelled"
+    elif status == "cancelled":
+        text = f"Order {order_id} is already cancelled"
+    else:
+        text = f"Order {order_id} is already expired and cannot be cancelled"
+    return ExchangeError("order_not_cancellable", text)

@@ -1,0 +1,40 @@
+"""What happened, as the webhook dispatcher needs to hear it (contract §4.5).
+
+A symbol actor collects these during an atomic operation and hands them over after it;
+each carries the order state to report, so no one has to look it up later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from miniexchange.model.orders import Order, Trade
+
+TRADE_EXECUTED = "trade.executed"
+ORDER_CANCELLED = "order.cancelled"
+ORDER_EXPIRED = "order.expired"
+EVENT_TYPES = (TRADE_EXECUTED, ORDER_EXPIRED, ORDER_CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class TradeExecuted:
+    """One side of one trade: `order` is the recipient's order right after the trade."""
+
+    trade: Trade
+    order: Order
+
+    event = TRADE_EXECUTED
+
+
+@dataclass(frozen=True, slots=True)
+class OrderClosed:
+    """A limit order cancelled by DELETE (`order.cancelled`) or expired (`order.expired`)."""
+
+    order: Order
+
+    @property
+    def event(self) -> str:
+        return ORDER_CANCELLED if self.order.expired_at is None else ORDER_EXPIRED
+
+
+Event = TradeExecuted | OrderClosed

@@ -1,0 +1,52 @@
+"""The money side of the engine: what an order must reserve, what a pass settles, and
+what a closed order releases (contract §2.2, §3.5, §3.6).
+
+Pure functions shared by the symbol actor and the model's own tests, so the arithmetic
+exists once.
+"""
+
+from __future__ import annotations
+
+from miniexchange.model.book import MatchResult, OrderBook
+from miniexchange.model.commands import ASK, BID, LIMIT, SubmitOrder
+from miniexchange.model.ledger import SettlementLeg
+from miniexchange.model.orders import Order
+
+
+def cash_to_reserve(book: OrderBook, command: SubmitOrder) -> int:
+    """Cash a bid must hold while it matches or rests: its limit value, or for a market
+    bid the exact cost of sweeping the current book (§4.6)."""
+    if command.type == LIMIT:
+        return command.price * command.quantity  # type: ignore[operator]
+    return sum(level.price * level.quantity for level in book.sweep(BID, command.quantity))
+
+
+def settlement_legs(result: MatchResult) -> dict[str, list[SettlementLeg]]:
+    """Each broker's legs of one matching pass, in match order (§3.5)."""
+    legs: dict[str, list[SettlementLeg]] = {}
+    for fill in result.fills:
+        trade = fill.trade
+        value = trade.price * trade.quantity
+        bid = fill.bid
+        # A limit bid frees what it reserved at its own price; a market bid its cost.
+        release = bid.price * trade.quantity if bid.type == LIMIT else value  # type: ignore[operator]
+        legs.setdefault(trade.bid_broker_id, []).append(
+            SettlementLeg(BID, trade.quantity, value, release)
+        )
+        legs.setdefault(trade.ask_broker_id, []).append(
+            SettlementLeg(ASK, trade.quantity, value, 0)
+        )
+    return legs
+
+
+def released_by(order: Order) -> tuple[int, int]:
+    """(cash, shares) an ended order gives back: its cancelled part's reservation.
+
+    A market bid reserved exactly its sweep cost, all spent by its fills, so it
+    releases nothing; a market ask releases the shares of its IOC-cancelled part.
+    """
+    if order.side == ASK:
+        return 0, order.cancelled_quantity
+    if order.type == LIMIT:
+        return order.price * order.cancelled_quantity, 0  # type: ignore[operator]
+    return 0, 0

@@ -1,0 +1,53 @@
+"""The trade history behind a symbol's current price (contract §4.1).
+
+Keeps running sums over the trades inside the VWAP window, so a price read costs the
+trades that left the window since the last read (amortised O(1)), never a rescan of
+the symbol's history.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from miniexchange.model.orders import Trade
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    current_price: int | None  # cents
+    trades_in_window: int
+    last_trade_at: int | None  # microseconds
+
+
+class TradeWindow:
+    __slots__ = ("_quantity", "_trades", "_value", "_window", "last_at", "last_price")
+
+    def __init__(self, window_us: int) -> None:
+        self._window = window_us
+        self._trades: deque[tuple[int, int, int]] = deque()  # (executed_at, value, quantity)
+        self._value = 0
+        self._quantity = 0
+        self.last_price: int | None = None
+        self.last_at: int | None = None
+
+    def record(self, trade: Trade) -> None:
+        """Add a trade; trades arrive in execution order (the clock never goes back)."""
+        value = trade.price * trade.quantity
+        self._trades.append((trade.executed_at, value, trade.quantity))
+        self._value += value
+        self._quantity += trade.quantity
+        self.last_price = trade.price
+        self.last_at = trade.executed_at
+
+    def price(self, now: int) -> Price:
+        """VWAP of the trades with `now - window <= executed_at <= now`, else the last price."""
+        trades = self._trades
+        oldest = now - self._window
+        while trades and trades[0][0] < oldest:
+            _, value, quantity = trades.popleft()
+            self._value -= value
+            self._quantity -= quantity
+        if not trades:
+            return Price(self.last_price, 0, self.last_at)
+        return Price(self._value // self._quantity, len(trades), self.last_at)

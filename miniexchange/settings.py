@@ -1,0 +1,265 @@
+"""Environment variables -> one frozen `Settings` object (contract §5.2).
+
+The environment is read once, at start. An unset or empty variable takes its default;
+anything else that does not parse stops the process with a one-line `SettingsError`
+naming the variable and the accepted form (no silent fallback). Durations are kept as
+integer microseconds so that no float ever rounds a configured time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Final, Literal, TypeVar, cast, get_args
+
+__all__ = [
+    "DURATION_FORM",
+    "DatabaseSync",
+    "LogFormat",
+    "LogLevel",
+    "Settings",
+    "SettingsError",
+    "format_duration",
+    "load_settings",
+    "parse_duration",
+    "to_seconds",
+]
+
+LogLevel = Literal["debug", "info", "warn", "error"]
+DatabaseSync = Literal["full", "normal"]
+LogFormat = Literal["json", "text"]
+
+US_PER_MS: Final = 1_000
+US_PER_S: Final = 1_000_000
+US_PER_M: Final = 60 * US_PER_S
+US_PER_H: Final = 60 * US_PER_M
+
+_UNIT_US: Final[dict[str, int]] = {"ms": US_PER_MS, "s": US_PER_S, "m": US_PER_M, "h": US_PER_H}
+# ASCII digits only ("\d" would accept other scripts' digits); "ms" before "m" and "s".
+_PART: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION: Final = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+")
+
+#: The accepted form of a duration, as every duration error message states it.
+DURATION_FORM: Final = "expected e.g. 500ms, 1s, 5m, 1h30m; must be > 0"
+
+_LOG_LEVEL_NUMBERS: Final[dict[str, int]] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+class SettingsError(ValueError):
+    """A variable has an unusable value; `str(error)` is the one line to print before exiting."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+def parse_duration(text: str) -> int:
+    """Parse `1h30m`, `1.5s`, `500ms`... into integer microseconds, exactly (no float).
+
+    Raises ValueError unless the text is one or more `<number><unit>` parts (units ms,
+    s, m, h), the total is greater than zero and a whole number of microseconds.
+    """
+    if not _DURATION.fullmatch(text):
+        raise ValueError(f"invalid duration {text!r} ({DURATION_FORM})")
+    total = sum(
+        (Fraction(number) * _UNIT_US[unit] for number, unit in _PART.findall(text)),
+        Fraction(0),
+    )
+    if total <= 0:
+        raise ValueError(f"invalid duration {text!r} (must be > 0)")
+    if total.denominator != 1:
+        raise ValueError(f"invalid duration {text!r} (finer than one microsecond)")
+    return int(total)
+
+
+def format_duration(us: int) -> str:
+    """Write microseconds compactly with units h, m, s, ms, zero units left out (§4.1).
+
+    `parse_duration(format_duration(us)) == us` for every positive `us`; a part below a
+    millisecond is written as a decimal fraction of `ms` (`1.5ms`).
+    """
+    if us < 0:
+        raise ValueError(f"negative duration: {us} us")
+    if us == 0:
+        return "0s"
+    hours, rest = divmod(us, US_PER_H)
+    minutes, rest = divmod(rest, US_PER_M)
+    seconds, rest = divmod(rest, US_PER_S)
+    millis, micros = divmod(rest, US_PER_MS)
+    parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (seconds, "s")) if n]
+    if micros:
+        parts.append(f"{millis}.{micros:03d}".rstrip("0") + "ms")
+    elif millis:
+        parts.append(f"{millis}ms")
+    return "".join(parts)
+
+
+def to_seconds(us: int) -> float:
+    """Microseconds as float seconds, for APIs that take seconds (timers, socket timeouts)."""
+    return us / US_PER_S
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of contract §5.2, parsed and validated; durations in microseconds."""
+
+    port: int = 8080
+    log_level: LogLevel = "info"
+    expiration_interval_us: int = 1 * US_PER_S
+    webhook_timeout_us: int = 5 * US_PER_S
+    vwap_window_us: int = 5 * US_PER_M
+    read_timeout_us: int = 5 * US_PER_S
+    write_timeout_us: int = 10 * US_PER_S
+    idle_timeout_us: int = 60 * US_PER_S
+    shutdown_timeout_us: int = 10 * US_PER_S
+    #: PEM file of extra CAs for webhook deliveries; None: the system trust store only.
+    webhook_ca_bundle: str | None = None
+    webhook_allow_private: bool = False
+    #: HMAC key of `X-Signature`; None: deliveries are not signed. Never logged.
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_queue_limit: int = 10_000
+    database_path: str = "data/miniexchange.db"
+    database_sync: DatabaseSync = "full"
+    idempotency_ttl_us: int = 24 * US_PER_H
+    log_format: LogFormat = "json"
+
+    @property
+    def log_level_number(self) -> int:
+        """The `logging` level of LOG_LEVEL (`warn` is `logging.WARNING`)."""
+        return _LOG_LEVEL_NUMBERS[self.log_level]
+
+    @property
+    def journal_enabled(self) -> bool:
+        """False when DATABASE_PATH is `:memory:` (no persistence, §5.4)."""
+        return self.database_path != ":memory:"
+
+    def public_items(self) -> dict[str, object]:
+        """Every setting for the `startup` log event (§6.3), secrets shown as `"<set>"`.
+
+        Keys are the lower-cased variable names; durations are written as in §5.2.
+        """
+        return {
+            "port": self.port,
+            "log_level": self.log_level,
+            "expiration_interval": format_duration(self.expiration_interval_us),
+            "webhook_timeout": format_duration(self.webhook_timeout_us),
+            "vwap_window": format_duration(self.vwap_window_us),
+            "read_timeout": format_duration(self.read_timeout_us),
+            "write_timeout": format_duration(self.write_timeout_us),
+            "idle_timeout": format_duration(self.idle_timeout_us),
+            "shutdown_timeout": format_duration(self.shutdown_timeout_us),
+            "webhook_ca_bundle": self.webhook_ca_bundle,
+            "webhook_allow_private": self.webhook_allow_private,
+            "webhook_secret": "<set>" if self.webhook_secret else None,
+            "webhook_queue_limit": self.webhook_queue_limit,
+            "database_path": self.database_path,
+            "database_sync": self.database_sync,
+            "idempotency_ttl": format_duration(self.idempotency_ttl_us),
+            "log_format": self.log_format,
+        }
+
+
+_T = TypeVar("_T")
+_S = TypeVar("_S", bound=str)
+
+_LOG_LEVELS: Final[tuple[LogLevel, ...]] = get_args(LogLevel)
+_DATABASE_SYNCS: Final[tuple[DatabaseSync, ...]] = get_args(DatabaseSync)
+_LOG_FORMATS: Final[tuple[LogFormat, ...]] = get_args(LogFormat)
+
+
+def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
+    """Read every variable of §5.2 from `environ` once; raise SettingsError on the first bad one."""
+
+    def read(name: str, parse: Callable[[str, str], _T], default: _T) -> _T:
+        raw = environ.get(name, "")
+        return default if raw == "" else parse(name, raw)
+
+    defaults = Settings()
+    return Settings(
+        port=read("PORT", _port, defaults.port),
+        log_level=read("LOG_LEVEL", _choice(_LOG_LEVELS), defaults.log_level),
+        expiration_interval_us=read(
+            "EXPIRATION_INTERVAL", _duration, defaults.expiration_interval_us
+        ),
+        webhook_timeout_us=read("WEBHOOK_TIMEOUT", _duration, defaults.webhook_timeout_us),
+        vwap_window_us=read("VWAP_WINDOW", _duration, defaults.vwap_window_us),
+        read_timeout_us=read("READ_TIMEOUT", _duration, defaults.read_timeout_us),
+        write_timeout_us=read("WRITE_TIMEOUT", _duration, defaults.write_timeout_us),
+        idle_timeout_us=read("IDLE_TIMEOUT", _duration, defaults.idle_timeout_us),
+        shutdown_timeout_us=read("SHUTDOWN_TIMEOUT", _duration, defaults.shutdown_timeout_us),
+        webhook_ca_bundle=read("WEBHOOK_CA_BUNDLE", _ca_bundle, defaults.webhook_ca_bundle),
+        webhook_allow_private=read(
+            "WEBHOOK_ALLOW_PRIVATE", _boolean, defaults.webhook_allow_private
+        ),
+        webhook_secret=read("WEBHOOK_SECRET", _text, defaults.webhook_secret),
+        webhook_queue_limit=read(
+            "WEBHOOK_QUEUE_LIMIT", _positive_int, defaults.webhook_queue_limit
+        ),
+        database_path=read("DATABASE_PATH", _text, defaults.database_path),
+        database_sync=read("DATABASE_SYNC", _choice(_DATABASE_SYNCS), defaults.database_sync),
+        idempotency_ttl_us=read("IDEMPOTENCY_TTL", _duration, defaults.idempotency_ttl_us),
+        log_format=read("LOG_FORMAT", _choice(_LOG_FORMATS), defaults.log_format),
+    )
+
+
+# Parsers: (variable name, non-empty raw value) -> value, or SettingsError. The value is
+# shown with repr() so that the message stays on one line whatever the variable holds.
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _duration(name: str, raw: str) -> int:
+    try:
+        return parse_duration(raw)
+    except ValueError:
+        raise SettingsError(name, f"invalid duration {raw!r} ({DURATION_FORM})") from None
+
+
+def _port(name: str, raw: str) -> int:
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 65535:
+        return int(raw)
+    raise SettingsError(name, f"invalid port {raw!r} (expected an integer 1 to 65535)")
+
+
+def _positive_int(name: str, raw: str) -> int:
+    if raw.isascii() and raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    raise SettingsError(name, f"invalid integer {raw!r} (expected a positive integer, e.g. 10000)")
+
+
+def _boolean(name: str, raw: str) -> bool:
+    if raw in ("true", "false"):
+        return raw == "true"
+    raise SettingsError(name, f"invalid boolean {raw!r} (expected true or false)")
+
+
+def _choice(choices: tuple[_S, ...]) -> Callable[[str, str], _S]:
+    def parse(name: str, raw: str) -> _S:
+        if raw in choices:
+            return cast(_S, raw)
+        raise SettingsError(name, f"invalid value {raw!r} (expected one of {', '.join(choices)})")
+
+    return parse
+
+
+def _ca_bundle(name: str, raw: str) -> str:
+    """Load the file as the delivery code will, so a bad bundle stops the start, not a delivery."""
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=raw)
+    except (OSError, ValueError):  # ssl.SSLError is an OSError
+        raise SettingsError(
+            name, f"cannot load {raw!r} (expected empty or a readable PEM file of CA certificates)"
+        ) from None
+    return raw

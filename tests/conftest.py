@@ -1,0 +1,90 @@
+"""Shared fixtures: the ASGI app in-process with real actors and a manual clock.
+
+`AppClient` keeps one `falcon.testing.ASGIConductor` (one ASGI lifespan, so one set of
+actors) open for a whole test, on an event loop in a background thread, and offers
+plain synchronous calls; several test threads may call it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pykka
+import pytest
+from falcon import testing
+
+from miniexchange.actors.exchange import Exchange
+from miniexchange.http.app import create_app
+from miniexchange.settings import load_settings
+from miniexchange.testing import ManualClock, SequentialIds
+
+START = "2026-02-17T09:00:00Z"
+
+
+class AppClient:
+    def __init__(self, app: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._conductor = testing.ASGIConductor(app)
+        self._run(self._conductor.__aenter__())
+
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=60)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+        query: str | None = None,
+    ) -> testing.Result:
+        kwargs: dict[str, Any] = {"headers": headers, "query_string": query}
+        if json is not None:
+            kwargs["json"] = json
+        elif body is not None:
+            kwargs["body"] = body
+        return self._run(self._conductor.simulate_request(method, path, **kwargs))
+
+    def get(self, path: str, **kwargs: Any) -> testing.Result:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> testing.Result:
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> testing.Result:
+        return self.request("DELETE", path, **kwargs)
+
+    def close(self) -> None:
+        self._run(self._conductor.__aexit__(None, None, None))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock.at(START)
+
+
+@pytest.fixture
+def exchange(clock: ManualClock) -> Exchange:
+    """Real actors, a manual clock, no ticker: tests expire by moving the clock."""
+    return Exchange(clock, SequentialIds(), expiration_interval_s=None)
+
+
+@pytest.fixture
+def client(clock: ManualClock, exchange: Exchange) -> Iterator[AppClient]:
+    app = create_app(load_settings({}), clock=clock, exchange=exchange)
+    app_client = AppClient(app)
+    try:
+        yield app_client
+    finally:
+        app_client.close()
+        pykka.ActorRegistry.stop_all()
