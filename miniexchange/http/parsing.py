@@ -50,6 +50,8 @@ _RECURSION_LIMIT: Final = 2500
 if sys.getrecursionlimit() < _RECURSION_LIMIT:
     sys.setrecursionlimit(_RECURSION_LIMIT)
 
+_INT_DIGITS: Final = 4300  # Python's default int-from-text limit; longer literals: HugeInt
+
 # orjson refuses a finite literal that overflows a double (1e400); that is valid JSON.
 _ORJSON_INFINITY: Final = "number is infinity"
 
@@ -117,8 +119,11 @@ def _exact_number(text: str) -> Decimal:
 
 def _exact_int(text: str) -> int | Decimal:
     """parse_int of the slow decoder: any length, without int()'s quadratic conversion."""
-    if len(text) <= 4000:
-        return int(text)
+    if len(text) <= _INT_DIGITS:
+        try:
+            return int(text)
+        except ValueError:  # a process that lowered sys.set_int_max_str_digits()
+            pass
     return HugeInt(text, EXACT_CONTEXT)
 
 
@@ -179,8 +184,9 @@ def _exact_decode(text: str) -> Any:
 def _parse_without_gate(body: bytes) -> dict[str, Any]:
     """The rare body orjson stopped reading at a number too big for a double.
 
-    The stdlib pass then sees the rest first, so the checks orjson would have made after
-    that number are made here on the value: nesting depth and lone surrogates.
+    Only the stdlib pass reads what follows that number, and it allows what orjson would
+    have refused there (lone surrogates, any depth its recursion limit reaches), so those
+    two checks are made here on the value. Syntax, UTF-8 and NaN it checks itself.
     """
     try:
         text = body.decode()
@@ -558,7 +564,8 @@ def validate_listing(params: dict[str, str]) -> tuple[str | None, int, int]:
         digits = text.lstrip("0")
         if not digits:
             raise validation_error("page must be an integer >= 1")
-        page = int(digits) if len(digits) <= 4000 else int(Decimal(digits, EXACT_CONTEXT))
+        # int(Decimal) has no digit limit and is not quadratic, unlike int(str)
+        page = int(digits) if len(digits) <= 18 else int(Decimal(digits, EXACT_CONTEXT))
     limit = 20
     text = params.get("limit")
     if text is not None:

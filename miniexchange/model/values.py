@@ -39,7 +39,7 @@ DOCUMENT_NUMBER_RE: Final = re.compile(r"[a-zA-Z0-9]{1,32}", re.ASCII)
 
 
 def is_symbol(text: str) -> bool:
-    """Whether `text` is a syntactically valid symbol (path checks use this too)."""
+    """Whether `text` is a syntactically valid symbol."""
     return SYMBOL_RE.fullmatch(text) is not None
 
 
