@@ -29,6 +29,10 @@ def start_actor_threads_small() -> None:
     threading.stack_size(ACTOR_STACK_SIZE)
 
 
+DEFERRED = object()
+"""Returned by a handler that answers later itself (once its facts are durable)."""
+
+
 class ExchangeActor(pykka.ThreadingActor):
     """A pykka actor whose messages are typed dataclasses dispatched by type.
 
@@ -55,6 +59,6 @@ class ExchangeActor(pykka.ThreadingActor):
                 return None
             reply(bug)
             return None
-        if reply is not None:
+        if reply is not None and result is not DEFERRED:
             reply(result)
         return result

@@ -4,6 +4,10 @@ A plain object used by the HTTP layer. Broker registration needs no actor hop: t
 registry checks and inserts under its lock, builds the ledger, and only then hands it
 to the new broker actor, which is from that moment its only writer. Symbol actors are
 started on a symbol's first order, not when a registration merely names it.
+
+On start it replays the journal (facts only, no matching), starts an actor for every
+broker and every symbol that has orders, and expires at once the orders whose
+`expires_at` passed while the exchange was down.
 """
 
 from __future__ import annotations
@@ -12,16 +16,21 @@ import threading
 
 import pykka
 
-from miniexchange.actors.base import start_actor_threads_small
+from miniexchange.actors.base import Reply, start_actor_threads_small
 from miniexchange.actors.broker import BrokerActor
 from miniexchange.actors.clock import ClockActor, Ticker
+from miniexchange.actors.messages import ExpireDue
 from miniexchange.actors.read_index import ReadIndex
 from miniexchange.actors.symbol import EventSink, SymbolActor, SymbolContext, ignore_events
 from miniexchange.clock import Clock
 from miniexchange.ids import IdFactory
+from miniexchange.journal import facts
+from miniexchange.journal.recovery import Recovered, recover
+from miniexchange.journal.store import Journal, MemoryJournal
 from miniexchange.model.commands import RegisterBroker
-from miniexchange.model.errors import ExchangeError
-from miniexchange.model.ledger import Balance, Ledger
+from miniexchange.model.errors import ExchangeError, journal_unavailable
+from miniexchange.model.ledger import Ledger
+from miniexchange.model.orders import Order
 
 
 class Exchange:
@@ -32,11 +41,13 @@ class Exchange:
         expiration_interval_s: float | None = 1.0,
         vwap_window_us: int = 300_000_000,
         events: EventSink = ignore_events,
+        journal: Journal | None = None,
     ) -> None:
         """`expiration_interval_s=None` starts no ticker: a test sends `Tick` itself."""
         self.clock = clock
         self.ids = ids
         self.read_index = ReadIndex()
+        self.journal: Journal = journal if journal is not None else MemoryJournal()
         self._brokers: dict[str, pykka.ActorRef] = {}
         self._symbols: dict[str, pykka.ActorRef] = {}
         self._lock = threading.Lock()
@@ -48,6 +59,7 @@ class Exchange:
             brokers=self.broker,
             vwap_window_us=vwap_window_us,
             events=events,
+            journal=self.journal,
         )
         self.clock_actor: pykka.ActorRef | None = None
         self._ticker: Ticker | None = None
@@ -58,15 +70,33 @@ class Exchange:
         return self._context.known_symbols
 
     def start(self) -> None:
+        recovered = recover(self.journal.facts())
         start_actor_threads_small()
         self.clock_actor = ClockActor.start(self.clock, self._symbols.get)
         self._context.clock_actor = self.clock_actor
+        self._restore(recovered)
+        self.journal.start()
+        for actor in list(self._symbols.values()):
+            actor.tell(ExpireDue())  # what fell due while the exchange was down
         if self._expiration_interval_s is not None:
             self._ticker = Ticker(self.clock_actor, self._expiration_interval_s)
             self._ticker.start()
 
+    def _restore(self, recovered: Recovered) -> None:
+        for broker_id, ledger in recovered.ledgers.items():
+            self._brokers[broker_id] = BrokerActor.start(ledger, self.clock)
+        self.known_symbols.update(recovered.known_symbols)
+        by_symbol: dict[str, list[Order]] = {}
+        for order in recovered.orders.values():
+            self.read_index.publish_new(order)
+            by_symbol.setdefault(order.symbol, []).append(order)
+        for symbol, orders in by_symbol.items():
+            trades = recovered.trades.get(symbol, ())
+            self._symbols[symbol] = SymbolActor.start(symbol, self._context, orders, trades)
+
     def stop(self) -> None:
-        """Stop the clock (a running sweep completes first), then every actor."""
+        """Stop the clock (a running sweep completes first), then every actor, then
+        the journal (after committing what the actors appended)."""
         with self._lock:
             self._stopped = True
         if self._ticker is not None:
@@ -77,14 +107,15 @@ class Exchange:
             ref.stop()
         for ref in list(self._brokers.values()):
             ref.stop()
+        self.journal.close()
 
     # -- brokers -----------------------------------------------------------------
 
     def broker(self, broker_id: str) -> pykka.ActorRef | None:
         return self._brokers.get(broker_id)
 
-    def register_broker(self, command: RegisterBroker) -> Balance:
-        """Register a broker atomically; its first balance is the registration answer."""
+    def register_broker(self, command: RegisterBroker, reply: Reply) -> None:
+        """Register a broker atomically; `reply` gets its first balance once durable."""
         with self._lock:
             if command.broker_id in self._brokers:
                 raise ExchangeError(
@@ -96,7 +127,12 @@ class Exchange:
             balance = ledger.balance()
             self._brokers[command.broker_id] = BrokerActor.start(ledger, self.clock)
             self.known_symbols.update(symbol for symbol, _ in command.holdings)
-        return balance
+        fact = facts.broker_registered(command, balance.created_at)
+
+        def durable(error: BaseException | None) -> None:
+            reply(balance if error is None else journal_unavailable())
+
+        self.journal.append((fact,), durable)
 
     # -- symbols -----------------------------------------------------------------
 

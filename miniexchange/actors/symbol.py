@@ -3,18 +3,21 @@
 Each submission, cancellation and expiry is one message handled alone: the atomic
 unit. Inside it the actor asks the broker actor to reserve (a blocking ask on this
 actor's thread; broker actors never ask back, so it cannot deadlock), runs the match
-loop, tells the settlements to the brokers, publishes the new order states, and only
-then replies. Webhook events are handed over after the atomic step.
+loop and tells the settlements to the brokers. What the step decided goes to the
+journal as facts; once they are durable (at once without persistence) the new order
+states are published, the requester gets its answer and the webhook events leave.
+The actor itself does not wait for the disk: it goes on with its next message, and
+group commit lets one disk sync cover many steps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pykka
 
-from miniexchange.actors.base import ExchangeActor
+from miniexchange.actors.base import DEFERRED, ExchangeActor, Reply
 from miniexchange.actors.messages import (
     Cancel,
     ExpireDue,
@@ -31,19 +34,22 @@ from miniexchange.actors.messages import (
 from miniexchange.actors.read_index import ReadIndex
 from miniexchange.clock import Clock
 from miniexchange.ids import IdFactory
-from miniexchange.model.book import Level, MatchResult, OrderBook
+from miniexchange.journal import facts
+from miniexchange.journal.store import Journal, MemoryJournal
+from miniexchange.model.book import Level, OrderBook
 from miniexchange.model.commands import ASK, BID, LIMIT, MARKET, SubmitOrder
 from miniexchange.model.errors import (
     broker_not_found,
     insufficient_balance,
     insufficient_holdings,
+    journal_unavailable,
     no_liquidity,
     not_cancellable,
     order_not_found,
     validation_error,
 )
 from miniexchange.model.events import Event, OrderClosed, TradeExecuted
-from miniexchange.model.orders import Order, new_order
+from miniexchange.model.orders import Order, Trade, new_order
 from miniexchange.model.settlement import cash_to_reserve, released_by, settlement_legs
 from miniexchange.model.vwap import Price, TradeWindow
 
@@ -65,6 +71,16 @@ class QuoteView:
     quoted_at: int
 
 
+@dataclass(slots=True)
+class Outcome:
+    """What one write decided: facts to journal, order states to publish, events."""
+
+    facts: list[facts.Fact] = field(default_factory=list)
+    changed: list[Order] = field(default_factory=list)
+    accepted: Order | None = None
+    events: list[Event] = field(default_factory=list)
+
+
 def ignore_events(events: list[Event]) -> None:
     """The event sink used when no webhook dispatcher is attached."""
 
@@ -78,38 +94,53 @@ class SymbolContext:
     read_index: ReadIndex
     brokers: Callable[[str], pykka.ActorRef | None]
     vwap_window_us: int = 300_000_000
+    journal: Journal = field(default_factory=MemoryJournal)
     clock_actor: pykka.ActorRef | None = None
     events: EventSink = ignore_events
     known_symbols: set[str] = field(default_factory=set)
 
 
 class SymbolActor(ExchangeActor):
-    def __init__(self, symbol: str, context: SymbolContext) -> None:
+    def __init__(
+        self,
+        symbol: str,
+        context: SymbolContext,
+        orders: Iterable[Order] = (),
+        trades: Iterable[Trade] = (),
+    ) -> None:
+        """`orders` and `trades` restore a recovered symbol (every order, every trade)."""
         super().__init__()
         self.symbol = symbol
         self.book = OrderBook(symbol)
         self.context = context
         self.trades = TradeWindow(context.vwap_window_us)
+        self.orders: dict[str, Order] = {}  # the latest state of every order of the symbol
+        for order in orders:
+            self.orders[order.order_id] = order
+            if order.is_active:
+                self.book.restore(order)
+        for trade in trades:
+            self.trades.record(trade)
         self._announced_expiry: int | None = None
 
-    # -- handlers ----------------------------------------------------------------
+    def on_start(self) -> None:
+        self._announce_expiry()
 
-    def _submit(self, message: Submit) -> Order:
-        command = message.command
-        context = self.context
-        now = context.clock.now()
-        events: list[Event] = []
+    # -- writes ------------------------------------------------------------------
+
+    def _submit(self, message: Submit) -> object:
+        now = self.context.clock.now()
+        outcome = Outcome()
+        self._expire_due(now, outcome)
         try:
-            self._expire_due(now, events)
-            result = self._accept_and_match(command, now)
-            for fill in result.fills:
-                events.append(TradeExecuted(fill.trade, fill.bid))
-                events.append(TradeExecuted(fill.trade, fill.ask))
-        finally:
-            self._after_write(events)
-        return result.order
+            order = self._accept_and_match(message.command, now, outcome)
+        except Exception:
+            self._finish(outcome)
+            raise
+        self._finish(outcome, message.reply, order)
+        return DEFERRED
 
-    def _accept_and_match(self, command: SubmitOrder, now: int) -> MatchResult:
+    def _accept_and_match(self, command: SubmitOrder, now: int, outcome: Outcome) -> Order:
         book = self.book
         context = self.context
         if command.type == LIMIT and command.expires_at <= now:  # type: ignore[operator]
@@ -126,39 +157,47 @@ class SymbolActor(ExchangeActor):
             raise insufficient_holdings(command.broker_id, self.symbol)
         order = new_order(command, context.ids.order_id(), now)
         context.known_symbols.add(self.symbol)
+        outcome.facts.append(facts.order_accepted(order))
         result = book.submit(order, now, context.ids.trade_id)
         for broker_id, legs in settlement_legs(result).items():
             self._broker(broker_id).tell(Settle(self.symbol, tuple(legs)))
         final = result.order
         if final.cancelled_quantity:  # a market order's IOC remainder
             self._release(final)
-        index = context.read_index
+        orders = self.orders
         for fill in result.fills:
-            self.trades.record(fill.trade)
-            index.publish(fill.resting)  # later fills of one resting order overwrite
-        index.publish_new(final)
-        return result
+            trade = fill.trade
+            self.trades.record(trade)
+            outcome.facts.append(facts.trade_executed(trade))
+            outcome.events.append(TradeExecuted(trade, fill.bid))
+            outcome.events.append(TradeExecuted(trade, fill.ask))
+            orders[fill.resting.order_id] = fill.resting
+            outcome.changed.append(fill.resting)  # later fills of one order overwrite
+        orders[final.order_id] = final
+        outcome.accepted = final
+        return final
 
-    def _cancel(self, message: Cancel) -> Order:
+    def _cancel(self, message: Cancel) -> object:
         now = self.context.clock.now()
-        events: list[Event] = []
-        try:
-            self._expire_due(now, events)
-            cancelled = self.book.cancel(message.order_id, now)
-            if cancelled is None:
-                current = self.context.read_index.get(message.order_id)
-                if current is None:
-                    raise order_not_found(message.order_id)
-                raise not_cancellable(current.order_id, current.status)
-            self._close(cancelled, events)
-        finally:
-            self._after_write(events)
-        return cancelled
+        outcome = Outcome()
+        self._expire_due(now, outcome)
+        cancelled = self.book.cancel(message.order_id, now)
+        if cancelled is None:
+            self._finish(outcome)
+            current = self.orders.get(message.order_id)
+            if current is None:
+                raise order_not_found(message.order_id)
+            raise not_cancellable(current.order_id, current.status)
+        self._close(cancelled, now, outcome)
+        self._finish(outcome, message.reply, cancelled)
+        return DEFERRED
 
     def _expire(self, message: ExpireDue) -> None:
-        events: list[Event] = []
-        self._expire_due(self.context.clock.now(), events)
-        self._after_write(events)
+        outcome = Outcome()
+        self._expire_due(self.context.clock.now(), outcome)
+        self._finish(outcome)
+
+    # -- reads -------------------------------------------------------------------
 
     def _read_book(self, message: ReadBook) -> BookView:
         now = self._expire_for_read()
@@ -186,20 +225,22 @@ class SymbolActor(ExchangeActor):
     def _expire_for_read(self) -> int:
         """Book and quote reads leave out due orders (§2.6): expire them first."""
         now = self.context.clock.now()
-        events: list[Event] = []
-        self._expire_due(now, events)
-        self._after_write(events)
+        outcome = Outcome()
+        self._expire_due(now, outcome)
+        self._finish(outcome)
         return now
 
-    def _expire_due(self, now: int, events: list[Event]) -> None:
+    def _expire_due(self, now: int, outcome: Outcome) -> None:
         for order in self.book.expire_due(now):
-            self._close(order, events)
+            self._close(order, now, outcome)
 
-    def _close(self, order: Order, events: list[Event]) -> None:
-        """Release a cancelled or expired order's reservation and publish it."""
+    def _close(self, order: Order, now: int, outcome: Outcome) -> None:
+        """A cancelled or expired order: release its reservation, record it."""
         self._release(order)
-        self.context.read_index.publish(order)
-        events.append(OrderClosed(order))
+        self.orders[order.order_id] = order
+        outcome.facts.append(facts.order_closed(order, now))
+        outcome.changed.append(order)
+        outcome.events.append(OrderClosed(order))
 
     def _release(self, order: Order) -> None:
         cash, shares = released_by(order)
@@ -212,10 +253,34 @@ class SymbolActor(ExchangeActor):
         assert broker is not None, f"broker {broker_id} has orders but no actor"
         return broker
 
-    def _after_write(self, events: list[Event]) -> None:
-        """After the atomic step: hand over the events, announce the next expiry."""
-        if events:
-            self.context.events(events)
+    def _finish(self, outcome: Outcome, reply: Reply | None = None, answer: object = None) -> None:
+        """End of the atomic step: journal the facts; once durable, publish the new
+        states, answer, and hand the events over (in that order)."""
+        self._announce_expiry()
+        if not outcome.facts:
+            if reply is not None:
+                reply(answer)
+            return
+        context = self.context
+
+        def durable(error: BaseException | None) -> None:
+            if error is not None:
+                if reply is not None:
+                    reply(journal_unavailable())
+                return
+            index = context.read_index
+            for order in outcome.changed:
+                index.publish(order)
+            if outcome.accepted is not None:
+                index.publish_new(outcome.accepted)
+            if reply is not None:
+                reply(answer)
+            if outcome.events:
+                context.events(outcome.events)
+
+        context.journal.append(outcome.facts, durable)
+
+    def _announce_expiry(self) -> None:
         next_expiry = self.book.next_expiry()
         if next_expiry != self._announced_expiry:
             self._announced_expiry = next_expiry

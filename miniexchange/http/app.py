@@ -7,6 +7,8 @@ requests finish: first the expiration clock, then the symbol and broker actors.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from typing import Any
 
@@ -19,6 +21,7 @@ from miniexchange.http.core import JsonBodyReader, core_routes
 from miniexchange.http.errors import install_error_handlers
 from miniexchange.http.market import market_routes
 from miniexchange.ids import IdFactory, RandomIds
+from miniexchange.journal.store import open_journal
 from miniexchange.settings import Settings, format_duration, load_settings
 
 JSON_DEPTH_RECURSION_LIMIT = 4000
@@ -36,6 +39,13 @@ class Lifespan:
 
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         self.exchange.stop()
+
+
+def stop_this_worker(failure: BaseException) -> None:
+    """Fail-stop (§5.4): the journal cannot be written, so memory must not go on ahead
+    of disk. SIGTERM makes this worker shut down; gunicorn starts a fresh one, which
+    recovers from the journal."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class StrictPaths:
@@ -59,11 +69,15 @@ def create_app(
     settings = settings or load_settings()
     clock = clock or SystemClock()
     if exchange is None:
+        journal = open_journal(
+            settings.database_path, settings.database_sync, on_failure=stop_this_worker
+        )
         exchange = Exchange(
             clock,
             ids or RandomIds(),
             expiration_interval_s=settings.expiration_interval_us / 1_000_000,
             vwap_window_us=settings.vwap_window_us,
+            journal=journal,
         )
     if sys.getrecursionlimit() < JSON_DEPTH_RECURSION_LIMIT:
         sys.setrecursionlimit(JSON_DEPTH_RECURSION_LIMIT)

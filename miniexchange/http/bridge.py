@@ -1,7 +1,8 @@
-"""From the event loop to an actor and back, without ever blocking the loop.
+"""From the event loop to an actor (or the journal) and back, never blocking the loop.
 
-The responder creates an asyncio future and sends the actor a message carrying a reply
-callback; the actor thread completes the future with `loop.call_soon_threadsafe`.
+The responder creates an asyncio future and hands a reply callback to whoever answers
+(an actor's message, the registry); that thread completes the future with
+`loop.call_soon_threadsafe`.
 """
 
 from __future__ import annotations
@@ -20,16 +21,21 @@ def _resolve(future: asyncio.Future[Any], value: Any) -> None:
         future.set_result(value)
 
 
-async def call(actor: pykka.ActorRef, message_with: Callable[[Reply], Any]) -> Any:
-    """Send `message_with(reply)` to `actor` and await its answer (raising a refusal)."""
+async def answer(send: Callable[[Reply], object]) -> Any:
+    """Call `send(reply)` and await what is passed to `reply` (raising a refusal)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
     def reply(value: Any) -> None:
         loop.call_soon_threadsafe(_resolve, future, value)
 
-    actor.tell(message_with(reply))
+    send(reply)
     value = await future
     if isinstance(value, BaseException):
         raise value
     return value
+
+
+async def call(actor: pykka.ActorRef, message_with: Callable[[Reply], Any]) -> Any:
+    """Send `message_with(reply)` to `actor` and await its answer."""
+    return await answer(lambda reply: actor.tell(message_with(reply)))

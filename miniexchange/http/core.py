@@ -11,7 +11,7 @@ import falcon.asgi
 from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Cancel, ReadBalance, Submit
 from miniexchange.clock import Clock
-from miniexchange.http.bridge import call
+from miniexchange.http.bridge import answer, call
 from miniexchange.http.parsing import parse_json_object, validate_order, validate_registration
 from miniexchange.http.render import balance_json, order_json, registration_json
 from miniexchange.model.commands import MARKET
@@ -87,7 +87,8 @@ class BrokersResource(Resource):
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         command = validate_registration(await self.body.read(req))
-        send_json(resp, 201, registration_json(self.exchange.register_broker(command)))
+        balance = await answer(lambda reply: self.exchange.register_broker(command, reply))
+        send_json(resp, 201, registration_json(balance))
 
 
 class BalanceResource(Resource):

@@ -182,5 +182,11 @@ def order_summary(order: Order) -> dict[str, Any]:
 
 def listing_json(orders: list[Order], total: int, page: int, limit: int) -> bytes:
     return orjson.dumps(
-        {"orders": [order_summary(o) for o in orders], "total": total, "page": page, "limit": limit}
+        {
+            "orders": [order_summary(o) for o in orders],
+            "total": total,
+            # `page` has no upper bound and may exceed what orjson writes as an integer.
+            "page": orjson.Fragment(str(page).encode()),
+            "limit": limit,
+        }
     )

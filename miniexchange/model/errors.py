@@ -65,3 +65,9 @@ def not_cancellable(order_id: str, status: str) -> ExchangeError:
     else:
         text = f"Order {order_id} is already expired and cannot be cancelled"
     return ExchangeError("order_not_cancellable", text)
+
+
+def journal_unavailable() -> ExchangeError:
+    return ExchangeError(
+        "journal_unavailable", "The exchange cannot record this request; retry later"
+    )

@@ -1,0 +1,90 @@
+"""The facts the journal records, and their encoding.
+
+Facts, not requests: recovery replays decisions and never re-runs matching. Balances
+and reservations are derived from registrations, trades and the open orders, so they
+are not recorded apart. Each fact is `(kind, JSON bytes)`; integers stay integers
+(cents, shares, microseconds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from miniexchange.model.commands import RegisterBroker
+from miniexchange.model.orders import Order, Trade
+
+Fact = tuple[str, bytes]
+
+BROKER_REGISTERED = "broker_registered"
+ORDER_ACCEPTED = "order_accepted"
+TRADE_EXECUTED = "trade_executed"
+ORDER_CANCELLED = "order_cancelled"
+ORDER_EXPIRED = "order_expired"
+WEBHOOK_SAVED = "webhook_saved"
+WEBHOOK_DELETED = "webhook_deleted"
+IDEMPOTENT_ANSWER = "idempotent_answer"
+
+
+def broker_registered(command: RegisterBroker, created_at: int) -> Fact:
+    return BROKER_REGISTERED, orjson.dumps(
+        {
+            "broker_id": command.broker_id,
+            "cash": command.initial_cash,
+            "holdings": command.holdings,
+            "at": created_at,
+        }
+    )
+
+
+def order_accepted(order: Order) -> Fact:
+    return ORDER_ACCEPTED, orjson.dumps(
+        {
+            "order_id": order.order_id,
+            "type": order.type,
+            "broker_id": order.broker_id,
+            "document_number": order.document_number,
+            "side": order.side,
+            "symbol": order.symbol,
+            "price": order.price,
+            "quantity": order.quantity,
+            "expires_at": order.expires_at,
+            "at": order.created_at,
+        }
+    )
+
+
+def trade_executed(trade: Trade) -> Fact:
+    return TRADE_EXECUTED, orjson.dumps(
+        {
+            "trade_id": trade.trade_id,
+            "symbol": trade.symbol,
+            "price": trade.price,
+            "quantity": trade.quantity,
+            "at": trade.executed_at,
+            "bid": trade.bid_order_id,
+            "ask": trade.ask_order_id,
+            "bid_broker": trade.bid_broker_id,
+            "ask_broker": trade.ask_broker_id,
+        }
+    )
+
+
+def order_closed(order: Order, at: int) -> Fact:
+    """A cancellation (DELETE) or an expiry; `at` is when the exchange processed it."""
+    if order.expired_at is not None:
+        return ORDER_EXPIRED, orjson.dumps({"order_id": order.order_id, "at": at})
+    return ORDER_CANCELLED, orjson.dumps({"order_id": order.order_id, "at": order.cancelled_at})
+
+
+def webhook_saved(subscription: dict[str, Any]) -> Fact:
+    return WEBHOOK_SAVED, orjson.dumps(subscription)
+
+
+def webhook_deleted(webhook_id: str) -> Fact:
+    return WEBHOOK_DELETED, orjson.dumps({"webhook_id": webhook_id})
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    return orjson.loads(body)
