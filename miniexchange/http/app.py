@@ -20,6 +20,7 @@ from miniexchange.clock import Clock, SystemClock
 from miniexchange.http.core import JsonBodyReader, core_routes
 from miniexchange.http.errors import install_error_handlers
 from miniexchange.http.market import market_routes
+from miniexchange.http.timeouts import WriteTimeout
 from miniexchange.ids import IdFactory, RandomIds
 from miniexchange.journal.store import open_journal
 from miniexchange.settings import Settings, format_duration, load_settings
@@ -96,4 +97,10 @@ def create_app(
     return app
 
 
-app = create_app()
+def create_served_app(settings: Settings | None = None) -> WriteTimeout:
+    """What gunicorn serves: the app, with `WRITE_TIMEOUT` on every response body."""
+    settings = settings or load_settings()
+    return WriteTimeout(create_app(settings), settings.write_timeout_us / 1_000_000)
+
+
+app = create_served_app()

@@ -1,0 +1,52 @@
+"""WRITE_TIMEOUT: a body that cannot be written in time ends the request."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from miniexchange.http.timeouts import STREAMING, WriteTimeout
+
+
+async def respond(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"x"})
+
+
+def run(scope: dict[str, Any], send: Any) -> None:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    asyncio.run(WriteTimeout(respond, 0.05)(scope, receive, send))
+
+
+def test_a_stalled_body_write_times_out() -> None:
+    sent: list[str] = []
+
+    async def stalled_send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()  # the client never reads
+
+    with pytest.raises(TimeoutError):
+        run({"type": "http"}, stalled_send)
+    assert sent == ["http.response.start", "http.response.body"]
+
+
+def test_streams_and_prompt_writes_are_untouched() -> None:
+    sent: list[str] = []
+
+    async def slow_send(message: dict[str, Any]) -> None:
+        await asyncio.sleep(0.1 if message["type"] == "http.response.body" else 0)
+        sent.append(message["type"])
+
+    run({"type": "http", STREAMING: True}, slow_send)
+    assert sent == ["http.response.start", "http.response.body"]
+
+    async def prompt_send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+
+    run({"type": "http"}, prompt_send)
+    assert sent[2:] == ["http.response.start", "http.response.body"]
