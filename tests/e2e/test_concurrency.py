@@ -130,6 +130,21 @@ def test_concurrent_orders_keep_every_invariant(server: Server) -> None:
             key = (broker_id, holding["symbol"])
             assert holding["reserved_quantity"] == reserved_shares[key]
             assert holding["available_quantity"] >= 0
+    for symbol in SYMBOLS:  # no crossed book, and it shows exactly the active orders
+        book = requests.get(f"{server.url}/stocks/{symbol}/book?depth=50", timeout=10).json()
+        if book["bids"] and book["asks"]:
+            assert cents(book["bids"][0]["price"]) < cents(book["asks"][0]["price"])
+        for side in ("bids", "asks"):
+            shown = sum(level["total_quantity"] for level in book[side])
+            active = sum(
+                o["remaining_quantity"]
+                for o in orders
+                if o["symbol"] == symbol
+                and o["side"] == side[:-1]
+                and o["status"] in ("pending", "partially_filled")
+            )
+            # depth 50 shows the whole side unless it has more levels than that
+            assert shown == active if len(book[side]) < 50 else shown <= active
     assert total_cash == cents(INITIAL_CASH) * len(BROKERS)
     assert dict(shares) == {symbol: INITIAL_SHARES * len(BROKERS) for symbol in SYMBOLS}
     assert server.stop() == 0
