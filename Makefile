@@ -26,6 +26,7 @@ run: $(STAMP)
 	exec $(VENV)/bin/gunicorn -c config/gunicorn.conf.py
 
 test: $(STAMP)
+	bash scripts/test-deps
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)

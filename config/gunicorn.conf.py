@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,20 @@ errorlog = "-"  # gunicorn's own lines go to standard error
 proc_name = "miniexchange"
 if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"  # the heartbeat file; a disk-backed /tmp can stall it
+
+
+# Every connection's kernel send buffer is capped (Linux doubles the value: 512 KiB in all)
+# instead of growing to the 4 MiB that autotuning allows. A client that stops reading, an
+# event stream's reader above all (§6.6), then pins little kernel memory, and the stream's
+# own limit (1000 unsent trade events) takes effect after ~1 MiB of events rather than ~5.
+# Responses here are small; 512 KiB in flight still fills any link the exchange serves.
+SEND_BUFFER_BYTES = 256 * 1024
+
+
+def when_ready(server: Arbiter) -> None:
+    """Cap the send buffer on the listening sockets: accepted connections inherit it."""
+    for listener in server.LISTENERS:
+        listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
 
 
 def _refuse(message: str) -> None:

@@ -1,5 +1,6 @@
 """Test doubles for developers who test an actor alone: a manual clock, predictable ids,
-a recording fake actor, and a reply collector.
+a recording fake actor, a reply collector, and a recording stand-in for the webhook
+delivery pool.
 
     clock = ManualClock.at("2026-02-17T09:00:00Z")
     broker = FakeBrokerActor.start(reserve=True)
@@ -28,9 +29,11 @@ from miniexchange.actors.messages import (
     Settle,
     Tick,
 )
+from miniexchange.webhooks.delivery import Delivery
 
 __all__ = [
     "FakeBrokerActor",
+    "FakeDeliveries",
     "ManualClock",
     "Replies",
     "SequentialIds",
@@ -147,6 +150,37 @@ class FakeBrokerActor(ExchangeActor):
         Settle: _record,
         ReadBalance: _read_balance,
     }
+
+
+class FakeDeliveries:
+    """Stands in for the delivery pool: records every delivery handed over, sends none.
+
+    Give `submit` to a `WebhookDispatcherActor` (or the object to an `Exchange` as
+    `deliveries`); `get()` waits for the next delivery, `recorded()` lists them all.
+    """
+
+    def __init__(self) -> None:
+        self._recorded: list[Delivery] = []
+        self._queue: queue.Queue[Delivery] = queue.Queue()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def submit(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._recorded.append(delivery)
+        self._queue.put(delivery)
+
+    def get(self, timeout: float = 5.0) -> Delivery:
+        return self._queue.get(timeout=timeout)
+
+    def recorded(self) -> list[Delivery]:
+        with self._lock:
+            return list(self._recorded)
 
 
 def stop_all_actors() -> None:

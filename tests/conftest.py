@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import pykka
 import pytest
@@ -22,6 +22,8 @@ from miniexchange.settings import load_settings
 from miniexchange.testing import ManualClock, SequentialIds
 
 START = "2026-02-17T09:00:00Z"
+
+T = TypeVar("T")
 
 
 class AppClient:
@@ -60,6 +62,11 @@ class AppClient:
 
     def delete(self, path: str, **kwargs: Any) -> testing.Result:
         return self.request("DELETE", path, **kwargs)
+
+    def run(self, use: Callable[[testing.ASGIConductor], Awaitable[T]]) -> T:
+        """Run `use(conductor)` on the client's loop: for what plain calls cannot do,
+        such as reading an event stream (`conductor.simulate_get_stream`)."""
+        return self._run(use(self._conductor))
 
     def close(self) -> None:
         self._run(self._conductor.__aexit__(None, None, None))

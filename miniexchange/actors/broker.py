@@ -25,21 +25,25 @@ class BrokerActor(ExchangeActor):
         self.ledger = ledger
         self.clock = clock
 
+    def _at(self, at: int | None) -> int:
+        """The time of the step that sent the message (see `actors.messages`)."""
+        return self.clock.now() if at is None else at
+
     def _reserve_cash(self, message: ReserveCash) -> bool:
-        return self.ledger.reserve_cash(message.amount, self.clock.now())
+        return self.ledger.reserve_cash(message.amount, self._at(message.at))
 
     def _reserve_shares(self, message: ReserveShares) -> bool:
-        return self.ledger.reserve_shares(message.symbol, message.quantity, self.clock.now())
+        return self.ledger.reserve_shares(message.symbol, message.quantity, self._at(message.at))
 
     def _release(self, message: Release) -> None:
-        now = self.clock.now()
+        now = self._at(message.at)
         if message.cash:
             self.ledger.release_cash(message.cash, now)
         if message.quantity:
             self.ledger.release_shares(message.symbol, message.quantity, now)
 
     def _settle(self, message: Settle) -> None:
-        self.ledger.settle(message.symbol, message.legs, self.clock.now())
+        self.ledger.settle(message.symbol, message.legs, self._at(message.at))
 
     def _read_balance(self, message: ReadBalance) -> Balance:
         return self.ledger.balance()

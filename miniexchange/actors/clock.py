@@ -8,6 +8,7 @@ Stale heap entries (a symbol announced a new time since) are skipped when popped
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import threading
 from collections.abc import Callable
@@ -46,7 +47,8 @@ class ClockActor(ExchangeActor):
             del self._announced[symbol]
             actor = self.symbols(symbol)
             if actor is not None:
-                actor.tell(ExpireDue())
+                with contextlib.suppress(pykka.ActorDeadError):  # stopping
+                    actor.tell(ExpireDue())
                 sent.append(symbol)
         return sent
 

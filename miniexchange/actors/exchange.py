@@ -8,10 +8,14 @@ started on a symbol's first order, not when a registration merely names it.
 On start it replays the journal (facts only, no matching), starts an actor for every
 broker and every symbol that has orders, and expires at once the orders whose
 `expires_at` passed while the exchange was down.
+
+It also owns the webhook side: the delivery pool and the dispatcher actor, which hears
+every symbol actor's events (`Notify`) and holds the recovered subscriptions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pykka
@@ -19,9 +23,11 @@ import pykka
 from miniexchange.actors.base import Reply, start_actor_threads_small
 from miniexchange.actors.broker import BrokerActor
 from miniexchange.actors.clock import ClockActor, Ticker
-from miniexchange.actors.messages import ExpireDue
+from miniexchange.actors.market_data import MarketData
+from miniexchange.actors.messages import ExpireDue, Notify
 from miniexchange.actors.read_index import ReadIndex
 from miniexchange.actors.symbol import EventSink, SymbolActor, SymbolContext, ignore_events
+from miniexchange.actors.webhooks import WebhookDispatcherActor
 from miniexchange.clock import Clock
 from miniexchange.ids import IdFactory
 from miniexchange.journal import facts
@@ -29,8 +35,12 @@ from miniexchange.journal.recovery import Recovered, recover
 from miniexchange.journal.store import Journal, MemoryJournal
 from miniexchange.model.commands import RegisterBroker
 from miniexchange.model.errors import ExchangeError, journal_unavailable
+from miniexchange.model.events import Event
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import Order
+from miniexchange.model.subscriptions import Subscription
+from miniexchange.settings import Settings
+from miniexchange.webhooks.delivery import Deliveries, DeliveryPool
 
 
 class Exchange:
@@ -42,12 +52,22 @@ class Exchange:
         vwap_window_us: int = 300_000_000,
         events: EventSink = ignore_events,
         journal: Journal | None = None,
+        deliveries: Deliveries | None = None,
     ) -> None:
-        """`expiration_interval_s=None` starts no ticker: a test sends `Tick` itself."""
+        """`expiration_interval_s=None` starts no ticker: a test sends `Tick` itself.
+
+        `events` also hears every event (the webhook dispatcher always does).
+        `deliveries` sends the webhooks; None: a pool with the default settings.
+        """
         self.clock = clock
         self.ids = ids
         self.read_index = ReadIndex()
         self.journal: Journal = journal if journal is not None else MemoryJournal()
+        self.deliveries: Deliveries = (
+            deliveries if deliveries is not None else DeliveryPool(Settings())
+        )
+        self._dispatcher: pykka.ActorRef | None = None
+        self._also_hear = events
         self._brokers: dict[str, pykka.ActorRef] = {}
         self._symbols: dict[str, pykka.ActorRef] = {}
         self._lock = threading.Lock()
@@ -58,7 +78,7 @@ class Exchange:
             read_index=self.read_index,
             brokers=self.broker,
             vwap_window_us=vwap_window_us,
-            events=events,
+            events=self._publish,
             journal=self.journal,
         )
         self.clock_actor: pykka.ActorRef | None = None
@@ -69,15 +89,32 @@ class Exchange:
     def known_symbols(self) -> set[str]:
         return self._context.known_symbols
 
+    @property
+    def market_data(self) -> MarketData:
+        """What the symbol actors publish for `/stocks`, the tape and the streams."""
+        return self._context.market_data
+
     def start(self) -> None:
         recovered = recover(self.journal.facts())
         start_actor_threads_small()
+        self.deliveries.start()
+        self._dispatcher = WebhookDispatcherActor.start(
+            self.clock,
+            self.ids,
+            self.deliveries.submit,
+            self.journal,
+            [Subscription(**fact) for fact in recovered.webhooks.values()],
+        )
         self.clock_actor = ClockActor.start(self.clock, self._symbols.get)
         self._context.clock_actor = self.clock_actor
         self._restore(recovered)
         self.journal.start()
-        for actor in list(self._symbols.values()):
-            actor.tell(ExpireDue())  # what fell due while the exchange was down
+        # What fell due while the exchange was down expires before the first request:
+        # wait until every symbol has handled it and its facts are durable (published).
+        pykka.get_all([actor.ask(ExpireDue(), block=False) for actor in self._symbols.values()])
+        durable = threading.Event()
+        self.journal.append((), lambda error: durable.set())  # commits after those facts
+        durable.wait()
         if self._expiration_interval_s is not None:
             self._ticker = Ticker(self.clock_actor, self._expiration_interval_s)
             self._ticker.start()
@@ -95,8 +132,9 @@ class Exchange:
             self._symbols[symbol] = SymbolActor.start(symbol, self._context, orders, trades)
 
     def stop(self) -> None:
-        """Stop the clock (a running sweep completes first), then every actor, then
-        the journal (after committing what the actors appended)."""
+        """Stop the clock (a running sweep completes first), then every actor, then the
+        delivery pool (queued deliveries are abandoned, §5.3), then the journal (after
+        committing what the actors appended; events it releases then are dropped)."""
         with self._lock:
             self._stopped = True
         if self._ticker is not None:
@@ -107,7 +145,28 @@ class Exchange:
             ref.stop()
         for ref in list(self._brokers.values()):
             ref.stop()
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+        self.deliveries.stop()
         self.journal.close()
+
+    # -- webhooks ----------------------------------------------------------------
+
+    @property
+    def dispatcher(self) -> pykka.ActorRef:
+        """The webhook dispatcher actor (started with the exchange)."""
+        if self._dispatcher is None:
+            raise pykka.ActorDeadError("the exchange is not running")
+        return self._dispatcher
+
+    def _publish(self, events: list[Event]) -> None:
+        """A symbol actor's events, after its atomic step: to the dispatcher, in order."""
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            # Once stopping, deliveries not yet made are abandoned (§5.3).
+            with contextlib.suppress(pykka.ActorDeadError):
+                dispatcher.tell(Notify(tuple(events)))
+        self._also_hear(events)
 
     # -- brokers -----------------------------------------------------------------
 
@@ -117,6 +176,8 @@ class Exchange:
     def register_broker(self, command: RegisterBroker, reply: Reply) -> None:
         """Register a broker atomically; `reply` gets its first balance once durable."""
         with self._lock:
+            if self._stopped:
+                raise pykka.ActorDeadError("the exchange is stopping")
             if command.broker_id in self._brokers:
                 raise ExchangeError(
                     "broker_already_exists", f"Broker {command.broker_id} is already registered"

@@ -6,10 +6,11 @@ the handler's return value (or the `ExchangeError` it raises) is passed to it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from miniexchange.actors.base import Reply
 from miniexchange.model.commands import SubmitOrder
+from miniexchange.model.events import Event
 from miniexchange.model.ledger import SettlementLeg
 
 # -- symbol actor -------------------------------------------------------------------
@@ -51,6 +52,11 @@ class ReadPrice:
 
 
 # -- broker actor -------------------------------------------------------------------
+#
+# `at` is the time of the symbol actor's atomic step that sends the message: the ledger's
+# `updated_at` is the time of the trade, acceptance or release, which is what recovery
+# rebuilds from the journal, not the moment the broker actor got round to it (None: now).
+# It takes no part in equality.
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +64,14 @@ class ReserveCash:
     """Asked by a symbol actor: answers True if the cash was available and is now held."""
 
     amount: int
+    at: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class ReserveShares:
     symbol: str
     quantity: int
+    at: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +81,14 @@ class Release:
     cash: int = 0
     symbol: str = ""
     quantity: int = 0
+    at: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Settle:
     symbol: str
     legs: tuple[SettlementLeg, ...]
+    at: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +110,37 @@ class NextExpiry:
 @dataclass(frozen=True, slots=True)
 class Tick:
     """Run one expiration sweep (sent by the ticker thread, or by a test)."""
+
+
+# -- webhook dispatcher -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Upsert one subscription per event; answers an `Upserted` once durable."""
+
+    broker_id: str
+    url: str
+    events: tuple[str, ...]
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class ListWebhooks:
+    broker_id: str
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """Answers None once durable, or refuses with `webhook_not_found`."""
+
+    webhook_id: str
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """From a symbol actor, after an atomic step: what happened, in order."""
+
+    events: tuple[Event, ...]

@@ -5,19 +5,21 @@ unit. Inside it the actor asks the broker actor to reserve (a blocking ask on th
 actor's thread; broker actors never ask back, so it cannot deadlock), runs the match
 loop and tells the settlements to the brokers. What the step decided goes to the
 journal as facts; once they are durable (at once without persistence) the new order
-states are published, the requester gets its answer and the webhook events leave.
+states are published, the webhook events leave and the requester gets its answer.
 The actor itself does not wait for the disk: it goes on with its next message, and
 group commit lets one disk sync cover many steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pykka
 
 from miniexchange.actors.base import DEFERRED, ExchangeActor, Reply
+from miniexchange.actors.market_data import MarketData
 from miniexchange.actors.messages import (
     Cancel,
     ExpireDue,
@@ -79,6 +81,7 @@ class Outcome:
     changed: list[Order] = field(default_factory=list)
     accepted: Order | None = None
     events: list[Event] = field(default_factory=list)
+    trades: list[Trade] = field(default_factory=list)  # for the public tape, in order
 
 
 def ignore_events(events: list[Event]) -> None:
@@ -98,6 +101,7 @@ class SymbolContext:
     clock_actor: pykka.ActorRef | None = None
     events: EventSink = ignore_events
     known_symbols: set[str] = field(default_factory=set)
+    market_data: MarketData = field(default_factory=MarketData)
 
 
 class SymbolActor(ExchangeActor):
@@ -119,9 +123,18 @@ class SymbolActor(ExchangeActor):
             self.orders[order.order_id] = order
             if order.is_active:
                 self.book.restore(order)
+        trades = list(trades)
         for trade in trades:
             self.trades.record(trade)
         self._announced_expiry: int | None = None
+        self.feed = context.market_data.feed(symbol)
+        if trades or len(self.book):  # a recovered symbol: its summary and tape
+            self.feed.publish(
+                trades,
+                self.book.best_price(BID),
+                self.book.best_price(ASK),
+                self.book.next_expiry(),
+            )
 
     def on_start(self) -> None:
         self._announce_expiry()
@@ -151,24 +164,25 @@ class SymbolActor(ExchangeActor):
         if command.type == MARKET and not book.has_liquidity_for(command.side):
             raise no_liquidity(self.symbol)
         if command.side == BID:
-            if not broker.ask(ReserveCash(cash_to_reserve(book, command))):
+            if not broker.ask(ReserveCash(cash_to_reserve(book, command), now)):
                 raise insufficient_balance(command.broker_id)
-        elif not broker.ask(ReserveShares(self.symbol, command.quantity)):
+        elif not broker.ask(ReserveShares(self.symbol, command.quantity, now)):
             raise insufficient_holdings(command.broker_id, self.symbol)
         order = new_order(command, context.ids.order_id(), now)
         context.known_symbols.add(self.symbol)
         outcome.facts.append(facts.order_accepted(order))
         result = book.submit(order, now, context.ids.trade_id)
         for broker_id, legs in settlement_legs(result).items():
-            self._broker(broker_id).tell(Settle(self.symbol, tuple(legs)))
+            self._broker(broker_id).tell(Settle(self.symbol, tuple(legs), now))
         final = result.order
         if final.cancelled_quantity:  # a market order's IOC remainder
-            self._release(final)
+            self._release(final, now)
         orders = self.orders
         for fill in result.fills:
             trade = fill.trade
             self.trades.record(trade)
             outcome.facts.append(facts.trade_executed(trade))
+            outcome.trades.append(trade)
             outcome.events.append(TradeExecuted(trade, fill.bid))
             outcome.events.append(TradeExecuted(trade, fill.ask))
             orders[fill.resting.order_id] = fill.resting
@@ -236,16 +250,17 @@ class SymbolActor(ExchangeActor):
 
     def _close(self, order: Order, now: int, outcome: Outcome) -> None:
         """A cancelled or expired order: release its reservation, record it."""
-        self._release(order)
+        self._release(order, now)
         self.orders[order.order_id] = order
         outcome.facts.append(facts.order_closed(order, now))
         outcome.changed.append(order)
         outcome.events.append(OrderClosed(order))
 
-    def _release(self, order: Order) -> None:
+    def _release(self, order: Order, now: int) -> None:
         cash, shares = released_by(order)
         if cash or shares:
-            release = Release(cash=cash, symbol=self.symbol if shares else "", quantity=shares)
+            symbol = self.symbol if shares else ""
+            release = Release(cash=cash, symbol=symbol, quantity=shares, at=now)
             self._broker(order.broker_id).tell(release)
 
     def _broker(self, broker_id: str) -> pykka.ActorRef:
@@ -255,13 +270,20 @@ class SymbolActor(ExchangeActor):
 
     def _finish(self, outcome: Outcome, reply: Reply | None = None, answer: object = None) -> None:
         """End of the atomic step: journal the facts; once durable, publish the new
-        states, answer, and hand the events over (in that order)."""
+        states, hand the events over, and answer (in that order: whatever a client
+        sends after the answer reaches the webhook dispatcher after these events, so
+        a subscription change it makes never applies to them, §4.5)."""
         self._announce_expiry()
         if not outcome.facts:
             if reply is not None:
                 reply(answer)
             return
         context = self.context
+        feed = self.feed
+        book = self.book
+        # The book as this step left it, for the published summary: O(1) reads, no L2.
+        best_bid, best_ask = book.best_price(BID), book.best_price(ASK)
+        next_expiry = book.next_expiry()
 
         def durable(error: BaseException | None) -> None:
             if error is not None:
@@ -273,10 +295,11 @@ class SymbolActor(ExchangeActor):
                 index.publish(order)
             if outcome.accepted is not None:
                 index.publish_new(outcome.accepted)
-            if reply is not None:
-                reply(answer)
+            feed.publish(outcome.trades, best_bid, best_ask, next_expiry)
             if outcome.events:
                 context.events(outcome.events)
+            if reply is not None:
+                reply(answer)
 
         context.journal.append(outcome.facts, durable)
 
@@ -285,4 +308,6 @@ class SymbolActor(ExchangeActor):
         if next_expiry != self._announced_expiry:
             self._announced_expiry = next_expiry
             if self.context.clock_actor is not None:
-                self.context.clock_actor.tell(NextExpiry(self.symbol, next_expiry))
+                # while the exchange stops, the clock actor stops first
+                with contextlib.suppress(pykka.ActorDeadError):
+                    self.context.clock_actor.tell(NextExpiry(self.symbol, next_expiry))

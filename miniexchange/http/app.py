@@ -18,12 +18,18 @@ import falcon.asgi
 from miniexchange.actors.exchange import Exchange
 from miniexchange.clock import Clock, SystemClock
 from miniexchange.http.core import JsonBodyReader, core_routes
+from miniexchange.http.docs import docs_routes
 from miniexchange.http.errors import install_error_handlers
 from miniexchange.http.market import market_routes
+from miniexchange.http.page import MarketPageResource
+from miniexchange.http.stocks import stocks_routes
+from miniexchange.http.stream import EventStreamGuard, StreamHub
 from miniexchange.http.timeouts import WriteTimeout
+from miniexchange.http.webhooks import webhook_routes
 from miniexchange.ids import IdFactory, RandomIds
 from miniexchange.journal.store import open_journal
 from miniexchange.settings import Settings, format_duration, load_settings
+from miniexchange.webhooks.delivery import DeliveryPool
 
 JSON_DEPTH_RECURSION_LIMIT = 4000
 """The stdlib JSON decoder recurses once per nesting level; 1024 levels must parse."""
@@ -32,13 +38,18 @@ JSON_DEPTH_RECURSION_LIMIT = 4000
 class Lifespan:
     """Falcon middleware running the exchange's start and stop with the ASGI lifespan."""
 
-    def __init__(self, exchange: Exchange) -> None:
+    def __init__(self, exchange: Exchange, streams: StreamHub | None = None) -> None:
         self.exchange = exchange
+        self.streams = streams
 
     async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         self.exchange.start()
+        if self.streams is not None:
+            self.streams.start()  # open event streams close at once on SIGTERM (§5.3)
 
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
+        if self.streams is not None:
+            self.streams.stop()
         self.exchange.stop()
 
 
@@ -79,10 +90,12 @@ def create_app(
             expiration_interval_s=settings.expiration_interval_us / 1_000_000,
             vwap_window_us=settings.vwap_window_us,
             journal=journal,
+            deliveries=DeliveryPool(settings),
         )
     if sys.getrecursionlimit() < JSON_DEPTH_RECURSION_LIMIT:
         sys.setrecursionlimit(JSON_DEPTH_RECURSION_LIMIT)
-    app = falcon.asgi.App(middleware=[Lifespan(exchange), StrictPaths()])
+    streams = StreamHub(exchange, clock)
+    app = falcon.asgi.App(middleware=[Lifespan(exchange, streams), StrictPaths()])
     app.req_options.strip_url_path_trailing_slash = False
     install_error_handlers(app)
     body = JsonBodyReader(
@@ -92,15 +105,22 @@ def create_app(
     for template, resource in (
         *core_routes(exchange, body, clock),
         *market_routes(exchange, clock, window),
+        *stocks_routes(exchange, clock, streams),
+        ("/", MarketPageResource()),
+        *docs_routes(),
+        *webhook_routes(exchange, body),
     ):
         app.add_route(template, resource)
     return app
 
 
 def create_served_app(settings: Settings | None = None) -> WriteTimeout:
-    """What gunicorn serves: the app, with `WRITE_TIMEOUT` on every response body."""
+    """What gunicorn serves: the app, with `WRITE_TIMEOUT` on every response body but
+    event streams', and the guard that ends streams promptly (`http.stream`)."""
     settings = settings or load_settings()
-    return WriteTimeout(create_app(settings), settings.write_timeout_us / 1_000_000)
+    return WriteTimeout(
+        EventStreamGuard(create_app(settings)), settings.write_timeout_us / 1_000_000
+    )
 
 
 app = create_served_app()

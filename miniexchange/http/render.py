@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from miniexchange.actors.market_data import Summary
 from miniexchange.model.book import Level
 from miniexchange.model.commands import LIMIT
 from miniexchange.model.ledger import Balance
@@ -190,3 +191,26 @@ def listing_json(orders: list[Order], total: int, page: int, limit: int) -> byte
             "limit": limit,
         }
     )
+
+
+def stocks_json(entries: list[tuple[str, Summary]]) -> bytes:
+    """`GET /stocks` (§6.6): one entry per known symbol, in the order given."""
+    return orjson.dumps(
+        {
+            "symbols": [
+                {
+                    "symbol": symbol,
+                    "last_price": money(summary.last_price),
+                    "best_bid": money(summary.best_bid),
+                    "best_ask": money(summary.best_ask),
+                    "volume": summary.volume,
+                }
+                for symbol, summary in entries
+            ]
+        }
+    )
+
+
+def trades_json(symbol: str, trades: list[Trade]) -> bytes:
+    """The public tape (§6.6): anonymous trades, in the order given (newest first)."""
+    return orjson.dumps({"symbol": symbol, "trades": [trade_dict(trade) for trade in trades]})

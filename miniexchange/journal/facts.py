@@ -86,5 +86,10 @@ def webhook_deleted(webhook_id: str) -> Fact:
     return WEBHOOK_DELETED, orjson.dumps({"webhook_id": webhook_id})
 
 
+def idempotent_answer(answer: dict[str, Any]) -> Fact:
+    """A stored `Idempotency-Key` answer (§6.1), journaled with the facts it describes."""
+    return IDEMPOTENT_ANSWER, orjson.dumps(answer)
+
+
 def decode(body: bytes) -> dict[str, Any]:
     return orjson.loads(body)

@@ -65,15 +65,12 @@ class SqliteJournal:
         on_failure: Callable[[BaseException], None] | None = None,
         on_commit: Callable[[float, int], None] | None = None,
     ) -> None:
-        """`on_commit(seconds, fact_count)` is told of each commit (for metrics)."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        """`on_commit(seconds, fact_count)` is told of each commit (for metrics).
+
+        Nothing is opened here (the app is built at import): see `_connect`."""
         self.path = path
-        self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute(
-            f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}"
-        )
-        self._connection.execute(SCHEMA)
+        self._synchronous = "FULL" if synchronous == "full" else "NORMAL"
+        self._connection: sqlite3.Connection | None = None
         self._queue: queue.SimpleQueue[tuple[Sequence[Fact], Durable] | None] = queue.SimpleQueue()
         self._on_failure = on_failure
         self._on_commit = on_commit
@@ -152,7 +149,10 @@ class SqliteJournal:
                 error = self._fail(failure)
             else:
                 if self._on_commit is not None:
-                    self._on_commit(time.perf_counter() - started, len(rows))
+                    try:
+                        self._on_commit(time.perf_counter() - started, len(rows))
+                    except Exception:  # a metrics hook must not silence the callbacks
+                        log.exception("journal commit hook failed")
         else:
             error = JournalUnavailable(str(error))
         for _, done in batch:
@@ -179,7 +179,10 @@ class SqliteJournal:
             extra={"event": "journal_write_failed", "reason": repr(failure)},
         )
         if self._on_failure is not None:
-            self._on_failure(failure)
+            try:
+                self._on_failure(failure)
+            except Exception:  # every waiting append must still get its answer
+                log.exception("journal failure hook failed")
         return failure
 
 

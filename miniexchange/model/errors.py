@@ -36,6 +36,10 @@ def symbol_not_found(symbol: str) -> ExchangeError:
     return ExchangeError("symbol_not_found", f"Symbol {symbol} is not listed on this exchange")
 
 
+def webhook_not_found(webhook_id: str) -> ExchangeError:
+    return ExchangeError("webhook_not_found", f"Webhook {webhook_id} does not exist")
+
+
 def no_liquidity(symbol: str) -> ExchangeError:
     return ExchangeError(
         "no_liquidity", f"No matching orders available for market order on {symbol}"

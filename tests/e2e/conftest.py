@@ -40,7 +40,11 @@ class Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:  # never leave a server running behind a failed start
+            self.stop()
+            raise
 
     def _wait_ready(self, attempts: int = 300) -> None:
         for _ in range(attempts):
@@ -49,8 +53,8 @@ class Server:
             try:
                 if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or the worker is still booting
             time.sleep(0.1)
         raise RuntimeError(f"server not ready:\n{self.output()}")
 

@@ -1,0 +1,95 @@
+"""WebhookDispatcherActor: owns the subscriptions and decides who gets what (§4.5).
+
+It answers `POST/GET/DELETE /webhooks` (a change is answered once its fact is
+durable), and on `Notify` looks each event's subscription up *at that moment*: an
+unsubscribed broker gets nothing for later events, and what was already handed to the
+delivery pool still leaves. It renders each payload and hands the delivery over; the
+POSTs happen on the pool's threads, never here. It never asks anyone, so no ask can
+deadlock on it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+
+from miniexchange.actors.base import DEFERRED, ExchangeActor, Reply
+from miniexchange.actors.messages import ListWebhooks, Notify, Subscribe, Unsubscribe
+from miniexchange.clock import Clock
+from miniexchange.ids import IdFactory
+from miniexchange.journal import facts
+from miniexchange.journal.store import Journal, MemoryJournal
+from miniexchange.model.errors import journal_unavailable, webhook_not_found
+from miniexchange.model.subscriptions import Subscription, Subscriptions
+from miniexchange.webhooks.delivery import Delivery
+from miniexchange.webhooks.payloads import render
+
+Deliver = Callable[[Delivery], None]
+"""Takes a delivery to send (the pool's `submit`); must not block."""
+
+
+class WebhookDispatcherActor(ExchangeActor):
+    def __init__(
+        self,
+        clock: Clock,
+        ids: IdFactory,
+        deliver: Deliver,
+        journal: Journal | None = None,
+        subscriptions: Iterable[Subscription] = (),
+    ) -> None:
+        """`subscriptions`: those recovered from the journal, in creation order."""
+        super().__init__()
+        self.clock = clock
+        self.ids = ids
+        self.deliver = deliver
+        self.journal: Journal = journal if journal is not None else MemoryJournal()
+        self.subscriptions = Subscriptions(subscriptions)
+
+    def _subscribe(self, message: Subscribe) -> object:
+        upserted = self.subscriptions.upsert(
+            message.broker_id, message.url, message.events, self.clock.now(), self.ids.webhook_id
+        )
+        saved = [facts.webhook_saved(asdict(subscription)) for subscription in upserted.changed]
+        self._when_durable(saved, message.reply, upserted)
+        return DEFERRED
+
+    def _list(self, message: ListWebhooks) -> list[Subscription]:
+        return self.subscriptions.of_broker(message.broker_id)
+
+    def _unsubscribe(self, message: Unsubscribe) -> object:
+        if self.subscriptions.delete(message.webhook_id) is None:
+            raise webhook_not_found(message.webhook_id)
+        self._when_durable([facts.webhook_deleted(message.webhook_id)], message.reply, None)
+        return DEFERRED
+
+    def _notify(self, message: Notify) -> None:
+        lookup = self.subscriptions.lookup
+        for event in message.events:
+            subscription = lookup(event.order.broker_id, event.event)
+            if subscription is not None:
+                self.deliver(
+                    Delivery(
+                        str(uuid.uuid4()),
+                        subscription.webhook_id,
+                        subscription.url,
+                        event.event,
+                        render(event),
+                    )
+                )
+
+    handlers = {  # noqa: RUF012
+        Subscribe: _subscribe,
+        ListWebhooks: _list,
+        Unsubscribe: _unsubscribe,
+        Notify: _notify,
+    }
+
+    def _when_durable(self, saved: list[facts.Fact], reply: Reply, answer: object) -> None:
+        """Answer once the facts are committed. A no-op upsert appends nothing but still
+        waits its turn, so it is never answered ahead of an earlier change's commit."""
+
+        def durable(error: BaseException | None) -> None:
+            reply(answer if error is None else journal_unavailable())
+
+        self.journal.append(saved, durable)

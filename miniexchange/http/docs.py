@@ -1,0 +1,142 @@
+"""The API's own reference (contract §6.5): `GET /openapi.json` and `GET /docs`.
+
+`openapi.yaml` beside this module is the one document: it is read and turned into JSON
+once, when the app is created, and every request gets those same bytes. `GET /docs` is
+Swagger UI rendering `/openapi.json`; its script and stylesheet are served under
+`/docs/` from the installed `mkdocs-swagger-ui-tag` package (which ships Swagger UI 5,
+the first to render OpenAPI 3.1, as plain files), so the page needs no network access.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from typing import Any, Final
+
+import falcon
+import falcon.asgi
+import orjson
+import yaml
+
+from miniexchange.http.core import Resource, send_json
+
+OPENAPI_FILE: Final = "openapi.yaml"
+
+SWAGGER_UI_PACKAGE: Final = "mkdocs_swagger_ui_tag"
+SWAGGER_UI_DIR: Final = "swagger-ui"
+
+ASSETS: Final[dict[str, tuple[str, str]]] = {
+    # name under /docs/ -> (file in the package's swagger-ui directory, content type)
+    "swagger-ui-bundle.js": ("javascripts/swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+    "swagger-ui.css": ("stylesheets/swagger-ui.css", "text/css; charset=utf-8"),
+    # Source maps, which a browser's developer tools ask for.
+    "swagger-ui-bundle.js.map": ("javascripts/swagger-ui-bundle.js.map", "application/json"),
+    "swagger-ui.css.map": ("stylesheets/swagger-ui.css.map", "application/json"),
+}
+
+# BaseLayout: the reference alone, without the standalone top bar that explores other URLs.
+# validatorUrl null: Swagger UI would otherwise send the document to an online validator.
+DOCS_PAGE: Final = b"""<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>miniexchange API reference</title>
+  <link rel="icon" href="data:,">
+  <link rel="stylesheet" href="/docs/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({
+      url: "/openapi.json",
+      dom_id: "#swagger-ui",
+      deepLinking: true,
+      presets: [SwaggerUIBundle.presets.apis],
+      layout: "BaseLayout",
+      validatorUrl: null,
+    });
+  </script>
+</body>
+</html>
+"""
+
+
+def load_openapi() -> dict[str, Any]:
+    """The repository's OpenAPI document, parsed."""
+    text = files("miniexchange.http").joinpath(OPENAPI_FILE).read_text(encoding="utf-8")
+    # libyaml's loader when present: the pure-Python one takes about a second here
+    document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    if not isinstance(document, dict):
+        raise ValueError(f"{OPENAPI_FILE} is not a mapping")
+    return document
+
+
+def swagger_ui_dir() -> Traversable:
+    return files(SWAGGER_UI_PACKAGE).joinpath(SWAGGER_UI_DIR)
+
+
+class OpenApiResource(Resource):
+    methods = ("GET",)
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        send_json(resp, 200, self.body)
+
+
+class DocsPageResource(Resource):
+    methods = ("GET",)
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.status = 200
+        resp.content_type = "text/html; charset=utf-8"
+        resp.data = DOCS_PAGE
+
+
+class DocsAssetResource(Resource):
+    """Swagger UI's files, read from the package on first use and kept."""
+
+    methods = ("GET",)
+
+    def __init__(self, directory: Traversable) -> None:
+        self.directory = directory
+        self.cache: dict[str, bytes] = {}
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, asset: str
+    ) -> None:
+        entry = ASSETS.get(asset)
+        if entry is None:
+            raise falcon.HTTPRouteNotFound()  # rendered as the contract's 404 `not_found`
+        path, content_type = entry
+        data = self.cache.get(asset)
+        if data is None:
+            data = self.directory.joinpath(path).read_bytes()
+            self.cache[asset] = data
+        resp.status = 200
+        resp.content_type = content_type
+        resp.cache_control = ["public", "max-age=86400"]
+        resp.data = data
+
+
+@functools.cache
+def openapi_json() -> bytes:
+    """The document as served: read and converted once per process, never per request."""
+    return orjson.dumps(load_openapi())
+
+
+def docs_routes() -> tuple[tuple[str, Resource], ...]:
+    body = openapi_json()
+    directory = swagger_ui_dir()
+    missing = [path for path, _ in ASSETS.values() if not directory.joinpath(path).is_file()]
+    if missing:
+        raise RuntimeError(f"Swagger UI files missing from {SWAGGER_UI_PACKAGE}: {missing}")
+    return (
+        ("/openapi.json", OpenApiResource(body)),
+        ("/docs", DocsPageResource()),
+        ("/docs/{asset}", DocsAssetResource(directory)),
+    )

@@ -1,0 +1,88 @@
+"""Webhook subscriptions over HTTP (contract §4.5): subscribe, list, unsubscribe.
+
+Every 400 is decided before the broker lookup, which needs no actor hop (the
+registry); the subscription table itself is the dispatcher actor's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import falcon
+import falcon.asgi
+import orjson
+
+from miniexchange.actors.exchange import Exchange
+from miniexchange.actors.messages import ListWebhooks, Subscribe, Unsubscribe
+from miniexchange.http.bridge import call
+from miniexchange.http.core import JsonBodyReader, Resource, send_json
+from miniexchange.http.parsing import (
+    parse_query,
+    validate_webhook_broker_query,
+    validate_webhook_subscription,
+)
+from miniexchange.http.render import timestamp
+from miniexchange.model.errors import broker_not_found
+from miniexchange.model.subscriptions import Subscription
+
+
+def subscription_dict(subscription: Subscription) -> dict[str, Any]:
+    return {
+        "webhook_id": subscription.webhook_id,
+        "broker_id": subscription.broker_id,
+        "event": subscription.event,
+        "url": subscription.url,
+        "created_at": timestamp(subscription.created_at),
+        "updated_at": timestamp(subscription.updated_at),
+    }
+
+
+def webhooks_json(subscriptions: Iterable[Subscription]) -> bytes:
+    return orjson.dumps({"webhooks": [subscription_dict(s) for s in subscriptions]})
+
+
+class WebhooksResource(Resource):
+    methods = ("GET", "POST")
+
+    def __init__(self, exchange: Exchange, body: JsonBodyReader) -> None:
+        self.exchange = exchange
+        self.body = body
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        broker_id, url, events = validate_webhook_subscription(await self.body.read(req))
+        if self.exchange.broker(broker_id) is None:
+            raise broker_not_found(broker_id)
+        upserted = await call(
+            self.exchange.dispatcher, lambda reply: Subscribe(broker_id, url, events, reply)
+        )
+        send_json(resp, 201 if upserted.created else 200, webhooks_json(upserted.subscriptions))
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        broker_id = validate_webhook_broker_query(parse_query(req.query_string))
+        if self.exchange.broker(broker_id) is None:
+            raise broker_not_found(broker_id)
+        subscriptions = await call(
+            self.exchange.dispatcher, lambda reply: ListWebhooks(broker_id, reply)
+        )
+        send_json(resp, 200, webhooks_json(subscriptions))
+
+
+class WebhookResource(Resource):
+    methods = ("DELETE",)
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+
+    async def on_delete(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, webhook_id: str
+    ) -> None:
+        await call(self.exchange.dispatcher, lambda reply: Unsubscribe(webhook_id, reply))
+        resp.status = 204
+
+
+def webhook_routes(exchange: Exchange, body: JsonBodyReader) -> tuple[tuple[str, Resource], ...]:
+    return (
+        ("/webhooks", WebhooksResource(exchange, body)),
+        ("/webhooks/{webhook_id}", WebhookResource(exchange)),
+    )

@@ -1,0 +1,6 @@
+"""Webhook deliveries: payload rendering, the delivery pool, and the guarded transport.
+
+The dispatcher actor (`miniexchange.actors.webhooks`) decides who gets what; this
+package turns that into HTTPS POSTs on a few delivery threads, never on an actor's
+time (contract §4.5, ARCHITECTURE "Webhooks").
+"""

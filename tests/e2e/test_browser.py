@@ -1,0 +1,219 @@
+"""The market page in a real browser (contract §6.6): headless Chromium from Debian's
+`chromium` package, driven by Playwright for Python through `executable_path` (nothing
+here downloads a browser; `make test` installs the package when it can, see
+scripts/test-deps).
+
+Orders go in through the API; the page must show the book rows, the spread and the
+trade, then change live, without a reload, when more orders cross. Screenshots of a
+phone and a wide screen are saved to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import ROOT, Server
+from tests.e2e.test_stream import Api
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+WAIT_MS = 30_000  # how long a live change may take before the test gives up (a hang guard)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """One browser for the module; None when Debian's Chromium is not installed."""
+    if not CHROMIUM.exists():
+        yield None
+        return
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def require(chromium: Any) -> Any:
+    """The browser, or a failed test (never a skip) saying in one line what to install."""
+    if chromium is None:
+        pytest.fail(
+            f"{CHROMIUM} is missing: run `apt-get install -y chromium` (as root)", pytrace=False
+        )
+    return chromium
+
+
+@pytest.fixture
+def market(server: Server) -> Api:
+    """AAPL: asks 151.00 × 100, 151.50 × 250, 152.00 × 50; bids 150.00 × 200, 149.50 × 80;
+    then one trade (30 at 151.00). MSFT: one trade at 300.00 and a resting bid."""
+    api = Api(server.url)
+    api.register("S", 0, AAPL=100_000, MSFT=100_000)
+    api.register("B", 100_000_000)
+    for price, quantity in ((151.0, 100), (151.5, 250), (152.0, 50)):
+        api.order("S", "ask", quantity, price)
+    for price, quantity in ((150.0, 200), (149.5, 80)):
+        api.order("B", "bid", quantity, price)
+    assert api.order("B", "bid", 30, 151.0)["status"] == "filled"
+    api.order("S", "ask", 5, 300.0, symbol="MSFT")
+    api.order("B", "bid", 5, 300.0, symbol="MSFT")
+    api.order("B", "bid", 10, 299.0, symbol="MSFT")
+    return api
+
+
+class Page:
+    """One browser page on the market page, failing the test on any script error or
+    any request that leaves the exchange."""
+
+    def __init__(self, browser: Any, server: Server, **context: Any) -> None:
+        from playwright.sync_api import expect
+
+        expect.set_options(timeout=WAIT_MS)
+        self.expect = expect
+        self.context = browser.new_context(**context)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(WAIT_MS)
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on(
+            "request",
+            lambda request: (
+                None
+                if request.url.startswith(server.url)
+                else self.errors.append(f"request outside the exchange: {request.url}")
+            ),
+        )
+
+    def texts(self, selector: str) -> list[str]:
+        return [text.strip() for text in self.page.locator(selector).all_inner_texts()]
+
+    def close(self) -> None:
+        self.context.close()
+        assert self.errors == []
+
+
+def level_texts(page: Page, side: str) -> list[list[str]]:
+    rows = page.page.locator(f"#{side} .level")
+    return [
+        [cell.strip() for cell in rows.nth(i).locator("span").all_inner_texts()]
+        for i in range(rows.count())
+    ]
+
+
+def test_the_page_shows_the_book_and_trades_and_follows_them_live(
+    chromium: Any, server: Server, market: Api
+) -> None:
+    browser = require(chromium)
+    ARTIFACTS.mkdir(exist_ok=True)
+    wide = Page(browser, server, viewport={"width": 1440, "height": 900})
+    page, expect = wide.page, wide.expect
+    page.goto(f"{server.url}/")  # no symbol in the URL: the first one, AAPL
+
+    expect(page).to_have_url(re.compile(r"/\?symbol=AAPL$"))
+    expect(page.locator("#symbol-name")).to_have_text("AAPL")
+    expect(page.locator("#asks .level")).to_have_count(3)
+    expect(page.locator("#bids .level")).to_have_count(2)
+    expect(page.locator("#book-spread")).to_have_text("1.00")
+    expect(page.locator("#trades li")).to_have_count(1)
+    assert level_texts(wide, "asks") == [  # best ask next to the spread, at the bottom
+        ["152.00", "50", "1"],
+        ["151.50", "250", "1"],
+        ["151.00", "70", "1"],
+    ]
+    assert level_texts(wide, "bids") == [["150.00", "200", "1"], ["149.50", "80", "1"]]
+    assert wide.texts("#trades li .price") == ["151.00"]
+    assert wide.texts("#trades li .quantity") == ["30"]
+    expect(page.locator("#symbols a")).to_have_count(2)
+    expect(page.locator("#symbols a[aria-current=page] .ticker")).to_have_text("AAPL")
+    expect(page.locator('#symbols a[data-symbol="MSFT"] .price')).to_have_text("300.00")
+    expect(page.locator("#vwap")).to_have_text("151.00")
+    expect(page.locator("#status")).to_have_attribute("data-state", "live")
+
+    # More orders cross; the page follows from its stream without a reload.
+    page.evaluate("window.stillTheSamePage = true")
+    sweep = market.order("B", "bid", 300, 151.5)
+    assert [t["quantity"] for t in sweep["trades"]] == [70, 230]
+    expect(page.locator("#trades li")).to_have_count(3)
+    expect(page.locator("#book-spread")).to_have_text("1.50")  # 151.50 − 150.00
+    expect(page.locator("#asks .level")).to_have_count(2)
+    assert level_texts(wide, "asks") == [["152.00", "50", "1"], ["151.50", "20", "1"]]
+    assert wide.texts("#trades li .price") == ["151.50", "151.00", "151.00"]
+    assert wide.texts("#trades li .quantity") == ["230", "70", "30"]
+    market.order("B", "bid", 40, 150.5)  # a new best bid, no trade
+    expect(page.locator("#book-spread")).to_have_text("1.00")
+    assert level_texts(wide, "bids")[0] == ["150.50", "40", "1"]
+    expect(page.locator("#last-price")).to_have_text("151.50")
+    assert page.evaluate("window.stillTheSamePage") is True
+
+    # A fuller market for the screenshot: five more levels a side, three more trades.
+    for i, quantity in enumerate((120, 60, 300, 90, 45)):
+        market.order("S", "ask", quantity, 152.5 + 0.5 * i)
+        market.order("B", "bid", quantity + 25, 149.0 - 0.5 * i)
+    market.order("S", "ask", 10, 150.5)
+    market.order("S", "ask", 15, 150.5)
+    market.order("B", "bid", 12, 151.5)
+    expect(page.locator("#trades li")).to_have_count(6)
+    expect(page.locator("#asks .level")).to_have_count(7)
+    expect(page.locator("#bids .level")).to_have_count(8)
+    expect(page.locator("#volume")).to_have_text("367")
+    page.screenshot(path=str(ARTIFACTS / "market-wide.png"), animations="disabled")
+
+    # Another symbol, chosen from the list: its own book and trades, in the URL.
+    page.locator('#symbols a[data-symbol="MSFT"]').click()
+    expect(page).to_have_url(re.compile(r"/\?symbol=MSFT$"))
+    expect(page.locator("#bids .level")).to_have_count(1)
+    expect(page.locator("#asks .level")).to_have_count(0)
+    expect(page.locator("#book-spread")).to_have_text("—")
+    expect(page.locator("#trades li")).to_have_count(1)
+    assert page.evaluate("window.stillTheSamePage") is True
+    wide.close()
+
+
+def test_the_page_on_a_phone(chromium: Any, server: Server, market: Api) -> None:
+    browser = require(chromium)
+    ARTIFACTS.mkdir(exist_ok=True)
+    phone = Page(
+        browser,
+        server,
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
+    page, expect = phone.page, phone.expect
+    page.goto(f"{server.url}/?symbol=AAPL")
+    expect(page.locator("#asks .level")).to_have_count(3)
+    expect(page.locator("#trades li")).to_have_count(1)
+    expect(page.locator("#vwap")).to_have_text("151.00")
+    market.order("B", "bid", 20, 151.0)
+    expect(page.locator("#trades li")).to_have_count(2)
+    expect(page.locator("#volume")).to_have_text("50")  # refreshed after the trade
+    # Nothing wider than the screen: no sideways scrolling of the page.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(ARTIFACTS / "market-phone.png"), full_page=True, animations="disabled")
+    phone.close()
+
+
+def test_an_unknown_symbol_in_the_url_says_so(chromium: Any, server: Server, market: Api) -> None:
+    visit = Page(require(chromium), server, viewport={"width": 1024, "height": 768})
+    visit.page.goto(f"{server.url}/?symbol=XYZZ")
+    visit.expect(visit.page.locator("#notice")).to_have_text(
+        "Symbol XYZZ is not listed on this exchange."
+    )
+    visit.expect(visit.page.locator("#symbols a")).to_have_count(2)
+    visit.close()
