@@ -1,0 +1,112 @@
+"""`python -m bench [--engine] [--http] [--memory] [--journal] [--profile] [--quick] [--duration N]`.
+
+Without a part flag every part runs except `--profile` (py-spy is optional). Prints one
+markdown table (metric | value | target | ok?) with the targets of issue 6 and the
+machine, and writes it to `bench/results/latest.md` (the README links that file).
+Every process a part starts is stopped by that part, even on error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.engine import engine_rows
+from bench.http_load import http_rows
+from bench.journal import NOTE as JOURNAL_NOTE
+from bench.journal import journal_rows
+from bench.memory import memory_rows
+from bench.profile import profile_limit
+from bench.report import Row, render
+from bench.wrk import CONNECTIONS, WrkMissing
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LATEST = RESULTS / "latest.md"
+PROFILE = RESULTS / "profile.md"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _load_average() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--engine", action="store_true", help="engine benchmarks (no HTTP)")
+    parser.add_argument("--http", action="store_true", help="HTTP load with wrk")
+    parser.add_argument("--memory", action="store_true", help="RSS per resting order")
+    parser.add_argument(
+        "--journal", action="store_true", help="journal cost and restart time (issue 5)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy profile under `limit` (needs py-spy)"
+    )
+    parser.add_argument("--quick", action="store_true", help="3 s HTTP runs, shorter flows")
+    parser.add_argument("--duration", type=float, help="seconds per HTTP run (default 10)")
+    args = parser.parse_args(argv)
+    everything = not (args.engine or args.http or args.memory or args.journal or args.profile)
+    duration = args.duration or (3.0 if args.quick else 10.0)
+
+    # SIGTERM (e.g. from `timeout`) must unwind through the parts' `finally` blocks, which
+    # stop the servers and wrk they started; Python's default would exit on the spot.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    load = _load_average()
+    if load is not None and load > 0.5:
+        log(f"warning: load average {load:.2f} before starting: other work shares the CPUs")
+    started = time.monotonic()
+    rows: list[Row] = []
+    notes: list[str] = []
+    try:
+        if everything or args.engine:
+            rows += engine_rows(args.quick, log)
+            notes.append(
+                "Engine: one seeded flow (4 symbols, 20 brokers; 80% limit within 1.00 of "
+                "100.00, 10% market, 10% cancels of resting orders), each measurement in a "
+                "fresh interpreter pinned to core 0; orders/s counts submits and cancels. "
+                "Actors: 4 client threads, 8 orders in flight each, latency from send to reply."
+            )
+        if everything or args.http:
+            rows += http_rows(duration, log)
+            notes.append(
+                f"HTTP: gunicorn -c config/gunicorn.conf.py (DATABASE_PATH=:memory:) pinned "
+                f"to core 0, wrk -t1 -c{CONNECTIONS} -d{duration:g}s pinned to core 1, "
+                "127.0.0.1 only; a fresh server per scenario, the three limit runs share one."
+            )
+        if everything or args.memory:
+            rows += memory_rows(log)
+            notes.append(
+                "Memory: worker VmRSS before and after 100,000 non-crossing limit orders "
+                "(after a 2,000-order warm-up), posted by wrk."
+            )
+        if everything or args.journal:
+            rows += journal_rows(args.quick, log)
+            notes.append(JOURNAL_NOTE)
+        if args.profile:
+            text = profile_limit(duration, 5, log)
+            PROFILE.write_text("# py-spy profile of the server under `limit`\n\n" + text)
+            log(f"profile written to {PROFILE}")
+    except WrkMissing as missing:
+        log(str(missing))
+        return 2
+    if load is not None:
+        notes.append(f"Load average (1 min) before the run: {load:.2f}.")
+    notes.append(f"Total bench time: {time.monotonic() - started:.0f} s.")
+    if not rows:
+        return 0
+    report = render(rows, notes)
+    print(report)
+    RESULTS.mkdir(exist_ok=True)
+    LATEST.write_text(report)
+    checked = [row.ok for row in rows if row.ok is not None]
+    log(f"{sum(checked)} of {len(checked)} targets met; written to {LATEST}")
+    return 0  # the measurement succeeded; the table says which targets are met
