@@ -1,4 +1,5 @@
-"""`python -m bench [--engine] [--http] [--memory] [--journal] [--profile] [--quick] [--duration N]`.
+"""`python -m bench [--engine] [--http] [--memory] [--journal] [--observability] [--profile]
+[--quick] [--duration N]`.
 
 Without a part flag every part runs except `--profile` (py-spy is optional). Prints one
 markdown table (metric | value | target | ok?) with the targets of issue 6 and the
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.engine import engine_rows
-from bench.http_load import http_rows
+from bench.http_load import OBSERVABILITY_ROUNDS, http_rows, observability_rows
 from bench.journal import NOTE as JOURNAL_NOTE
 from bench.journal import journal_rows
 from bench.memory import memory_rows
@@ -51,10 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy profile under `limit` (needs py-spy)"
     )
+    parser.add_argument(
+        "--observability",
+        action="store_true",
+        help="`limit` with the access log and metrics on vs off (issue 7)",
+    )
     parser.add_argument("--quick", action="store_true", help="3 s HTTP runs, shorter flows")
     parser.add_argument("--duration", type=float, help="seconds per HTTP run (default 10)")
     args = parser.parse_args(argv)
-    everything = not (args.engine or args.http or args.memory or args.journal or args.profile)
+    parts = (args.engine, args.http, args.memory, args.journal, args.profile, args.observability)
+    everything = not any(parts)
     duration = args.duration or (3.0 if args.quick else 10.0)
 
     # SIGTERM (e.g. from `timeout`) must unwind through the parts' `finally` blocks, which
@@ -91,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if everything or args.journal:
             rows += journal_rows(args.quick, log)
             notes.append(JOURNAL_NOTE)
+        if everything or args.observability:
+            rows += observability_rows(duration, log)
+            notes.append(
+                "Observability: `limit` on a fresh server per run with the access log (JSON "
+                "lines to a file) and the HTTP metrics on, and with MINIEXCHANGE_OBSERVABILITY"
+                f"=off; alternating, best of {OBSERVABILITY_ROUNDS} each."
+            )
         if args.profile:
             text = profile_limit(duration, 5, log)
             PROFILE.write_text("# py-spy profile of the server under `limit`\n\n" + text)

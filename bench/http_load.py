@@ -71,6 +71,46 @@ def run_scenarios(duration_s: float, log: Callable[[str], None] = print) -> dict
     return results
 
 
+OBSERVABILITY_OFF = {"MINIEXCHANGE_OBSERVABILITY": "off"}
+"""Read by `create_served_app` only: no access log, no HTTP metrics (request ids stay)."""
+OBSERVABILITY_ROUNDS = 2
+OBSERVABILITY_TARGET = 0.10
+
+
+def observability_rows(duration_s: float, log: Callable[[str], None] = print) -> list[Row]:
+    """`limit` with the access log and the HTTP metrics on (as served: LOG_LEVEL=info,
+    LOG_FORMAT=json, stdout to a file) and off, each run on a fresh server, the two
+    alternating for `OBSERVABILITY_ROUNDS` rounds; the best run of each is compared.
+
+    The cost is read per worker CPU-second (what a busy 2-core machine disturbs least)
+    and must stay under 10%. The symbol actors' counters are on in both: they are part
+    of the engine, one counter increment per submission."""
+    runs: dict[str, list[WrkResult]] = {"off": [], "on": []}
+    for round_number in range(1, OBSERVABILITY_ROUNDS + 1):
+        for mode, env in (("off", OBSERVABILITY_OFF), ("on", {})):
+            log(f"http: limit, observability {mode}, round {round_number}, {duration_s:g} s ...")
+            with running_server(extra_env=env) as server:
+                result = measured(server, "limit", duration_s)
+            log(f"  {_describe(result)}")
+            runs[mode].append(result)
+    on = max(runs["on"], key=lambda result: result.per_cpu_s)
+    off = max(runs["off"], key=lambda result: result.per_cpu_s)
+    cost = 1 - on.per_cpu_s / (off.per_cpu_s or 1.0)
+    rps_cost = 1 - on.rps / (off.rps or 1.0)
+    bad = {**unexpected(on), **unexpected(off)}
+    return [
+        Row("http limit, logs + metrics off", _describe(off)),
+        Row("http limit, logs + metrics on", _describe(on)),
+        Row(
+            "http limit: cost of access log + metrics",
+            f"{cost:.1%} per worker CPU-s ({rps_cost:.1%} in req/s)",
+            "< 10%",
+            cost < OBSERVABILITY_TARGET,
+        ),
+        Row("http limit on/off: non-2xx + socket errors", _fmt_counts(bad), "0", not bad),
+    ]
+
+
 def http_rows(duration_s: float, log: Callable[[str], None] = print) -> list[Row]:
     results = run_scenarios(duration_s, log)
     healthz, limit, mixed = results["healthz"], results["limit1"], results["mixed"]

@@ -156,9 +156,11 @@ def _children(pid: int) -> list[int]:
 
 
 @contextmanager
-def running_server(register: bool = True) -> Iterator[Server]:
+def running_server(
+    register: bool = True, extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
     """A ready server with the benchmark brokers registered, stopped on the way out."""
-    server = Server()
+    server = Server(extra_env)
     try:
         server.wait_ready()
         if register:

@@ -47,8 +47,13 @@ keepalive = math.ceil(to_seconds(settings.idle_timeout_us))  # uvicorn's timeout
 graceful_timeout = math.ceil(to_seconds(settings.shutdown_timeout_us)) + SHUTDOWN_MARGIN_S
 
 loglevel = {"warn": "warning"}.get(settings.log_level, settings.log_level)
-accesslog = None  # the app writes its own access line (§6.3)
-errorlog = "-"  # gunicorn's own lines go to standard error
+# The app writes its own access line (§6.3, `http.observability`). With no gunicorn access
+# log, the uvicorn worker gives `uvicorn.access` no handler (and no propagation), and
+# uvicorn writes an access line only when that logger has a handler: none is written.
+accesslog = None
+# gunicorn's own lines (and uvicorn's `uvicorn.error`, which the worker points at the same
+# handler, not propagating) go to standard error; standard output is the app's JSON lines.
+errorlog = "-"
 proc_name = "miniexchange"
 if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"  # the heartbeat file; a disk-backed /tmp can stall it

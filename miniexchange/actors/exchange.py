@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from typing import Any
 
 import pykka
 
@@ -31,8 +32,10 @@ from miniexchange.actors.webhooks import WebhookDispatcherActor
 from miniexchange.clock import Clock
 from miniexchange.ids import IdFactory
 from miniexchange.journal import facts
+from miniexchange.journal.facts import KeepAnswer
 from miniexchange.journal.recovery import Recovered, recover
 from miniexchange.journal.store import Journal, MemoryJournal
+from miniexchange.metrics import Metrics
 from miniexchange.model.commands import RegisterBroker
 from miniexchange.model.errors import ExchangeError, journal_unavailable
 from miniexchange.model.events import Event
@@ -53,11 +56,13 @@ class Exchange:
         events: EventSink = ignore_events,
         journal: Journal | None = None,
         deliveries: Deliveries | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """`expiration_interval_s=None` starts no ticker: a test sends `Tick` itself.
 
         `events` also hears every event (the webhook dispatcher always does).
         `deliveries` sends the webhooks; None: a pool with the default settings.
+        `metrics`: this exchange's Prometheus families (§6.4); None: a fresh set.
         """
         self.clock = clock
         self.ids = ids
@@ -66,6 +71,8 @@ class Exchange:
         self.deliveries: Deliveries = (
             deliveries if deliveries is not None else DeliveryPool(Settings())
         )
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics.watch_deliveries(getattr(self.deliveries, "stats", None))  # a fake: none
         self._dispatcher: pykka.ActorRef | None = None
         self._also_hear = events
         self._brokers: dict[str, pykka.ActorRef] = {}
@@ -80,10 +87,12 @@ class Exchange:
             vwap_window_us=vwap_window_us,
             events=self._publish,
             journal=self.journal,
+            metrics=self.metrics,
         )
         self.clock_actor: pykka.ActorRef | None = None
         self._ticker: Ticker | None = None
         self._stopped = False
+        self.recovered_answers: list[dict[str, Any]] = []
 
     @property
     def known_symbols(self) -> set[str]:
@@ -96,6 +105,7 @@ class Exchange:
 
     def start(self) -> None:
         recovered = recover(self.journal.facts())
+        self.recovered_answers = recovered.answers  # for the Idempotency-Key store
         start_actor_threads_small()
         self.deliveries.start()
         self._dispatcher = WebhookDispatcherActor.start(
@@ -173,27 +183,45 @@ class Exchange:
     def broker(self, broker_id: str) -> pykka.ActorRef | None:
         return self._brokers.get(broker_id)
 
-    def register_broker(self, command: RegisterBroker, reply: Reply) -> None:
-        """Register a broker atomically; `reply` gets its first balance once durable."""
+    def register_broker(
+        self, command: RegisterBroker, reply: Reply, keep: KeepAnswer | None = None
+    ) -> None:
+        """Register a broker atomically; `reply` gets its first balance once durable.
+
+        With `keep` (an `Idempotency-Key`), the answer — the balance or the 409 — is
+        journaled in the same commit as the registration.
+        """
         with self._lock:
             if self._stopped:
                 raise pykka.ActorDeadError("the exchange is stopping")
             if command.broker_id in self._brokers:
-                raise ExchangeError(
+                refusal = ExchangeError(
                     "broker_already_exists", f"Broker {command.broker_id} is already registered"
                 )
+                answer = keep.fact(refusal) if keep is not None else None
+                if answer is None:
+                    raise refusal
+
+                def refused(error: BaseException | None) -> None:
+                    reply(refusal if error is None else journal_unavailable())
+
+                self.journal.append((answer,), refused)
+                return
             ledger = Ledger(
                 command.broker_id, command.initial_cash, dict(command.holdings), self.clock.now()
             )
             balance = ledger.balance()
             self._brokers[command.broker_id] = BrokerActor.start(ledger, self.clock)
             self.known_symbols.update(symbol for symbol, _ in command.holdings)
-        fact = facts.broker_registered(command, balance.created_at)
+        recorded = [facts.broker_registered(command, balance.created_at)]
+        answer = keep.fact(balance) if keep is not None else None
+        if answer is not None:
+            recorded.append(answer)
 
         def durable(error: BaseException | None) -> None:
             reply(balance if error is None else journal_unavailable())
 
-        self.journal.append((fact,), durable)
+        self.journal.append(recorded, durable)
 
     # -- symbols -----------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from miniexchange.actors.base import Reply
+from miniexchange.journal.facts import KeepAnswer
 from miniexchange.model.commands import SubmitOrder
 from miniexchange.model.events import Event
 from miniexchange.model.ledger import SettlementLeg
@@ -20,12 +21,15 @@ from miniexchange.model.ledger import SettlementLeg
 class Submit:
     command: SubmitOrder
     reply: Reply
+    keep: KeepAnswer | None = None  # journal the answer with the facts (Idempotency-Key)
+    request_id: str | None = None  # X-Request-Id (§6.2), carried to the webhook logs
 
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
     order_id: str
     reply: Reply
+    request_id: str | None = None  # X-Request-Id (§6.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,7 @@ class Subscribe:
     url: str
     events: tuple[str, ...]
     reply: Reply
+    keep: KeepAnswer | None = None
 
 
 @dataclass(frozen=True, slots=True)

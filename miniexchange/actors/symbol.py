@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pykka
 
@@ -38,9 +38,11 @@ from miniexchange.clock import Clock
 from miniexchange.ids import IdFactory
 from miniexchange.journal import facts
 from miniexchange.journal.store import Journal, MemoryJournal
+from miniexchange.metrics import Metrics
 from miniexchange.model.book import Level, OrderBook
 from miniexchange.model.commands import ASK, BID, LIMIT, MARKET, SubmitOrder
 from miniexchange.model.errors import (
+    ExchangeError,
     broker_not_found,
     insufficient_balance,
     insufficient_holdings,
@@ -82,6 +84,7 @@ class Outcome:
     accepted: Order | None = None
     events: list[Event] = field(default_factory=list)
     trades: list[Trade] = field(default_factory=list)  # for the public tape, in order
+    request_id: str | None = None  # of the submission or cancel, for its events (§6.2)
 
 
 def ignore_events(events: list[Event]) -> None:
@@ -102,6 +105,7 @@ class SymbolContext:
     events: EventSink = ignore_events
     known_symbols: set[str] = field(default_factory=set)
     market_data: MarketData = field(default_factory=MarketData)
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 class SymbolActor(ExchangeActor):
@@ -138,18 +142,32 @@ class SymbolActor(ExchangeActor):
 
     def on_start(self) -> None:
         self._announce_expiry()
+        self._count_resting()
 
     # -- writes ------------------------------------------------------------------
 
     def _submit(self, message: Submit) -> object:
         now = self.context.clock.now()
-        outcome = Outcome()
+        outcome = Outcome(request_id=message.request_id)
         self._expire_due(now, outcome)
+        keep = message.keep
         try:
             order = self._accept_and_match(message.command, now, outcome)
+        except ExchangeError as refusal:
+            answer = keep.fact(refusal) if keep is not None else None
+            if answer is None:
+                self._finish(outcome)
+                raise
+            outcome.facts.append(answer)  # a kept 404/409: answered once journaled
+            self._finish(outcome, message.reply, refusal)
+            return DEFERRED
         except Exception:
             self._finish(outcome)
             raise
+        if keep is not None:
+            answer = keep.fact(order)
+            if answer is not None:
+                outcome.facts.append(answer)
         self._finish(outcome, message.reply, order)
         return DEFERRED
 
@@ -183,8 +201,8 @@ class SymbolActor(ExchangeActor):
             self.trades.record(trade)
             outcome.facts.append(facts.trade_executed(trade))
             outcome.trades.append(trade)
-            outcome.events.append(TradeExecuted(trade, fill.bid))
-            outcome.events.append(TradeExecuted(trade, fill.ask))
+            outcome.events.append(TradeExecuted(trade, fill.bid, outcome.request_id))
+            outcome.events.append(TradeExecuted(trade, fill.ask, outcome.request_id))
             orders[fill.resting.order_id] = fill.resting
             outcome.changed.append(fill.resting)  # later fills of one order overwrite
         orders[final.order_id] = final
@@ -193,7 +211,7 @@ class SymbolActor(ExchangeActor):
 
     def _cancel(self, message: Cancel) -> object:
         now = self.context.clock.now()
-        outcome = Outcome()
+        outcome = Outcome(request_id=message.request_id)
         self._expire_due(now, outcome)
         cancelled = self.book.cancel(message.order_id, now)
         if cancelled is None:
@@ -225,8 +243,29 @@ class SymbolActor(ExchangeActor):
     def _read_price(self, message: ReadPrice) -> Price:
         return self.trades.price(self.context.clock.now())
 
+    def _submit_counted(self, message: Submit) -> object:
+        """`_submit`, counting its outcome in `miniexchange_orders_total` (§6.4) from the
+        answer, whichever path gives it: a refusal raised now, or what the requester is
+        told once the facts are durable (the order, a kept refusal, journal_unavailable)."""
+        command = message.command
+        count = self.context.metrics.count_order
+        reply = message.reply
+
+        def counted(answer: object) -> None:
+            _count_answer(count, command, answer)
+            reply(answer)
+
+        try:
+            result = self._submit(replace(message, reply=counted))
+        except ExchangeError as refusal:
+            count(command.type, command.side, refusal.code)
+            raise
+        if result is not DEFERRED:  # answered by the caller with the original reply
+            _count_answer(count, command, result)
+        return result
+
     handlers = {  # noqa: RUF012
-        Submit: _submit,
+        Submit: _submit_counted,
         Cancel: _cancel,
         ExpireDue: _expire,
         ReadBook: _read_book,
@@ -254,7 +293,9 @@ class SymbolActor(ExchangeActor):
         self.orders[order.order_id] = order
         outcome.facts.append(facts.order_closed(order, now))
         outcome.changed.append(order)
-        outcome.events.append(OrderClosed(order))
+        # an expiry is caused by time, not by the request whose step it happened in
+        caused_by = outcome.request_id if order.expired_at is None else None
+        outcome.events.append(OrderClosed(order, caused_by))
 
     def _release(self, order: Order, now: int) -> None:
         cash, shares = released_by(order)
@@ -278,6 +319,7 @@ class SymbolActor(ExchangeActor):
             if reply is not None:
                 reply(answer)
             return
+        self._count_resting()
         context = self.context
         feed = self.feed
         book = self.book
@@ -296,12 +338,19 @@ class SymbolActor(ExchangeActor):
             if outcome.accepted is not None:
                 index.publish_new(outcome.accepted)
             feed.publish(outcome.trades, best_bid, best_ask, next_expiry)
+            if outcome.trades:
+                context.metrics.count_trades(self.symbol, outcome.trades)
             if outcome.events:
                 context.events(outcome.events)
             if reply is not None:
                 reply(answer)
 
         context.journal.append(outcome.facts, durable)
+
+    def _count_resting(self) -> None:
+        """`miniexchange_resting_orders`: this book's order count per side, now."""
+        book = self.book
+        self.context.metrics.set_resting(self.symbol, book.side_count(BID), book.side_count(ASK))
 
     def _announce_expiry(self) -> None:
         next_expiry = self.book.next_expiry()
@@ -311,3 +360,13 @@ class SymbolActor(ExchangeActor):
                 # while the exchange stops, the clock actor stops first
                 with contextlib.suppress(pykka.ActorDeadError):
                     self.context.clock_actor.tell(NextExpiry(self.symbol, next_expiry))
+
+
+def _count_answer(
+    count: Callable[[str, str, str], None], command: SubmitOrder, answer: object
+) -> None:
+    """Count a submission's answer: the order (`accepted`) or a refusal's code."""
+    if isinstance(answer, Order):
+        count(command.type, command.side, "accepted")
+    elif isinstance(answer, ExchangeError):
+        count(command.type, command.side, answer.code)

@@ -51,6 +51,9 @@ class WebhookDispatcherActor(ExchangeActor):
             message.broker_id, message.url, message.events, self.clock.now(), self.ids.webhook_id
         )
         saved = [facts.webhook_saved(asdict(subscription)) for subscription in upserted.changed]
+        answer = message.keep.fact(upserted) if message.keep is not None else None
+        if answer is not None:  # an Idempotency-Key answer, journaled with what it says
+            saved.append(answer)
         self._when_durable(saved, message.reply, upserted)
         return DEFERRED
 
@@ -75,6 +78,7 @@ class WebhookDispatcherActor(ExchangeActor):
                         subscription.url,
                         event.event,
                         render(event),
+                        event.request_id,
                     )
                 )
 

@@ -20,7 +20,9 @@ from miniexchange.clock import Clock, SystemClock
 from miniexchange.http.core import JsonBodyReader, core_routes
 from miniexchange.http.docs import docs_routes
 from miniexchange.http.errors import install_error_handlers
+from miniexchange.http.idempotency import Idempotency, IdempotencyStore
 from miniexchange.http.market import market_routes
+from miniexchange.http.observability import LogLifespan, MetricsResource, RequestObserver
 from miniexchange.http.page import MarketPageResource
 from miniexchange.http.stocks import stocks_routes
 from miniexchange.http.stream import EventStreamGuard, StreamHub
@@ -28,6 +30,7 @@ from miniexchange.http.timeouts import WriteTimeout
 from miniexchange.http.webhooks import webhook_routes
 from miniexchange.ids import IdFactory, RandomIds
 from miniexchange.journal.store import open_journal
+from miniexchange.metrics import Metrics
 from miniexchange.settings import Settings, format_duration, load_settings
 from miniexchange.webhooks.delivery import DeliveryPool
 
@@ -38,12 +41,20 @@ JSON_DEPTH_RECURSION_LIMIT = 4000
 class Lifespan:
     """Falcon middleware running the exchange's start and stop with the ASGI lifespan."""
 
-    def __init__(self, exchange: Exchange, streams: StreamHub | None = None) -> None:
+    def __init__(
+        self,
+        exchange: Exchange,
+        streams: StreamHub | None = None,
+        idempotency: IdempotencyStore | None = None,
+    ) -> None:
         self.exchange = exchange
         self.streams = streams
+        self.idempotency = idempotency
 
     async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         self.exchange.start()
+        if self.idempotency is not None:  # answers kept before a restart still replay
+            self.idempotency.restore(self.exchange.recovered_answers)
         if self.streams is not None:
             self.streams.start()  # open event streams close at once on SIGTERM (§5.3)
 
@@ -70,19 +81,48 @@ class StrictPaths:
             raise falcon.HTTPRouteNotFound()
 
 
+class ExchangeApp(falcon.asgi.App):
+    """Falcon's ASGI app, keeping the request's raw header list readable.
+
+    ASGI allows `scope["headers"]` to be a one-shot iterable (Falcon's test client
+    passes one); Falcon consumes it and joins repeated fields with commas, but
+    §6.1 must tell two `Idempotency-Key` fields from one whose value has a comma.
+    """
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            # ... and each name-value pair may be a one-shot iterator too (Falcon's test
+            # client again); Falcon's own header parsing (`req.get_header`) consumes them.
+            if not isinstance(headers, list) or not all(type(pair) is tuple for pair in headers):
+                scope["headers"] = [tuple(pair) for pair in headers]
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     clock: Clock | None = None,
     ids: IdFactory | None = None,
     exchange: Exchange | None = None,
-) -> falcon.asgi.App:
-    """Build the app; tests pass a manual clock, fixed ids or a ready exchange."""
+    configure_logs: bool = False,
+    observe_requests: bool = True,
+) -> ExchangeApp:
+    """Build the app; tests pass a manual clock, fixed ids or a ready exchange.
+
+    `configure_logs`: set up the process' logging at lifespan startup (the served app;
+    tests keep pytest's). `observe_requests=False` leaves out the access log and the
+    HTTP metrics (a benchmark's comparison; request ids stay).
+    """
     settings = settings or load_settings()
     clock = clock or SystemClock()
     if exchange is None:
+        metrics = Metrics(journal=settings.journal_enabled)
         journal = open_journal(
-            settings.database_path, settings.database_sync, on_failure=stop_this_worker
+            settings.database_path,
+            settings.database_sync,
+            on_failure=stop_this_worker,
+            on_commit=metrics.observe_journal_commit,
         )
         exchange = Exchange(
             clock,
@@ -91,11 +131,23 @@ def create_app(
             vwap_window_us=settings.vwap_window_us,
             journal=journal,
             deliveries=DeliveryPool(settings),
+            metrics=metrics,
         )
     if sys.getrecursionlimit() < JSON_DEPTH_RECURSION_LIMIT:
         sys.setrecursionlimit(JSON_DEPTH_RECURSION_LIMIT)
     streams = StreamHub(exchange, clock)
-    app = falcon.asgi.App(middleware=[Lifespan(exchange, streams), StrictPaths()])
+    answers = IdempotencyStore(clock, settings.idempotency_ttl_us)
+    idempotency = Idempotency(answers, lambda: exchange.journal)
+    metrics = exchange.metrics
+    observer = RequestObserver(metrics if observe_requests else None, observe_requests)
+    app = ExchangeApp(
+        middleware=[
+            LogLifespan(settings, configure_logs),  # first: its shutdown runs last
+            observer,  # before StrictPaths: its 404 gets a request id and a log line
+            Lifespan(exchange, streams, answers),
+            StrictPaths(),
+        ]
+    )
     app.req_options.strip_url_path_trailing_slash = False
     install_error_handlers(app)
     body = JsonBodyReader(
@@ -103,24 +155,31 @@ def create_app(
     )
     window = format_duration(settings.vwap_window_us)
     for template, resource in (
-        *core_routes(exchange, body, clock),
+        *core_routes(exchange, body, clock, idempotency),
         *market_routes(exchange, clock, window),
         *stocks_routes(exchange, clock, streams),
         ("/", MarketPageResource()),
         *docs_routes(),
-        *webhook_routes(exchange, body),
+        *webhook_routes(exchange, body, idempotency),
+        ("/metrics", MetricsResource(metrics)),
     ):
         app.add_route(template, resource)
     return app
 
 
+OBSERVABILITY_SWITCH = "MINIEXCHANGE_OBSERVABILITY"
+"""`off`: no access log and no HTTP metrics. Not a setting of the contract: only the
+benchmark sets it, to measure what they cost (`python -m bench --observability`)."""
+
+
 def create_served_app(settings: Settings | None = None) -> WriteTimeout:
     """What gunicorn serves: the app, with `WRITE_TIMEOUT` on every response body but
-    event streams', and the guard that ends streams promptly (`http.stream`)."""
+    event streams', and the guard that ends streams promptly (`http.stream`). Its
+    logging is set up in the worker at lifespan startup (`LogLifespan`)."""
     settings = settings or load_settings()
-    return WriteTimeout(
-        EventStreamGuard(create_app(settings)), settings.write_timeout_us / 1_000_000
-    )
+    observe = os.environ.get(OBSERVABILITY_SWITCH, "") != "off"
+    app = create_app(settings, configure_logs=True, observe_requests=observe)
+    return WriteTimeout(EventStreamGuard(app), settings.write_timeout_us / 1_000_000)
 
 
 app = create_served_app()

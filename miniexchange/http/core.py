@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import falcon.asgi
@@ -12,8 +13,10 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Cancel, ReadBalance, Submit
 from miniexchange.clock import Clock
 from miniexchange.http.bridge import answer, call
+from miniexchange.http.errors import render_refusal
 from miniexchange.http.parsing import parse_json_object, validate_order, validate_registration
 from miniexchange.http.render import balance_json, order_json, registration_json
+from miniexchange.journal.facts import KeepAnswer
 from miniexchange.model.commands import MARKET
 from miniexchange.model.errors import (
     ExchangeError,
@@ -22,6 +25,9 @@ from miniexchange.model.errors import (
     not_cancellable,
     order_not_found,
 )
+
+if TYPE_CHECKING:
+    from miniexchange.http.idempotency import Idempotency
 
 MAX_BODY_BYTES = 1_048_576
 
@@ -81,14 +87,25 @@ class HealthResource(Resource):
 class BrokersResource(Resource):
     methods = ("POST",)
 
-    def __init__(self, exchange: Exchange, body: JsonBodyReader) -> None:
+    def __init__(self, exchange: Exchange, body: JsonBodyReader, idempotency: Idempotency) -> None:
         self.exchange = exchange
         self.body = body
+        self.idempotency = idempotency
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        command = validate_registration(await self.body.read(req))
-        balance = await answer(lambda reply: self.exchange.register_broker(command, reply))
-        send_json(resp, 201, registration_json(balance))
+        body = await self.body.read(req)
+
+        async def register(keep: KeepAnswer | None) -> Any:
+            command = validate_registration(body)
+            return await answer(lambda reply: self.exchange.register_broker(command, reply, keep))
+
+        await self.idempotency.respond(req, resp, "/brokers", body, register, render_registration)
+
+
+def render_registration(outcome: Any) -> tuple[int, bytes]:
+    if isinstance(outcome, ExchangeError):
+        return render_refusal(outcome)
+    return 201, registration_json(outcome)
 
 
 class BalanceResource(Resource):
@@ -109,23 +126,46 @@ class BalanceResource(Resource):
 class OrdersResource(Resource):
     methods = ("POST",)
 
-    def __init__(self, exchange: Exchange, body: JsonBodyReader, clock: Clock) -> None:
+    def __init__(
+        self, exchange: Exchange, body: JsonBodyReader, clock: Clock, idempotency: Idempotency
+    ) -> None:
         self.exchange = exchange
         self.body = body
         self.clock = clock
+        self.idempotency = idempotency
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        command = validate_order(await self.body.read(req), self.clock.now())
+        body = await self.body.read(req)
+        await self.idempotency.respond(
+            req,
+            resp,
+            "/orders",
+            body,
+            lambda keep: self.submit(body, keep, req.context.request_id),
+            render_order,
+        )
+
+    async def submit(
+        self, body: dict[str, Any], keep: KeepAnswer | None, request_id: str | None = None
+    ) -> Any:
+        command = validate_order(body, self.clock.now())
         exchange = self.exchange
         if exchange.broker(command.broker_id) is None:
-            raise broker_not_found(command.broker_id)
+            exchange.metrics.count_order(command.type, command.side, "broker_not_found")
+            await self.idempotency.refuse(keep, broker_not_found(command.broker_id))
         actor = exchange.existing_symbol_actor(command.symbol)
         if actor is None:
             if command.type == MARKET:  # no book yet: nothing to trade against
-                raise no_liquidity(command.symbol)
+                exchange.metrics.count_order(command.type, command.side, "no_liquidity")
+                await self.idempotency.refuse(keep, no_liquidity(command.symbol))
             actor = exchange.symbol_actor(command.symbol)
-        order = await call(actor, lambda reply: Submit(command, reply))
-        send_json(resp, 201, order_json(order))
+        return await call(actor, lambda reply: Submit(command, reply, keep, request_id))
+
+
+def render_order(outcome: Any) -> tuple[int, bytes]:
+    if isinstance(outcome, ExchangeError):
+        return render_refusal(outcome)
+    return 201, order_json(outcome)
 
 
 class OrderResource(Resource):
@@ -151,17 +191,17 @@ class OrderResource(Resource):
         if not order.is_active:  # a terminal state never changes: answer without a hop
             raise not_cancellable(order.order_id, order.status)
         actor = self.exchange.symbol_actor(order.symbol)
-        cancelled = await call(actor, lambda reply: Cancel(order_id, reply))
+        cancelled = await call(actor, lambda reply: Cancel(order_id, reply, req.context.request_id))
         send_json(resp, 200, order_json(cancelled))
 
 
 def core_routes(
-    exchange: Exchange, body: JsonBodyReader, clock: Clock
+    exchange: Exchange, body: JsonBodyReader, clock: Clock, idempotency: Idempotency
 ) -> Iterable[tuple[str, Resource]]:
     return (
         ("/healthz", HealthResource()),
-        ("/brokers", BrokersResource(exchange, body)),
+        ("/brokers", BrokersResource(exchange, body, idempotency)),
         ("/brokers/{broker_id}/balance", BalanceResource(exchange)),
-        ("/orders", OrdersResource(exchange, body, clock)),
+        ("/orders", OrdersResource(exchange, body, clock, idempotency)),
         ("/orders/{order_id}", OrderResource(exchange)),
     )

@@ -41,6 +41,12 @@ def error_body(code: str, message: str) -> bytes:
     return orjson.dumps({"error": code, "message": message})
 
 
+def render_refusal(refusal: ExchangeError) -> tuple[int, bytes]:
+    """A refusal's status and body, exactly as the error handler sends them (so a
+    stored `Idempotency-Key` answer replays byte for byte)."""
+    return STATUS_OF_CODE[refusal.code], error_body(refusal.code, refusal.message)
+
+
 def render_error(resp: falcon.asgi.Response, code: str, message: str) -> None:
     resp.status = STATUS_OF_CODE[code]
     resp.content_type = "application/json"

@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import base64
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
+import falcon.asgi
+
+from miniexchange.actors.base import Reply
 from miniexchange.clock import Clock
-from miniexchange.journal import facts
-from miniexchange.model.errors import ExchangeError
+from miniexchange.http.bridge import answer
+from miniexchange.http.core import send_json
+from miniexchange.http.errors import render_refusal
+from miniexchange.http.parsing import fingerprint, validate_idempotency_key
+from miniexchange.journal.facts import STORED_STATUSES, KeepAnswer
+from miniexchange.journal.store import Journal
+from miniexchange.model.errors import ExchangeError, journal_unavailable
 
 Key = tuple[str, str]  # (endpoint, Idempotency-Key)
-
-STORED_STATUSES = frozenset((200, 201, 204, 404, 409))
-"""What a first use keeps: 2xx, the 404s of step 7 and the 409s of step 8 (the 409 of
-a key in progress is never produced by a first use)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,34 +45,6 @@ class Answer:
 class InFlight:
     fingerprint: bytes
     first_used_at: int
-
-
-@dataclass(frozen=True, slots=True)
-class KeepAnswer:
-    """Travels with a command to the actor that decides it: the actor renders its
-    outcome with `render` and journals the answer with the outcome's own facts."""
-
-    endpoint: str
-    key: str
-    fingerprint: bytes
-    first_used_at: int
-    render: Callable[[Any], tuple[int, bytes]]
-
-    def fact(self, outcome: Any) -> facts.Fact | None:
-        """The journal fact of the answer to `outcome` (None if it is not kept)."""
-        status, body = self.render(outcome)
-        if status not in STORED_STATUSES:
-            return None
-        return facts.idempotent_answer(
-            {
-                "endpoint": self.endpoint,
-                "key": self.key,
-                "fingerprint": base64.b64encode(self.fingerprint).decode(),
-                "status": status,
-                "body": base64.b64encode(body).decode(),
-                "at": self.first_used_at,
-            }
-        )
 
 
 def reused(key: str) -> ExchangeError:
@@ -155,3 +131,74 @@ class IdempotencyStore:
                 first_uses.append((now, key))
             elif entry is not None and entry.first_used_at <= horizon:
                 del self._entries[key]
+
+
+Render = Callable[[Any], tuple[int, bytes]]
+Handle = Callable[[KeepAnswer | None], Awaitable[Any]]
+
+
+def header_values(req: falcon.asgi.Request, name: bytes) -> list[str]:
+    """Every field of one header as sent (Falcon joins repeats with commas, and a key
+    may itself contain a comma)."""
+    return [value.decode("latin-1") for field, value in req.scope["headers"] if field == name]
+
+
+class Idempotency:
+    """Runs the three POSTs under their `Idempotency-Key`, if they have one."""
+
+    def __init__(self, store: IdempotencyStore, journal: Callable[[], Journal]) -> None:
+        self.store = store
+        self._journal = journal
+
+    async def respond(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        endpoint: str,
+        body: dict[str, Any],
+        handle: Handle,
+        render: Render,
+    ) -> None:
+        """Step 5 of §1.2 and on: the key's check, its lookup, then `handle(keep)`
+        (steps 6–8), whose outcome `render` turns into the status and body sent."""
+        key = validate_idempotency_key(header_values(req, b"idempotency-key"))
+        if key is None:
+            status, data = render(await handle(None))
+            send_json(resp, status, data)
+            return
+        fingerprint_ = fingerprint(body)
+        stored = self.store.begin(endpoint, key, fingerprint_)
+        if stored is not None:
+            send_json(resp, stored.status, stored.body)
+            resp.set_header("Idempotent-Replayed", "true")
+            return
+        keep = KeepAnswer(
+            endpoint, key, fingerprint_, self.store.first_used_at(endpoint, key), render
+        )
+        try:
+            outcome = await handle(keep)
+        except ExchangeError as refusal:
+            self.store.finish(endpoint, key, *render_refusal(refusal))
+            raise
+        except BaseException:
+            self.store.finish(endpoint, key, 500, b"")  # never kept: the key is free again
+            raise
+        status, data = render(outcome)
+        self.store.finish(endpoint, key, status, data)
+        send_json(resp, status, data)
+
+    async def refuse(self, keep: KeepAnswer | None, refusal: ExchangeError) -> NoReturn:
+        """A refusal the HTTP layer decides itself (step 7 or 8): with a key, its
+        answer is journaled before it is sent, like an actor's."""
+        answer_fact = keep.fact(refusal) if keep is not None else None
+        if answer_fact is not None:
+            journal = self._journal()
+
+            def record(reply: Reply) -> None:
+                journal.append(
+                    (answer_fact,),
+                    lambda error: reply(refusal if error is None else journal_unavailable()),
+                )
+
+            await answer(record)
+        raise refusal

@@ -17,14 +17,17 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import ListWebhooks, Subscribe, Unsubscribe
 from miniexchange.http.bridge import call
 from miniexchange.http.core import JsonBodyReader, Resource, send_json
+from miniexchange.http.errors import render_refusal
+from miniexchange.http.idempotency import Idempotency
 from miniexchange.http.parsing import (
     parse_query,
     validate_webhook_broker_query,
     validate_webhook_subscription,
 )
 from miniexchange.http.render import timestamp
-from miniexchange.model.errors import broker_not_found
-from miniexchange.model.subscriptions import Subscription
+from miniexchange.journal.facts import KeepAnswer
+from miniexchange.model.errors import ExchangeError, broker_not_found
+from miniexchange.model.subscriptions import Subscription, Upserted
 
 
 def subscription_dict(subscription: Subscription) -> dict[str, Any]:
@@ -42,21 +45,34 @@ def webhooks_json(subscriptions: Iterable[Subscription]) -> bytes:
     return orjson.dumps({"webhooks": [subscription_dict(s) for s in subscriptions]})
 
 
+def render_upsert(outcome: Any) -> tuple[int, bytes]:
+    """201 when any subscription was created, else 200 (§4.5)."""
+    if isinstance(outcome, ExchangeError):
+        return render_refusal(outcome)
+    return 201 if outcome.created else 200, webhooks_json(outcome.subscriptions)
+
+
 class WebhooksResource(Resource):
     methods = ("GET", "POST")
 
-    def __init__(self, exchange: Exchange, body: JsonBodyReader) -> None:
+    def __init__(self, exchange: Exchange, body: JsonBodyReader, idempotency: Idempotency) -> None:
         self.exchange = exchange
         self.body = body
+        self.idempotency = idempotency
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        broker_id, url, events = validate_webhook_subscription(await self.body.read(req))
-        if self.exchange.broker(broker_id) is None:
-            raise broker_not_found(broker_id)
-        upserted = await call(
-            self.exchange.dispatcher, lambda reply: Subscribe(broker_id, url, events, reply)
+        body = await self.body.read(req)
+        await self.idempotency.respond(
+            req, resp, "/webhooks", body, lambda keep: self.subscribe(body, keep), render_upsert
         )
-        send_json(resp, 201 if upserted.created else 200, webhooks_json(upserted.subscriptions))
+
+    async def subscribe(self, body: dict[str, Any], keep: KeepAnswer | None) -> Upserted:
+        broker_id, url, events = validate_webhook_subscription(body)
+        if self.exchange.broker(broker_id) is None:
+            await self.idempotency.refuse(keep, broker_not_found(broker_id))
+        return await call(
+            self.exchange.dispatcher, lambda reply: Subscribe(broker_id, url, events, reply, keep)
+        )
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         broker_id = validate_webhook_broker_query(parse_query(req.query_string))
@@ -81,8 +97,10 @@ class WebhookResource(Resource):
         resp.status = 204
 
 
-def webhook_routes(exchange: Exchange, body: JsonBodyReader) -> tuple[tuple[str, Resource], ...]:
+def webhook_routes(
+    exchange: Exchange, body: JsonBodyReader, idempotency: Idempotency
+) -> tuple[tuple[str, Resource], ...]:
     return (
-        ("/webhooks", WebhooksResource(exchange, body)),
+        ("/webhooks", WebhooksResource(exchange, body, idempotency)),
         ("/webhooks/{webhook_id}", WebhookResource(exchange)),
     )

@@ -8,6 +8,9 @@ are not recorded apart. Each fact is `(kind, JSON bytes)`; integers stay integer
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -25,6 +28,10 @@ ORDER_EXPIRED = "order_expired"
 WEBHOOK_SAVED = "webhook_saved"
 WEBHOOK_DELETED = "webhook_deleted"
 IDEMPOTENT_ANSWER = "idempotent_answer"
+
+STORED_STATUSES = frozenset((200, 201, 204, 404, 409))
+"""What a first use of an `Idempotency-Key` keeps (§6.1): 2xx, the 404s of step 7 and
+the 409s of step 8 (the 409 of a key in progress never comes from a first use)."""
 
 
 def broker_registered(command: RegisterBroker, created_at: int) -> Fact:
@@ -89,6 +96,34 @@ def webhook_deleted(webhook_id: str) -> Fact:
 def idempotent_answer(answer: dict[str, Any]) -> Fact:
     """A stored `Idempotency-Key` answer (§6.1), journaled with the facts it describes."""
     return IDEMPOTENT_ANSWER, orjson.dumps(answer)
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAnswer:
+    """Travels with a command to the actor that decides it: the actor renders its
+    outcome with `render` and journals the answer with the outcome's own facts."""
+
+    endpoint: str
+    key: str
+    fingerprint: bytes
+    first_used_at: int
+    render: Callable[[Any], tuple[int, bytes]]
+
+    def fact(self, outcome: Any) -> Fact | None:
+        """The journal fact of the answer to `outcome` (None if it is not kept)."""
+        status, body = self.render(outcome)
+        if status not in STORED_STATUSES:
+            return None
+        return idempotent_answer(
+            {
+                "endpoint": self.endpoint,
+                "key": self.key,
+                "fingerprint": base64.b64encode(self.fingerprint).decode(),
+                "status": status,
+                "body": base64.b64encode(body).decode(),
+                "at": self.first_used_at,
+            }
+        )
 
 
 def decode(body: bytes) -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """What happened, as the webhook dispatcher needs to hear it (contract §4.5).
 
 A symbol actor collects these during an atomic operation and hands them over after it;
-each carries the order state to report, so no one has to look it up later.
+each carries the order state to report, so no one has to look it up later, and the
+id of the request that caused it (`request_id`, §6.2), which the webhook deliveries
+log; None for an expiry. It takes no part in equality.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from miniexchange.model.orders import Order, Trade
 
@@ -22,6 +24,7 @@ class TradeExecuted:
 
     trade: Trade
     order: Order
+    request_id: str | None = field(default=None, compare=False)
 
     event = TRADE_EXECUTED
 
@@ -31,6 +34,7 @@ class OrderClosed:
     """A limit order cancelled by DELETE (`order.cancelled`) or expired (`order.expired`)."""
 
     order: Order
+    request_id: str | None = field(default=None, compare=False)
 
     @property
     def event(self) -> str:

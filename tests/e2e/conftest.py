@@ -27,18 +27,22 @@ def free_port() -> int:
 class Server:
     """One gunicorn process running `config/gunicorn.conf.py`, as `make run` does."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, stderr_path: Path | None = None
+    ) -> None:
+        """Standard output goes to `log_path`; standard error too, or to `stderr_path`."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, "PORT": str(self.port), **env}
         self._log = log_path.open("wb")
+        self._stderr = stderr_path.open("wb") if stderr_path is not None else None
         self.process = subprocess.Popen(
             [str(GUNICORN), "-c", "config/gunicorn.conf.py"],
             cwd=ROOT,
             env=full_env,
             stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stderr=self._stderr if self._stderr is not None else subprocess.STDOUT,
         )
         try:
             self._wait_ready()
@@ -72,6 +76,8 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+        if self._stderr is not None:
+            self._stderr.close()
         return self.process.returncode
 
 

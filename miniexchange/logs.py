@@ -1,0 +1,348 @@
+"""The exchange's logs (contract §6.3): one line per record on standard output.
+
+Why it is built this way:
+
+- Records are handed to a bounded queue (`logging.handlers.QueueHandler`) and ONE
+  listener thread (`QueueListener`) formats and writes them, flushing once per burst. A slow or blocked stdout (a full pipe, a
+  stalled log shipper) then never blocks the event loop or an actor; if the queue is
+  full, records are dropped and counted, and the listener says how many once it can
+  write again (memory stays bounded).
+- The emitting thread only renders the message (its arguments may change later) and
+  notes the request id; JSON or text is produced on the listener thread.
+- `request_id` comes from `extra=` when the caller knows it (a webhook delivery logs the
+  id of the request that caused it, `None` for an expiry sweep), else from the context
+  variable that the HTTP middleware sets for the request being handled (so every line
+  written while handling a request carries it). Threads (actors, the journal writer,
+  delivery threads) do not see the event loop's context: they pass it explicitly.
+- Logging is configured in the worker at lifespan startup (`configure_logging`), never
+  at import, so tests and tools that import the app keep their own logging.
+
+`LOG_FORMAT=json`: one JSON object per line with `ts` (UTC, RFC 3339, milliseconds, `Z`),
+`level`, `event` (from `extra={"event": ...}`, else `log`), `message`, `logger`, every
+`extra` field, and `exc_info` (the traceback text) when there is one. `LOG_FORMAT=text`:
+`<ts> <level> <event> <message> key=value ...`. Nothing here ever logs `WEBHOOK_SECRET`
+or a request body: the `startup` event lists `Settings.public_items()`, where secrets are
+`"<set>"`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import logging
+import logging.handlers
+import queue
+import sys
+import threading
+import time
+from typing import IO, Any, Final
+
+import orjson
+
+from miniexchange.settings import Settings
+
+__all__ = [
+    "QUEUE_LIMIT",
+    "JsonFormatter",
+    "LogSetup",
+    "RequestIdFilter",
+    "TextFormatter",
+    "configure_logging",
+    "request_id_var",
+]
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "miniexchange_request_id", default=None
+)
+"""The id of the request being handled on this task (set by the HTTP middleware)."""
+
+QUEUE_LIMIT: Final = 100_000
+"""Records waiting for the listener at most; past it new records are dropped, counted."""
+
+DEFAULT_EVENT: Final = "log"
+
+LEVEL_NAMES: Final[dict[int, str]] = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warn",  # the word LOG_LEVEL uses
+    logging.ERROR: "error",
+    logging.CRITICAL: "critical",
+}
+
+_STANDARD_COUNT: Final = len(vars(logging.LogRecord("", logging.INFO, "", 0, "", (), None)))
+"""How many attributes `LogRecord.__init__` sets: they come first in a record's `__dict__`
+(insertion order), so the `extra=` fields are found after them without scanning these."""
+_RECORD_ATTRIBUTES: Final = frozenset(
+    vars(logging.LogRecord("", logging.INFO, "", 0, "", (), None))
+) | {"message", "asctime", "taskName", "event"}
+"""What every LogRecord has (and `event`, shown first); anything else came from `extra=`."""
+
+_FIRST_KEYS: Final = ("ts", "level", "event", "message", "logger")
+
+
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def utc_timestamp(created: float) -> str:
+    """`created` (seconds since the epoch) as RFC 3339 UTC with milliseconds and `Z`.
+
+    The formatted second is cached: lines come in bursts within one second."""
+    global _second_cache
+    seconds = int(created)
+    millis = int((created - seconds) * 1000)
+    cached_second, prefix = _second_cache
+    if cached_second != seconds:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _second_cache = (seconds, prefix)
+    return f"{prefix}.{millis:03d}Z"
+
+
+def level_name(levelno: int) -> str:
+    return LEVEL_NAMES.get(levelno) or logging.getLevelName(levelno).lower()
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's `extra=` fields (and the request id), in the order they were set."""
+    attributes = _RECORD_ATTRIBUTES
+    return {
+        key: value
+        for key, value in itertools.islice(vars(record).items(), _STANDARD_COUNT, None)
+        if key not in attributes
+    }
+
+
+def _default(value: object) -> str:
+    """orjson's fallback for values it does not know (a Path, an exception...)."""
+    return str(value)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: `ts`, `level`, `event`, `message`, `logger`, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": utc_timestamp(record.created),
+            "level": level_name(record.levelno),
+            "event": getattr(record, "event", None) or DEFAULT_EVENT,
+            "message": record.getMessage(),
+            "logger": record.name,
+        }
+        for key, value in extra_fields(record).items():
+            if key not in _FIRST_KEYS:
+                line[key] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exc_info"] = record.exc_text
+        if record.stack_info:
+            line["stack_info"] = record.stack_info
+        return orjson.dumps(line, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """A line for people: `<ts> <level> <event> <message> key=value ...` (+ traceback)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = getattr(record, "event", None) or DEFAULT_EVENT
+        parts = [
+            utc_timestamp(record.created),
+            f"{level_name(record.levelno):<5}",
+            event,
+            record.getMessage(),
+        ]
+        for key, value in extra_fields(record).items():
+            parts.append(f"{key}={_text_value(value)}")
+        line = " ".join(parts)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line += "\n" + record.exc_text
+        if record.stack_info:
+            line += "\n" + record.stack_info
+        return line
+
+
+def _text_value(value: object) -> str:
+    """Plain when unambiguous; JSON when the value has spaces, quotes or structure."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool | int | float):
+        return orjson.dumps(value).decode()
+    if isinstance(value, str) and value and not any(c in value for c in ' "=\n\t'):
+        return value
+    return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds the request id of the current task to records that do not carry one.
+
+    Runs on the emitting thread (handler filters do), which is the only place the
+    request's context variable can be read."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "request_id" not in vars(record):
+            request_id = request_id_var.get()
+            if request_id is not None:
+                record.request_id = request_id
+        return True
+
+
+class _Enqueue(logging.handlers.QueueHandler):
+    """The root logger's only handler: hands records over without blocking or raising.
+
+    The queue is a `SimpleQueue` (C, no condition variable) bounded by its size: past
+    `limit` waiting records a new one is dropped and counted. No handler lock is taken:
+    the queue is thread-safe, and the record is ours alone (no other handler sees it),
+    so it is prepared in place rather than copied."""
+
+    def __init__(self, records: queue.SimpleQueue[Any], limit: int) -> None:
+        super().__init__(records)  # type: ignore[arg-type]
+        self.limit = limit
+        self.dropped = 0
+        self._dropped_lock = threading.Lock()
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        if self.filter(record):
+            self.emit(record)
+            return True
+        return False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.enqueue(self.prepare(record))
+        except Exception:
+            self.handleError(record)
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """Render the message (its arguments may change once we return) and the
+        traceback text here; keep `extra=` fields for the formatter."""
+        record.message = record.getMessage()
+        record.msg = record.message
+        record.args = None
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        records: queue.SimpleQueue[Any] = self.queue  # type: ignore[assignment]
+        if records.qsize() < self.limit:
+            records.put_nowait(record)
+            return
+        with self._dropped_lock:
+            self.dropped += 1
+
+    def take_dropped(self) -> int:
+        with self._dropped_lock:
+            dropped, self.dropped = self.dropped, 0
+        return dropped
+
+
+class _Writer(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes formatted lines without flushing each one: the listener flushes once the
+    queue is empty, so a burst of records costs one write to stdout, not one each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+class _Listener(logging.handlers.QueueListener):
+    """The one writer thread; flushes when it has caught up, and then reports records
+    dropped on a full queue."""
+
+    def __init__(self, records: queue.SimpleQueue[Any], writer: _Writer, source: _Enqueue) -> None:
+        super().__init__(records, writer)  # type: ignore[arg-type]
+        self._writer = writer
+        self._source = source
+
+    def handle(self, record: logging.LogRecord) -> None:
+        writer = self._writer
+        writer.handle(record)
+        if self.queue.qsize():  # type: ignore[attr-defined]
+            return  # more to write: flush after them
+        if self._source.dropped:
+            dropped = self._source.take_dropped()
+            if dropped:
+                writer.handle(_dropped_note(dropped))
+        writer.flush()
+
+
+def _dropped_note(dropped: int) -> logging.LogRecord:
+    note = logging.LogRecord(
+        "miniexchange.logs", logging.WARNING, __file__, 0,
+        "%d log records dropped: standard output did not keep up", (dropped,), None,
+    )  # fmt: skip
+    note.event = "log_records_dropped"
+    note.count = dropped
+    return note
+
+
+_RECORD_OPTIONS: Final = ("logThreads", "logProcesses", "logMultiprocessing")
+
+
+class LogSetup:
+    """What `configure_logging` installed, so that `stop` can flush and undo it."""
+
+    def __init__(
+        self,
+        handler: _Enqueue,
+        listener: _Listener,
+        writer: _Writer,
+        previous: dict[str, Any],
+    ) -> None:
+        self.handler = handler
+        self.listener = listener
+        self.writer = writer
+        self._previous = previous
+
+    def stop(self) -> None:
+        """Write what is queued, stop the thread; later records are written directly
+        (at shutdown nothing is latency-sensitive any more)."""
+        root = logging.getLogger()
+        self.listener.stop()
+        root.removeHandler(self.handler)
+        dropped = self.handler.take_dropped()
+        if dropped:
+            self.writer.handle(_dropped_note(dropped))
+        self.writer.flush()
+        direct = logging.StreamHandler(self.writer.stream)
+        direct.setFormatter(self.writer.formatter)
+        direct.addFilter(RequestIdFilter())
+        root.addHandler(direct)
+        for name, value in self._previous.items():
+            setattr(logging, name, value)
+
+
+def configure_logging(settings: Settings, stream: IO[str] | None = None) -> LogSetup:
+    """Route every record of the process through the queue to `stream` (stdout).
+
+    The root logger's level is `LOG_LEVEL` (`warn` is WARNING); its previous handlers
+    are removed, so each record is written once, in the chosen format. The server
+    framework's own loggers (gunicorn, uvicorn) do not propagate to the root logger:
+    their lines stay on standard error in their own format (§6.3).
+
+    Records stop collecting what no line shows (the caller's file and line, found by
+    walking the stack; thread and process names): the logging HOWTO's optimizations,
+    and most of a record's cost on the emitting thread.
+    """
+    writer = _Writer(stream if stream is not None else sys.stdout)
+    writer.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    records: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    handler = _Enqueue(records, QUEUE_LIMIT)
+    handler.addFilter(RequestIdFilter())
+    listener = _Listener(records, writer, handler)
+    previous: dict[str, Any] = {"_srcfile": logging._srcfile}  # type: ignore[attr-defined]
+    previous.update((name, getattr(logging, name)) for name in _RECORD_OPTIONS)
+    logging._srcfile = None  # type: ignore[attr-defined]
+    for name in _RECORD_OPTIONS:
+        setattr(logging, name, False)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.setLevel(settings.log_level_number)
+    root.addHandler(handler)
+    listener.start()
+    return LogSetup(handler, listener, writer, previous)

@@ -1,0 +1,238 @@
+"""Every Prometheus family of contract §6.4, in one registry per exchange.
+
+Why one `Metrics` object (with its own `CollectorRegistry`) per exchange rather than
+prometheus-client's module-level default registry: the test suite builds many apps in
+one process, and each must start from zero and count exactly what its own requests
+did; a module registry would mix them (and refuse a family registered twice). The
+served app has exactly one exchange, so in production this is the one registry.
+
+Each layer updates the families of the facts it owns, where they happen; none reads
+another's counters:
+
+- the HTTP middleware: `observe_request` (requests counter and duration histogram);
+- the symbol actors: `count_order`, `count_trades`, `set_resting`;
+- the journal writer: `observe_journal_commit` (its `on_commit` hook);
+- the delivery pool keeps its own counters and histogram (`DeliveryPool.stats()`,
+  under its lock, on every outcome): they are read at scrape time by a collector
+  (`watch_deliveries`) instead of being counted twice, so the delivery path costs no
+  extra lock and the pool needs no knowledge of Prometheus.
+
+Every family is exposed with its `# HELP` and `# TYPE` from the start, before it has a
+series; the journal's histogram exists only when the journal is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from miniexchange.model.orders import Trade
+from miniexchange.webhooks.delivery import DURATION_BUCKETS_S, DeliveryStats
+
+__all__ = [
+    "CONTENT_TYPE",
+    "HTTP_BUCKETS_S",
+    "JOURNAL_BUCKETS_S",
+    "Metrics",
+]
+
+CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
+"""`text/plain; version=0.0.4; charset=utf-8` (§6.4)."""
+
+HTTP_BUCKETS_S: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Most requests take well under a millisecond in the worker: the default buckets
+(5 ms and up) would put nearly all of them in the first one."""
+
+JOURNAL_BUCKETS_S: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+"""A group commit is an fsync: tens of microseconds on a fast disk, milliseconds on most."""
+
+# prometheus-client adds a `<family>_created` gauge beside every counter and histogram
+# series by default: a second family per family that the contract does not ask for and
+# that doubles the scrape. It is a process-wide switch; nothing else here uses the library.
+disable_created_metrics()
+
+
+class Metrics:
+    """The exchange's families; thread-safe (prometheus-client locks each value)."""
+
+    def __init__(self, journal: bool = False) -> None:
+        """`journal`: expose `miniexchange_journal_commit_duration_seconds` (journal on)."""
+        registry = self.registry = CollectorRegistry(auto_describe=True)
+        self._http_requests = Counter(
+            "miniexchange_http_requests_total",
+            "HTTP requests answered, by method, route template (or not_found) and status. "
+            "GET /metrics and GET /healthz are not counted; an event stream counts when it ends.",
+            ("method", "route", "status"),
+            registry=registry,
+        )
+        self._http_duration = Histogram(
+            "miniexchange_http_request_duration_seconds",
+            "Time from the request reaching the app to its response (an event stream: to "
+            "its end), by method and route template.",
+            ("method", "route"),
+            buckets=HTTP_BUCKETS_S,
+            registry=registry,
+        )
+        self._orders = Counter(
+            "miniexchange_orders_total",
+            "Order submissions that passed validation and are not replays, by type, side and "
+            "outcome (accepted or the error code).",
+            ("type", "side", "outcome"),
+            registry=registry,
+        )
+        self._trades = Counter(
+            "miniexchange_trades_total",
+            "Trades executed, by symbol.",
+            ("symbol",),
+            registry=registry,
+        )
+        self._traded_quantity = Counter(
+            "miniexchange_traded_quantity_total",
+            "Shares traded, by symbol.",
+            ("symbol",),
+            registry=registry,
+        )
+        self._resting = Gauge(
+            "miniexchange_resting_orders",
+            "Orders resting in the book, by symbol and side.",
+            ("symbol", "side"),
+            registry=registry,
+        )
+        self._deliveries = _DeliveryCollector()
+        registry.register(self._deliveries)
+        self._journal_commits: Histogram | None = None
+        if journal:
+            self._journal_commits = Histogram(
+                "miniexchange_journal_commit_duration_seconds",
+                "Time to write and commit one group of journal facts (one disk sync).",
+                buckets=JOURNAL_BUCKETS_S,
+                registry=registry,
+            )
+        # label values -> child: saves prometheus-client's locked lookup on hot paths
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._order_children: dict[tuple[str, str, str], Any] = {}
+        self._symbol_children: dict[str, tuple[Any, Any, Any, Any]] = {}
+
+    # -- HTTP ------------------------------------------------------------------------
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = self._http_children[key] = (
+                self._http_requests.labels(method, route, str(status)),
+                self._http_duration.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    # -- orders, trades, books -------------------------------------------------------
+
+    def count_order(self, order_type: str, side: str, outcome: str) -> None:
+        """One submission that passed validation: `outcome` is `accepted` or its error code."""
+        key = (order_type, side, outcome)
+        child = self._order_children.get(key)
+        if child is None:
+            child = self._order_children[key] = self._orders.labels(order_type, side, outcome)
+        child.inc()
+
+    def _symbol(self, symbol: str) -> tuple[Any, Any, Any, Any]:
+        children = self._symbol_children.get(symbol)
+        if children is None:
+            children = self._symbol_children[symbol] = (
+                self._trades.labels(symbol),
+                self._traded_quantity.labels(symbol),
+                self._resting.labels(symbol, "bid"),
+                self._resting.labels(symbol, "ask"),
+            )
+        return children
+
+    def count_trades(self, symbol: str, trades: Iterable[Trade]) -> None:
+        trades_child, quantity_child, _, _ = self._symbol(symbol)
+        count = quantity = 0
+        for trade in trades:
+            count += 1
+            quantity += trade.quantity
+        if count:
+            trades_child.inc(count)
+            quantity_child.inc(quantity)
+
+    def set_resting(self, symbol: str, bids: int, asks: int) -> None:
+        """The book's order count per side after a step (only its actor sets them)."""
+        _, _, bid_child, ask_child = self._symbol(symbol)
+        bid_child.set(bids)
+        ask_child.set(asks)
+
+    # -- webhooks, journal -----------------------------------------------------------
+
+    def watch_deliveries(self, stats: Callable[[], DeliveryStats] | None) -> None:
+        """Expose the delivery pool's counters (its `stats`) at each scrape."""
+        self._deliveries.stats = stats
+
+    def observe_journal_commit(self, seconds: float, fact_count: int) -> None:
+        """The journal's `on_commit` hook (called on the writer thread)."""
+        if self._journal_commits is not None:
+            self._journal_commits.observe(seconds)
+
+    # -- exposition ------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The text exposition format, version 0.0.4 (`CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
+
+
+class _DeliveryCollector(Collector):
+    """`miniexchange_webhook_deliveries_total` and `..._delivery_duration_seconds`,
+    read from the delivery pool's own accounting at scrape time."""
+
+    def __init__(self) -> None:
+        self.stats: Callable[[], DeliveryStats] | None = None
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families(None)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families(self.stats() if self.stats is not None else None)
+
+    @staticmethod
+    def _families(stats: DeliveryStats | None) -> Iterator[Metric]:
+        outcomes = CounterMetricFamily(
+            "miniexchange_webhook_deliveries",
+            "Webhook deliveries by event type and outcome (delivered, failed, refused, dropped).",
+            labels=("event", "outcome"),
+        )
+        durations = HistogramMetricFamily(
+            "miniexchange_webhook_delivery_duration_seconds",
+            "Time of each delivery attempt made (delivered or failed), by event type.",
+            labels=("event",),
+        )
+        if stats is not None:
+            for (event, outcome), count in sorted(stats.outcomes.items()):
+                outcomes.add_metric((event, outcome), count)
+            for event, histogram in sorted(stats.durations.items()):
+                cumulative = 0
+                buckets: list[tuple[str, float]] = []
+                for bound, count in zip(
+                    (*DURATION_BUCKETS_S, float("inf")), histogram.buckets, strict=True
+                ):
+                    cumulative += count
+                    buckets.append((floatToGoString(bound), cumulative))
+                durations.add_metric((event,), buckets, sum_value=histogram.sum_s)
+        yield outcomes
+        yield durations

@@ -1,0 +1,170 @@
+"""`miniexchange.logs` (contract §6.3): the line formats, the level filter, the request id
+from the context, and the queue that keeps a slow stdout off the callers' threads."""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from miniexchange import logs
+from miniexchange.logs import configure_logging, request_id_var, utc_timestamp
+from miniexchange.settings import Settings
+
+TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+@pytest.fixture(autouse=True)
+def keep_root_logger() -> Iterator[None]:
+    """`configure_logging` takes over the root logger: give pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in text.splitlines()]
+
+
+def test_utc_timestamp_is_rfc3339_with_milliseconds() -> None:
+    assert utc_timestamp(0) == "1970-01-01T00:00:00.000Z"
+    assert utc_timestamp(1_771_318_800.1239) == "2026-02-17T09:00:00.123Z"
+
+
+def test_json_lines_have_ts_level_event_message_and_every_extra() -> None:
+    out = io.StringIO()
+    setup = configure_logging(Settings(log_format="json"), out)
+    log = logging.getLogger("miniexchange.test")
+    log.info("hello %s", "world", extra={"event": "greeting", "who": "world", "n": 3})
+    log.warning("plain")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed", extra={"event": "oops", "request_id": None})
+    setup.stop()
+    first, second, third = json_lines(out.getvalue())
+    assert TS.fullmatch(first.pop("ts"))
+    assert first == {
+        "level": "info", "event": "greeting", "message": "hello world",
+        "logger": "miniexchange.test", "who": "world", "n": 3,
+    }  # fmt: skip
+    assert (second["level"], second["event"], second["message"]) == ("warn", "log", "plain")
+    assert "request_id" not in second  # logged outside any request
+    assert third["level"] == "error" and third["event"] == "oops"
+    assert third["request_id"] is None  # kept as given: `null`
+    assert "ValueError: boom" in third["exc_info"]
+
+
+def test_text_lines_are_for_people() -> None:
+    out = io.StringIO()
+    setup = configure_logging(Settings(log_format="text"), out)
+    logging.getLogger("x").info(
+        "GET /healthz 200", extra={"event": "request", "status": 200, "path": "/a b"}
+    )
+    setup.stop()
+    (line,) = out.getvalue().splitlines()
+    ts, rest = line.split(" ", 1)
+    assert TS.fullmatch(ts)
+    assert rest == 'info  request GET /healthz 200 status=200 path="/a b"'
+
+
+@pytest.mark.parametrize(
+    ("level", "shown"),
+    [
+        ("debug", ["debug", "info", "warn", "error"]),
+        ("info", ["info", "warn", "error"]),
+        ("warn", ["warn", "error"]),
+        ("error", ["error"]),
+    ],
+)
+def test_log_level_filters(level: Any, shown: list[str]) -> None:
+    out = io.StringIO()
+    setup = configure_logging(Settings(log_level=level), out)
+    log = logging.getLogger("miniexchange.test")
+    log.debug("d")
+    log.info("i")
+    log.warning("w")
+    log.error("e")
+    setup.stop()
+    assert [line["level"] for line in json_lines(out.getvalue())] == shown
+
+
+def test_the_request_id_comes_from_the_context_of_the_caller() -> None:
+    out = io.StringIO()
+    setup = configure_logging(Settings(), out)
+    log = logging.getLogger("miniexchange.test")
+
+    def in_request() -> None:
+        request_id_var.set("req-1")
+        log.info("inside")
+        log.info("explicit", extra={"request_id": "other"})
+
+    contextvars.copy_context().run(in_request)
+    log.info("outside")
+    setup.stop()
+    inside, explicit, outside = json_lines(out.getvalue())
+    assert inside["request_id"] == "req-1"
+    assert explicit["request_id"] == "other"
+    assert "request_id" not in outside
+
+
+class BlockedStream(io.StringIO):
+    """A stdout that blocks until released, like a pipe nobody reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.release.wait(10)
+        return super().write(text)
+
+
+def test_a_blocked_stdout_never_blocks_the_caller_and_drops_are_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logs, "QUEUE_LIMIT", 10)
+    out = BlockedStream()
+    setup = configure_logging(Settings(), out)
+    log = logging.getLogger("miniexchange.test")
+    started = time.monotonic()
+    for n in range(100):
+        log.info("line %d", n)
+    assert time.monotonic() - started < 1.0  # the writes wait; the caller did not
+    out.release.set()
+    setup.stop()
+    written = json_lines(out.getvalue())
+    messages = [line["message"] for line in written if line["event"] == "log"]
+    dropped = [line for line in written if line["event"] == "log_records_dropped"]
+    assert messages[0] == "line 0" and len(messages) < 100
+    assert sum(line["count"] for line in dropped) == 100 - len(messages)
+
+
+def test_records_after_stop_are_still_written() -> None:
+    out = io.StringIO()
+    setup = configure_logging(Settings(), out)
+    setup.stop()
+    logging.getLogger("miniexchange.test").warning("late")
+    assert [line["message"] for line in json_lines(out.getvalue())] == ["late"]
+
+
+def test_settings_are_listed_with_the_secret_hidden() -> None:
+    settings = Settings(webhook_secret="s3cr3t-value")
+    public = settings.public_items()
+    assert public["webhook_secret"] == "<set>"
+    assert "s3cr3t-value" not in orjson.dumps(public).decode()
