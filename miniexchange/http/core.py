@@ -13,7 +13,7 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Cancel, ReadBalance, Submit
 from miniexchange.clock import Clock
 from miniexchange.http.bridge import answer, call
-from miniexchange.http.errors import render_refusal
+from miniexchange.http.errors import answer_or_refusal
 from miniexchange.http.parsing import parse_json_object, validate_order, validate_registration
 from miniexchange.http.render import balance_json, order_json, registration_json
 from miniexchange.journal.facts import KeepAnswer
@@ -102,10 +102,7 @@ class BrokersResource(Resource):
         await self.idempotency.respond(req, resp, "/brokers", body, register, render_registration)
 
 
-def render_registration(outcome: Any) -> tuple[int, bytes]:
-    if isinstance(outcome, ExchangeError):
-        return render_refusal(outcome)
-    return 201, registration_json(outcome)
+render_registration = answer_or_refusal(lambda balance: (201, registration_json(balance)))
 
 
 class BalanceResource(Resource):
@@ -162,10 +159,7 @@ class OrdersResource(Resource):
         return await call(actor, lambda reply: Submit(command, reply, keep, request_id))
 
 
-def render_order(outcome: Any) -> tuple[int, bytes]:
-    if isinstance(outcome, ExchangeError):
-        return render_refusal(outcome)
-    return 201, order_json(outcome)
+render_order = answer_or_refusal(lambda order: (201, order_json(order)))
 
 
 class OrderResource(Resource):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import falcon
 import falcon.asgi
@@ -45,6 +47,19 @@ def render_refusal(refusal: ExchangeError) -> tuple[int, bytes]:
     """A refusal's status and body, exactly as the error handler sends them (so a
     stored `Idempotency-Key` answer replays byte for byte)."""
     return STATUS_OF_CODE[refusal.code], error_body(refusal.code, refusal.message)
+
+
+def answer_or_refusal(
+    render_answer: Callable[[Any], tuple[int, bytes]],
+) -> Callable[[Any], tuple[int, bytes]]:
+    """Render an endpoint's outcome: its answer, or the refusal it raised."""
+
+    def render(outcome: Any) -> tuple[int, bytes]:
+        if isinstance(outcome, ExchangeError):
+            return render_refusal(outcome)
+        return render_answer(outcome)
+
+    return render
 
 
 def render_error(resp: falcon.asgi.Response, code: str, message: str) -> None:

@@ -17,7 +17,7 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import ListWebhooks, Subscribe, Unsubscribe
 from miniexchange.http.bridge import call
 from miniexchange.http.core import JsonBodyReader, Resource, send_json
-from miniexchange.http.errors import render_refusal
+from miniexchange.http.errors import answer_or_refusal
 from miniexchange.http.idempotency import Idempotency
 from miniexchange.http.parsing import (
     parse_query,
@@ -26,7 +26,7 @@ from miniexchange.http.parsing import (
 )
 from miniexchange.http.render import timestamp
 from miniexchange.journal.facts import KeepAnswer
-from miniexchange.model.errors import ExchangeError, broker_not_found
+from miniexchange.model.errors import broker_not_found
 from miniexchange.model.subscriptions import Subscription, Upserted
 
 
@@ -45,11 +45,10 @@ def webhooks_json(subscriptions: Iterable[Subscription]) -> bytes:
     return orjson.dumps({"webhooks": [subscription_dict(s) for s in subscriptions]})
 
 
-def render_upsert(outcome: Any) -> tuple[int, bytes]:
-    """201 when any subscription was created, else 200 (§4.5)."""
-    if isinstance(outcome, ExchangeError):
-        return render_refusal(outcome)
-    return 201 if outcome.created else 200, webhooks_json(outcome.subscriptions)
+# 201 when any subscription was created, else 200 (§4.5)
+render_upsert = answer_or_refusal(
+    lambda upserted: (201 if upserted.created else 200, webhooks_json(upserted.subscriptions))
+)
 
 
 class WebhooksResource(Resource):
