@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pykka
 import pytest
 
@@ -13,7 +14,7 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.http.app import create_app
 from miniexchange.journal.store import SqliteJournal
 from miniexchange.settings import load_settings
-from miniexchange.testing import ManualClock, SequentialIds
+from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
 from tests.conftest import AppClient
 from tests.http.helpers import FAR, balance, register
 
@@ -200,3 +201,31 @@ def test_replay_after_restart(tmp_path: Path) -> None:
     finally:
         client.close()
         pykka.ActorRegistry.stop_all()
+
+
+@pytest.fixture
+def deliveries() -> FakeDeliveries:
+    return FakeDeliveries()
+
+
+@pytest.fixture
+def exchange(clock: ManualClock, deliveries: FakeDeliveries) -> Exchange:
+    """As in tests/conftest.py, with the webhook deliveries recorded instead of sent."""
+    return Exchange(clock, SequentialIds(), expiration_interval_s=None, deliveries=deliveries)
+
+
+def test_a_replay_sends_no_second_webhook(client: AppClient, deliveries: FakeDeliveries) -> None:
+    register(client, "b1", 1000)
+    register(client, "s1", 0, AAPL=10)
+    hook = {"broker_id": "b1", "url": "https://example.com/h", "events": ["trade.executed"]}
+    assert client.post("/webhooks", json=hook).status_code == 201
+    client.post("/orders", json=order_body(broker_id="s1", side="ask", quantity=10))
+    first = client.post("/orders", json=order_body(), headers=keyed("trade"))
+    assert deliveries.get().event_type == "trade.executed"
+    again = client.post("/orders", json=order_body(), headers=keyed("trade"))
+    assert again.headers["idempotent-replayed"] == "true"
+    client.post("/orders", json=order_body(quantity=2))  # a new trade: the next delivery
+    following = deliveries.get()  # had the replay traded, its delivery would come first
+    assert orjson.loads(following.body)["data"]["trade_quantity"] == 2
+    assert len(deliveries.recorded()) == 2
+    assert first.json["status"] == "filled"
