@@ -5,7 +5,9 @@ Several client threads fire limit and market orders and cancels. Once `kill_afte
 orders have been acknowledged, the gunicorn master is frozen (SIGSTOP, so that it cannot
 start a new worker) and the worker that holds the exchange is SIGKILLed, then the master.
 A new server starts on the same `DATABASE_PATH` and is compared with every 2xx a client
-got: an acknowledged order is there, at least as advanced as acknowledged.
+got: an acknowledged order is there, at least as advanced as acknowledged, and a retry
+of an acknowledged submission with its `Idempotency-Key` is a replay (§6.1), never a
+second order.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import random
 import signal
 import threading
 import time
+import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -58,6 +61,7 @@ class Acknowledged:
         self.refused: dict[int, int] = defaultdict(int)
         self.unexpected: list[str] = []
         self.last_short_expiry = datetime.now(UTC)  # of the orders sent to expire soon
+        self.answers: dict[str, tuple[dict[str, Any], bytes]] = {}  # key -> (body, answer)
         self._changed = threading.Condition()
 
     def expiring(self, at: datetime) -> None:
@@ -110,9 +114,13 @@ def client(url: str, seed: int, acks: Acknowledged, stop: threading.Event) -> No
                     "price": rng.randint(95, 105) + rng.choice([0, 0.5]),
                     "expires_at": expires_at,
                 }
-            response = session.post(f"{url}/orders", json=body, timeout=WAIT_S)
+            key = f"{seed}-{uuid.UUID(int=rng.getrandbits(128))}"
+            response = session.post(
+                f"{url}/orders", json=body, headers={"Idempotency-Key": key}, timeout=WAIT_S
+            )
             if response.status_code == 201:
                 order = response.json()
+                acks.answers[key] = (body, response.content)
                 acks.record(order, submitted=True)
                 if order["status"] in ACTIVE:
                     mine.append(order["order_id"])
@@ -228,6 +236,16 @@ def test_sigkill_mid_load_loses_nothing_acknowledged(tmp_path: Path, kill_after:
         assert order_id in orders, order_id
         for acked in states:
             assert_at_least_as_advanced(orders[order_id], acked)
+
+    # a client that lost an acknowledged answer retries with its key: a replay, byte for
+    # byte, and still exactly one such order
+    for key, (body, answer) in list(acks.answers.items())[-50:]:
+        retry = requests.post(
+            f"{url}/orders", json=body, headers={"Idempotency-Key": key}, timeout=WAIT_S
+        )
+        assert (retry.status_code, retry.content) == (201, answer), key
+        assert retry.headers["Idempotent-Replayed"] == "true"
+    assert all_orders(url) == orders
 
     # no trade lost or duplicated: each listed by exactly one bid and one ask, alike
     sides: dict[str, list[tuple[str, str]]] = defaultdict(list)
