@@ -12,6 +12,10 @@ class Clock(Protocol):
         """Microseconds since the epoch; never less than an earlier reading."""
         ...
 
+    def not_before(self, floor_us: int) -> None:
+        """From now on, never read earlier than `floor_us`."""
+        ...
+
 
 class SystemClock:
     """The wall clock, clamped so that it never goes backwards.
@@ -25,6 +29,13 @@ class SystemClock:
     def __init__(self) -> None:
         self._last = 0
         self._lock = threading.Lock()
+
+    def not_before(self, floor_us: int) -> None:
+        """Never read earlier than `floor_us` (the latest time in the journal), so that
+        a restart onto a wall clock that is behind keeps time priority and
+        `created_at <= executed_at` across the restart."""
+        with self._lock:
+            self._last = max(self._last, floor_us)
 
     def now(self) -> int:
         reading = time.time_ns() // 1000

@@ -68,6 +68,10 @@ class ManualClock:
             self._now += round(seconds * 1_000_000) + microseconds
             return self._now
 
+    def not_before(self, floor_us: int) -> None:
+        with self._lock:
+            self._now = max(self._now, floor_us)
+
     def set(self, now_us: int) -> None:
         with self._lock:
             if now_us < self._now:

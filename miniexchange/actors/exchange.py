@@ -106,6 +106,7 @@ class Exchange:
     def start(self) -> None:
         recovered = recover(self.journal.facts())
         self.recovered_answers = recovered.answers  # for the Idempotency-Key store
+        self.clock.not_before(recovered.last_at)  # a wall clock behind must not go back
         start_actor_threads_small()
         self.deliveries.start()
         self._dispatcher = WebhookDispatcherActor.start(

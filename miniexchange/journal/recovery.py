@@ -29,6 +29,7 @@ class Recovered:
     webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> subscription
     answers: list[dict[str, Any]] = field(default_factory=list)  # stored idempotent answers
     fact_count: int = 0
+    last_at: int = 0  # the latest time any fact records
 
     def orders_of(self, symbol: str) -> list[Order]:
         return [order for order in self.orders.values() if order.symbol == symbol]
@@ -42,6 +43,8 @@ def recover(journal_facts: Iterable[tuple[str, bytes]]) -> Recovered:
         state.fact_count += 1
         fact = decode(body)
         at = fact.get("at")
+        if at is not None and at > state.last_at:
+            state.last_at = at
         if kind == kinds.ORDER_ACCEPTED:
             command = SubmitOrder(
                 fact["type"],

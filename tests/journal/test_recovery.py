@@ -19,6 +19,7 @@ import pytest
 from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Cancel, ReadBalance, ReadBook, ReadPrice, Submit
 from miniexchange.actors.symbol import BookView, ignore_events
+from miniexchange.clock import SystemClock
 from miniexchange.journal import facts
 from miniexchange.journal.facts import Fact
 from miniexchange.journal.recovery import recover
@@ -461,3 +462,17 @@ def test_orders_that_fell_due_while_down_expire_at_start_with_their_events() -> 
     )
     assert twin.journal.recorded[-1] == facts.order_closed(expired, clock.now())
     twin.stop()
+
+
+def test_a_restart_never_reads_the_clock_earlier_than_the_journal() -> None:
+    future_us = 4_102_444_800_000_000  # 2100-01-01: the wall clock is far behind this
+    state = recover(
+        [
+            facts.broker_registered(RegisterBroker("b", 0, ()), 1),
+            facts.broker_registered(RegisterBroker("c", 0, ()), future_us),
+        ]
+    )
+    assert state.last_at == future_us
+    clock = SystemClock()
+    clock.not_before(state.last_at)
+    assert clock.now() == future_us
