@@ -380,10 +380,6 @@ class StreamHub:
             },
         )
 
-    def subscriber_count(self, symbol: str) -> int:
-        fanout = self._fanouts.get(symbol)
-        return 0 if fanout is None else len(fanout.subscribers)
-
     async def events(self, subscriber: Subscriber) -> AsyncIterator[Chunk]:
         """The stream's SSE body: the book on connect, then trades and books as they come."""
         task = asyncio.current_task()

@@ -31,9 +31,6 @@ class Recovered:
     fact_count: int = 0
     last_at: int = 0  # the latest time any fact records
 
-    def orders_of(self, symbol: str) -> list[Order]:
-        return [order for order in self.orders.values() if order.symbol == symbol]
-
 
 def recover(journal_facts: Iterable[tuple[str, bytes]]) -> Recovered:
     state = Recovered()
@@ -58,7 +55,7 @@ def recover(journal_facts: Iterable[tuple[str, bytes]]) -> Recovered:
             )
             orders[fact["order_id"]] = new_order(command, fact["order_id"], at)
             state.known_symbols.add(command.symbol)
-            _touch(ledgers[command.broker_id], at)
+            ledgers[command.broker_id].touch(at)
         elif kind == kinds.TRADE_EXECUTED:
             trade = Trade(
                 fact["trade_id"],
@@ -79,11 +76,11 @@ def recover(journal_facts: Iterable[tuple[str, bytes]]) -> Recovered:
         elif kind == kinds.ORDER_CANCELLED:
             order = orders[fact["order_id"]]
             orders[order.order_id] = order.closed(CANCELLED, at, None)
-            _touch(ledgers[order.broker_id], at)
+            ledgers[order.broker_id].touch(at)
         elif kind == kinds.ORDER_EXPIRED:
             order = orders[fact["order_id"]]
             orders[order.order_id] = order.closed(EXPIRED, None, order.expires_at)
-            _touch(ledgers[order.broker_id], at)
+            ledgers[order.broker_id].touch(at)
         elif kind == kinds.BROKER_REGISTERED:
             holdings = {symbol: quantity for symbol, quantity in fact["holdings"]}
             ledgers[fact["broker_id"]] = Ledger(fact["broker_id"], fact["cash"], holdings, at)
@@ -123,9 +120,4 @@ def _move(ledger: Ledger, trade: Trade, side: str) -> None:
             holdings[trade.symbol] = left
         else:
             del holdings[trade.symbol]
-    _touch(ledger, trade.executed_at)
-
-
-def _touch(ledger: Ledger, at: int) -> None:
-    if at > ledger.updated_at:
-        ledger.updated_at = at
+    ledger.touch(trade.executed_at)

@@ -86,19 +86,19 @@ class Ledger:
         if amount > self.cash - self.reserved_cash:
             return False
         self.reserved_cash += amount
-        self._touch(now)
+        self.touch(now)
         return True
 
     def reserve_shares(self, symbol: str, quantity: int, now: int) -> bool:
         if quantity > self.available_shares(symbol):
             return False
         self.reserved_shares[symbol] = self.reserved_shares.get(symbol, 0) + quantity
-        self._touch(now)
+        self.touch(now)
         return True
 
     def release_cash(self, amount: int, now: int) -> None:
         self.reserved_cash -= amount
-        self._touch(now)
+        self.touch(now)
 
     def release_shares(self, symbol: str, quantity: int, now: int) -> None:
         reserved = self.reserved_shares[symbol] - quantity
@@ -106,7 +106,7 @@ class Ledger:
             self.reserved_shares[symbol] = reserved
         else:
             del self.reserved_shares[symbol]
-        self._touch(now)
+        self.touch(now)
 
     def settle(self, symbol: str, legs: tuple[SettlementLeg, ...], now: int) -> None:
         """Apply this broker's legs of the trades of one matching pass (§3.5)."""
@@ -128,7 +128,7 @@ class Ledger:
                     self.reserved_shares[symbol] = reserved
                 else:
                     del self.reserved_shares[symbol]
-        self._touch(now)
+        self.touch(now)
 
     def balance(self) -> Balance:
         reserved = self.reserved_shares
@@ -144,8 +144,11 @@ class Ledger:
             self.updated_at,
         )
 
-    def _touch(self, now: int) -> None:
-        # The clock never goes backwards, but settlements from several symbol actors
-        # may arrive out of their clock-reading order; keep `updated_at` monotonic.
+    def touch(self, now: int) -> None:
+        """Record a change at `now`; also used by recovery to replay a fact's time.
+
+        The clock never goes backwards, but settlements from several symbol actors may
+        arrive out of their clock-reading order, so `updated_at` only moves forward.
+        """
         if now > self.updated_at:
             self.updated_at = now
