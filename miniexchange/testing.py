@@ -1,9 +1,9 @@
 """Test doubles for developers who test an actor alone: a manual clock, predictable ids,
-a recording fake actor, a reply collector, and a recording stand-in for the webhook
-delivery pool.
+a recording fake broker account, a reply collector, and a recording stand-in for the
+webhook delivery pool.
 
     clock = ManualClock.at("2026-02-17T09:00:00Z")
-    broker = FakeBrokerActor.start(reserve=True)
+    broker = FakeBrokerAccount(reserve=True)
     ...
     clock.advance(seconds=1)
 
@@ -15,28 +15,26 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pykka
 
-from miniexchange.actors.base import ExchangeActor
-from miniexchange.actors.messages import (
-    ReadBalance,
-    Release,
-    ReserveCash,
-    ReserveShares,
-    Settle,
-    Tick,
-)
+from miniexchange.actors.messages import Tick
+from miniexchange.model.ledger import SettlementLeg
 from miniexchange.webhooks.delivery import Delivery
 
 __all__ = [
-    "FakeBrokerActor",
+    "FakeBrokerAccount",
     "FakeDeliveries",
     "ManualClock",
+    "Release",
     "Replies",
+    "ReserveCash",
+    "ReserveShares",
     "SequentialIds",
+    "Settle",
     "run_expiration",
     "stop_all_actors",
 ]
@@ -121,39 +119,72 @@ class Replies:
         return self._queue.get(timeout=timeout)
 
 
-class FakeBrokerActor(ExchangeActor):
-    """Stands in for a `BrokerActor`: answers reservations as told and records messages.
+# -- what a symbol actor did to a broker's account, as `FakeBrokerAccount` records it --
+#
+# `at` is the time of the symbol actor's step that made the change (see
+# `actors.accounts`). It takes no part in equality: a test states it apart.
 
-    `messages` lists every message received, in order, so a test can assert exactly
-    which reservations, settlements and releases a symbol actor sent.
-    """
+
+@dataclass(frozen=True, slots=True)
+class ReserveCash:
+    amount: int
+    at: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveShares:
+    symbol: str
+    quantity: int
+    at: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    cash: int = 0
+    symbol: str = ""
+    quantity: int = 0
+    at: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    symbol: str
+    legs: tuple[SettlementLeg, ...]
+    at: int | None = field(default=None, compare=False)
+
+
+class FakeBrokerAccount:
+    """Stands in for a `BrokerAccount`: answers reservations as told and records every
+    change asked of it, in order, so a test can assert exactly which reservations,
+    settlements and releases a symbol actor made."""
 
     def __init__(self, reserve: bool = True) -> None:
-        super().__init__()
         self.reserve = reserve
-        self.messages: list[Any] = []
+        self.changes: list[ReserveCash | ReserveShares | Release | Settle] = []
+        self._lock = threading.Lock()
 
-    def _reserve(self, message: ReserveCash | ReserveShares) -> bool:
-        self.messages.append(message)
+    def _record(self, change: ReserveCash | ReserveShares | Release | Settle) -> None:
+        with self._lock:
+            self.changes.append(change)
+
+    def reserve_cash(self, amount: int, at: int) -> bool:
+        self._record(ReserveCash(amount, at))
         return self.reserve
 
-    def _record(self, message: Any) -> None:
-        self.messages.append(message)
+    def reserve_shares(self, symbol: str, quantity: int, at: int) -> bool:
+        self._record(ReserveShares(symbol, quantity, at))
+        return self.reserve
 
-    def _read_balance(self, message: ReadBalance) -> None:
-        raise NotImplementedError("a fake broker has no ledger")
+    def release(self, cash: int, symbol: str, quantity: int, at: int) -> None:
+        self._record(Release(cash, symbol, quantity, at))
 
-    def recorded(self) -> list[Any]:
-        """The messages so far (ask it through the proxy: `fake.proxy().recorded().get()`)."""
-        return list(self.messages)
+    def settle(self, symbol: str, legs: tuple[SettlementLeg, ...], at: int) -> None:
+        self._record(Settle(symbol, legs, at))
 
-    handlers = {  # noqa: RUF012
-        ReserveCash: _reserve,
-        ReserveShares: _reserve,
-        Release: _record,
-        Settle: _record,
-        ReadBalance: _read_balance,
-    }
+    def recorded(self) -> list[ReserveCash | ReserveShares | Release | Settle]:
+        """The changes so far (the symbol actor makes them before it answers)."""
+        with self._lock:
+            return list(self.changes)
 
 
 class FakeDeliveries:

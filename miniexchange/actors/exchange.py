@@ -1,8 +1,8 @@
 """The registry: starts, finds and stops every actor of one exchange.
 
 A plain object used by the HTTP layer. Broker registration needs no actor hop: the
-registry checks and inserts under its lock, builds the ledger, and only then hands it
-to the new broker actor, which is from that moment its only writer. Symbol actors are
+registry checks and inserts under its lock and builds the broker's account (its ledger
+behind a lock, see `actors.accounts`). Symbol actors are
 started on a symbol's first order, not when a registration merely names it.
 
 On start it replays the journal (facts only, no matching), starts an actor for every
@@ -21,8 +21,8 @@ from typing import Any
 
 import pykka
 
+from miniexchange.actors.accounts import BrokerAccount
 from miniexchange.actors.base import Reply, start_actor_threads_small
-from miniexchange.actors.broker import BrokerActor
 from miniexchange.actors.clock import ClockActor, Ticker
 from miniexchange.actors.market_data import MarketData
 from miniexchange.actors.messages import ExpireDue, Notify
@@ -75,7 +75,7 @@ class Exchange:
         self.metrics.watch_deliveries(getattr(self.deliveries, "stats", None))  # a fake: none
         self._dispatcher: pykka.ActorRef | None = None
         self._also_hear = events
-        self._brokers: dict[str, pykka.ActorRef] = {}
+        self._brokers: dict[str, BrokerAccount] = {}
         self._symbols: dict[str, pykka.ActorRef] = {}
         self._lock = threading.Lock()
         self._expiration_interval_s = expiration_interval_s
@@ -132,7 +132,7 @@ class Exchange:
 
     def _restore(self, recovered: Recovered) -> None:
         for broker_id, ledger in recovered.ledgers.items():
-            self._brokers[broker_id] = BrokerActor.start(ledger, self.clock)
+            self._brokers[broker_id] = BrokerAccount(ledger)
         self.known_symbols.update(recovered.known_symbols)
         by_symbol: dict[str, list[Order]] = {}
         for order in recovered.orders.values():
@@ -153,8 +153,6 @@ class Exchange:
         if self.clock_actor is not None:
             self.clock_actor.stop()
         for ref in list(self._symbols.values()):
-            ref.stop()
-        for ref in list(self._brokers.values()):
             ref.stop()
         if self._dispatcher is not None:
             self._dispatcher.stop()
@@ -181,7 +179,7 @@ class Exchange:
 
     # -- brokers -----------------------------------------------------------------
 
-    def broker(self, broker_id: str) -> pykka.ActorRef | None:
+    def broker(self, broker_id: str) -> BrokerAccount | None:
         return self._brokers.get(broker_id)
 
     def register_broker(
@@ -212,7 +210,7 @@ class Exchange:
                 command.broker_id, command.initial_cash, dict(command.holdings), self.clock.now()
             )
             balance = ledger.balance()
-            self._brokers[command.broker_id] = BrokerActor.start(ledger, self.clock)
+            self._brokers[command.broker_id] = BrokerAccount(ledger)
             self.known_symbols.update(symbol for symbol, _ in command.holdings)
         recorded = [facts.broker_registered(command, balance.created_at)]
         answer = keep.fact(balance) if keep is not None else None

@@ -6,13 +6,12 @@ the handler's return value (or the `ExchangeError` it raises) is passed to it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from miniexchange.actors.base import Reply
 from miniexchange.journal.facts import KeepAnswer
 from miniexchange.model.commands import SubmitOrder
 from miniexchange.model.events import Event
-from miniexchange.model.ledger import SettlementLeg
 
 # -- symbol actor -------------------------------------------------------------------
 
@@ -52,51 +51,6 @@ class ReadQuote:
 
 @dataclass(frozen=True, slots=True)
 class ReadPrice:
-    reply: Reply
-
-
-# -- broker actor -------------------------------------------------------------------
-#
-# `at` is the time of the symbol actor's atomic step that sends the message: the ledger's
-# `updated_at` is the time of the trade, acceptance or release, which is what recovery
-# rebuilds from the journal, not the moment the broker actor got round to it (None: now).
-# It takes no part in equality.
-
-
-@dataclass(frozen=True, slots=True)
-class ReserveCash:
-    """Asked by a symbol actor: answers True if the cash was available and is now held."""
-
-    amount: int
-    at: int | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class ReserveShares:
-    symbol: str
-    quantity: int
-    at: int | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Release:
-    """Give back what a cancelled, expired or IOC-ended order no longer needs."""
-
-    cash: int = 0
-    symbol: str = ""
-    quantity: int = 0
-    at: int | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Settle:
-    symbol: str
-    legs: tuple[SettlementLeg, ...]
-    at: int | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class ReadBalance:
     reply: Reply
 
 

@@ -1,9 +1,9 @@
 """SymbolActor: the only writer of one symbol's book (contract §3.7).
 
 Each submission, cancellation and expiry is one message handled alone: the atomic
-unit. Inside it the actor asks the broker actor to reserve (a blocking ask on this
-actor's thread; broker actors never ask back, so it cannot deadlock), runs the match
-loop and tells the settlements to the brokers. What the step decided goes to the
+unit. Inside it the actor reserves with the broker's account (synchronously, under
+that account's lock: see `actors.accounts`), runs the match loop and settles each
+broker's legs of the pass, all before anything is published or answered. What the step decided goes to the
 journal as facts; once they are durable (at once without persistence) the new order
 states are published, the webhook events leave and the requester gets its answer.
 The actor itself does not wait for the disk: it goes on with its next message, and
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import pykka
 
+from miniexchange.actors.accounts import Account
 from miniexchange.actors.base import DEFERRED, ExchangeActor, Reply
 from miniexchange.actors.market_data import MarketData
 from miniexchange.actors.messages import (
@@ -27,10 +28,6 @@ from miniexchange.actors.messages import (
     ReadBook,
     ReadPrice,
     ReadQuote,
-    Release,
-    ReserveCash,
-    ReserveShares,
-    Settle,
     Submit,
 )
 from miniexchange.actors.read_index import ReadIndex
@@ -98,7 +95,7 @@ class SymbolContext:
     clock: Clock
     ids: IdFactory
     read_index: ReadIndex
-    brokers: Callable[[str], pykka.ActorRef | None]
+    brokers: Callable[[str], Account | None]
     vwap_window_us: int = 300_000_000
     journal: Journal = field(default_factory=MemoryJournal)
     clock_actor: pykka.ActorRef | None = None
@@ -182,16 +179,16 @@ class SymbolActor(ExchangeActor):
         if command.type == MARKET and not book.has_liquidity_for(command.side):
             raise no_liquidity(self.symbol)
         if command.side == BID:
-            if not broker.ask(ReserveCash(cash_to_reserve(book, command), now)):
+            if not broker.reserve_cash(cash_to_reserve(book, command), now):
                 raise insufficient_balance(command.broker_id)
-        elif not broker.ask(ReserveShares(self.symbol, command.quantity, now)):
+        elif not broker.reserve_shares(self.symbol, command.quantity, now):
             raise insufficient_holdings(command.broker_id, self.symbol)
         order = new_order(command, context.ids.order_id(), now)
         context.known_symbols.add(self.symbol)
         outcome.facts.append(facts.order_accepted(order))
         result = book.submit(order, now, context.ids.trade_id)
         for broker_id, legs in settlement_legs(result).items():
-            self._broker(broker_id).tell(Settle(self.symbol, tuple(legs), now))
+            self._broker(broker_id).settle(self.symbol, tuple(legs), now)
         final = result.order
         if final.cancelled_quantity:  # a market order's IOC remainder
             self._release(final, now)
@@ -301,12 +298,11 @@ class SymbolActor(ExchangeActor):
         cash, shares = released_by(order)
         if cash or shares:
             symbol = self.symbol if shares else ""
-            release = Release(cash=cash, symbol=symbol, quantity=shares, at=now)
-            self._broker(order.broker_id).tell(release)
+            self._broker(order.broker_id).release(cash, symbol, shares, now)
 
-    def _broker(self, broker_id: str) -> pykka.ActorRef:
+    def _broker(self, broker_id: str) -> Account:
         broker = self.context.brokers(broker_id)
-        assert broker is not None, f"broker {broker_id} has orders but no actor"
+        assert broker is not None, f"broker {broker_id} has orders but no account"
         return broker
 
     def _finish(self, outcome: Outcome, reply: Reply | None = None, answer: object = None) -> None:

@@ -2,7 +2,7 @@
 
 The actors start in the ASGI lifespan startup (in the gunicorn worker, never at import
 or in the master) and stop in its shutdown, after the server has let in-flight
-requests finish: first the expiration clock, then the symbol and broker actors.
+requests finish: first the expiration clock, then the symbol actors and the webhook dispatcher.
 """
 
 from __future__ import annotations

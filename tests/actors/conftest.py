@@ -72,5 +72,5 @@ class RecordingActor(pykka.ThreadingActor):
 
 
 def recorded(ref: pykka.ActorRef[Any]) -> list[Any]:
-    """Every message a `RecordingActor` or a `FakeBrokerActor` has handled so far."""
+    """Every message a `RecordingActor` has handled so far."""
     return ref.proxy().recorded().get(timeout=WAIT_S)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 from collections.abc import Iterator
@@ -11,10 +10,9 @@ from typing import Any
 import pykka
 import pytest
 
-from miniexchange.actors.broker import BrokerActor
 from miniexchange.actors.clock import ClockActor
 from miniexchange.actors.exchange import Exchange
-from miniexchange.actors.messages import Cancel, ReadBalance, Submit, Tick
+from miniexchange.actors.messages import Cancel, Submit, Tick
 from miniexchange.actors.symbol import SymbolActor
 from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
 from miniexchange.model.errors import ExchangeError
@@ -66,9 +64,7 @@ def submit(exchange: Exchange, command: SubmitOrder) -> Order:
 def balance(exchange: Exchange, broker_id: str) -> Balance:
     broker = exchange.broker(broker_id)
     assert broker is not None
-    answer = ask_actor(broker, ReadBalance)
-    assert isinstance(answer, Balance), answer
-    return answer
+    return broker.balance()
 
 
 # -- brokers --------------------------------------------------------------------------
@@ -92,7 +88,7 @@ def test_registering_twice_is_refused_and_leaves_the_broker_untouched(
     exchange: Exchange, clock: ManualClock
 ) -> None:
     registered = register(exchange, "broker-1", 10_000_000, AAPL=5)
-    first_actor = exchange.broker("broker-1")
+    first_account = exchange.broker("broker-1")
     clock.advance(seconds=1)
     with pytest.raises(ExchangeError) as refused:
         register(exchange, "broker-1", 1, MSFT=1)
@@ -100,10 +96,9 @@ def test_registering_twice_is_refused_and_leaves_the_broker_untouched(
         "broker_already_exists",
         "Broker broker-1 is already registered",
     )
-    assert exchange.broker("broker-1") is first_actor
+    assert exchange.broker("broker-1") is first_account
     assert balance(exchange, "broker-1") == registered
     assert exchange.known_symbols == {"AAPL"}
-    assert len(pykka.ActorRegistry.get_by_class(BrokerActor)) == 1
 
 
 def test_registration_makes_holdings_known_without_starting_symbol_actors(
@@ -231,7 +226,6 @@ def test_stop_stops_every_actor(exchange: Exchange) -> None:
     assert exchange.clock_actor is not None
     assert len(pykka.ActorRegistry.get_by_class(ClockActor)) == 1
     assert len(pykka.ActorRegistry.get_by_class(SymbolActor)) == 2
-    assert len(pykka.ActorRegistry.get_by_class(BrokerActor)) == 2
 
     exchange.stop()
 
@@ -242,15 +236,12 @@ def test_stop_stops_every_actor(exchange: Exchange) -> None:
         exchange.symbol_actor("GOOG")
 
 
-def test_registering_after_stop_starts_no_actor(exchange: Exchange) -> None:
-    """BUG: `register_broker` does not check `_stopped` (compare `symbol_actor`).
-
-    A registration that races shutdown starts a BrokerActor that nothing will stop;
-    pykka actor threads are non-daemon, so the process cannot exit.
-    """
+def test_registering_after_stop_is_refused(exchange: Exchange) -> None:
+    """A registration that races shutdown must not land after the journal closed."""
     exchange.stop()
-    with contextlib.suppress(pykka.ActorDeadError):
+    with pytest.raises(pykka.ActorDeadError):
         register(exchange, "late", 100)
+    assert exchange.broker("late") is None
     assert pykka.ActorRegistry.get_all() == []
 
 

@@ -1,6 +1,6 @@
 """SymbolActor alone: fake brokers, a recording clock actor, a real ReadIndex, a manual clock.
 
-Each test asserts the exact messages every fake broker received, the reply, the published
+Each test asserts the exact changes asked of every fake broker account, the reply, the published
 order states, the events handed over and the `NextExpiry` announcements.
 """
 
@@ -18,10 +18,6 @@ from miniexchange.actors.messages import (
     ExpireDue,
     NextExpiry,
     ReadBook,
-    Release,
-    ReserveCash,
-    ReserveShares,
-    Settle,
     Submit,
 )
 from miniexchange.actors.read_index import ReadIndex
@@ -42,7 +38,16 @@ from miniexchange.model.orders import (
     Order,
     Trade,
 )
-from miniexchange.testing import FakeBrokerActor, ManualClock, Replies, SequentialIds
+from miniexchange.testing import (
+    FakeBrokerAccount,
+    ManualClock,
+    Release,
+    Replies,
+    ReserveCash,
+    ReserveShares,
+    SequentialIds,
+    Settle,
+)
 from tests.actors.conftest import SECOND, T0, WAIT_S, RecordingActor, oid, recorded, tid
 
 SYMBOL = "AAPL"
@@ -71,11 +76,11 @@ class Venue:
     context: SymbolContext
     actor: pykka.ActorRef[Any]
     clock_actor: pykka.ActorRef[Any]
-    brokers: dict[str, pykka.ActorRef[Any]]
+    brokers: dict[str, FakeBrokerAccount]
     batches: list[list[Event]] = field(default_factory=list)
 
     def add_broker(self, broker_id: str, *, reserve: bool = True) -> None:
-        self.brokers[broker_id] = FakeBrokerActor.start(reserve=reserve)
+        self.brokers[broker_id] = FakeBrokerAccount(reserve=reserve)
 
     def answer(self, message: Submit | Cancel, replies: Replies) -> Any:
         self.actor.tell(message)
@@ -119,7 +124,7 @@ class Venue:
         self.actor.ask(ExpireDue(), timeout=WAIT_S)
 
     def sent_to(self, broker_id: str) -> list[Any]:
-        return recorded(self.brokers[broker_id])
+        return self.brokers[broker_id].recorded()
 
     def announcements(self) -> list[NextExpiry]:
         return recorded(self.clock_actor)
@@ -138,7 +143,7 @@ def start_venue(
     ids: SequentialIds,
     journal: Journal | None = None,
     orders: tuple[Order, ...] = (),
-    brokers: dict[str, pykka.ActorRef[Any]] | None = None,
+    brokers: dict[str, FakeBrokerAccount] | None = None,
 ) -> Venue:
     read_index = ReadIndex()
     brokers = {} if brokers is None else brokers
@@ -1038,7 +1043,7 @@ def test_a_restored_symbol_announces_its_next_expiry_and_serves_its_orders(
     clock: ManualClock, ids: SequentialIds
 ) -> None:
     resting = order(7, "buyer", BID, 150_00, 10, expires_at=E2)
-    brokers = {"buyer": FakeBrokerActor.start()}
+    brokers = {"buyer": FakeBrokerAccount()}
     venue = start_venue(clock, ids, orders=(resting,), brokers=brokers)
 
     assert venue.announcements() == [NextExpiry(SYMBOL, E2)]

@@ -17,7 +17,7 @@ import pykka
 import pytest
 
 from miniexchange.actors.exchange import Exchange
-from miniexchange.actors.messages import Cancel, ReadBalance, ReadBook, ReadPrice, Submit
+from miniexchange.actors.messages import Cancel, ReadBook, ReadPrice, Submit
 from miniexchange.actors.symbol import BookView, ignore_events
 from miniexchange.clock import SystemClock
 from miniexchange.journal import facts
@@ -288,11 +288,9 @@ class Twin:
         return answer(replies.get(WAIT_S))
 
     def balance(self, broker_id: str) -> Balance:
-        replies = Replies()
         broker = self.exchange.broker(broker_id)
         assert broker is not None
-        broker.tell(ReadBalance(replies))
-        return replies.get(WAIT_S)
+        return broker.balance()
 
     def book(self, symbol: str) -> BookView | None:
         actor = self.exchange.existing_symbol_actor(symbol)
