@@ -8,57 +8,53 @@ what is measured next, and the engine gets the one core the server would give it
 - `model`: `OrderBook` and `Ledger`s driven the way the symbol actor drives them
   (`cash_to_reserve`, `settlement_legs`, `released_by`, the order history and the VWAP
   window), single-threaded, no messages: the ceiling of the Python work itself.
-- `actors`: a real `Exchange` with its actors; a few client threads send `Submit` and
-  `Cancel` messages with reply callbacks, keeping a window of orders in flight (like the
-  32 HTTP connections), and time each order from send to reply.
+- `actors`: a real `Exchange` with its actors; one driver (`bench.driver`) sends `Submit`
+  and `Cancel` messages with reply callbacks, keeping 32 orders in flight (like the 32
+  HTTP connections), and times each order from send to reply.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import inspect
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.driver import Driver, start_exchange
 from bench.flow import (
     BROKERS,
     INITIAL_CASH_DOLLARS,
     INITIAL_SHARES,
     OP_CANCEL,
     SYMBOLS,
-    Op,
     order_flow,
     resting_flow,
 )
 from bench.report import Row, percentile
-from miniexchange.actors.exchange import Exchange
-from miniexchange.actors.messages import Cancel, Submit
-from miniexchange.actors.read_index import ReadIndex
 from miniexchange.clock import SystemClock
+from miniexchange.journal.store import MemoryJournal
 from miniexchange.model.book import OrderBook
-from miniexchange.model.commands import BID, LIMIT, MARKET, RegisterBroker, SubmitOrder
+from miniexchange.model.commands import BID, LIMIT, MARKET, SubmitOrder
 from miniexchange.model.errors import ExchangeError
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import Order, new_order
 from miniexchange.model.settlement import cash_to_reserve, released_by, settlement_legs
 from miniexchange.model.vwap import TradeWindow
-from miniexchange.testing import Replies, SequentialIds
+from miniexchange.testing import SequentialIds
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY_US = 86_400_000_000
 VWAP_WINDOW_US = 300_000_000
 SEED = 6  # issue 6
-REPLY_TIMEOUT_S = 60  # an actor that never answers must fail the run, not hang it
+WINDOW = 32  # orders in flight through the actors, like 32 HTTP connections
 
 
 # -- the model alone ----------------------------------------------------------------
@@ -201,151 +197,37 @@ def run_model(ops_count: int, preload: int, seed: int = SEED) -> dict[str, Any]:
 # -- the running actors -------------------------------------------------------------
 
 
-def _register(exchange: Exchange, command: RegisterBroker) -> None:
-    """Register through whichever form `Exchange.register_broker` has: the registry may
-    answer directly or, with a journal, through a reply callback once durable."""
-    if "reply" in inspect.signature(exchange.register_broker).parameters:
-        replies = Replies()
-        exchange.register_broker(command, replies)  # type: ignore[call-arg]
-        answer = replies.get(timeout=10)
-        if isinstance(answer, BaseException):
-            raise answer
-    else:
-        exchange.register_broker(command)  # type: ignore[call-arg]
-
-
-class Client(threading.Thread):
-    """Sends its share of the flow with at most `window` orders in flight.
-
-    Replies arrive on actor threads; they only append to lists (atomic under the GIL)
-    and release the window, so the client adds little beyond what an HTTP responder
-    would.
-    """
-
-    def __init__(
-        self,
-        ops: Sequence[Op],
-        actors: dict[str, Any],
-        read_index: ReadIndex,
-        window: int,
-        start: threading.Barrier,
-    ) -> None:
-        super().__init__(daemon=True)
-        self.ops = ops
-        self.actors = actors
-        self.read_index = read_index
-        self.window = threading.Semaphore(window)
-        self.window_size = window
-        self.start_barrier = start
-        self.latencies_ns: list[int] = []
-        self.outcomes: list[tuple[int, Any]] = []
-        self.resting: list[tuple[str, str]] = []
-        self.skipped = 0
-        self.stalled = False  # a reply never came: the measurement is void
-
-    def _reply(self, kind: int, sent_ns: int) -> Any:
-        latencies, outcomes, resting, window = (
-            self.latencies_ns,
-            self.outcomes,
-            self.resting,
-            self.window,
-        )
-
-        def reply(value: Any) -> None:
-            latencies.append(time.perf_counter_ns() - sent_ns)
-            outcomes.append((kind, value))
-            if kind != OP_CANCEL and isinstance(value, Order) and value.is_active:
-                resting.append((value.order_id, value.symbol))
-            window.release()
-
-        return reply
-
-    def _cancel_target(self, pick: float) -> tuple[str, str] | None:
-        """An order that rested and, as far as the read index shows, still does (what
-        `DELETE /orders/{id}` checks before its hop); filled ones are dropped."""
-        resting, published = self.resting, self.read_index.get
-        while resting:
-            index = int(pick * len(resting))
-            resting[index], resting[-1] = resting[-1], resting[index]
-            order_id, symbol = resting.pop()
-            order = published(order_id)
-            if order is not None and order.is_active:
-                return order_id, symbol
-        return None
-
-    def run(self) -> None:
-        actors, window = self.actors, self.window
-        self.start_barrier.wait()
-        for op in self.ops:
-            if not window.acquire(timeout=REPLY_TIMEOUT_S):
-                self.stalled = True
-                return
-            if op.kind == OP_CANCEL:
-                target = self._cancel_target(op.pick)
-                if target is None:
-                    self.skipped += 1
-                    window.release()
-                    continue
-                order_id, symbol = target
-                sent = time.perf_counter_ns()
-                actors[symbol].tell(Cancel(order_id, self._reply(op.kind, sent)))
-            else:
-                sent = time.perf_counter_ns()
-                actors[op.symbol].tell(Submit(op.command, self._reply(op.kind, sent)))  # type: ignore[arg-type]
-        for _ in range(self.window_size):  # wait for the last replies
-            if not window.acquire(timeout=REPLY_TIMEOUT_S):
-                self.stalled = True
-                return
-
-
-def run_actors(ops_count: int, threads: int, window: int, seed: int = SEED) -> dict[str, Any]:
-    """Time the flow through a real `Exchange`, split round-robin over client threads."""
-    clock = SystemClock()
-    exchange = Exchange(clock, SequentialIds(), expiration_interval_s=None)
-    exchange.start()
+def run_actors(ops_count: int, window: int, seed: int = SEED) -> dict[str, Any]:
+    """Time the flow through a real `Exchange`, `window` orders in flight."""
+    exchange, actors = start_exchange(MemoryJournal(), SequentialIds())
     try:
-        holdings = tuple((symbol, INITIAL_SHARES) for symbol in sorted(SYMBOLS))
-        for broker in BROKERS:
-            _register(exchange, RegisterBroker(broker, INITIAL_CASH_DOLLARS * 100, holdings))
-        actors = {symbol: exchange.symbol_actor(symbol) for symbol in SYMBOLS}
-        ops = order_flow(ops_count, seed, clock.now() + DAY_US)
-        barrier = threading.Barrier(threads + 1)
-        clients = [
-            Client(ops[n::threads], actors, exchange.read_index, window, barrier)
-            for n in range(threads)
-        ]
-        for client in clients:
-            client.start()
+        ops = order_flow(ops_count, seed, exchange.clock.now() + DAY_US)
+        driver = Driver(actors, window, exchange.read_index)
         gc.collect()
-        barrier.wait()
         started, cpu_started = time.perf_counter(), time.process_time()
-        for client in clients:
-            client.join()
+        driver.run(ops)
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
     finally:
         exchange.stop()
-    if any(client.stalled for client in clients):
-        raise RuntimeError(f"an order got no reply within {REPLY_TIMEOUT_S} s")
-    latencies = sorted(ns for client in clients for ns in client.latencies_ns)
+
+    latencies = sorted(driver.latencies_ns)
     trades = 0
     limit_orders = limit_crossed = 0
     refused: Counter[str] = Counter()
-    for client in clients:
-        for kind, value in client.outcomes:
-            if isinstance(value, ExchangeError):
-                refused[value.code] += 1
-            elif isinstance(value, BaseException):
-                refused[f"bug:{type(value).__name__}"] += 1
-            elif kind != OP_CANCEL:
-                trades += len(value.trades)  # every trade of a pass involves the incoming order
-                if value.type == LIMIT:
-                    limit_orders += 1
-                    limit_crossed += bool(value.trades)
-        refused["nothing_to_cancel"] += client.skipped
+    for kind, value in driver.outcomes:
+        if isinstance(value, ExchangeError):
+            refused[value.code] += 1
+        elif isinstance(value, BaseException):
+            refused[f"bug:{type(value).__name__}"] += 1
+        elif kind != OP_CANCEL:
+            trades += len(value.trades)  # every trade of a pass involves the incoming order
+            if value.type == LIMIT:
+                limit_orders += 1
+                limit_crossed += bool(value.trades)
+    refused["nothing_to_cancel"] += driver.skipped
     return {
         "ops": len(ops),
-        "threads": threads,
         "window": window,
         "elapsed_s": elapsed,
         "cpu_s": cpu,  # every thread of the process: actors and the clients
@@ -394,8 +276,8 @@ def engine_rows(quick: bool, log: Any = print) -> list[Row]:
     small = _measure(["model", "--ops", str(model_ops), "--preload", "1000"])
     log(f"engine: model, 1,000,000 resting pre-loaded, {model_ops:,} ops ...")
     large = _measure(["model", "--ops", str(model_ops), "--preload", "1000000"])
-    log(f"engine: actors, {actor_ops:,} ops, 4 client threads x 8 in flight ...")
-    actors = _measure(["actors", "--ops", str(actor_ops), "--threads", "4", "--window", "8"])
+    log(f"engine: actors, {actor_ops:,} ops, {WINDOW} in flight ...")
+    actors = _measure(["actors", "--ops", str(actor_ops), "--window", str(WINDOW)])
     ratio = large["orders_per_s"] / small["orders_per_s"]
     cpu_ratio = large["orders_per_cpu_s"] / small["orders_per_cpu_s"]
     return [
@@ -443,14 +325,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("kind", choices=("model", "actors"))
     parser.add_argument("--ops", type=int, default=200_000)
     parser.add_argument("--preload", type=int, default=1_000)
-    parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--window", type=int, default=WINDOW)
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
     if args.kind == "model":
         result = run_model(args.ops, args.preload, args.seed)
     else:
-        result = run_actors(args.ops, args.threads, args.window, args.seed)
+        result = run_actors(args.ops, args.window, args.seed)
     print(json.dumps(result))
     return 0
 

@@ -3,7 +3,7 @@ restart takes with a large journal.
 
 - `throughput`: orders/s through a real `Exchange` (its actors, no HTTP), with the
   journal off (`DATABASE_PATH=:memory:`) and with the SQLite journal at
-  `DATABASE_SYNC=full` and `normal`. Client threads keep a window of orders in flight
+  `DATABASE_SYNC=full` and `normal`. The driver keeps a window of orders in flight
   (like HTTP connections), so group commit can batch what arrives together; the commit
   count and the facts per commit come from the journal's `on_commit` hook. The target:
   the journal costs less than 20%, i.e. SQLite orders/s >= 0.8 x `:memory:` orders/s.
@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,38 +41,32 @@ from typing import Any
 
 import requests
 
+from bench.driver import Driver, start_exchange
 from bench.flow import (
-    BROKERS,
-    INITIAL_CASH_DOLLARS,
-    INITIAL_SHARES,
     OP_CANCEL,
-    SYMBOLS,
     Op,
     order_flow,
 )
 from bench.report import Row, percentile, render
 from miniexchange.actors.exchange import Exchange
-from miniexchange.actors.messages import Cancel, Submit
 from miniexchange.clock import SystemClock
-from miniexchange.ids import IdFactory, RandomIds
+from miniexchange.ids import RandomIds
 from miniexchange.journal.recovery import recover
 from miniexchange.journal.store import Journal, MemoryJournal, SqliteJournal
-from miniexchange.model.commands import RegisterBroker
 from miniexchange.model.orders import Order
-from miniexchange.testing import Replies, SequentialIds
+from miniexchange.testing import SequentialIds
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 DAY_US = 86_400_000_000
 SEED = 5  # issue 5
-THREADS = 4
-WINDOW = 8  # orders in flight per client thread: 32 in all, like 32 HTTP connections
+WINDOW = 32  # orders in flight, like 32 HTTP connections
 RESTART_ORDERS = 200_000
 TARGET_RATIO = 0.80
 
 NOTE = (
-    "Journal: orders/s through a real Exchange (actors, no HTTP; the engine flow, 4 client "
-    f"threads x {WINDOW} in flight), median of the runs, each in a fresh interpreter "
+    "Journal: orders/s through a real Exchange (actors, no HTTP; the engine flow, "
+    f"{WINDOW} in flight), median of the runs, each in a fresh interpreter "
     "pinned to core 0; the SQLite file on the local disk. Restart: a journal of 200,000 "
     "accepted orders made from the same flow; recover() alone, Exchange.start(), and a "
     "real server start until /healthz answers."
@@ -83,85 +76,13 @@ NOTE = (
 # -- driving an exchange ---------------------------------------------------------------
 
 
-class Client(threading.Thread):
-    """Sends its share of the flow with at most `window` orders in flight; cancels pick
-    among the orders it saw resting."""
-
-    def __init__(
-        self, ops: Sequence[Op], actors: dict[str, Any], window: int, start: threading.Barrier
-    ) -> None:
-        super().__init__(daemon=True)
-        self.ops = ops
-        self.actors = actors
-        self.window = threading.Semaphore(window)
-        self.window_size = window
-        self.start_barrier = start
-        self.latencies_ns: list[int] = []
-        self.accepted = 0
-        self.refused = 0
-        self.resting: list[tuple[str, str]] = []
-
-    def _reply(self, submit: bool, sent_ns: int) -> Callable[[Any], None]:
-        def reply(value: Any) -> None:
-            self.latencies_ns.append(time.perf_counter_ns() - sent_ns)
-            if isinstance(value, Order):
-                self.accepted += submit
-                if submit and value.is_active:
-                    self.resting.append((value.order_id, value.symbol))
-            else:
-                self.refused += 1
-            self.window.release()
-
-        return reply
-
-    def run(self) -> None:
-        self.start_barrier.wait()
-        for op in self.ops:
-            self.window.acquire()
-            if op.kind == OP_CANCEL:
-                if not self.resting:
-                    self.window.release()
-                    continue
-                index = int(op.pick * len(self.resting))
-                resting = self.resting
-                resting[index], resting[-1] = resting[-1], resting[index]
-                order_id, symbol = resting.pop()
-                sent = time.perf_counter_ns()
-                self.actors[symbol].tell(Cancel(order_id, self._reply(False, sent)))
-            else:
-                sent = time.perf_counter_ns()
-                self.actors[op.symbol].tell(Submit(op.command, self._reply(True, sent)))  # type: ignore[arg-type]
-        for _ in range(self.window_size):  # the last replies
-            self.window.acquire()
-
-
-def start_exchange(journal: Journal, ids: IdFactory) -> tuple[Exchange, dict[str, Any]]:
-    exchange = Exchange(SystemClock(), ids, expiration_interval_s=None, journal=journal)
-    exchange.start()
-    holdings = tuple((symbol, INITIAL_SHARES) for symbol in sorted(SYMBOLS))
-    for broker in BROKERS:
-        if exchange.broker(broker) is None:
-            replies = Replies()
-            command = RegisterBroker(broker, INITIAL_CASH_DOLLARS * 100, holdings)
-            exchange.register_broker(command, replies)
-            answer = replies.get(timeout=30)
-            if isinstance(answer, BaseException):
-                raise answer
-    return exchange, {symbol: exchange.symbol_actor(symbol) for symbol in SYMBOLS}
-
-
-def drive(actors: dict[str, Any], ops: Sequence[Op]) -> tuple[float, list[Client]]:
-    """Run `ops` split round-robin over the client threads; the seconds it took."""
-    barrier = threading.Barrier(THREADS + 1)
-    clients = [Client(ops[n::THREADS], actors, WINDOW, barrier) for n in range(THREADS)]
-    for client in clients:
-        client.start()
+def drive(actors: dict[str, Any], ops: Sequence[Op]) -> tuple[float, Driver]:
+    """Run `ops` through the actors, `WINDOW` in flight; the seconds it took."""
+    driver = Driver(actors, WINDOW)
     gc.collect()
-    barrier.wait()
     started = time.perf_counter()
-    for client in clients:
-        client.join()
-    return time.perf_counter() - started, clients
+    driver.run(ops)
+    return time.perf_counter() - started, driver
 
 
 class Commits:
@@ -192,10 +113,10 @@ def run_throughput(journal_kind: str, sync: str, ops_count: int) -> dict[str, An
         exchange, actors = start_exchange(journal, SequentialIds())
         try:
             ops = order_flow(ops_count, SEED, SystemClock().now() + DAY_US)
-            elapsed, clients = drive(actors, ops)
+            elapsed, driver = drive(actors, ops)
         finally:
             exchange.stop()
-    latencies = sorted(ns for client in clients for ns in client.latencies_ns)
+    latencies = sorted(driver.latencies_ns)
     return {
         "journal": journal_kind,
         "sync": sync,
@@ -222,8 +143,10 @@ def run_generate(path: str, orders: int) -> dict[str, Any]:
             ops = order_flow(
                 min(50_000, int((orders - accepted) * 1.15) + 100), SEED + chunk, expires_at
             )
-            _, clients = drive(actors, ops)
-            accepted += sum(client.accepted for client in clients)
+            _, driver = drive(actors, ops)
+            accepted += sum(
+                isinstance(value, Order) for kind, value in driver.outcomes if kind != OP_CANCEL
+            )
             chunk += 1
     finally:
         exchange.stop()
