@@ -68,19 +68,22 @@ def summarize(raw: str, top: int = 15, expected: int = 0) -> str:
 
 
 def profile_limit(
-    duration_s: float = 10, sample_s: int = 5, log: Callable[[str], None] = print
+    duration_s: float = 10,
+    sample_s: int = 5,
+    log: Callable[[str], None] = print,
+    scenario: str = "limit",
 ) -> str:
-    """Profile the worker for `sample_s` seconds in the middle of a `limit` run."""
+    """Profile the worker for `sample_s` seconds in the middle of a `scenario` run."""
     spy = py_spy()
     if spy is None:
         return "py-spy is not installed: run `.venv/bin/pip install py-spy` and try again.\n"
     with running_server() as server, tempfile.TemporaryDirectory() as tmp:
-        output = Path(tmp) / "limit.raw"
+        output = Path(tmp) / f"{scenario}.raw"
         holder: dict[str, WrkResult] = {}
         load = threading.Thread(
-            target=lambda: holder.update(result=run_wrk("limit", server.url, duration_s))
+            target=lambda: holder.update(result=run_wrk(scenario, server.url, duration_s))
         )
-        log(f"profile: limit load for {duration_s:g} s, py-spy for {sample_s} s ...")
+        log(f"profile: {scenario} load for {duration_s:g} s, py-spy for {sample_s} s ...")
         load.start()
         try:
             time.sleep(min(2.0, max(0.0, duration_s - sample_s) / 2))
@@ -109,7 +112,7 @@ def profile_limit(
         raw = output.read_text() if output.exists() else ""
     result = holder.get("result")
     heading = (
-        f"Server under `limit` ({result.rps:,.0f} req/s while sampled, py-spy --nonblocking "
+        f"Server under `{scenario}` ({result.rps:,.0f} req/s while sampled, py-spy --nonblocking "
         "adds some load).\n\n"
         if result
         else ""

@@ -28,7 +28,7 @@ from miniexchange.actors.market_data import MarketData
 from miniexchange.actors.messages import ExpireDue, Notify
 from miniexchange.actors.read_index import ReadIndex
 from miniexchange.actors.symbol import EventSink, SymbolActor, SymbolContext, ignore_events
-from miniexchange.actors.webhooks import WebhookDispatcherActor
+from miniexchange.actors.webhooks import Listening, WebhookDispatcherActor
 from miniexchange.clock import Clock
 from miniexchange.ids import IdFactory
 from miniexchange.journal import facts
@@ -74,6 +74,7 @@ class Exchange:
         self.metrics = metrics if metrics is not None else Metrics()
         self.metrics.watch_deliveries(getattr(self.deliveries, "stats", None))  # a fake: none
         self._dispatcher: pykka.ActorRef | None = None
+        self._listening = Listening()
         self._also_hear = events
         self._brokers: dict[str, BrokerAccount] = {}
         self._symbols: dict[str, pykka.ActorRef] = {}
@@ -115,6 +116,7 @@ class Exchange:
             self.deliveries.submit,
             self.journal,
             [Subscription(**fact) for fact in recovered.webhooks.values()],
+            self._listening,
         )
         self.clock_actor = ClockActor.start(self.clock, self._symbols.get)
         self._context.clock_actor = self.clock_actor
@@ -169,9 +171,10 @@ class Exchange:
         return self._dispatcher
 
     def _publish(self, events: list[Event]) -> None:
-        """A symbol actor's events, after its atomic step: to the dispatcher, in order."""
+        """A symbol actor's events, after its atomic step: to the dispatcher, in order
+        (unless none of them concerns a broker with a subscription)."""
         dispatcher = self._dispatcher
-        if dispatcher is not None:
+        if dispatcher is not None and self._listening.any_of(events):
             # Once stopping, deliveries not yet made are abandoned (§5.3).
             with contextlib.suppress(pykka.ActorDeadError):
                 dispatcher.tell(Notify(tuple(events)))

@@ -7,6 +7,7 @@ the handler's return value (or the `ExchangeError` it raises) is passed to it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from miniexchange.actors.base import Reply
 from miniexchange.journal.facts import KeepAnswer
@@ -16,16 +17,14 @@ from miniexchange.model.events import Event
 # -- symbol actor -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Submit:
+class Submit(NamedTuple):
     command: SubmitOrder
     reply: Reply
     keep: KeepAnswer | None = None  # journal the answer with the facts (Idempotency-Key)
     request_id: str | None = None  # X-Request-Id (§6.2), carried to the webhook logs
 
 
-@dataclass(frozen=True, slots=True)
-class Cancel:
+class Cancel(NamedTuple):
     order_id: str
     reply: Reply
     request_id: str | None = None  # X-Request-Id (§6.2)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pykka
 
@@ -128,6 +128,8 @@ class SymbolActor(ExchangeActor):
         for trade in trades:
             self.trades.record(trade)
         self._announced_expiry: int | None = None
+        # Without persistence nothing reads the facts: do not make them (§6.4 cost).
+        self._keeps_facts = context.journal.keeps_facts
         self.feed = context.market_data.feed(symbol)
         if trades or len(self.book):  # a recovered symbol: its summary and tape
             self.feed.publish(
@@ -147,25 +149,27 @@ class SymbolActor(ExchangeActor):
         now = self.context.clock.now()
         outcome = Outcome(request_id=message.request_id)
         self._expire_due(now, outcome)
-        keep = message.keep
+        command, keep = message.command, message.keep
+        answer: Order | ExchangeError
         try:
-            order = self._accept_and_match(message.command, now, outcome)
+            answer = self._accept_and_match(command, now, outcome)
         except ExchangeError as refusal:
-            answer = keep.fact(refusal) if keep is not None else None
-            if answer is None:
-                self._finish(outcome)
+            kept = keep.fact(refusal) if keep is not None and self._keeps_facts else None
+            if kept is None:
+                self._finish(outcome)  # what expired in this step
+                self.context.metrics.count_order(command.type, command.side, refusal.code)
                 raise
-            outcome.facts.append(answer)  # a kept 404/409: answered once journaled
-            self._finish(outcome, message.reply, refusal)
-            return DEFERRED
+            outcome.facts.append(kept)  # a kept 404/409: answered once journaled
+            answer = refusal
         except Exception:
             self._finish(outcome)
             raise
-        if keep is not None:
-            answer = keep.fact(order)
-            if answer is not None:
-                outcome.facts.append(answer)
-        self._finish(outcome, message.reply, order)
+        else:
+            if keep is not None and self._keeps_facts:
+                kept = keep.fact(answer)
+                if kept is not None:
+                    outcome.facts.append(kept)
+        self._finish(outcome, message.reply, answer, command)
         return DEFERRED
 
     def _accept_and_match(self, command: SubmitOrder, now: int, outcome: Outcome) -> Order:
@@ -185,7 +189,8 @@ class SymbolActor(ExchangeActor):
             raise insufficient_holdings(command.broker_id, self.symbol)
         order = new_order(command, context.ids.order_id(), now)
         context.known_symbols.add(self.symbol)
-        outcome.facts.append(facts.order_accepted(order))
+        if self._keeps_facts:
+            outcome.facts.append(facts.order_accepted(order))
         result = book.submit(order, now, context.ids.trade_id)
         for broker_id, legs in settlement_legs(result).items():
             self._broker(broker_id).settle(self.symbol, tuple(legs), now)
@@ -196,7 +201,8 @@ class SymbolActor(ExchangeActor):
         for fill in result.fills:
             trade = fill.trade
             self.trades.record(trade)
-            outcome.facts.append(facts.trade_executed(trade))
+            if self._keeps_facts:
+                outcome.facts.append(facts.trade_executed(trade))
             outcome.trades.append(trade)
             outcome.events.append(TradeExecuted(trade, fill.bid, outcome.request_id))
             outcome.events.append(TradeExecuted(trade, fill.ask, outcome.request_id))
@@ -240,29 +246,8 @@ class SymbolActor(ExchangeActor):
     def _read_price(self, message: ReadPrice) -> Price:
         return self.trades.price(self.context.clock.now())
 
-    def _submit_counted(self, message: Submit) -> object:
-        """`_submit`, counting its outcome in `miniexchange_orders_total` (§6.4) from the
-        answer, whichever path gives it: a refusal raised now, or what the requester is
-        told once the facts are durable (the order, a kept refusal, journal_unavailable)."""
-        command = message.command
-        count = self.context.metrics.count_order
-        reply = message.reply
-
-        def counted(answer: object) -> None:
-            _count_answer(count, command, answer)
-            reply(answer)
-
-        try:
-            result = self._submit(replace(message, reply=counted))
-        except ExchangeError as refusal:
-            count(command.type, command.side, refusal.code)
-            raise
-        if result is not DEFERRED:  # answered by the caller with the original reply
-            _count_answer(count, command, result)
-        return result
-
     handlers = {  # noqa: RUF012
-        Submit: _submit_counted,
+        Submit: _submit,
         Cancel: _cancel,
         ExpireDue: _expire,
         ReadBook: _read_book,
@@ -288,7 +273,8 @@ class SymbolActor(ExchangeActor):
         """A cancelled or expired order: release its reservation, record it."""
         self._release(order, now)
         self.orders[order.order_id] = order
-        outcome.facts.append(facts.order_closed(order, now))
+        if self._keeps_facts:
+            outcome.facts.append(facts.order_closed(order, now))
         outcome.changed.append(order)
         # an expiry is caused by time, not by the request whose step it happened in
         caused_by = outcome.request_id if order.expired_at is None else None
@@ -305,18 +291,30 @@ class SymbolActor(ExchangeActor):
         assert broker is not None, f"broker {broker_id} has orders but no account"
         return broker
 
-    def _finish(self, outcome: Outcome, reply: Reply | None = None, answer: object = None) -> None:
+    def _finish(
+        self,
+        outcome: Outcome,
+        reply: Reply | None = None,
+        answer: object = None,
+        submitted: SubmitOrder | None = None,
+    ) -> None:
         """End of the atomic step: journal the facts; once durable, publish the new
         states, hand the events over, and answer (in that order: whatever a client
         sends after the answer reaches the webhook dispatcher after these events, so
-        a subscription change it makes never applies to them, §4.5)."""
+        a subscription change it makes never applies to them, §4.5).
+
+        `submitted`: the answer is a submission's, counted in
+        `miniexchange_orders_total` (§6.4) as it is given (the order, a kept refusal,
+        or journal_unavailable)."""
         self._announce_expiry()
-        if not outcome.facts:
+        context = self.context
+        if not (outcome.facts or outcome.changed or outcome.accepted is not None):
             if reply is not None:
+                if submitted is not None:
+                    _count_answer(context.metrics, submitted, answer)
                 reply(answer)
             return
         self._count_resting()
-        context = self.context
         feed = self.feed
         book = self.book
         # The book as this step left it, for the published summary: O(1) reads, no L2.
@@ -326,7 +324,10 @@ class SymbolActor(ExchangeActor):
         def durable(error: BaseException | None) -> None:
             if error is not None:
                 if reply is not None:
-                    reply(journal_unavailable())
+                    given = journal_unavailable()
+                    if submitted is not None:
+                        _count_answer(context.metrics, submitted, given)
+                    reply(given)
                 return
             index = context.read_index
             for order in outcome.changed:
@@ -339,6 +340,8 @@ class SymbolActor(ExchangeActor):
             if outcome.events:
                 context.events(outcome.events)
             if reply is not None:
+                if submitted is not None:
+                    _count_answer(context.metrics, submitted, answer)
                 reply(answer)
 
         context.journal.append(outcome.facts, durable)
@@ -358,11 +361,7 @@ class SymbolActor(ExchangeActor):
                     self.context.clock_actor.tell(NextExpiry(self.symbol, next_expiry))
 
 
-def _count_answer(
-    count: Callable[[str, str, str], None], command: SubmitOrder, answer: object
-) -> None:
+def _count_answer(metrics: Metrics, command: SubmitOrder, answer: object) -> None:
     """Count a submission's answer: the order (`accepted`) or a refusal's code."""
-    if isinstance(answer, Order):
-        count(command.type, command.side, "accepted")
-    elif isinstance(answer, ExchangeError):
-        count(command.type, command.side, answer.code)
+    outcome = answer.code if isinstance(answer, ExchangeError) else "accepted"
+    metrics.count_order(command.type, command.side, outcome)

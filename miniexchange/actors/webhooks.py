@@ -10,23 +10,45 @@ deadlock on it.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 
 from miniexchange.actors.base import DEFERRED, ExchangeActor, Reply
 from miniexchange.actors.messages import ListWebhooks, Notify, Subscribe, Unsubscribe
 from miniexchange.clock import Clock
-from miniexchange.ids import IdFactory
+from miniexchange.ids import IdFactory, random_uuid4
 from miniexchange.journal import facts
 from miniexchange.journal.store import Journal, MemoryJournal
 from miniexchange.model.errors import journal_unavailable, webhook_not_found
+from miniexchange.model.events import Event
 from miniexchange.model.subscriptions import Subscription, Subscriptions
 from miniexchange.webhooks.delivery import Delivery
 from miniexchange.webhooks.payloads import render
 
 Deliver = Callable[[Delivery], None]
 """Takes a delivery to send (the pool's `submit`); must not block."""
+
+
+class Listening:
+    """The brokers with at least one subscription, as the dispatcher last published them.
+
+    The symbol actors read it to hand over only the events someone may be told of: a
+    `Notify` wakes the dispatcher's thread, which most steps need not do. The dispatcher
+    publishes a change before it answers the request that made it, so a step that
+    starts after that answer sees it; a step that read the set just before misses at
+    most what a lookup at `Notify` time would also have found unsubscribed a moment
+    earlier (one frozenset is swapped whole, never changed in place).
+    """
+
+    __slots__ = ("brokers",)
+
+    def __init__(self) -> None:
+        self.brokers: frozenset[str] = frozenset()
+
+    def any_of(self, events: Iterable[Event]) -> bool:
+        """Whether any of `events` concerns a broker with a subscription."""
+        brokers = self.brokers
+        return bool(brokers) and any(event.order.broker_id in brokers for event in events)
 
 
 class WebhookDispatcherActor(ExchangeActor):
@@ -37,19 +59,24 @@ class WebhookDispatcherActor(ExchangeActor):
         deliver: Deliver,
         journal: Journal | None = None,
         subscriptions: Iterable[Subscription] = (),
+        listening: Listening | None = None,
     ) -> None:
-        """`subscriptions`: those recovered from the journal, in creation order."""
+        """`subscriptions`: those recovered from the journal, in creation order.
+        `listening`: where to publish which brokers have subscriptions."""
         super().__init__()
         self.clock = clock
         self.ids = ids
         self.deliver = deliver
         self.journal: Journal = journal if journal is not None else MemoryJournal()
         self.subscriptions = Subscriptions(subscriptions)
+        self.listening = listening if listening is not None else Listening()
+        self.listening.brokers = self.subscriptions.brokers()
 
     def _subscribe(self, message: Subscribe) -> object:
         upserted = self.subscriptions.upsert(
             message.broker_id, message.url, message.events, self.clock.now(), self.ids.webhook_id
         )
+        self.listening.brokers = self.subscriptions.brokers()
         saved = [facts.webhook_saved(asdict(subscription)) for subscription in upserted.changed]
         answer = message.keep.fact(upserted) if message.keep is not None else None
         if answer is not None:  # an Idempotency-Key answer, journaled with what it says
@@ -63,6 +90,7 @@ class WebhookDispatcherActor(ExchangeActor):
     def _unsubscribe(self, message: Unsubscribe) -> object:
         if self.subscriptions.delete(message.webhook_id) is None:
             raise webhook_not_found(message.webhook_id)
+        self.listening.brokers = self.subscriptions.brokers()
         self._when_durable([facts.webhook_deleted(message.webhook_id)], message.reply, None)
         return DEFERRED
 
@@ -73,7 +101,7 @@ class WebhookDispatcherActor(ExchangeActor):
             if subscription is not None:
                 self.deliver(
                     Delivery(
-                        str(uuid.uuid4()),
+                        random_uuid4(),
                         subscription.webhook_id,
                         subscription.url,
                         event.event,

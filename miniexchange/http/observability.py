@@ -23,13 +23,13 @@ import asyncio
 import logging
 import re
 import time
-import uuid
 from typing import Any, Final
 
 import falcon
 import falcon.asgi
 
 from miniexchange.http.core import Resource
+from miniexchange.ids import random_uuid4
 from miniexchange.logs import LogSetup, configure_logging, request_id_var
 from miniexchange.metrics import CONTENT_TYPE, Metrics
 from miniexchange.settings import Settings
@@ -91,7 +91,7 @@ def request_id_of(header: str | None) -> str:
     arrive joined by `", "`, which is never usable."""
     if header is not None and _USABLE.fullmatch(header):
         return header
-    return str(uuid.uuid4())
+    return random_uuid4()
 
 
 class RequestObserver:

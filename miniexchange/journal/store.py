@@ -44,6 +44,10 @@ class JournalUnavailable(Exception):
 class MemoryJournal:
     """No persistence (`DATABASE_PATH=:memory:`): every append is durable at once."""
 
+    keeps_facts = False
+    """Nothing reads what is appended: a writer may append no facts, only its callback
+    (the symbol actors' hot path skips encoding them)."""
+
     def append(self, facts: Sequence[Fact], done: Durable) -> None:
         done(None)
 
@@ -58,6 +62,8 @@ class MemoryJournal:
 
 
 class SqliteJournal:
+    keeps_facts = True
+
     def __init__(
         self,
         path: str,

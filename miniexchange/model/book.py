@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sortedcontainers import SortedDict, SortedList
 
@@ -21,8 +22,7 @@ from miniexchange.model.commands import ASK, BID, LIMIT, MARKET
 from miniexchange.model.orders import CANCELLED, EXPIRED, FILLED, Order, Trade
 
 
-@dataclass(frozen=True, slots=True)
-class Fill:
+class Fill(NamedTuple):
     """One trade of a matching pass, with both orders as they stood right after it."""
 
     trade: Trade
@@ -38,8 +38,7 @@ class Fill:
         return self.incoming if self.incoming.side == ASK else self.resting
 
 
-@dataclass(frozen=True, slots=True)
-class MatchResult:
+class MatchResult(NamedTuple):
     order: Order  # the incoming order's final state
     fills: tuple[Fill, ...]
 

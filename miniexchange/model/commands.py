@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 LIMIT = "limit"
 MARKET = "market"
@@ -17,8 +18,7 @@ class RegisterBroker:
     holdings: tuple[tuple[str, int], ...]  # (symbol, quantity), sorted by symbol
 
 
-@dataclass(frozen=True, slots=True)
-class SubmitOrder:
+class SubmitOrder(NamedTuple):
     type: str  # LIMIT or MARKET
     broker_id: str
     document_number: str

@@ -3,12 +3,12 @@
 A symbol actor collects these during an atomic operation and hands them over after it;
 each carries the order state to report, so no one has to look it up later, and the
 id of the request that caused it (`request_id`, §6.2), which the webhook deliveries
-log; None for an expiry. It takes no part in equality.
+log; None for an expiry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from miniexchange.model.orders import Order, Trade
 
@@ -18,23 +18,21 @@ ORDER_EXPIRED = "order.expired"
 EVENT_TYPES = (TRADE_EXECUTED, ORDER_EXPIRED, ORDER_CANCELLED)
 
 
-@dataclass(frozen=True, slots=True)
-class TradeExecuted:
+class TradeExecuted(NamedTuple):
     """One side of one trade: `order` is the recipient's order right after the trade."""
 
     trade: Trade
     order: Order
-    request_id: str | None = field(default=None, compare=False)
+    request_id: str | None = None
 
     event = TRADE_EXECUTED
 
 
-@dataclass(frozen=True, slots=True)
-class OrderClosed:
+class OrderClosed(NamedTuple):
     """A limit order cancelled by DELETE (`order.cancelled`) or expired (`order.expired`)."""
 
     order: Order
-    request_id: str | None = field(default=None, compare=False)
+    request_id: str | None = None
 
     @property
     def event(self) -> str:

@@ -8,6 +8,7 @@ release or settlement gives back exactly what the reservation it belongs to took
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from miniexchange.model.commands import BID
 
@@ -39,8 +40,7 @@ class Balance:
         return self.cash_balance - self.reserved_cash
 
 
-@dataclass(frozen=True, slots=True)
-class SettlementLeg:
+class SettlementLeg(NamedTuple):
     """One broker's side of one trade.
 
     For the buyer `release` is the reserved cash the fill frees: the bid's own price

@@ -84,6 +84,10 @@ class Subscriptions:
         mine = self._by_broker.get(broker_id)
         return None if mine is None else mine.get(event)
 
+    def brokers(self) -> frozenset[str]:
+        """The brokers with at least one subscription."""
+        return frozenset(self._by_broker)
+
     def of_broker(self, broker_id: str) -> list[Subscription]:
         """Every subscription of the broker, by `created_at`, then creation order."""
         # sorted() is stable: equal created_at keep creation (dict) order. After a

@@ -968,6 +968,8 @@ def test_an_expire_due_with_nothing_due_changes_nothing(venue: Venue) -> None:
 class RecordingJournal:
     """Durable at once, like `MemoryJournal`, and keeps the kinds of each append."""
 
+    keeps_facts = True
+
     def __init__(self, error: BaseException | None = None) -> None:
         self.appends: list[list[str]] = []
         self.error = error
@@ -1003,6 +1005,30 @@ def test_each_write_journals_its_facts_in_one_append(
         [facts.ORDER_ACCEPTED, facts.TRADE_EXECUTED],
         [facts.ORDER_CANCELLED],
     ]
+
+
+class FactlessJournal(RecordingJournal):
+    """Like `MemoryJournal`: nothing reads the facts, so none should be made."""
+
+    keeps_facts = False
+
+
+def test_without_persistence_steps_append_no_facts_and_still_publish(
+    clock: ManualClock, ids: SequentialIds
+) -> None:
+    journal = FactlessJournal()
+    venue = start_venue(clock, ids, journal)
+    venue.add_broker("buyer")
+    venue.add_broker("seller")
+    venue.submit(limit(ASK, 148_00, 60, "seller"))
+    placed = venue.submit(limit(BID, 150_00, 100, "buyer"))
+    cancelled = venue.cancel(oid(2))
+
+    assert journal.appends == [[], [], []]  # each step still waits its turn, factless
+    assert venue.read_index.get(oid(1)).status == FILLED  # type: ignore[union-attr]
+    assert placed.status == PARTIALLY_FILLED
+    assert venue.read_index.get(oid(2)) == cancelled
+    assert len(venue.batches) == 2  # the trade's events, then the cancel's
 
 
 def test_an_unwritable_journal_refuses_and_publishes_nothing(

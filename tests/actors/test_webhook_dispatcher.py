@@ -16,7 +16,7 @@ import pykka
 import pytest
 
 from miniexchange.actors.messages import ListWebhooks, Notify, Subscribe, Unsubscribe
-from miniexchange.actors.webhooks import WebhookDispatcherActor
+from miniexchange.actors.webhooks import Listening, WebhookDispatcherActor
 from miniexchange.journal import facts
 from miniexchange.journal.store import Durable, MemoryJournal
 from miniexchange.model.book import OrderBook
@@ -40,6 +40,8 @@ EXPIRES = T0 + 3600 * SECOND
 class RecordingJournal(MemoryJournal):
     """Durable at once; keeps every appended batch (an empty one included)."""
 
+    keeps_facts = True  # records what it is given
+
     def __init__(self) -> None:
         self.batches: list[list[facts.Fact]] = []
 
@@ -57,8 +59,9 @@ class Dispatcher:
         self.clock = clock
         self.deliveries = FakeDeliveries()
         self.journal = RecordingJournal()
+        self.listening = Listening()
         self.ref = WebhookDispatcherActor.start(
-            clock, ids, self.deliveries.submit, self.journal, restored
+            clock, ids, self.deliveries.submit, self.journal, restored, self.listening
         )
 
     def ask(self, message_with: Any) -> Any:
@@ -345,6 +348,29 @@ def test_recovered_subscriptions_are_listed_and_notified(
     order, _ = market.submit("broker", BID, 10, 100)
     (delivery,) = dispatcher.notify([cancelled(order)])
     assert (delivery.webhook_id, delivery.url) == ("wh-2", URL_B)
+
+
+def test_the_brokers_with_subscriptions_are_published_before_the_answer(
+    clock: ManualClock, ids: SequentialIds
+) -> None:
+    restored = [Subscription("wh-1", "old", TRADE, URL_A, T0, T0)]
+    dispatcher = Dispatcher(clock, ids, restored)
+    assert dispatcher.listening.brokers == {"old"}
+    market = Market()
+    assert not dispatcher.listening.any_of([cancelled(market.order("new", BID, 1, 100))])
+
+    dispatcher.hook("new", URL_A, CANCEL)
+    assert dispatcher.listening.brokers == {"old", "new"}
+    assert dispatcher.listening.any_of([cancelled(market.order("new", BID, 1, 100))])
+    assert not dispatcher.listening.any_of([cancelled(market.order("other", BID, 1, 100))])
+    assert not dispatcher.listening.any_of([])
+
+    dispatcher.unsubscribe("wh-1")
+    assert dispatcher.listening.brokers == {"new"}
+    dispatcher.hook("new", URL_B, TRADE)  # a second event of a listed broker
+    (cancel_hook,) = [hook for hook in dispatcher.listed("new") if hook.event == CANCEL]
+    dispatcher.unsubscribe(cancel_hook.webhook_id)
+    assert dispatcher.listening.brokers == {"new"}  # still subscribed to trades
 
 
 def test_a_failing_sender_does_not_stop_the_dispatcher(

@@ -232,6 +232,8 @@ class RecordingJournal(MemoryJournal):
     """Durable at once (no disk), keeping every fact in append order; it starts from
     `facts` (what an earlier exchange recorded)."""
 
+    keeps_facts = True  # records what it is given
+
     def __init__(self, recorded: Iterable[Fact] = ()) -> None:
         self.recorded: list[Fact] = list(recorded)
         self._lock = threading.Lock()

@@ -1,0 +1,50 @@
+"""Production ids (§1.7): a prefix and a lowercase random version-4 UUID."""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+
+from miniexchange.ids import RandomIds, random_uuid4
+
+UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+def test_random_uuid4_is_a_version_4_uuid_printed_as_uuid_prints_it() -> None:
+    for _ in range(1_000):  # several 4 KiB refills of the pool
+        text = random_uuid4()
+        assert UUID4.fullmatch(text), text
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert str(parsed) == text
+
+
+def test_every_variant_digit_appears() -> None:
+    assert {random_uuid4()[19] for _ in range(2_000)} == set("89ab")
+
+
+def test_ids_are_unique_across_threads() -> None:
+    made: list[list[str]] = [[] for _ in range(4)]
+
+    def make(into: list[str]) -> None:
+        into.extend(random_uuid4() for _ in range(5_000))
+
+    threads = [threading.Thread(target=make, args=(into,)) for into in made]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [text for into in made for text in into]
+    assert len(set(every)) == len(every) == 20_000
+
+
+def test_random_ids_have_their_prefixes() -> None:
+    ids = RandomIds()
+    for made, prefix in (
+        (ids.order_id(), "ord-"),
+        (ids.trade_id(), "trd-"),
+        (ids.webhook_id(), "wh-"),
+    ):
+        assert made.startswith(prefix)
+        assert UUID4.fullmatch(made.removeprefix(prefix))
