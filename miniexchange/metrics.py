@@ -10,7 +10,8 @@ Each layer updates the families of the facts it owns, where they happen; none re
 another's counters:
 
 - the HTTP middleware: `observe_request` (requests counter and duration histogram);
-- the symbol actors: `count_order`, `count_trades`, `set_resting`;
+- the symbol actors: `count_order`, `count_trades`, and `watch_resting` (their books'
+  sizes, read at scrape time rather than set after every step);
 - the journal writer: `observe_journal_commit` (its `on_commit` hook);
 - the delivery pool keeps its own counters and histogram (`DeliveryPool.stats()`,
   under its lock, on every outcome): they are read at scrape time by a collector
@@ -173,11 +174,12 @@ class Metrics:
             trades_child.inc(count)
             quantity_child.inc(quantity)
 
-    def set_resting(self, symbol: str, bids: int, asks: int) -> None:
-        """The book's order count per side after a step (only its actor sets them)."""
+    def watch_resting(self, symbol: str, bids: Callable[[], int], asks: Callable[[], int]) -> None:
+        """The book's order count per side, read when scraped: a step then pays nothing
+        for the gauge (each read is one `len` of a side, safe from another thread)."""
         _, _, bid_child, ask_child = self._symbol(symbol)
-        bid_child.set(bids)
-        ask_child.set(asks)
+        bid_child.set_function(bids)
+        ask_child.set_function(asks)
 
     # -- webhooks, journal -----------------------------------------------------------
 

@@ -88,13 +88,12 @@ class SequentialIds:
     """
 
     def __init__(self) -> None:
+        # `next()` of an `itertools.count` is one C call: atomic under the GIL, so
+        # symbol actors on several threads never get the same number.
         self._counter = itertools.count(1)
-        self._lock = threading.Lock()
 
     def _next(self, prefix: str) -> str:
-        with self._lock:
-            n = next(self._counter)
-        return f"{prefix}-00000000-0000-4000-8000-{n:012d}"
+        return f"{prefix}-00000000-0000-4000-8000-{next(self._counter):012d}"
 
     def order_id(self) -> str:
         return self._next("ord")

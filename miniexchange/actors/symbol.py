@@ -141,7 +141,10 @@ class SymbolActor(ExchangeActor):
 
     def on_start(self) -> None:
         self._announce_expiry()
-        self._count_resting()
+        book = self.book
+        self.context.metrics.watch_resting(
+            self.symbol, lambda: book.side_count(BID), lambda: book.side_count(ASK)
+        )
 
     # -- writes ------------------------------------------------------------------
 
@@ -314,7 +317,6 @@ class SymbolActor(ExchangeActor):
                     _count_answer(context.metrics, submitted, answer)
                 reply(answer)
             return
-        self._count_resting()
         feed = self.feed
         book = self.book
         # The book as this step left it, for the published summary: O(1) reads, no L2.
@@ -345,11 +347,6 @@ class SymbolActor(ExchangeActor):
                 reply(answer)
 
         context.journal.append(outcome.facts, durable)
-
-    def _count_resting(self) -> None:
-        """`miniexchange_resting_orders`: this book's order count per side, now."""
-        book = self.book
-        self.context.metrics.set_resting(self.symbol, book.side_count(BID), book.side_count(ASK))
 
     def _announce_expiry(self) -> None:
         next_expiry = self.book.next_expiry()

@@ -57,7 +57,10 @@ class JsonBodyReader:
         if length is not None and length > MAX_BODY_BYTES:
             raise _too_large()
         try:
-            body = await asyncio.wait_for(req.stream.read(MAX_BODY_BYTES + 1), self.read_timeout_s)
+            # asyncio.timeout, not wait_for: no extra task per request (measured: 3% of
+            # a POST /orders' CPU time went to wait_for and the task it creates).
+            async with asyncio.timeout(self.read_timeout_s):
+                body = await req.stream.read(MAX_BODY_BYTES + 1)
         except TimeoutError:
             raise ExchangeError("request_timeout", self.timeout_message) from None
         if len(body) > MAX_BODY_BYTES:

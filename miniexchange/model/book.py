@@ -1,25 +1,40 @@
 """One symbol's central limit order book and its match loop (contract §3).
 
-Each side is a `SortedList` of unique keys `(price key, created_at, order_id)`, so the
-order of a side is total and independent of insertion order (§3.1, invariant 7), and
-insert, arbitrary removal and best-order reads are O(log n). Beside it each side keeps
-price levels (`SortedDict`: price key -> [total remaining, order count]) so that L2
-reads and sweeps cost in proportion to the levels they touch, and an expiry index
-`(expires_at, order_id)` makes expiring cost in proportion to the due orders.
+Each side keeps its price levels best first: a `SortedList` of price keys (bids keyed
+by the negated price, so both sides iterate best-first ascending) and, per price, a
+`_Level` holding the resting orders in time priority with the level's total quantity
+and order count. The key (price, created_at, order_id) orders each side totally and
+independently of insertion order (§3.1, invariant 7): within a level, entries are kept
+sorted by (created_at, order_id); in practice every new order is the latest and is
+appended, and only a same-microsecond tie with a smaller id or a restore out of order
+is inserted before the tail.
 
-Bids are keyed by the negated price, so both sides iterate best-first ascending.
+Costs, with n resting orders: the best order, a fill and an insert are O(1) (plus
+O(log n) when a price level appears or empties); a cancel is O(1) (the entry left in
+its level is skipped when it reaches the front, and a level with more such entries than
+orders is compacted, O(1) amortised); L2 reads and sweeps cost the levels they touch.
+An expiry heap `(expires_at, order_id)` makes expiring cost O(log n) per due order;
+orders that leave the book otherwise are dropped from it lazily the same way.
+
+Why not one `SortedList` of every order's key: it was a third of the model's time per
+order (tuple comparisons and Python-level sublist bookkeeping on every insert, fill and
+cancel); a level's list is touched with C-level appends and an index.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import heapq
+from bisect import insort
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from sortedcontainers import SortedDict, SortedList
+from sortedcontainers import SortedList
 
 from miniexchange.model.commands import ASK, BID, LIMIT, MARKET
-from miniexchange.model.orders import CANCELLED, EXPIRED, FILLED, Order, Trade
+from miniexchange.model.orders import CANCELLED, EXPIRED, Order, Trade
+
+_COMPACT_AFTER = 32
+"""Entries gone from a level's front (or left dead inside it) before it is compacted."""
 
 
 class Fill(NamedTuple):
@@ -43,58 +58,123 @@ class MatchResult(NamedTuple):
     fills: tuple[Fill, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Level:
+class Level(NamedTuple):
     price: int  # cents
     quantity: int  # sum of remaining quantities (or what a sweep takes, for quotes)
     order_count: int
 
 
-class _Side:
-    """One side of the book: ordered keys, price levels, and the sign of its price key."""
+class _Level:
+    """The resting orders at one price, in time priority.
 
-    __slots__ = ("keys", "levels", "sign")
+    `queue` holds `(created_at, order_id)` sorted; entries before `head` have left
+    (filled); an entry inside may belong to an order cancelled or expired meanwhile
+    (`dead` counts them), skipped when it reaches the front.
+    """
+
+    __slots__ = ("count", "dead", "head", "quantity", "queue")
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[int, str]] = []
+        self.head = 0
+        self.quantity = 0  # sum of the remaining quantities of its orders
+        self.count = 0  # its orders on the book
+        self.dead = 0
+
+    def add(self, order: Order) -> None:
+        queue = self.queue
+        entry = (order.created_at, order.order_id)
+        if len(queue) == self.head or queue[-1] < entry:
+            queue.append(entry)
+        else:  # a same-microsecond tie with a smaller id, or a restore out of order
+            insort(queue, entry, self.head)
+        self.quantity += order.remaining_quantity
+        self.count += 1
+
+    def first(self, orders: dict[str, Order]) -> Order:
+        """The order with time priority (the level is not empty)."""
+        queue = self.queue
+        head = self.head
+        while True:
+            resting = orders.get(queue[head][1])
+            if resting is not None:
+                self.head = head
+                return resting
+            head += 1  # a cancelled or expired order's entry
+            self.dead -= 1
+
+    def pop_first(self, quantity: int) -> None:
+        """The first order filled completely with its last `quantity`."""
+        self.head += 1
+        self.count -= 1
+        self.quantity -= quantity
+        head = self.head
+        if head > _COMPACT_AFTER and 2 * head > len(self.queue):
+            del self.queue[:head]
+            self.head = 0
+
+    def left(self, order: Order, orders: dict[str, Order]) -> None:
+        """`order` (no longer in `orders`) left from anywhere in the level."""
+        self.count -= 1
+        self.quantity -= order.remaining_quantity
+        self.dead += 1
+        if self.dead > _COMPACT_AFTER and self.dead > self.count:
+            self.queue = [entry for entry in self.queue[self.head :] if entry[1] in orders]
+            self.head = 0
+            self.dead = 0
+
+
+class _Side:
+    """One side of the book: its levels by price key, and their keys best first."""
+
+    __slots__ = ("count", "levels", "prices", "sign")
 
     def __init__(self, sign: int) -> None:
         self.sign = sign  # +1 for asks (lowest first), -1 for bids (highest first)
-        self.keys: SortedList = SortedList()
-        self.levels: SortedDict = SortedDict()
+        self.prices: SortedList = SortedList()  # price keys of the non-empty levels
+        self.levels: dict[int, _Level] = {}
+        self.count = 0  # orders on this side
 
     def add(self, order: Order) -> None:
         price_key = self.sign * order.price  # type: ignore[operator]
-        self.keys.add((price_key, order.created_at, order.order_id))
         level = self.levels.get(price_key)
         if level is None:
-            self.levels[price_key] = [order.remaining_quantity, 1]
-        else:
-            level[0] += order.remaining_quantity
-            level[1] += 1
+            level = self.levels[price_key] = _Level()
+            self.prices.add(price_key)
+        level.add(order)
+        self.count += 1
 
-    def remove(self, order: Order) -> None:
+    def left(self, order: Order, orders: dict[str, Order]) -> None:
+        """`order` left the book from anywhere in its level (cancel, expiry)."""
         price_key = self.sign * order.price  # type: ignore[operator]
-        self.keys.remove((price_key, order.created_at, order.order_id))
         level = self.levels[price_key]
-        if level[1] == 1:
+        level.left(order, orders)
+        self.count -= 1
+        if not level.count:
             del self.levels[price_key]
-        else:
-            level[0] -= order.remaining_quantity
-            level[1] -= 1
+            self.prices.remove(price_key)
 
-    def reduce(self, order: Order, quantity: int) -> None:
-        self.levels[self.sign * order.price][0] -= quantity  # type: ignore[operator]
+    def best_levels(self) -> Iterator[tuple[int, _Level]]:
+        """(price, level), best first."""
+        levels, sign = self.levels, self.sign
+        for price_key in self.prices:
+            yield sign * price_key, levels[price_key]
 
 
 class OrderBook:
     """The resting orders of one symbol, both sides, and the match loop."""
 
-    __slots__ = ("_asks", "_bids", "_expiry", "_orders", "symbol")
+    __slots__ = ("_asks", "_bids", "_expiry", "_expiry_gone", "_orders", "symbol")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self._bids = _Side(-1)
         self._asks = _Side(1)
         self._orders: dict[str, Order] = {}
-        self._expiry: SortedList = SortedList()
+        # a heap of (expires_at, order id); `_expiry_gone` of its entries belong to
+        # orders that left the book otherwise (filled, cancelled), dropped lazily
+        self._expiry: list[tuple[int, str]] = []
+        self._expiry_gone = 0
 
     # -- reads -------------------------------------------------------------------
 
@@ -109,28 +189,31 @@ class OrderBook:
         return list(self._orders.values())
 
     def side_count(self, side: str) -> int:
-        return len((self._bids if side == BID else self._asks).keys)
+        return (self._bids if side == BID else self._asks).count
 
     def best_price(self, side: str) -> int | None:
         book_side = self._bids if side == BID else self._asks
-        if not book_side.levels:
-            return None
-        return book_side.sign * book_side.levels.peekitem(0)[0]
+        prices = book_side.prices
+        return book_side.sign * prices[0] if prices else None
 
     def has_liquidity_for(self, incoming_side: str) -> bool:
-        return bool(self._opposite(incoming_side).keys)
+        return bool(self._opposite(incoming_side).prices)
 
     def next_expiry(self) -> int | None:
         """The earliest `expires_at` among resting orders, if any."""
-        return self._expiry[0][0] if self._expiry else None
+        expiry, orders = self._expiry, self._orders
+        while expiry and expiry[0][1] not in orders:  # a filled or cancelled order's
+            heapq.heappop(expiry)
+            self._expiry_gone -= 1
+        return expiry[0][0] if expiry else None
 
     def levels(self, side: str, depth: int) -> list[Level]:
         """The best `depth` L2 levels of a side, best first (contract §4.2)."""
-        book_side = self._bids if side == BID else self._asks
-        sign = book_side.sign
         out = []
-        for price_key, (quantity, count) in book_side.levels.items()[:depth]:
-            out.append(Level(sign * price_key, quantity, count))
+        for price, level in (self._bids if side == BID else self._asks).best_levels():
+            if len(out) == depth:
+                break
+            out.append(Level(price, level.quantity, level.count))
         return out
 
     def sweep(self, incoming_side: str, quantity: int) -> list[Level]:
@@ -138,15 +221,13 @@ class OrderBook:
 
         Each returned level's `quantity` is what the sweep takes from it.
         """
-        book_side = self._opposite(incoming_side)
-        sign = book_side.sign
         out = []
         left = quantity
-        for price_key, (level_quantity, count) in book_side.levels.items():
+        for price, level in self._opposite(incoming_side).best_levels():
             if not left:
                 break
-            take = min(left, level_quantity)
-            out.append(Level(sign * price_key, take, count))
+            take = min(left, level.quantity)
+            out.append(Level(price, take, level.count))
             left -= take
         return out
 
@@ -155,21 +236,25 @@ class OrderBook:
     def expire_due(self, now: int) -> list[Order]:
         """Expire every resting order with `expires_at <= now`, in `expires_at` order (§2.6)."""
         expired = []
-        expiry = self._expiry
+        expiry, orders = self._expiry, self._orders
         while expiry and expiry[0][0] <= now:
-            expires_at, order_id = expiry.pop(0)
-            order = self._orders.pop(order_id)
-            self._side(order.side).remove(order)
+            expires_at, order_id = heapq.heappop(expiry)
+            order = orders.pop(order_id, None)
+            if order is None:  # it had left the book otherwise
+                self._expiry_gone -= 1
+                continue
+            self._side(order.side).left(order, orders)
             expired.append(order.closed(EXPIRED, None, expires_at))
         return expired
 
     def cancel(self, order_id: str, now: int) -> Order | None:
         """Cancel a resting order (§2.5); None if it is not on the book."""
-        order = self._orders.pop(order_id, None)
+        orders = self._orders
+        order = orders.pop(order_id, None)
         if order is None:
             return None
-        self._side(order.side).remove(order)
-        self._expiry.remove((order.expires_at, order_id))
+        self._side(order.side).left(order, orders)
+        self._left_expiry()
         return order.closed(CANCELLED, now, None)
 
     def submit(self, order: Order, now: int, new_trade_id: Callable[[], str]) -> MatchResult:
@@ -178,64 +263,76 @@ class OrderBook:
         The caller has expired the due orders and reserved the funds; `now` is the
         single clock reading of this pass, used for every trade's `executed_at`.
         """
-        opposite = self._opposite(order.side)
-        keys = opposite.keys
-        orders = self._orders
         is_bid = order.side == BID
+        opposite = self._asks if is_bid else self._bids
+        prices, levels, sign = opposite.prices, opposite.levels, opposite.sign
+        orders = self._orders
         is_limit = order.type == LIMIT
-        limit_price = order.price
+        limit_price: int = order.price  # type: ignore[assignment]
+        symbol = self.symbol
         fills: list[Fill] = []
-        while order.remaining_quantity and keys:
-            _, _, resting_id = keys[0]
-            resting = orders[resting_id]
-            resting_price: int = resting.price  # type: ignore[assignment]
+        while order.remaining_quantity and prices:
+            price_key = prices[0]
+            resting_price = sign * price_key
             if is_limit and (
-                limit_price < resting_price  # type: ignore[operator]
-                if is_bid
-                else limit_price > resting_price  # type: ignore[operator]
+                limit_price < resting_price if is_bid else limit_price > resting_price
             ):
                 break
+            level = levels[price_key]
+            resting = level.first(orders)
             quantity = min(order.remaining_quantity, resting.remaining_quantity)
             # Two limit orders trade at the seller's price; a market order at the resting one.
             price = limit_price if is_limit and not is_bid else resting_price
-            bid, ask = (order, resting) if is_bid else (resting, order)
-            trade = Trade(
-                new_trade_id(),
-                self.symbol,
-                price,  # type: ignore[arg-type]
-                quantity,
-                now,
-                bid.order_id,
-                ask.order_id,
-                bid.broker_id,
-                ask.broker_id,
-            )
+            if is_bid:
+                trade = Trade(
+                    new_trade_id(), symbol, price, quantity, now,
+                    order.order_id, resting.order_id, order.broker_id, resting.broker_id,
+                )  # fmt: skip
+            else:
+                trade = Trade(
+                    new_trade_id(), symbol, price, quantity, now,
+                    resting.order_id, order.order_id, resting.broker_id, order.broker_id,
+                )  # fmt: skip
             order = order.filled(trade)
             filled_resting = resting.filled(trade)
-            if filled_resting.status == FILLED:
-                opposite.remove(resting)
-                del orders[resting_id]
-                self._expiry.remove((resting.expires_at, resting_id))
+            if filled_resting.remaining_quantity:
+                level.quantity -= quantity
+                orders[resting.order_id] = filled_resting
             else:
-                opposite.reduce(resting, quantity)
-                orders[resting_id] = filled_resting
+                level.pop_first(quantity)
+                opposite.count -= 1
+                if not level.count:
+                    del levels[price_key]
+                    prices.pop(0)
+                del orders[resting.order_id]
+                self._left_expiry()
             fills.append(Fill(trade, order, filled_resting))
         if order.remaining_quantity:
             if order.type == MARKET:
                 order = order.closed(CANCELLED, None, None)
             else:
-                self._side(order.side).add(order)
-                orders[order.order_id] = order
-                self._expiry.add((order.expires_at, order.order_id))
+                self.restore(order)
         return MatchResult(order, tuple(fills))
 
     def restore(self, order: Order) -> None:
-        """Put a resting order back as it was (recovery): no matching happens."""
+        """Put a resting order on the book as it is: no matching (also recovery)."""
         self._side(order.side).add(order)
         self._orders[order.order_id] = order
-        self._expiry.add((order.expires_at, order.order_id))
+        heapq.heappush(self._expiry, (order.expires_at, order.order_id))  # type: ignore[arg-type]
 
     # -- helpers -----------------------------------------------------------------
+
+    def _left_expiry(self) -> None:
+        """An order left the book other than by expiring: its heap entry is now stale.
+        Once stale entries outnumber live ones, rebuild the heap (O(1) amortised)."""
+        self._expiry_gone += 1
+        gone = self._expiry_gone
+        if gone > _COMPACT_AFTER and gone > len(self._orders):
+            self._expiry = [
+                (order.expires_at, order_id) for order_id, order in self._orders.items()
+            ]  # type: ignore[misc]
+            heapq.heapify(self._expiry)
+            self._expiry_gone = 0
 
     def _side(self, side: str) -> _Side:
         return self._bids if side == BID else self._asks
