@@ -2,8 +2,8 @@
 
 Each side keeps its price levels best first: a `SortedList` of price keys (bids keyed
 by the negated price, so both sides iterate best-first ascending) and, per price, a
-`_Level` holding the resting orders in time priority with the level's total quantity
-and order count. The key (price, created_at, order_id) orders each side totally and
+`_Level` holding the resting orders' ids in time priority with the level's total
+quantity and order count. The key (price, created_at, order_id) orders each side totally and
 independently of insertion order (§3.1, invariant 7): within a level, entries are kept
 sorted by (created_at, order_id); in practice every new order is the latest and is
 appended, and only a same-microsecond tie with a smaller id or a restore out of order
@@ -67,27 +67,40 @@ class Level(NamedTuple):
 class _Level:
     """The resting orders at one price, in time priority.
 
-    `queue` holds `(created_at, order_id)` sorted; entries before `head` have left
-    (filled); an entry inside may belong to an order cancelled or expired meanwhile
-    (`dead` counts them), skipped when it reaches the front.
+    `queue` holds order ids sorted by (created_at, order_id); entries before `head`
+    have left (filled); an entry after it may belong to an order cancelled or expired
+    meanwhile (`dead` counts them), skipped when it reaches the front. Ids only: the
+    entry of a resting order costs one pointer.
     """
 
     __slots__ = ("count", "dead", "head", "quantity", "queue")
 
     def __init__(self) -> None:
-        self.queue: list[tuple[int, str]] = []
+        self.queue: list[str] = []
         self.head = 0
         self.quantity = 0  # sum of the remaining quantities of its orders
         self.count = 0  # its orders on the book
         self.dead = 0
 
-    def add(self, order: Order) -> None:
+    def add(self, order: Order, orders: dict[str, Order]) -> None:
+        """Queue `order`, already in `orders`, behind the orders with priority over it."""
         queue = self.queue
-        entry = (order.created_at, order.order_id)
-        if len(queue) == self.head or queue[-1] < entry:
-            queue.append(entry)
-        else:  # a same-microsecond tie with a smaller id, or a restore out of order
-            insort(queue, entry, self.head)
+        while len(queue) > self.head and queue[-1] not in orders:  # dead tail entries
+            queue.pop()
+            self.dead -= 1
+        if len(queue) > self.head:
+            tail = orders[queue[-1]]
+            if (tail.created_at, tail.order_id) > (order.created_at, order.order_id):
+                # a same-microsecond tie with a smaller id, or a restore out of order
+                self._compact(orders)
+                insort(
+                    self.queue,
+                    order.order_id,
+                    key=lambda order_id: (orders[order_id].created_at, order_id),
+                )
+                queue = None
+        if queue is not None:
+            queue.append(order.order_id)
         self.quantity += order.remaining_quantity
         self.count += 1
 
@@ -96,7 +109,7 @@ class _Level:
         queue = self.queue
         head = self.head
         while True:
-            resting = orders.get(queue[head][1])
+            resting = orders.get(queue[head])
             if resting is not None:
                 self.head = head
                 return resting
@@ -119,9 +132,13 @@ class _Level:
         self.quantity -= order.remaining_quantity
         self.dead += 1
         if self.dead > _COMPACT_AFTER and self.dead > self.count:
-            self.queue = [entry for entry in self.queue[self.head :] if entry[1] in orders]
-            self.head = 0
-            self.dead = 0
+            self._compact(orders)
+
+    def _compact(self, orders: dict[str, Order]) -> None:
+        """Keep only the entries of orders still on the book."""
+        self.queue = [order_id for order_id in self.queue[self.head :] if order_id in orders]
+        self.head = 0
+        self.dead = 0
 
 
 class _Side:
@@ -135,13 +152,13 @@ class _Side:
         self.levels: dict[int, _Level] = {}
         self.count = 0  # orders on this side
 
-    def add(self, order: Order) -> None:
+    def add(self, order: Order, orders: dict[str, Order]) -> None:
         price_key = self.sign * order.price  # type: ignore[operator]
         level = self.levels.get(price_key)
         if level is None:
             level = self.levels[price_key] = _Level()
             self.prices.add(price_key)
-        level.add(order)
+        level.add(order, orders)
         self.count += 1
 
     def left(self, order: Order, orders: dict[str, Order]) -> None:
@@ -316,8 +333,8 @@ class OrderBook:
 
     def restore(self, order: Order) -> None:
         """Put a resting order on the book as it is: no matching (also recovery)."""
-        self._side(order.side).add(order)
         self._orders[order.order_id] = order
+        self._side(order.side).add(order, self._orders)
         heapq.heappush(self._expiry, (order.expires_at, order.order_id))  # type: ignore[arg-type]
 
     # -- helpers -----------------------------------------------------------------

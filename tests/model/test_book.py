@@ -7,6 +7,7 @@ must result.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -939,3 +940,87 @@ def test_restore_puts_orders_back_without_matching_in_key_order() -> None:
         (placed["a1"].order_id, 60),
         (placed["a2"].order_id, 20),
     ]
+
+
+# -- churn: the lazy paths of the levels and the expiry heap ------------------------------
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_churned_levels_keep_price_time_priority_and_expiry_order(seed: int) -> None:
+    """Random rests (same-microsecond ties with ids out of order included), cancels,
+    fills and expiries on few price levels, checked against a plain sorted list: every
+    fill takes the best (price, created_at, order_id), the L2 totals and the next expiry
+    always match. Enough churn to compact levels and rebuild the expiry heap."""
+    rng = random.Random(seed)
+    book = OrderBook("AAPL")
+    resting: dict[str, Order] = {}  # the reference: what must be on the book
+    now = at("09:00:00")
+    serial = 0
+
+    def key(order: Order) -> tuple[int, int, str]:
+        return (
+            -order.price if order.side == BID else order.price,
+            order.created_at,
+            order.order_id,
+        )  # type: ignore[operator]
+
+    for _ in range(1_500):
+        draw = rng.random()
+        now += rng.choice((0, 0, 1))  # many ties
+        if draw < 0.55:
+            serial += 1
+            side = ASK  # one side only: rests never cross, fills come from bids below
+            order_id = f"ord-{rng.randrange(10**6):06d}-{serial}"  # ids not in time order
+            price = rng.choice((1000, 1001, 1002))
+            command = SubmitOrder(
+                LIMIT, "b", "1", side, "AAPL", rng.randint(1, 5), price, now + rng.randint(1, 400)
+            )
+            order = new_order(command, order_id, now)
+            book.restore(order)
+            resting[order_id] = order
+        elif draw < 0.75 and resting:
+            order_id = rng.choice(sorted(resting))
+            cancelled = book.cancel(order_id, now)
+            assert cancelled is not None and cancelled.order_id == order_id
+            del resting[order_id]
+        elif draw < 0.95 and resting:
+            quantity = rng.randint(1, 12)
+            incoming = new_order(
+                SubmitOrder(LIMIT, "b", "1", BID, "AAPL", quantity, 1002, now + 10**9),
+                f"bid-{serial}",
+                now,
+            )
+            serial += 1
+            result = book.submit(incoming, now, lambda: f"trd-{rng.random()}")
+            expected = sorted(resting.values(), key=key)
+            left = quantity
+            for fill in result.fills:
+                best = expected.pop(0)
+                assert fill.resting.order_id == best.order_id
+                take = min(left, best.remaining_quantity)
+                assert fill.trade.quantity == take
+                left -= take
+                if take < best.remaining_quantity:
+                    resting[best.order_id] = fill.resting
+                else:
+                    del resting[best.order_id]
+            book.cancel(incoming.order_id, now)  # the rest of the bid leaves again
+        else:
+            now += rng.randint(0, 300)
+            expired = book.expire_due(now)
+            due = sorted(
+                (o for o in resting.values() if o.expires_at <= now),  # type: ignore[operator]
+                key=lambda o: (o.expires_at, o.order_id),
+            )
+            assert [o.order_id for o in expired] == [o.order_id for o in due]
+            for order in due:
+                del resting[order.order_id]
+        assert len(book) == len(resting)
+        totals: dict[int, list[int]] = {}
+        for order in resting.values():
+            level = totals.setdefault(order.price, [0, 0])  # type: ignore[arg-type]
+            level[0] += order.remaining_quantity
+            level[1] += 1
+        assert book.levels(ASK, 10) == [Level(p, q, n) for p, (q, n) in sorted(totals.items())]
+        expiries = [o.expires_at for o in resting.values()]
+        assert book.next_expiry() == (min(expiries) if expiries else None)  # type: ignore[type-var]
