@@ -1,4 +1,5 @@
-"""WRITE_TIMEOUT: a body that cannot be written in time ends the request."""
+"""WRITE_TIMEOUT: a body that cannot be written in time ends the request; `Deadline`,
+the timeout it and READ_TIMEOUT use."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from miniexchange.http.timeouts import STREAMING, WriteTimeout
+from miniexchange.http.timeouts import STREAMING, Deadline, WriteTimeout
 
 
 async def respond(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -50,3 +51,40 @@ def test_streams_and_prompt_writes_are_untouched() -> None:
 
     run({"type": "http"}, prompt_send)
     assert sent[2:] == ["http.response.start", "http.response.body"]
+
+
+def test_a_deadline_raises_timeout_error_when_the_block_is_still_waiting() -> None:
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            async with Deadline(0.01):
+                await asyncio.Event().wait()
+        await asyncio.sleep(0.02)  # no cancellation is left pending on the task
+
+    asyncio.run(main())
+
+
+def test_a_deadline_met_leaves_the_task_alone() -> None:
+    async def main() -> str:
+        async with Deadline(0.01):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.03)  # past the deadline: the timer was cancelled
+        return "done"
+
+    assert asyncio.run(main()) == "done"
+
+
+def test_an_outside_cancellation_is_not_a_timeout() -> None:
+    async def waiter(entered: asyncio.Event) -> None:
+        async with Deadline(10):
+            entered.set()
+            await asyncio.Event().wait()
+
+    async def main() -> None:
+        entered = asyncio.Event()
+        task = asyncio.create_task(waiter(entered))
+        await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
