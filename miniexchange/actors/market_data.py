@@ -20,7 +20,7 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from miniexchange.model.orders import Trade
 
@@ -33,8 +33,7 @@ stream of the symbol would hold more than the 1000 unsent trade events a connect
 may have (§6.6), so the backlog is dropped and those streams are closed."""
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
+class Summary(NamedTuple):
     """One symbol at the end of its latest published step (amounts in cents).
 
     `next_expiry` is the book's earliest `expires_at`: once it has passed, `best_bid`

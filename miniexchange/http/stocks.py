@@ -10,7 +10,6 @@ levels, and it expires the due orders before it answers.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from functools import partial
 
 import falcon
@@ -60,8 +59,7 @@ class StocksResource(Resource):
         if actor is None:  # never happens: a published book has an actor
             return summary
         view = await call(actor, partial(ReadBook, 1))
-        return replace(
-            summary,
+        return summary._replace(
             best_bid=view.bids[0].price if view.bids else None,
             best_ask=view.asks[0].price if view.asks else None,
         )
