@@ -79,8 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             notes.append(
                 "Engine: one seeded flow (4 symbols, 20 brokers; 80% limit within 1.00 of "
                 "100.00, 10% market, 10% cancels of resting orders), each measurement in a "
-                "fresh interpreter pinned to core 0; orders/s counts submits and cancels. "
-                "Actors: one driver thread, 32 orders in flight, latency from send to reply."
+                "fresh interpreter pinned to core 0, best of 3 alternating rounds (1 with "
+                "--quick); orders/s counts submits and cancels. Actors: one driver thread, "
+                "32 orders in flight, latency from send to reply."
             )
         if everything or args.http:
             rows += http_rows(duration, log)

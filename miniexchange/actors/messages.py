@@ -1,4 +1,4 @@
-"""The messages actors exchange: small frozen dataclasses, one per request kind.
+"""The messages actors exchange: small immutable values, one per request kind.
 
 A message that expects an answer carries a `reply` callback (see `actors.base.Reply`);
 the handler's return value (or the `ExchangeError` it raises) is passed to it.

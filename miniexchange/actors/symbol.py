@@ -3,11 +3,11 @@
 Each submission, cancellation and expiry is one message handled alone: the atomic
 unit. Inside it the actor reserves with the broker's account (synchronously, under
 that account's lock: see `actors.accounts`), runs the match loop and settles each
-broker's legs of the pass, all before anything is published or answered. What the step decided goes to the
-journal as facts; once they are durable (at once without persistence) the new order
-states are published, the webhook events leave and the requester gets its answer.
-The actor itself does not wait for the disk: it goes on with its next message, and
-group commit lets one disk sync cover many steps.
+broker's legs of the pass. What the step decided goes to the journal as facts; once
+they are durable (at once without persistence) the new order states are published,
+the webhook events leave and the requester gets its answer. The actor itself does not
+wait for the disk: it goes on with its next message, and group commit lets one disk
+sync cover many steps.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class SymbolActor(ExchangeActor):
         for trade in trades:
             self.trades.record(trade)
         self._announced_expiry: int | None = None
-        # Without persistence nothing reads the facts: do not make them (§6.4 cost).
+        # Without persistence nothing reads the facts: do not make them (hot path).
         self._keeps_facts = context.journal.keeps_facts
         self.feed = context.market_data.feed(symbol)
         if trades or len(self.book):  # a recovered symbol: its summary and tape

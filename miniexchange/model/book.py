@@ -3,18 +3,19 @@
 Each side keeps its price levels best first: a `SortedList` of price keys (bids keyed
 by the negated price, so both sides iterate best-first ascending) and, per price, a
 `_Level` holding the resting orders' ids in time priority with the level's total
-quantity and order count. The key (price, created_at, order_id) orders each side totally and
-independently of insertion order (§3.1, invariant 7): within a level, entries are kept
-sorted by (created_at, order_id); in practice every new order is the latest and is
-appended, and only a same-microsecond tie with a smaller id or a restore out of order
-is inserted before the tail.
+quantity and order count. The key (price, created_at, order_id) orders each side
+totally and independently of insertion order (§3.1, invariant 7): within a level,
+entries are kept sorted by (created_at, order_id); in practice every new order is the
+latest and is appended, and only a same-microsecond tie with a smaller id or a restore
+out of order is inserted before the tail (a bisect, and a C-level move of the
+pointers behind it).
 
 Costs, with n resting orders: the best order, a fill and an insert are O(1) (plus
 O(log n) when a price level appears or empties); a cancel is O(1) (the entry left in
-its level is skipped when it reaches the front, and a level with more such entries than
-orders is compacted, O(1) amortised); L2 reads and sweeps cost the levels they touch.
-An expiry heap `(expires_at, order_id)` makes expiring cost O(log n) per due order;
-orders that leave the book otherwise are dropped from it lazily the same way.
+its level is skipped when it reaches the front, and a level with more such entries
+than orders is compacted, O(1) amortised); L2 reads and sweeps cost the levels they
+touch. An expiry heap `(expires_at, order_id)` makes expiring cost O(log n) per due
+order; orders that leave the book otherwise are dropped from it lazily the same way.
 
 Why not one `SortedList` of every order's key: it was a third of the model's time per
 order (tuple comparisons and Python-level sublist bookkeeping on every insert, fill and
