@@ -3,9 +3,10 @@
 Why it is built this way:
 
 - Records are handed to a bounded queue (`logging.handlers.QueueHandler`) and ONE
-  listener thread (`QueueListener`) formats and writes them, flushing once per burst. A slow or blocked stdout (a full pipe, a
-  stalled log shipper) then never blocks the event loop or an actor; if the queue is
-  full, records are dropped and counted, and the listener says how many once it can
+  writer thread formats and writes them every 50 ms, flushing once per round. A slow
+  or blocked stdout (a full pipe, a stalled log shipper) then never blocks the event
+  loop or an actor, and handing a record over never wakes a thread; if the queue is
+  full, records are dropped and counted, and the writer says how many once it can
   write again (memory stays bounded).
 - The emitting thread only renders the message (its arguments may change later) and
   notes the request id; JSON or text is produced on the listener thread.
@@ -58,6 +59,9 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 QUEUE_LIMIT: Final = 100_000
 """Records waiting for the listener at most; past it new records are dropped, counted."""
+
+WRITE_INTERVAL_S: Final = 0.05
+"""How often the writer thread writes what was queued: a line appears at most this late."""
 
 DEFAULT_EVENT: Final = "log"
 
@@ -249,25 +253,49 @@ class _Writer(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
 
-class _Listener(logging.handlers.QueueListener):
-    """The one writer thread; flushes when it has caught up, and then reports records
-    dropped on a full queue."""
+class _Listener:
+    """The one writer thread. It wakes every `WRITE_INTERVAL_S` (or at stop), writes
+    every record queued meanwhile, reports records dropped on a full queue, and flushes
+    once. A thread that woke for each record cost a thread hand-off per request (the
+    access line) on the server's core; this costs one per interval."""
 
     def __init__(self, records: queue.SimpleQueue[Any], writer: _Writer, source: _Enqueue) -> None:
-        super().__init__(records, writer)  # type: ignore[arg-type]
+        self._records = records
         self._writer = writer
         self._source = source
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
 
-    def handle(self, record: logging.LogRecord) -> None:
-        writer = self._writer
-        writer.handle(record)
-        if self.queue.qsize():  # type: ignore[attr-defined]
-            return  # more to write: flush after them
-        if self._source.dropped:
-            dropped = self._source.take_dropped()
-            if dropped:
-                writer.handle(_dropped_note(dropped))
-        writer.flush()
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued, then end the thread."""
+        self._stopping.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stopping.wait(WRITE_INTERVAL_S)
+            self._write_queued()
+            if stopping:
+                return
+
+    def _write_queued(self) -> None:
+        records, writer = self._records, self._writer
+        wrote = False
+        while True:
+            try:
+                record = records.get_nowait()
+            except queue.Empty:
+                break
+            writer.handle(record)
+            wrote = True
+        dropped = self._source.take_dropped() if self._source.dropped else 0
+        if dropped:
+            writer.handle(_dropped_note(dropped))
+        if wrote or dropped:
+            writer.flush()
 
 
 def _dropped_note(dropped: int) -> logging.LogRecord:
