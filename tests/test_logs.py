@@ -168,3 +168,63 @@ def test_settings_are_listed_with_the_secret_hidden() -> None:
     public = settings.public_items()
     assert public["webhook_secret"] == "<set>"
     assert "s3cr3t-value" not in orjson.dumps(public).decode()
+
+
+# -- the access line's own path -------------------------------------------------------
+
+
+ACCESS = ("req-7", "POST", "/orders", "/orders", 201, 0.0012345)
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_an_access_line_reads_exactly_like_the_record_it_stands_for(log_format: Any) -> None:
+    """`log_access` hands the writer an `AccessLine`; through `logging` (no writer of
+    ours) it is a record. Both must print the same line."""
+    fast = io.StringIO()
+    setup = configure_logging(Settings(log_format=log_format), fast)
+    logs.log_access(*ACCESS)
+    setup.stop()  # the fast path is off again: the same call now goes through logging
+    slow = io.StringIO()
+    handler = logging.StreamHandler(slow)
+    handler.setFormatter(logs.JsonFormatter() if log_format == "json" else logs.TextFormatter())
+    access_logger = logging.getLogger(logs.ACCESS_LOGGER)
+    access_logger.addHandler(handler)
+    access_logger.setLevel(logging.INFO)
+    try:
+        logs.log_access(*ACCESS)
+    finally:
+        access_logger.removeHandler(handler)
+        access_logger.setLevel(logging.NOTSET)
+    strip_ts = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+    fast_line = strip_ts.sub("TS", fast.getvalue().splitlines()[0])
+    slow_line = strip_ts.sub("TS", slow.getvalue().splitlines()[0])
+    assert fast_line == slow_line
+    if log_format == "json":
+        assert orjson.loads(fast_line) == {
+            "ts": "TS", "level": "info", "event": "request", "message": "POST /orders 201",
+            "logger": "miniexchange.http", "request_id": "req-7", "method": "POST",
+            "route": "/orders", "path": "/orders", "status": 201, "duration_ms": 1.234,
+        }  # fmt: skip
+
+
+def test_access_lines_follow_the_level_and_the_queue_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = io.StringIO()
+    setup = configure_logging(Settings(log_level="warn"), out)
+    logs.log_access(*ACCESS)
+    setup.stop()
+    assert out.getvalue() == ""  # access lines are at info
+
+    monkeypatch.setattr(logs, "QUEUE_LIMIT", 10)
+    blocked = BlockedStream()
+    setup = configure_logging(Settings(), blocked)
+    for _ in range(100):
+        logs.log_access(*ACCESS)
+    blocked.release.set()
+    setup.stop()
+    written = json_lines(blocked.getvalue())
+    requests = [line for line in written if line["event"] == "request"]
+    dropped = [line for line in written if line["event"] == "log_records_dropped"]
+    assert 0 < len(requests) < 100
+    assert sum(line["count"] for line in dropped) == 100 - len(requests)

@@ -30,7 +30,7 @@ import falcon.asgi
 
 from miniexchange.http.core import Resource
 from miniexchange.ids import random_uuid4
-from miniexchange.logs import LogSetup, configure_logging, request_id_var
+from miniexchange.logs import LogSetup, configure_logging, log_access, request_id_var
 from miniexchange.metrics import CONTENT_TYPE, Metrics
 from miniexchange.settings import Settings
 
@@ -136,23 +136,8 @@ class RequestObserver:
         metrics = self.metrics
         if metrics is not None and (method, route) not in NOT_COUNTED:
             metrics.observe_request(_method_label(method), route, status, seconds)
-        if self.access_log and log.isEnabledFor(logging.INFO):
-            path = req.path
-            log.info(
-                "%s %s %d",
-                method,
-                path,
-                status,
-                extra={
-                    "event": "request",
-                    "request_id": request_id,
-                    "method": method,
-                    "route": route,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                },
-            )
+        if self.access_log:
+            log_access(request_id, method, route, req.path, status, seconds)
 
     def _count_at_end(
         self, method: str, route: str, resp: falcon.asgi.Response, started: float
