@@ -3,7 +3,8 @@
 `uuid.uuid4()` asks the OS for 16 random bytes each time and builds a `UUID` object
 to print it; with an order id, a trade id per fill and a request id per request, that
 was a tenth of a bare request's CPU time (py-spy under `healthz`). `random_uuid4`
-reads the same OS randomness 4 KiB at a time and formats the string directly.
+reads the same OS randomness 4 KiB at a time and formats the string directly; a
+forked child drops the bytes it inherited, so two processes never share an id.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ class _RandomPool:
         self._bytes = b""
         self._next = 0
 
+    def forget(self) -> None:
+        """Drop the unused bytes (in a forked child: never hand out the parent's)."""
+        self._lock = threading.Lock()
+        self._bytes = b""
+        self._next = 0
+
     def take16(self) -> bytes:
         with self._lock:
             start = self._next
@@ -44,6 +51,7 @@ class _RandomPool:
 
 
 _pool = _RandomPool()
+os.register_at_fork(after_in_child=_pool.forget)
 # hex digit -> the RFC 4122 variant digit (binary 10xx) keeping its two low bits
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import uuid
@@ -48,3 +49,18 @@ def test_random_ids_have_their_prefixes() -> None:
     ):
         assert made.startswith(prefix)
         assert UUID4.fullmatch(made.removeprefix(prefix))
+
+
+def test_a_forked_child_never_repeats_the_parents_ids() -> None:
+    random_uuid4()  # the pool now holds unused bytes that a fork would copy
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave at once
+        os.write(writer, random_uuid4().encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(pid, 0)
+    child_id = os.read(reader, 64).decode()
+    os.close(reader)
+    assert UUID4.fullmatch(child_id)
+    assert child_id != random_uuid4()  # the parent's next id, from the same bytes
