@@ -65,6 +65,11 @@ class Level(NamedTuple):
     order_count: int
 
 
+def _time_key(order: Order) -> tuple[int, str]:
+    """Time priority within a price level (§3.1)."""
+    return order.created_at, order.order_id
+
+
 class _Level:
     """The resting orders at one price, in time priority.
 
@@ -89,18 +94,11 @@ class _Level:
         while len(queue) > self.head and queue[-1] not in orders:  # dead tail entries
             queue.pop()
             self.dead -= 1
-        if len(queue) > self.head:
-            tail = orders[queue[-1]]
-            if (tail.created_at, tail.order_id) > (order.created_at, order.order_id):
-                # a same-microsecond tie with a smaller id, or a restore out of order
-                self._compact(orders)
-                insort(
-                    self.queue,
-                    order.order_id,
-                    key=lambda order_id: (orders[order_id].created_at, order_id),
-                )
-                queue = None
-        if queue is not None:
+        if len(queue) > self.head and _time_key(orders[queue[-1]]) > _time_key(order):
+            # a same-microsecond tie with a smaller id, or a restore out of order
+            self._compact(orders)
+            insort(self.queue, order.order_id, key=lambda listed: _time_key(orders[listed]))
+        else:
             queue.append(order.order_id)
         self.quantity += order.remaining_quantity
         self.count += 1
