@@ -25,6 +25,7 @@ from pathlib import Path
 import requests
 
 from bench.flow import BROKERS, INITIAL_CASH_DOLLARS, INITIAL_SHARES, SYMBOLS
+from miniexchange.testing import child_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
@@ -84,7 +85,7 @@ class Server:
         is the master's)."""
         master = self.process.pid
         for attempt in range(50):
-            children = _children(master)
+            children = child_pids(master)
             if children:
                 return children[0]
             time.sleep(0.1 * (attempt > 0))
@@ -136,23 +137,6 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self._log.close()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-        return [int(child) for child in text.split()]
-    except OSError:  # no CONFIG_PROC_CHILDREN: scan /proc for the parent pid
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-        return found
 
 
 @contextmanager

@@ -17,6 +17,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pykka
@@ -35,6 +36,7 @@ __all__ = [
     "ReserveShares",
     "SequentialIds",
     "Settle",
+    "child_pids",
     "run_expiration",
     "stop_all_actors",
 ]
@@ -231,3 +233,22 @@ def run_expiration(exchange: Any) -> list[str]:
         if actor is not None:
             actor.proxy().symbol.get()  # queued behind ExpireDue, so answered after it
     return due
+
+
+def child_pids(pid: int) -> list[int]:
+    """The pids of a process' children: a gunicorn master's workers, for the end-to-end
+    tests and the benchmarks that start a real server."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        return [int(child) for child in text.split()]
+    except OSError:  # no CONFIG_PROC_CHILDREN: scan /proc for the parent pid
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+        return found

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import requests
 
+from miniexchange.testing import child_pids
 from tests.e2e.conftest import Server
 
 BROKERS = [f"crash-{n}" for n in range(6)]
@@ -132,24 +133,11 @@ def client(url: str, seed: int, acks: Acknowledged, stop: threading.Event) -> No
         return  # the server was killed: this request's outcome is unknown, and ignored
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def crash(server: Server) -> None:
     """Kill the worker (the exchange) with SIGKILL, the master with it, no cleanup."""
     master = server.process.pid
     os.kill(master, signal.SIGSTOP)  # a frozen master starts no replacement worker
-    workers = children(master)
+    workers = child_pids(master)
     assert len(workers) == 1, workers
     os.kill(workers[0], signal.SIGKILL)
     os.kill(master, signal.SIGKILL)
