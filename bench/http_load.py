@@ -46,9 +46,10 @@ def _describe(result: WrkResult) -> str:
 
 def measured(server: Server, scenario: str, duration_s: float) -> WrkResult:
     """One wrk run, with the CPU time the server worker spent on it."""
-    cpu_before = server.cpu_seconds()
+    cpu_before, switches_before = server.cpu_seconds(), server.context_switches()
     result = run_wrk(scenario, server.url, duration_s)
     result.server_cpu_s = server.cpu_seconds() - cpu_before
+    result.server_switches = server.context_switches() - switches_before
     return result
 
 
@@ -187,4 +188,8 @@ def http_rows(duration_s: float, log: Callable[[str], None] = print) -> list[Row
             not mixed_bad,
         ),
         Row("http mixed: expected 409s", _fmt_counts(mixed_expected)),
+        Row(
+            "http: worker context switches per request (healthz / limit / mixed)",
+            " / ".join(f"{r.switches_per_request:.2f}" for r in (healthz, limit, mixed)),
+        ),
     ]

@@ -105,6 +105,22 @@ class Server:
         fields = stat.rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def context_switches(self) -> int:
+        """Voluntary and involuntary context switches of every thread of the worker so
+        far: a thread hand-off (an actor woken, the event loop woken by a reply) costs
+        one or two, so per request they count the hand-offs the architecture warns of."""
+        worker = self.worker_pid()
+        total = 0
+        for task in Path(f"/proc/{worker}/task").iterdir():
+            try:
+                status = (task / "status").read_text()
+            except OSError:  # a thread that just ended
+                continue
+            for line in status.splitlines():
+                if "ctxt_switches:" in line:  # voluntary_ and nonvoluntary_
+                    total += int(line.split()[1])
+        return total
+
     def register_brokers(self) -> None:
         """Every benchmark broker, with ample cash and shares of every symbol."""
         holdings = [{"symbol": symbol, "quantity": INITIAL_SHARES} for symbol in SYMBOLS]

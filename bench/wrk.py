@@ -49,6 +49,11 @@ class WrkResult:
     statuses: dict[str, int] = field(default_factory=dict)  # "201", "409 no_liquidity", ...
     errors: dict[str, int] = field(default_factory=dict)  # wrk: connect, read, timeout, status
     server_cpu_s: float = 0.0  # CPU time the server worker used during the run
+    server_switches: int = 0  # context switches of the worker's threads during the run
+
+    @property
+    def switches_per_request(self) -> float:
+        return self.server_switches / self.requests if self.requests else 0.0
 
     @property
     def per_cpu_s(self) -> float:
