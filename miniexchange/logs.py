@@ -114,26 +114,15 @@ def log_access(
 ) -> None:
     """Write a request's access line (at `info`), the cheap way when the writer thread
     is ours, else through `logging` (tests, or an embedding that set up its own)."""
-    duration_ms = round(seconds * 1000, 3)
+    line = AccessLine(
+        time.time(), request_id, method, route, path, status, round(seconds * 1000, 3)
+    )
     sink = _access_sink
     if sink is not None:
-        sink(AccessLine(time.time(), request_id, method, route, path, status, duration_ms))
-        return
-    if _access_log.isEnabledFor(logging.INFO):
+        sink(line)
+    elif _access_log.isEnabledFor(logging.INFO):
         _access_log.info(
-            "%s %s %d",
-            method,
-            path,
-            status,
-            extra={
-                "event": ACCESS_EVENT,
-                "request_id": request_id,
-                "method": method,
-                "route": route,
-                "path": path,
-                "status": status,
-                "duration_ms": duration_ms,
-            },
+            "%s %s %d", method, path, status, extra={"event": ACCESS_EVENT, **line.extra()}
         )
 
 

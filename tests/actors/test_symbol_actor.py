@@ -6,7 +6,7 @@ order states, the events handed over and the `NextExpiry` announcements.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -965,7 +965,7 @@ def test_an_expire_due_with_nothing_due_changes_nothing(venue: Venue) -> None:
 # -- journal, reads, restore -----------------------------------------------------------
 
 
-class RecordingJournal:
+class RecordingJournal(MemoryJournal):
     """Durable at once, like `MemoryJournal`, and keeps the kinds of each append."""
 
     keeps_facts = True
@@ -977,15 +977,6 @@ class RecordingJournal:
     def append(self, appended: Sequence[facts.Fact], done: Durable) -> None:
         self.appends.append([kind for kind, _ in appended])
         done(self.error)
-
-    def start(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def facts(self) -> Iterator[tuple[str, bytes]]:
-        return iter(())
 
 
 def test_each_write_journals_its_facts_in_one_append(
