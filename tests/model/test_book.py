@@ -1022,5 +1022,8 @@ def test_churned_levels_keep_price_time_priority_and_expiry_order(seed: int) -> 
             level[0] += order.remaining_quantity
             level[1] += 1
         assert book.levels(ASK, 10) == [Level(p, q, n) for p, (q, n) in sorted(totals.items())]
+        assert book.best_price(ASK) == (min(totals) if totals else None)
+        assert book.best_price(BID) is None  # each bid's rest was cancelled again
+        assert book.has_liquidity_for(BID) == bool(totals)
         expiries = [o.expires_at for o in resting.values()]
         assert book.next_expiry() == (min(expiries) if expiries else None)  # type: ignore[type-var]
