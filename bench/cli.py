@@ -88,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             notes.append(
                 f"HTTP: gunicorn -c config/gunicorn.conf.py (DATABASE_PATH=:memory:) pinned "
                 f"to core 0, wrk -t1 -c{CONNECTIONS} -d{duration:g}s pinned to core 1, "
-                "127.0.0.1 only; a fresh server per scenario, the three limit runs share one."
+                "127.0.0.1 only; a fresh server per scenario, the three limit runs share one. "
+                "The ceiling: `limit` against the same server whose POST /orders only reads "
+                "and parses the body and answers a fixed order (`bench/ceiling.py`)."
             )
         if everything or args.memory:
             rows += memory_rows(log)

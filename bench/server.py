@@ -49,16 +49,18 @@ def pinned(command: list[str], core: int) -> list[str]:
 class Server:
     """One gunicorn process tree on a free loopback port; `stop()` always cleans up."""
 
-    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, extra_env: dict[str, str] | None = None, app: str | None = None) -> None:
+        """`app`: serve this ASGI app (`module:name`) instead of the configured one."""
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         env = {**os.environ, "PORT": str(self.port), "DATABASE_PATH": ":memory:"}
         env.update(extra_env or {})
+        command = [str(GUNICORN), "-c", "config/gunicorn.conf.py", *([app] if app else [])]
         # The server's log (access lines included) goes to a file, as under a supervisor;
         # a pipe nobody reads would block the server once full.
         self._log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log")  # noqa: SIM115
         self.process = subprocess.Popen(
-            pinned([str(GUNICORN), "-c", "config/gunicorn.conf.py"], core=0),
+            pinned(command, core=0),
             cwd=ROOT,
             env=env,
             stdout=self._log,
@@ -157,10 +159,10 @@ class Server:
 
 @contextmanager
 def running_server(
-    register: bool = True, extra_env: dict[str, str] | None = None
+    register: bool = True, extra_env: dict[str, str] | None = None, app: str | None = None
 ) -> Iterator[Server]:
     """A ready server with the benchmark brokers registered, stopped on the way out."""
-    server = Server(extra_env)
+    server = Server(extra_env, app)
     try:
         server.wait_ready()
         if register:
