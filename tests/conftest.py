@@ -18,8 +18,10 @@ from falcon import testing
 
 from miniexchange.actors.exchange import Exchange
 from miniexchange.http.app import create_app
+from miniexchange.http.stream import EventStreamGuard
 from miniexchange.settings import load_settings
 from miniexchange.testing import ManualClock, SequentialIds
+from miniexchange.webhooks.delivery import Deliveries
 
 START = "2026-02-17T09:00:00Z"
 
@@ -81,17 +83,36 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def exchange(clock: ManualClock) -> Exchange:
-    """Real actors, a manual clock, no ticker: tests expire by moving the clock."""
-    return Exchange(clock, SequentialIds(), expiration_interval_s=None)
+def deliveries() -> Deliveries | None:
+    """None: the exchange's own delivery pool. A module that checks the webhooks it
+    sends overrides this with a `FakeDeliveries`, which records them instead."""
+    return None
 
 
 @pytest.fixture
-def client(clock: ManualClock, exchange: Exchange) -> Iterator[AppClient]:
-    app = create_app(load_settings({}), clock=clock, exchange=exchange)
+def exchange(clock: ManualClock, deliveries: Deliveries | None) -> Exchange:
+    """Real actors, a manual clock, no ticker: tests expire by moving the clock."""
+    return Exchange(clock, SequentialIds(), expiration_interval_s=None, deliveries=deliveries)
+
+
+def _open(app: Any) -> Iterator[AppClient]:
+    """An `AppClient` over `app` for one test; every actor is stopped after it."""
     app_client = AppClient(app)
     try:
         yield app_client
     finally:
         app_client.close()
         pykka.ActorRegistry.stop_all()
+
+
+@pytest.fixture
+def client(clock: ManualClock, exchange: Exchange) -> Iterator[AppClient]:
+    yield from _open(create_app(load_settings({}), clock=clock, exchange=exchange))
+
+
+@pytest.fixture
+def streaming_client(clock: ManualClock, exchange: Exchange) -> Iterator[AppClient]:
+    """The app wrapped as it is served (`EventStreamGuard`), so a reader's disconnect
+    ends its event stream at once."""
+    app = EventStreamGuard(create_app(load_settings({}), clock=clock, exchange=exchange))
+    yield from _open(app)

@@ -7,16 +7,10 @@ import logging
 import time
 from collections.abc import Iterator
 
-import pykka
 import pytest
 from falcon import testing
 
-from miniexchange.actors.exchange import Exchange
-from miniexchange.http.app import create_app
-from miniexchange.http.stream import EventStreamGuard
 from miniexchange.logs import RequestIdFilter
-from miniexchange.settings import load_settings
-from miniexchange.testing import ManualClock
 from tests.conftest import AppClient
 from tests.http.helpers import limit, register
 
@@ -96,15 +90,9 @@ def test_bodies_are_never_logged(client: AppClient, logged: pytest.LogCaptureFix
 
 
 @pytest.fixture
-def streaming(clock: ManualClock, exchange: Exchange) -> Iterator[AppClient]:
-    app = EventStreamGuard(create_app(load_settings({}), clock=clock, exchange=exchange))
-    client = AppClient(app)
-    try:
-        register(client, "S", 0, AAPL=100)
-        yield client
-    finally:
-        client.close()
-        pykka.ActorRegistry.stop_all()
+def streaming(streaming_client: AppClient) -> AppClient:
+    register(streaming_client, "S", 0, AAPL=100)
+    return streaming_client
 
 
 def test_an_event_stream_is_logged_once_when_it_ends_with_its_request_id(

@@ -205,13 +205,8 @@ def test_replay_after_restart(tmp_path: Path) -> None:
 
 @pytest.fixture
 def deliveries() -> FakeDeliveries:
+    """Webhooks recorded instead of sent (the shared `exchange` fixture takes them)."""
     return FakeDeliveries()
-
-
-@pytest.fixture
-def exchange(clock: ManualClock, deliveries: FakeDeliveries) -> Exchange:
-    """As in tests/conftest.py, with the webhook deliveries recorded instead of sent."""
-    return Exchange(clock, SequentialIds(), expiration_interval_s=None, deliveries=deliveries)
 
 
 def test_a_replay_sends_no_second_webhook(client: AppClient, deliveries: FakeDeliveries) -> None:

@@ -4,7 +4,6 @@ counters that move by exactly what a scripted sequence of requests implies."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pykka
@@ -16,9 +15,8 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Submit
 from miniexchange.http.app import create_app
 from miniexchange.http.parsing import validate_order
-from miniexchange.http.stream import EventStreamGuard
 from miniexchange.metrics import Metrics
-from miniexchange.settings import Settings, load_settings
+from miniexchange.settings import load_settings
 from miniexchange.testing import ManualClock, Replies, run_expiration
 from miniexchange.webhooks.delivery import DURATION_BUCKETS_S, DeliveryStats, Durations
 from tests.conftest import AppClient
@@ -319,17 +317,9 @@ def test_delivery_durations_are_exposed_as_cumulative_buckets() -> None:
 
 
 @pytest.fixture
-def streaming(clock: ManualClock, exchange: Exchange) -> Iterator[AppClient]:
-    app = EventStreamGuard(
-        create_app(Settings(database_path=":memory:"), clock=clock, exchange=exchange)
-    )
-    client = AppClient(app)
-    try:
-        register(client, "S", 0, AAPL=100)
-        yield client
-    finally:
-        client.close()
-        pykka.ActorRegistry.stop_all()
+def streaming(streaming_client: AppClient) -> AppClient:
+    register(streaming_client, "S", 0, AAPL=100)
+    return streaming_client
 
 
 def test_an_event_stream_is_counted_once_when_it_ends(streaming: AppClient) -> None:

@@ -14,7 +14,7 @@ import pytest
 from miniexchange.actors.exchange import Exchange
 from miniexchange.http.observability import request_id_of
 from miniexchange.logs import RequestIdFilter
-from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds, run_expiration
+from miniexchange.testing import FakeDeliveries, ManualClock, run_expiration
 from tests.conftest import AppClient
 from tests.http.helpers import FAR, limit, register
 
@@ -54,12 +54,8 @@ def assert_generated(value: str) -> None:
 
 @pytest.fixture
 def deliveries() -> FakeDeliveries:
+    """Webhooks recorded instead of sent (the shared `exchange` fixture takes them)."""
     return FakeDeliveries()
-
-
-@pytest.fixture
-def exchange(clock: ManualClock, deliveries: FakeDeliveries) -> Exchange:
-    return Exchange(clock, SequentialIds(), expiration_interval_s=None, deliveries=deliveries)
 
 
 # -- the rule ---------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from miniexchange.http.app import create_app
 from miniexchange.http.stream import (
     BOOK_INTERVAL_S,
     MAX_UNSENT_TRADES,
-    EventStreamGuard,
     Subscriber,
 )
 from miniexchange.journal.store import SqliteJournal
@@ -290,17 +288,10 @@ def test_limit_is_checked_before_the_symbol(traders: AppClient) -> None:
 
 
 @pytest.fixture
-def streaming(clock: ManualClock, exchange: Exchange) -> Iterator[AppClient]:
-    """The app wrapped as it is served, so a reader's disconnect ends its stream at once."""
-    app = EventStreamGuard(create_app(load_settings({}), clock=clock, exchange=exchange))
-    client = AppClient(app)
-    try:
-        register(client, "S", 0, AAPL=1_000_000, MSFT=1_000_000)
-        register(client, "B", 100_000_000)
-        yield client
-    finally:
-        client.close()
-        pykka.ActorRegistry.stop_all()
+def streaming(streaming_client: AppClient) -> AppClient:
+    register(streaming_client, "S", 0, AAPL=1_000_000, MSFT=1_000_000)
+    register(streaming_client, "B", 100_000_000)
+    return streaming_client
 
 
 def parse_events(text: str) -> list[tuple[str, Any]]:

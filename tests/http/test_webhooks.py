@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from miniexchange.actors.exchange import Exchange
-from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds, run_expiration
+from miniexchange.testing import FakeDeliveries, ManualClock, run_expiration
 from tests.conftest import START, AppClient
 from tests.http.helpers import limit, market, register
 
@@ -23,13 +23,8 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture
 def deliveries() -> FakeDeliveries:
+    """Webhooks recorded instead of sent (the shared `exchange` fixture takes them)."""
     return FakeDeliveries()
-
-
-@pytest.fixture
-def exchange(clock: ManualClock, deliveries: FakeDeliveries) -> Exchange:
-    """The shared fixture's exchange, with the delivery pool replaced by a recorder."""
-    return Exchange(clock, SequentialIds(), expiration_interval_s=None, deliveries=deliveries)
 
 
 @pytest.fixture
