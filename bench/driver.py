@@ -31,21 +31,23 @@ REPLY_TIMEOUT_S = 60  # an actor that never answers must fail the run, not hang 
 Answer = tuple[int, int, int, Any]  # (op kind, sent ns, answered ns, answer)
 
 
-def start_exchange(journal: Journal, ids: IdFactory) -> tuple[Exchange, dict[str, Any]]:
+def start_exchange(journal: Journal, ids: IdFactory) -> Exchange:
     """A started exchange with the flow's brokers registered (unless recovered) and an
     actor for each of the flow's symbols."""
     exchange = Exchange(SystemClock(), ids, expiration_interval_s=None, journal=journal)
     exchange.start()
     holdings = tuple((symbol, INITIAL_SHARES) for symbol in sorted(SYMBOLS))
     for broker in BROKERS:
-        if exchange.broker(broker) is None:
+        if not exchange.is_registered(broker):
             replies = Replies()
             command = RegisterBroker(broker, INITIAL_CASH_DOLLARS * 100, holdings)
             exchange.register_broker(command, replies)
             answer = replies.get(timeout=30)
             if isinstance(answer, BaseException):
                 raise answer
-    return exchange, {symbol: exchange.symbol_actor(symbol) for symbol in SYMBOLS}
+    for symbol in SYMBOLS:
+        exchange.symbol_actor(symbol)
+    return exchange
 
 
 class Stalled(RuntimeError):
@@ -54,11 +56,12 @@ class Stalled(RuntimeError):
 
 class Driver:
     def __init__(
-        self, actors: dict[str, Any], window: int, read_index: ReadIndex | None = None
+        self, exchange: Exchange, window: int, read_index: ReadIndex | None = None
     ) -> None:
         """`read_index`: cancels skip orders it shows as no longer active (what
-        `DELETE /orders/{id}` checks before its hop); None: cancel whatever rested."""
-        self.actors = actors
+        `DELETE /orders/{id}` checks before its hop); None: cancel whatever rested.
+        Orders go where the HTTP layer sends them (`Exchange.submit`)."""
+        self.exchange = exchange
         self.window = window
         self.read_index = read_index
         self.latencies_ns: list[int] = []
@@ -113,7 +116,7 @@ class Driver:
         return None
 
     def run(self, ops: Sequence[Op]) -> None:
-        actors, window = self.actors, self.window
+        exchange, window = self.exchange, self.window
         for op in ops:
             if self._in_flight >= window:
                 self._drain(window - 1)
@@ -124,9 +127,9 @@ class Driver:
                     continue
                 order_id, symbol = target
                 reply = self._reply(op.kind, time.perf_counter_ns())
-                actors[symbol].tell(Cancel(order_id, reply))
+                exchange.symbol_actor(symbol).tell(Cancel(order_id, reply))
             else:
                 reply = self._reply(op.kind, time.perf_counter_ns())
-                actors[op.symbol].tell(Submit(op.command, reply))  # type: ignore[arg-type]
+                exchange.submit(Submit(op.command, reply))  # type: ignore[arg-type]
             self._in_flight += 1
         self._drain(0)

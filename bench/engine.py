@@ -98,12 +98,13 @@ class ModelEngine:
             return
         ledger = self.ledgers[command.broker_id]
         if command.side == BID:
-            reserved = ledger.reserve_cash(cash_to_reserve(book, command), now)
+            reserved = ledger.hold_cash(symbol, cash_to_reserve(book, command))
         else:
-            reserved = ledger.reserve_shares(symbol, command.quantity, now)
+            reserved = ledger.hold_shares(symbol, command.quantity)
         if not reserved:
             self.refused["insufficient_funds"] += 1
             return
+        ledger.touch(now)  # the acceptance
         order = new_order(command, self.ids.order_id(), now)
         result = book.submit(order, now, self.ids.trade_id)
         ledgers = self.ledgers
@@ -160,10 +161,8 @@ class ModelEngine:
     def _release(self, order: Order, now: int) -> None:
         cash, shares = released_by(order)
         ledger = self.ledgers[order.broker_id]
-        if cash:
-            ledger.release_cash(cash, now)
-        if shares:
-            ledger.release_shares(order.symbol, shares, now)
+        ledger.release(order.symbol, cash, shares)
+        ledger.touch(now)
 
 
 def run_model(ops_count: int, preload: int, seed: int = SEED) -> dict[str, Any]:
@@ -202,10 +201,10 @@ def run_model(ops_count: int, preload: int, seed: int = SEED) -> dict[str, Any]:
 
 def run_actors(ops_count: int, window: int, seed: int = SEED) -> dict[str, Any]:
     """Time the flow through a real `Exchange`, `window` orders in flight."""
-    exchange, actors = start_exchange(MemoryJournal(), SequentialIds())
+    exchange = start_exchange(MemoryJournal(), SequentialIds())
     try:
         ops = order_flow(ops_count, seed, exchange.clock.now() + DAY_US)
-        driver = Driver(actors, window, exchange.read_index)
+        driver = Driver(exchange, window, exchange.read_index)
         gc.collect()
         started, cpu_started = time.perf_counter(), time.process_time()
         driver.run(ops)

@@ -76,9 +76,9 @@ NOTE = (
 # -- driving an exchange ---------------------------------------------------------------
 
 
-def drive(actors: dict[str, Any], ops: Sequence[Op]) -> tuple[float, Driver]:
+def drive(exchange: Exchange, ops: Sequence[Op]) -> tuple[float, Driver]:
     """Run `ops` through the actors, `WINDOW` in flight; the seconds it took."""
-    driver = Driver(actors, WINDOW)
+    driver = Driver(exchange, WINDOW)
     gc.collect()
     started = time.perf_counter()
     driver.run(ops)
@@ -110,10 +110,10 @@ def run_throughput(journal_kind: str, sync: str, ops_count: int) -> dict[str, An
             if journal_kind == "memory"
             else SqliteJournal(str(Path(directory) / "journal.db"), sync, on_commit=commits)
         )
-        exchange, actors = start_exchange(journal, SequentialIds())
+        exchange = start_exchange(journal, SequentialIds())
         try:
             ops = order_flow(ops_count, SEED, SystemClock().now() + DAY_US)
-            elapsed, driver = drive(actors, ops)
+            elapsed, driver = drive(exchange, ops)
         finally:
             exchange.stop()
     latencies = sorted(driver.latencies_ns)
@@ -134,7 +134,7 @@ def run_throughput(journal_kind: str, sync: str, ops_count: int) -> dict[str, An
 def run_generate(path: str, orders: int) -> dict[str, Any]:
     """Push the flow through an exchange journaling to `path` until `orders` are accepted."""
     started = time.perf_counter()
-    exchange, actors = start_exchange(SqliteJournal(path, "normal"), RandomIds())
+    exchange = start_exchange(SqliteJournal(path, "normal"), RandomIds())
     accepted = 0
     chunk = 0
     try:
@@ -143,7 +143,7 @@ def run_generate(path: str, orders: int) -> dict[str, Any]:
             ops = order_flow(
                 min(50_000, int((orders - accepted) * 1.15) + 100), SEED + chunk, expires_at
             )
-            _, driver = drive(actors, ops)
+            _, driver = drive(exchange, ops)
             accepted += sum(
                 isinstance(value, Order) for kind, value in driver.outcomes if kind != OP_CANCEL
             )

@@ -132,6 +132,8 @@ class Settings:
     database_sync: DatabaseSync = "full"
     idempotency_ttl_us: int = 24 * US_PER_H
     log_format: LogFormat = "json"
+    #: How many account actors share the brokers' ledgers (a broker never moves).
+    account_actors: int = 2
 
     @property
     def log_level_number(self) -> int:
@@ -166,6 +168,7 @@ class Settings:
             "database_sync": self.database_sync,
             "idempotency_ttl": format_duration(self.idempotency_ttl_us),
             "log_format": self.log_format,
+            "account_actors": self.account_actors,
         }
 
 
@@ -209,6 +212,7 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         database_sync=read("DATABASE_SYNC", _choice(_DATABASE_SYNCS), defaults.database_sync),
         idempotency_ttl_us=read("IDEMPOTENCY_TTL", _duration, defaults.idempotency_ttl_us),
         log_format=read("LOG_FORMAT", _choice(_LOG_FORMATS), defaults.log_format),
+        account_actors=read("ACCOUNT_ACTORS", _positive_int, defaults.account_actors),
     )
 
 

@@ -1,9 +1,9 @@
 """Test doubles for developers who test an actor alone: a manual clock, predictable ids,
-a recording fake broker account, a reply collector, and a recording stand-in for the
+a recording fake account actor, a reply collector, and a recording stand-in for the
 webhook delivery pool.
 
     clock = ManualClock.at("2026-02-17T09:00:00Z")
-    broker = FakeBrokerAccount(reserve=True)
+    accounts = FakeAccountActor.start(brokers={"buyer"})
     ...
     clock.advance(seconds=1)
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,12 +23,16 @@ from typing import Any
 
 import pykka
 
-from miniexchange.actors.messages import Tick
-from miniexchange.model.ledger import SettlementLeg
+from miniexchange.actors.messages import Apply, Hold, Recheck, Tick
+from miniexchange.journal.facts import Fact
+from miniexchange.journal.store import Durable, Journal
+from miniexchange.model.errors import ExchangeError, broker_not_found
+from miniexchange.model.ledger import Balance, LedgerChange, Released, Settled, SettlementLeg
 from miniexchange.webhooks.delivery import Delivery
 
 __all__ = [
-    "FakeBrokerAccount",
+    "Accept",
+    "FakeAccountActor",
     "FakeDeliveries",
     "ManualClock",
     "Release",
@@ -36,7 +41,9 @@ __all__ = [
     "ReserveShares",
     "SequentialIds",
     "Settle",
+    "WithholdingJournal",
     "child_pids",
+    "read_balance",
     "run_expiration",
     "stop_all_actors",
 ]
@@ -120,22 +127,32 @@ class Replies:
         return self._queue.get(timeout=timeout)
 
 
-# -- what a symbol actor did to a broker's account, as `FakeBrokerAccount` records it --
-#
-# `at` is the time of the symbol actor's step that made the change (see
-# `actors.accounts`). It takes no part in equality: a test states it apart.
+# -- what a symbol actor asked of and told a broker's account actor, as
+# `FakeAccountActor` records it. `at` is the time of the symbol actor's step that made
+# the change (None: no time, a hold); it takes no part in equality: a test states it apart.
 
 
 @dataclass(frozen=True, slots=True)
 class ReserveCash:
+    """A market bid's hold of its sweep cost (`Hold`, asked)."""
+
     amount: int
     at: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class ReserveShares:
+    """A market ask's hold of its shares (`Hold`, asked)."""
+
     symbol: str
     quantity: int
+    at: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """The broker's order was accepted (`Accepted`, told)."""
+
     at: int | None = field(default=None, compare=False)
 
 
@@ -154,38 +171,65 @@ class Settle:
     at: int | None = field(default=None, compare=False)
 
 
-class FakeBrokerAccount:
-    """Stands in for a `BrokerAccount`: answers reservations as told and records every
-    change asked of it, in order, so a test can assert exactly which reservations,
-    settlements and releases a symbol actor made."""
+AccountRecord = ReserveCash | ReserveShares | Accept | Release | Settle
 
-    def __init__(self, reserve: bool = True) -> None:
-        self.reserve = reserve
-        self.changes: list[ReserveCash | ReserveShares | Release | Settle] = []
-        self._lock = threading.Lock()
 
-    def _record(self, change: ReserveCash | ReserveShares | Release | Settle) -> None:
-        with self._lock:
-            self.changes.append(change)
+class FakeAccountActor(pykka.ThreadingActor):
+    """Stands in for the account actors beside a `SymbolActor` under test: answers
+    `Hold` asks as told (brokers in `refusing` lack the funds, unknown ones do not
+    exist) and records, per broker and in order, every hold asked and every change told,
+    so a test can assert exactly what the symbol actor decided. `Recheck`s (orders sent
+    back after `ExpireThenCheck`) are kept in `rechecked`.
 
-    def reserve_cash(self, amount: int, at: int) -> bool:
-        self._record(ReserveCash(amount, at))
-        return self.reserve
+        accounts = FakeAccountActor.start(brokers={"buyer", "seller"})
+        context = SymbolContext(..., accounts=lambda broker_id: accounts)
+        ...
+        accounts.proxy().recorded("buyer").get()
+    """
 
-    def reserve_shares(self, symbol: str, quantity: int, at: int) -> bool:
-        self._record(ReserveShares(symbol, quantity, at))
-        return self.reserve
+    def __init__(self, brokers: Iterable[str] = (), refusing: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.brokers = set(brokers)
+        self.refusing = set(refusing)
+        self.changes: dict[str, list[AccountRecord]] = {}
+        self.rechecked: list[Recheck] = []
 
-    def release(self, cash: int, symbol: str, quantity: int, at: int) -> None:
-        self._record(Release(cash, symbol, quantity, at))
+    def add_broker(self, broker_id: str, reserve: bool = True) -> None:
+        self.brokers.add(broker_id)
+        if not reserve:
+            self.refusing.add(broker_id)
 
-    def settle(self, symbol: str, legs: tuple[SettlementLeg, ...], at: int) -> None:
-        self._record(Settle(symbol, legs, at))
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Hold):
+            if message.broker_id not in self.brokers:
+                raise broker_not_found(message.broker_id)
+            if message.cash:
+                self._record(message.broker_id, ReserveCash(message.cash))
+            else:
+                self._record(message.broker_id, ReserveShares(message.symbol, message.quantity))
+            return message.broker_id not in self.refusing
+        if isinstance(message, Apply):
+            for change in message.changes:
+                self._record(change.broker_id, _as_record(change))
+        elif isinstance(message, Recheck):
+            self.rechecked.append(message)
+        return None
 
-    def recorded(self) -> list[ReserveCash | ReserveShares | Release | Settle]:
-        """The changes so far (the symbol actor makes them before it answers)."""
-        with self._lock:
-            return list(self.changes)
+    def _record(self, broker_id: str, record: AccountRecord) -> None:
+        self.changes.setdefault(broker_id, []).append(record)
+
+    def recorded(self, broker_id: str) -> list[AccountRecord]:
+        return list(self.changes.get(broker_id, ()))
+
+
+def _as_record(change: LedgerChange) -> AccountRecord:
+    if isinstance(change, Settled):
+        return Settle(change.symbol, change.legs, change.at)
+    if isinstance(change, Released):
+        return Release(
+            change.cash, change.symbol if change.quantity else "", change.quantity, change.at
+        )
+    return Accept(change.at)
 
 
 class FakeDeliveries:
@@ -217,6 +261,19 @@ class FakeDeliveries:
     def recorded(self) -> list[Delivery]:
         with self._lock:
             return list(self._recorded)
+
+
+def read_balance(exchange: Any, broker_id: str, timeout: float = 5.0) -> Balance | None:
+    """A broker's balance, read through its account actor like `GET .../balance`
+    (None: not registered)."""
+    replies = Replies()
+    exchange.read_balance(broker_id, replies)
+    answer = replies.get(timeout)
+    if isinstance(answer, ExchangeError) and answer.code == "broker_not_found":
+        return None
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
 
 
 def stop_all_actors() -> None:
@@ -252,3 +309,56 @@ def child_pids(pid: int) -> list[int]:
                 if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                     found.append(int(entry.name))
         return found
+
+
+# -- a commit that never comes ----------------------------------------------------------
+
+
+class WithholdingJournal:
+    """Wraps a real journal and withholds one append: the first whose facts match
+    `withhold`. Those facts never reach the inner journal and their `done` is never
+    called, as if the process died before that commit; every other append is
+    forwarded unchanged (one made after another returned also reaches the inner journal
+    after it). So a test can ask what became
+    visible or durable while that fact was still uncommitted (causal durability: on a
+    correct exchange, nothing that rests on it).
+
+        journal = WithholdingJournal(SqliteJournal(path), withhold=lambda facts: ...)
+        ...
+        assert journal.withheld.wait(timeout=30)
+
+    Thread-safe: any number of actors may append at once; exactly one append is
+    withheld.
+    """
+
+    def __init__(self, inner: Journal, withhold: Callable[[Sequence[Fact]], bool]) -> None:
+        self.inner = inner
+        self._withhold = withhold
+        self._lock = threading.Lock()
+        self.withheld = threading.Event()
+        """Set once the matching append has been made (and withheld)."""
+        self.withheld_facts: tuple[Fact, ...] = ()
+
+    @property
+    def keeps_facts(self) -> bool:
+        """As the inner journal: the predicate only sees facts a keeping journal gets."""
+        return self.inner.keeps_facts
+
+    def append(self, facts: Sequence[Fact], done: Durable) -> None:
+        with self._lock:  # decide under the lock; forward outside (`done` may re-enter)
+            hold = not self.withheld.is_set() and self._withhold(facts)
+            if hold:
+                self.withheld_facts = tuple(facts)
+                self.withheld.set()
+        if not hold:
+            self.inner.append(facts, done)
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def close(self) -> None:
+        """Close the inner journal; the withheld append stays unanswered."""
+        self.inner.close()
+
+    def facts(self) -> Iterator[tuple[str, bytes]]:
+        return self.inner.facts()

@@ -50,6 +50,7 @@ ALL_VARIABLES = [
     "DATABASE_PATH",
     "DATABASE_SYNC",
     "LOG_FORMAT",
+    "ACCOUNT_ACTORS",
 ]
 
 EXPECTED_DEFAULTS = {
@@ -70,6 +71,7 @@ EXPECTED_DEFAULTS = {
     "database_sync": "full",
     "idempotency_ttl_us": 86_400_000_000,
     "log_format": "json",
+    "account_actors": 2,
 }
 
 
@@ -119,6 +121,8 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         ("WEBHOOK_SECRET", "s3cr3t value", "webhook_secret", "s3cr3t value"),
         ("WEBHOOK_QUEUE_LIMIT", "1", "webhook_queue_limit", 1),
         ("WEBHOOK_QUEUE_LIMIT", "250000", "webhook_queue_limit", 250_000),
+        ("ACCOUNT_ACTORS", "1", "account_actors", 1),
+        ("ACCOUNT_ACTORS", "16", "account_actors", 16),
         ("DATABASE_PATH", ":memory:", "database_path", ":memory:"),
         ("DATABASE_PATH", "/var/lib/mx/journal.db", "database_path", "/var/lib/mx/journal.db"),
         ("DATABASE_SYNC", "full", "database_sync", "full"),
@@ -191,6 +195,11 @@ INVALID = [
         "WEBHOOK_QUEUE_LIMIT",
         "-10",
         "WEBHOOK_QUEUE_LIMIT: invalid integer '-10' (expected a positive integer, e.g. 10000)",
+    ),
+    (
+        "ACCOUNT_ACTORS",
+        "0",
+        "ACCOUNT_ACTORS: invalid integer '0' (expected a positive integer, e.g. 10000)",
     ),
     (
         "WEBHOOK_CA_BUNDLE",
@@ -292,6 +301,7 @@ def test_public_items_defaults() -> None:
         "database_sync": "full",
         "idempotency_ttl": "24h",
         "log_format": "json",
+        "account_actors": 2,
     }
 
 

@@ -1,72 +1,192 @@
-"""BrokerAccount: one broker's ledger, changed synchronously under its own lock.
+"""AccountActor: the only owner of its brokers' ledgers (cash, holdings, reservations).
 
-The contract (§3.7) needs check-and-reserve, settlement and release to be atomic per
-broker, and a funds check to see the latest state. A broker actor gave that by handling
-one message at a time, but every reservation was then a blocking ask from a symbol
-actor: two thread hand-offs per order, 47 µs a round trip with the server pinned to one
-core (`pykka` ask, measured here) against about 0.1 µs for an uncontended lock. So a
-broker's ledger is a plain object that the symbol actors change on their own threads,
-each change one critical section.
+The order path is exchange-core's pipeline, each stage a message, no lock shared:
 
-No deadlock is possible: a caller holds at most one account's lock at a time and calls
-nothing else while holding it. The lock also orders the changes from several symbol
-actors, and `Ledger.touch` keeps `updated_at` moving forward only.
+- R1 (`Submit`, a limit order from the HTTP layer): check the funds and hold them, then
+  forward the order to its symbol actor (`Reserved`). R1 never releases anything: only
+  the symbol actor decides that an order is due. When the hold fails while the broker
+  holds something on that symbol, some of it may be due, so the order goes to the
+  symbol actor to expire its due orders first (`ExpireThenCheck`); their releases are
+  told before the order comes back (`Recheck`), and that check is final. So "expire
+  the due orders, then check the funds" stays exact with tells only.
+- A market order's sweep cost is held by the one blocking ask allowed (`Hold`, from the
+  symbol actor, whose book must not move between the check and the pass). An account
+  actor never asks anyone, so that ask cannot deadlock.
+- R2 (`Apply`): what a matching step decided (acceptances, settlements, releases), told
+  once its facts are durable, so no other actor ever sees a change the journal could
+  still lose (a funded order can never be committed before the trade that funded it).
+
+Registration and balance reads are messages here too. A broker belongs to one account
+actor by a stable hash of its id (`account_index`), so brokers cost no thread.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import Protocol
+import zlib
+from collections.abc import Callable, Iterable
 
-from miniexchange.model.ledger import Balance, Ledger, SettlementLeg
+import pykka
+
+from miniexchange.actors.base import DEFERRED, ExchangeActor, Reply
+from miniexchange.actors.messages import (
+    Apply,
+    ExpireThenCheck,
+    Hold,
+    ReadBalance,
+    Recheck,
+    Register,
+    Reserved,
+    Submit,
+)
+from miniexchange.clock import Clock
+from miniexchange.journal import facts
+from miniexchange.journal.facts import KeepAnswer
+from miniexchange.journal.store import Journal
+from miniexchange.metrics import Metrics
+from miniexchange.model.errors import (
+    ExchangeError,
+    broker_not_found,
+    insufficient_funds,
+    journal_unavailable,
+)
+from miniexchange.model.ledger import Balance, Ledger
+from miniexchange.model.settlement import limit_hold
+
+SymbolActors = Callable[[str], pykka.ActorRef]
+"""The symbol's actor, started on first use (the registry's `symbol_actor`)."""
 
 
-class Account(Protocol):
-    """What a symbol actor does to a broker's funds (`BrokerAccount`, or a test's fake)."""
-
-    def reserve_cash(self, amount: int, at: int) -> bool: ...
-
-    def reserve_shares(self, symbol: str, quantity: int, at: int) -> bool: ...
-
-    def release(self, cash: int, symbol: str, quantity: int, at: int) -> None: ...
-
-    def settle(self, symbol: str, legs: tuple[SettlementLeg, ...], at: int) -> None: ...
+def account_index(broker_id: str, count: int) -> int:
+    """Which of `count` account actors owns `broker_id`: stable across processes and
+    restarts (CRC-32, not Python's salted `hash`)."""
+    return zlib.crc32(broker_id.encode()) % count
 
 
-class BrokerAccount:
-    """`at` is the time of the symbol actor's step that makes the change: the ledger's
-    `updated_at` is the time of the trade, acceptance or release, which is also what
-    recovery rebuilds from the journal."""
+class AccountActor(ExchangeActor):
+    def __init__(
+        self,
+        clock: Clock,
+        journal: Journal,
+        symbols: SymbolActors,
+        registered: set[str],
+        known_symbols: set[str],
+        metrics: Metrics,
+        ledgers: Iterable[Ledger] = (),
+    ) -> None:
+        """`registered` and `known_symbols` are the registry's published sets: a broker
+        is added once its registration is durable, before it is answered, so the HTTP
+        layer checks existence without a hop. `ledgers` restore recovered brokers."""
+        super().__init__()
+        self.clock = clock
+        self.journal = journal
+        self.symbols = symbols
+        self.registered = registered
+        self.known_symbols = known_symbols
+        self.metrics = metrics
+        self.ledgers: dict[str, Ledger] = {ledger.broker_id: ledger for ledger in ledgers}
 
-    __slots__ = ("_lock", "ledger")
+    # -- registration and reads ------------------------------------------------------
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self._lock = threading.Lock()
+    def _register(self, message: Register) -> object:
+        command = message.command
+        if command.broker_id in self.ledgers:
+            refusal = ExchangeError(
+                "broker_already_exists", f"Broker {command.broker_id} is already registered"
+            )
+            self._refuse(message.reply, refusal, message.keep)
+            return DEFERRED
+        ledger = Ledger(
+            command.broker_id, command.initial_cash, dict(command.holdings), self.clock.now()
+        )
+        self.ledgers[command.broker_id] = ledger
+        balance = ledger.balance()
+        recorded = [facts.broker_registered(command, balance.created_at)]
+        kept = message.keep.fact(balance) if message.keep is not None else None
+        if kept is not None:
+            recorded.append(kept)
+        reply, registered, known = message.reply, self.registered, self.known_symbols
 
-    def reserve_cash(self, amount: int, at: int) -> bool:
-        """Hold `amount` if it is available now; False (and no change) if not."""
-        with self._lock:
-            return self.ledger.reserve_cash(amount, at)
+        def durable(error: BaseException | None) -> None:
+            if error is not None:
+                reply(journal_unavailable())
+                return
+            known.update(symbol for symbol, _ in command.holdings)
+            registered.add(command.broker_id)
+            reply(balance)
 
-    def reserve_shares(self, symbol: str, quantity: int, at: int) -> bool:
-        with self._lock:
-            return self.ledger.reserve_shares(symbol, quantity, at)
+        self.journal.append(recorded, durable)
+        return DEFERRED
 
-    def release(self, cash: int, symbol: str, quantity: int, at: int) -> None:
-        """Give back what a cancelled, expired or IOC-ended order no longer needs."""
-        ledger = self.ledger
-        with self._lock:
-            if cash:
-                ledger.release_cash(cash, at)
-            if quantity:
-                ledger.release_shares(symbol, quantity, at)
+    def _read_balance(self, message: ReadBalance) -> Balance:
+        ledger = self.ledgers.get(message.broker_id)
+        if ledger is None:
+            raise broker_not_found(message.broker_id)
+        return ledger.balance()
 
-    def settle(self, symbol: str, legs: tuple[SettlementLeg, ...], at: int) -> None:
-        with self._lock:
-            self.ledger.settle(symbol, legs, at)
+    # -- R1: hold, then forward -----------------------------------------------------
 
-    def balance(self) -> Balance:
-        """A consistent picture: taken between two changes, never during one."""
-        with self._lock:
-            return self.ledger.balance()
+    def _submit(self, message: Submit) -> object:
+        self._reserve(message, final=False)
+        return DEFERRED
+
+    def _recheck(self, message: Recheck) -> object:
+        self._reserve(message.submit, final=True)
+        return DEFERRED
+
+    def _reserve(self, submit: Submit, final: bool) -> None:
+        command = submit.command
+        ledger = self.ledgers.get(command.broker_id)
+        if ledger is None:  # the HTTP layer checked, but registration is the ledger
+            self._refuse_order(submit, broker_not_found(command.broker_id))
+            return
+        symbol = command.symbol
+        cash, quantity = limit_hold(command)
+        held = ledger.hold_cash(symbol, cash) if cash else ledger.hold_shares(symbol, quantity)
+        if held:
+            self.symbols(symbol).tell(Reserved(submit))
+        elif not final and ledger.holds_on(symbol):
+            self.symbols(symbol).tell(ExpireThenCheck(submit))
+        else:
+            self._refuse_order(submit, insufficient_funds(command.broker_id, command.side, symbol))
+
+    def _hold(self, message: Hold) -> bool:
+        """A market order's pass-long hold (asked by its symbol actor)."""
+        ledger = self.ledgers.get(message.broker_id)
+        if ledger is None:
+            raise broker_not_found(message.broker_id)
+        if message.cash:
+            return ledger.hold_cash(message.symbol, message.cash)
+        return ledger.hold_shares(message.symbol, message.quantity)
+
+    # -- R2: what the symbol actors decided -------------------------------------------
+
+    def _apply(self, message: Apply) -> None:
+        ledgers = self.ledgers
+        for change in message.changes:
+            ledgers[change.broker_id].apply(change)
+
+    handlers = {  # noqa: RUF012
+        Submit: _submit,
+        Recheck: _recheck,
+        Hold: _hold,
+        Apply: _apply,
+        Register: _register,
+        ReadBalance: _read_balance,
+    }
+
+    # -- refusals ----------------------------------------------------------------------
+
+    def _refuse_order(self, submit: Submit, refusal: ExchangeError) -> None:
+        command = submit.command
+        self.metrics.count_order(command.type, command.side, refusal.code)
+        self._refuse(submit.reply, refusal, submit.keep)
+
+    def _refuse(self, reply: Reply, refusal: ExchangeError, keep: KeepAnswer | None) -> None:
+        """Answer a refusal; with an `Idempotency-Key` its answer is journaled first."""
+        kept = keep.fact(refusal) if keep is not None else None
+        if kept is None:
+            reply(refusal)
+            return
+        self.journal.append(
+            (kept,), lambda error: reply(refusal if error is None else journal_unavailable())
+        )

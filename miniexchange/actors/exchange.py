@@ -1,13 +1,14 @@
 """The registry: starts, finds and stops every actor of one exchange.
 
-A plain object used by the HTTP layer. Broker registration needs no actor hop: the
-registry checks and inserts under its lock and builds the broker's account (its ledger
-behind a lock, see `actors.accounts`). Symbol actors are
-started on a symbol's first order, not when a registration merely names it.
+A plain object used by the HTTP layer. It routes each request to the actor that decides
+it: a registration, a balance read and a limit order to the broker's account actor (a
+fixed share of the brokers each, `accounts.account_index`), a market order and a
+cancellation to the symbol's actor. Symbol actors are started on a symbol's first
+order, not when a registration merely names it.
 
-On start it replays the journal (facts only, no matching), starts an actor for every
-broker and every symbol that has orders, and expires at once the orders whose
-`expires_at` passed while the exchange was down.
+On start it replays the journal (facts only, no matching), hands each account actor its
+brokers' ledgers, starts an actor for every symbol that has orders, and expires at once
+the orders whose `expires_at` passed while the exchange was down.
 
 It also owns the webhook side: the delivery pool and the dispatcher actor, which hears
 every symbol actor's events (`Notify`) and holds the recovered subscriptions.
@@ -17,27 +18,32 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import pykka
 
-from miniexchange.actors.accounts import BrokerAccount
+from miniexchange.actors.accounts import AccountActor, account_index
 from miniexchange.actors.base import Reply, start_actor_threads_small
 from miniexchange.actors.clock import ClockActor, Ticker
 from miniexchange.actors.market_data import MarketData
-from miniexchange.actors.messages import ExpireDue, Notify
+from miniexchange.actors.messages import (
+    ExpireDue,
+    Notify,
+    ReadBalance,
+    Register,
+    Submit,
+)
 from miniexchange.actors.read_index import ReadIndex
 from miniexchange.actors.symbol import EventSink, SymbolActor, SymbolContext, ignore_events
 from miniexchange.actors.webhooks import Listening, WebhookDispatcherActor
 from miniexchange.clock import Clock
 from miniexchange.ids import IdFactory
-from miniexchange.journal import facts
 from miniexchange.journal.facts import KeepAnswer
 from miniexchange.journal.recovery import Recovered, recover
 from miniexchange.journal.store import Journal, MemoryJournal
 from miniexchange.metrics import Metrics
-from miniexchange.model.commands import RegisterBroker
-from miniexchange.model.errors import ExchangeError, journal_unavailable
+from miniexchange.model.commands import LIMIT, RegisterBroker, SubmitOrder
 from miniexchange.model.events import Event
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import Order
@@ -57,12 +63,14 @@ class Exchange:
         journal: Journal | None = None,
         deliveries: Deliveries | None = None,
         metrics: Metrics | None = None,
+        account_actors: int = 2,
     ) -> None:
         """`expiration_interval_s=None` starts no ticker: a test sends `Tick` itself.
 
         `events` also hears every event (the webhook dispatcher always does).
         `deliveries` sends the webhooks; None: a pool with the default settings.
         `metrics`: this exchange's Prometheus families (§6.4); None: a fresh set.
+        `account_actors`: how many account actors share the brokers (`ACCOUNT_ACTORS`).
         """
         self.clock = clock
         self.ids = ids
@@ -76,7 +84,9 @@ class Exchange:
         self._dispatcher: pykka.ActorRef | None = None
         self._listening = Listening()
         self._also_hear = events
-        self._brokers: dict[str, BrokerAccount] = {}
+        self._account_count = account_actors
+        self._accounts: list[pykka.ActorRef] = []
+        self.registered: set[str] = set()  # published by the account actors, see there
         self._symbols: dict[str, pykka.ActorRef] = {}
         self._lock = threading.Lock()
         self._expiration_interval_s = expiration_interval_s
@@ -84,7 +94,7 @@ class Exchange:
             clock=clock,
             ids=ids,
             read_index=self.read_index,
-            brokers=self.broker,
+            accounts=self.account_actor,
             vwap_window_us=vwap_window_us,
             events=self._publish,
             journal=self.journal,
@@ -120,6 +130,7 @@ class Exchange:
         )
         self.clock_actor = ClockActor.start(self.clock, self._symbols.get)
         self._context.clock_actor = self.clock_actor
+        self._start_accounts(recovered.ledgers.values())
         self._restore(recovered)
         self.journal.start()
         # What fell due while the exchange was down expires before the first request:
@@ -132,9 +143,26 @@ class Exchange:
             self._ticker = Ticker(self.clock_actor, self._expiration_interval_s)
             self._ticker.start()
 
+    def _start_accounts(self, ledgers: Iterable[Ledger]) -> None:
+        count = self._account_count
+        shares: list[list[Ledger]] = [[] for _ in range(count)]
+        for ledger in ledgers:
+            shares[account_index(ledger.broker_id, count)].append(ledger)
+            self.registered.add(ledger.broker_id)
+        self._accounts = [
+            AccountActor.start(
+                self.clock,
+                self.journal,
+                self.symbol_actor,
+                self.registered,
+                self.known_symbols,
+                self.metrics,
+                share,
+            )
+            for share in shares
+        ]
+
     def _restore(self, recovered: Recovered) -> None:
-        for broker_id, ledger in recovered.ledgers.items():
-            self._brokers[broker_id] = BrokerAccount(ledger)
         self.known_symbols.update(recovered.known_symbols)
         by_symbol: dict[str, list[Order]] = {}
         for order in recovered.orders.values():
@@ -155,6 +183,8 @@ class Exchange:
         if self.clock_actor is not None:
             self.clock_actor.stop()
         for ref in list(self._symbols.values()):
+            ref.stop()
+        for ref in self._accounts:  # after the symbol actors: they tell accounts last
             ref.stop()
         if self._dispatcher is not None:
             self._dispatcher.stop()
@@ -180,50 +210,39 @@ class Exchange:
                 dispatcher.tell(Notify(tuple(events)))
         self._also_hear(events)
 
-    # -- brokers -----------------------------------------------------------------
+    # -- brokers ---------------------------------------------------------------
 
-    def broker(self, broker_id: str) -> BrokerAccount | None:
-        return self._brokers.get(broker_id)
+    def account_actor(self, broker_id: str) -> pykka.ActorRef:
+        """The account actor that owns `broker_id`'s ledger (registered or not)."""
+        return self._accounts[account_index(broker_id, self._account_count)]
+
+    def is_registered(self, broker_id: str) -> bool:
+        """Whether the broker's registration is durable (and so answered or about to be)."""
+        return broker_id in self.registered
 
     def register_broker(
         self, command: RegisterBroker, reply: Reply, keep: KeepAnswer | None = None
     ) -> None:
-        """Register a broker atomically; `reply` gets its first balance once durable.
+        """`reply` gets the broker's first balance once durable, or the 409. With `keep`
+        (an `Idempotency-Key`) the answer is journaled in the same commit."""
+        self._running().account_actor(command.broker_id).tell(Register(command, reply, keep))
 
-        With `keep` (an `Idempotency-Key`), the answer — the balance or the 409 — is
-        journaled in the same commit as the registration.
-        """
-        with self._lock:
-            if self._stopped:
-                raise pykka.ActorDeadError("the exchange is stopping")
-            if command.broker_id in self._brokers:
-                refusal = ExchangeError(
-                    "broker_already_exists", f"Broker {command.broker_id} is already registered"
-                )
-                answer = keep.fact(refusal) if keep is not None else None
-                if answer is None:
-                    raise refusal
+    def read_balance(self, broker_id: str, reply: Reply) -> None:
+        self._running().account_actor(broker_id).tell(ReadBalance(broker_id, reply))
 
-                def refused(error: BaseException | None) -> None:
-                    reply(refusal if error is None else journal_unavailable())
+    def submit(self, message: Submit) -> None:
+        """A limit order goes to its broker's account actor (R1), which holds its funds
+        and forwards it; a market order to its symbol's actor, which holds its sweep."""
+        command: SubmitOrder = message.command
+        if command.type == LIMIT:
+            self._running().account_actor(command.broker_id).tell(message)
+        else:
+            self.symbol_actor(command.symbol).tell(message)
 
-                self.journal.append((answer,), refused)
-                return
-            ledger = Ledger(
-                command.broker_id, command.initial_cash, dict(command.holdings), self.clock.now()
-            )
-            balance = ledger.balance()
-            self._brokers[command.broker_id] = BrokerAccount(ledger)
-            self.known_symbols.update(symbol for symbol, _ in command.holdings)
-        recorded = [facts.broker_registered(command, balance.created_at)]
-        answer = keep.fact(balance) if keep is not None else None
-        if answer is not None:
-            recorded.append(answer)
-
-        def durable(error: BaseException | None) -> None:
-            reply(balance if error is None else journal_unavailable())
-
-        self.journal.append(recorded, durable)
+    def _running(self) -> Exchange:
+        if self._stopped or not self._accounts:
+            raise pykka.ActorDeadError("the exchange is not running")
+        return self
 
     # -- symbols -----------------------------------------------------------------
 

@@ -11,8 +11,9 @@ from typing import NamedTuple
 
 from miniexchange.actors.base import Reply
 from miniexchange.journal.facts import KeepAnswer
-from miniexchange.model.commands import SubmitOrder
+from miniexchange.model.commands import RegisterBroker, SubmitOrder
 from miniexchange.model.events import Event
+from miniexchange.model.ledger import LedgerChange
 
 # -- symbol actor -------------------------------------------------------------------
 
@@ -22,6 +23,19 @@ class Submit(NamedTuple):
     reply: Reply
     keep: KeepAnswer | None = None  # journal the answer with the facts (Idempotency-Key)
     request_id: str | None = None  # X-Request-Id (§6.2), carried to the webhook logs
+
+
+class Reserved(NamedTuple):
+    """From the broker's account actor (R1): the limit order's funds are held; match it."""
+
+    submit: Submit
+
+
+class ExpireThenCheck(NamedTuple):
+    """From R1, whose hold failed: expire the symbol's due orders, then send the order
+    back (`Recheck`) after their releases."""
+
+    submit: Submit
 
 
 class Cancel(NamedTuple):
@@ -51,6 +65,45 @@ class ReadQuote:
 @dataclass(frozen=True, slots=True)
 class ReadPrice:
     reply: Reply
+
+
+# -- account actors ------------------------------------------------------------------
+
+
+class Register(NamedTuple):
+    """Answers the first `Balance` once durable, or refuses `broker_already_exists`."""
+
+    command: RegisterBroker
+    reply: Reply
+    keep: KeepAnswer | None = None
+
+
+class ReadBalance(NamedTuple):
+    broker_id: str
+    reply: Reply
+
+
+class Recheck(NamedTuple):
+    """From a symbol actor, after `ExpireThenCheck`: the final funds check."""
+
+    submit: Submit
+
+
+class Hold(NamedTuple):
+    """Asked by a symbol actor for a market order: hold `cash` (a bid's sweep cost) or
+    `quantity` shares (an ask) for the pass; answers whether it could."""
+
+    broker_id: str
+    symbol: str
+    cash: int
+    quantity: int
+
+
+class Apply(NamedTuple):
+    """From a symbol actor once a step's facts are durable (R2): its changes to this
+    account actor's ledgers, in the order they happened."""
+
+    changes: tuple[LedgerChange, ...]
 
 
 # -- clock actor --------------------------------------------------------------------

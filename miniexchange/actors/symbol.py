@@ -1,13 +1,15 @@
-"""SymbolActor: the only writer of one symbol's book (contract §3.7).
+"""SymbolActor: the only writer of one symbol's book (contract §3.7), the "ME" stage.
 
 Each submission, cancellation and expiry is one message handled alone: the atomic
-unit. Inside it the actor reserves with the broker's account (synchronously, under
-that account's lock: see `actors.accounts`), runs the match loop and settles each
-broker's legs of the pass. What the step decided goes to the journal as facts; once
-they are durable (at once without persistence) the new order states are published,
-the webhook events leave and the requester gets its answer. The actor itself does not
-wait for the disk: it goes on with its next message, and group commit lets one disk
-sync cover many steps.
+unit. A limit order arrives with its funds already held by the broker's account actor
+(`Reserved`, see `actors.accounts`); a market order holds its exact sweep cost by the
+one blocking ask allowed, since the book must not move between the check and the pass.
+The step runs the match loop; what it decided goes to the journal as facts. Once they
+are durable (at once without persistence) the account actors are told the step's
+acceptances, settlements and releases (R2), the new order states are published, the
+webhook events leave and the requester gets its answer, in that order. The actor
+itself does not wait for the disk: it goes on with its next message, and group commit
+lets one disk sync cover many steps.
 """
 
 from __future__ import annotations
@@ -18,16 +20,20 @@ from dataclasses import dataclass, field
 
 import pykka
 
-from miniexchange.actors.accounts import Account
 from miniexchange.actors.base import DEFERRED, ExchangeActor, Reply
 from miniexchange.actors.market_data import MarketData
 from miniexchange.actors.messages import (
+    Apply,
     Cancel,
     ExpireDue,
+    ExpireThenCheck,
+    Hold,
     NextExpiry,
     ReadBook,
     ReadPrice,
     ReadQuote,
+    Recheck,
+    Reserved,
     Submit,
 )
 from miniexchange.actors.read_index import ReadIndex
@@ -37,12 +43,10 @@ from miniexchange.journal import facts
 from miniexchange.journal.store import Journal, MemoryJournal
 from miniexchange.metrics import Metrics
 from miniexchange.model.book import Level, OrderBook
-from miniexchange.model.commands import ASK, BID, LIMIT, MARKET, SubmitOrder
+from miniexchange.model.commands import ASK, BID, LIMIT, SubmitOrder
 from miniexchange.model.errors import (
     ExchangeError,
-    broker_not_found,
-    insufficient_balance,
-    insufficient_holdings,
+    insufficient_funds,
     journal_unavailable,
     no_liquidity,
     not_cancellable,
@@ -50,8 +54,14 @@ from miniexchange.model.errors import (
     validation_error,
 )
 from miniexchange.model.events import Event, OrderClosed, TradeExecuted
+from miniexchange.model.ledger import Accepted, LedgerChange, Released, Settled
 from miniexchange.model.orders import Order, Trade, new_order
-from miniexchange.model.settlement import cash_to_reserve, released_by, settlement_legs
+from miniexchange.model.settlement import (
+    cash_to_reserve,
+    limit_hold,
+    released_by,
+    settlement_legs,
+)
 from miniexchange.model.vwap import Price, TradeWindow
 
 EventSink = Callable[[list[Event]], None]
@@ -78,10 +88,11 @@ class Outcome:
     A plain slots class: one is made per step, and a dataclass with five
     `default_factory` fields costs twice as much to build."""
 
-    __slots__ = ("accepted", "changed", "events", "facts", "request_id", "trades")
+    __slots__ = ("accepted", "changed", "events", "facts", "ledgers", "request_id", "trades")
 
     def __init__(self, request_id: str | None = None) -> None:
         self.facts: list[facts.Fact] = []
+        self.ledgers: list[LedgerChange] = []  # told to the account actors (R2)
         self.changed: list[Order] = []
         self.accepted: Order | None = None
         self.events: list[Event] = []
@@ -100,7 +111,7 @@ class SymbolContext:
     clock: Clock
     ids: IdFactory
     read_index: ReadIndex
-    brokers: Callable[[str], Account | None]
+    accounts: Callable[[str], pykka.ActorRef]  # the broker's account actor
     vwap_window_us: int = 300_000_000
     journal: Journal = field(default_factory=MemoryJournal)
     clock_actor: pykka.ActorRef | None = None
@@ -154,6 +165,14 @@ class SymbolActor(ExchangeActor):
     # -- writes ------------------------------------------------------------------
 
     def _submit(self, message: Submit) -> object:
+        """A market order, straight from the HTTP layer: it holds its own funds."""
+        return self._step(message, held=False)
+
+    def _reserved(self, message: Reserved) -> object:
+        """A limit order whose funds R1 holds."""
+        return self._step(message.submit, held=True)
+
+    def _step(self, message: Submit, held: bool) -> object:
         now = self.context.clock.now()
         outcome = Outcome(request_id=message.request_id)
         self._expire_due(now, outcome)
@@ -162,49 +181,47 @@ class SymbolActor(ExchangeActor):
         try:
             answer = self._accept_and_match(command, now, outcome)
         except ExchangeError as refusal:
-            kept = keep.fact(refusal) if keep is not None and self._keeps_facts else None
-            if kept is None:
-                self._finish(outcome)  # what expired in this step
-                self.context.metrics.count_order(command.type, command.side, refusal.code)
-                raise
-            outcome.facts.append(kept)  # a kept 404/409: answered once journaled
+            if held:  # an order never created gives its hold back, at no time
+                cash, quantity = limit_hold(command)
+                outcome.ledgers.append(
+                    Released(command.broker_id, self.symbol, cash, quantity, None)
+                )
             answer = refusal
         except Exception:
             self._finish(outcome)
             raise
-        else:
-            if keep is not None and self._keeps_facts:
-                kept = keep.fact(answer)
-                if kept is not None:
-                    outcome.facts.append(kept)
+        if keep is not None and self._keeps_facts:
+            kept = keep.fact(answer)
+            if kept is not None:
+                outcome.facts.append(kept)
         self._finish(outcome, message.reply, answer, command)
         return DEFERRED
 
     def _accept_and_match(self, command: SubmitOrder, now: int, outcome: Outcome) -> Order:
         book = self.book
         context = self.context
-        if command.type == LIMIT and command.expires_at <= now:  # type: ignore[operator]
-            raise validation_error("expires_at must be a future timestamp")
-        broker = context.brokers(command.broker_id)
-        if broker is None:  # registration is permanent; the HTTP layer checked it
-            raise broker_not_found(command.broker_id)
-        if command.type == MARKET and not book.has_liquidity_for(command.side):
-            raise no_liquidity(self.symbol)
-        if command.side == BID:
-            if not broker.reserve_cash(cash_to_reserve(book, command), now):
-                raise insufficient_balance(command.broker_id)
-        elif not broker.reserve_shares(self.symbol, command.quantity, now):
-            raise insufficient_holdings(command.broker_id, self.symbol)
+        if command.type == LIMIT:
+            if command.expires_at <= now:  # type: ignore[operator]
+                raise validation_error("expires_at must be a future timestamp")
+        else:
+            if not book.has_liquidity_for(command.side):
+                raise no_liquidity(self.symbol)
+            cash = cash_to_reserve(book, command) if command.side == BID else 0
+            hold = Hold(command.broker_id, self.symbol, cash, command.quantity if not cash else 0)
+            if not context.accounts(command.broker_id).ask(hold):
+                raise insufficient_funds(command.broker_id, command.side, self.symbol)
         order = new_order(command, context.ids.order_id(), now)
         context.known_symbols.add(self.symbol)
         if self._keeps_facts:
             outcome.facts.append(facts.order_accepted(order))
+        ledgers = outcome.ledgers
+        ledgers.append(Accepted(command.broker_id, now))
         result = book.submit(order, now, context.ids.trade_id)
         for broker_id, legs in settlement_legs(result).items():
-            self._broker(broker_id).settle(self.symbol, tuple(legs), now)
+            ledgers.append(Settled(broker_id, self.symbol, tuple(legs), now))
         final = result.order
         if final.cancelled_quantity:  # a market order's IOC remainder
-            self._release(final, now)
+            self._release(final, now, outcome)
         orders = self.orders
         for fill in result.fills:
             trade = fill.trade
@@ -220,19 +237,31 @@ class SymbolActor(ExchangeActor):
         outcome.accepted = final
         return final
 
+    def _expire_then_check(self, message: ExpireThenCheck) -> None:
+        """R1 could not hold: expire what is due, then send the order back for the
+        final check, after the releases (one mailbox, FIFO)."""
+        outcome = Outcome()
+        self._expire_due(self.context.clock.now(), outcome)
+        submit = message.submit
+        account = self.context.accounts(submit.command.broker_id)
+        self._finish(outcome, then=lambda: account.tell(Recheck(submit)))
+
     def _cancel(self, message: Cancel) -> object:
         now = self.context.clock.now()
         outcome = Outcome(request_id=message.request_id)
         self._expire_due(now, outcome)
         cancelled = self.book.cancel(message.order_id, now)
-        if cancelled is None:
-            self._finish(outcome)
+        answer: Order | ExchangeError
+        if cancelled is None:  # answered after what expired in this step, like an order
             current = self.orders.get(message.order_id)
             if current is None:
-                raise order_not_found(message.order_id)
-            raise not_cancellable(current.order_id, current.status)
-        self._close(cancelled, now, outcome)
-        self._finish(outcome, message.reply, cancelled)
+                answer = order_not_found(message.order_id)
+            else:
+                answer = not_cancellable(current.order_id, current.status)
+        else:
+            self._close(cancelled, now, outcome)
+            answer = cancelled
+        self._finish(outcome, message.reply, answer)
         return DEFERRED
 
     def _expire(self, message: ExpireDue) -> None:
@@ -256,6 +285,8 @@ class SymbolActor(ExchangeActor):
 
     handlers = {  # noqa: RUF012
         Submit: _submit,
+        Reserved: _reserved,
+        ExpireThenCheck: _expire_then_check,
         Cancel: _cancel,
         ExpireDue: _expire,
         ReadBook: _read_book,
@@ -279,7 +310,7 @@ class SymbolActor(ExchangeActor):
 
     def _close(self, order: Order, now: int, outcome: Outcome) -> None:
         """A cancelled or expired order: release its reservation, record it."""
-        self._release(order, now)
+        self._release(order, now, outcome)
         self.orders[order.order_id] = order
         if self._keeps_facts:
             outcome.facts.append(facts.order_closed(order, now))
@@ -288,16 +319,10 @@ class SymbolActor(ExchangeActor):
         caused_by = outcome.request_id if order.expired_at is None else None
         outcome.events.append(OrderClosed(order, caused_by))
 
-    def _release(self, order: Order, now: int) -> None:
+    def _release(self, order: Order, now: int, outcome: Outcome) -> None:
         cash, shares = released_by(order)
         if cash or shares:
-            symbol = self.symbol if shares else ""
-            self._broker(order.broker_id).release(cash, symbol, shares, now)
-
-    def _broker(self, broker_id: str) -> Account:
-        broker = self.context.brokers(broker_id)
-        assert broker is not None, f"broker {broker_id} has orders but no account"
-        return broker
+            outcome.ledgers.append(Released(order.broker_id, self.symbol, cash, shares, now))
 
     def _finish(
         self,
@@ -305,18 +330,24 @@ class SymbolActor(ExchangeActor):
         reply: Reply | None = None,
         answer: object = None,
         submitted: SubmitOrder | None = None,
+        then: Callable[[], None] | None = None,
     ) -> None:
-        """End of the atomic step: journal the facts; once durable, publish the new
-        states, hand the events over, and answer (in that order: whatever a client
-        sends after the answer reaches the webhook dispatcher after these events, so
-        a subscription change it makes never applies to them, §4.5).
+        """End of the atomic step: journal the facts; once durable, tell the account
+        actors (R2), run `then`, publish the new states, hand the events over, and
+        answer. In that order: a request sent after the answer finds the ledgers
+        settled and reaches the webhook dispatcher after these events, so a
+        subscription change it makes never applies to them (§4.5). Nothing of the step
+        is visible to another actor before its facts are durable, so nothing durable
+        can rest on a fact the journal could still lose.
 
         `submitted`: the answer is a submission's, counted in
-        `miniexchange_orders_total` (§6.4) as it is given (the order, a kept refusal,
-        or journal_unavailable)."""
+        `miniexchange_orders_total` (§6.4) as it is given (the order, a refusal, or
+        journal_unavailable)."""
         next_expiry = self._announce_expiry()
         context = self.context
-        if not (outcome.facts or outcome.changed or outcome.accepted is not None):
+        if not (outcome.facts or outcome.changed or outcome.ledgers or outcome.accepted):
+            if then is not None:
+                then()
             if reply is not None:
                 if submitted is not None:
                     _count_answer(context.metrics, submitted, answer)
@@ -328,13 +359,20 @@ class SymbolActor(ExchangeActor):
         best_bid, best_ask = book.best_price(BID), book.best_price(ASK)
 
         def durable(error: BaseException | None) -> None:
-            if error is not None:
+            if error is not None:  # fail-stop: the step's changes reach nobody, but
+                # whoever waits is answered (an order sent back meets a 503 in turn)
+                if then is not None:
+                    then()
                 if reply is not None:
                     given = journal_unavailable()
                     if submitted is not None:
                         _count_answer(context.metrics, submitted, given)
                     reply(given)
                 return
+            if outcome.ledgers:
+                self._tell_accounts(outcome.ledgers)
+            if then is not None:
+                then()
             index = context.read_index
             for order in outcome.changed:
                 index.publish(order)
@@ -351,6 +389,19 @@ class SymbolActor(ExchangeActor):
                 reply(answer)
 
         context.journal.append(outcome.facts, durable)
+
+    def _tell_accounts(self, changes: list[LedgerChange]) -> None:
+        """One `Apply` per account actor involved, its changes in step order."""
+        accounts = self.context.accounts
+        first = accounts(changes[0].broker_id)
+        if all(accounts(change.broker_id) is first for change in changes):
+            first.tell(Apply(tuple(changes)))
+            return
+        by_actor: dict[pykka.ActorRef, list[LedgerChange]] = {}
+        for change in changes:
+            by_actor.setdefault(accounts(change.broker_id), []).append(change)
+        for actor, mine in by_actor.items():
+            actor.tell(Apply(tuple(mine)))
 
     def _announce_expiry(self) -> int | None:
         """Tell the clock actor when the book's earliest expiry changed; return it."""

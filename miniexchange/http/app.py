@@ -151,6 +151,7 @@ def create_app(
             journal=journal,
             deliveries=DeliveryPool(settings),
             metrics=metrics,
+            account_actors=settings.account_actors,
         )
     if sys.getrecursionlimit() < JSON_DEPTH_RECURSION_LIMIT:
         sys.setrecursionlimit(JSON_DEPTH_RECURSION_LIMIT)

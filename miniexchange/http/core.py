@@ -117,11 +117,10 @@ class BalanceResource(Resource):
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, broker_id: str
     ) -> None:
-        broker = self.exchange.broker(broker_id)
-        if broker is None:
-            raise broker_not_found(broker_id)
-        # The account's lock is held only for one ledger change: a read waits microseconds.
-        send_json(resp, 200, balance_json(broker.balance()))
+        # A message to the broker's account actor: it answers after every settlement
+        # told to it before, so the read follows every answered order (§3.7).
+        balance = await answer(lambda reply: self.exchange.read_balance(broker_id, reply))
+        send_json(resp, 200, balance_json(balance))
 
 
 class OrdersResource(Resource):
@@ -151,16 +150,14 @@ class OrdersResource(Resource):
     ) -> Any:
         command = validate_order(body, self.clock.now())
         exchange = self.exchange
-        if exchange.broker(command.broker_id) is None:
+        if not exchange.is_registered(command.broker_id):
             exchange.metrics.count_order(command.type, command.side, "broker_not_found")
             await self.idempotency.refuse(keep, broker_not_found(command.broker_id))
-        actor = exchange.existing_symbol_actor(command.symbol)
-        if actor is None:
-            if command.type == MARKET:  # no book yet: nothing to trade against
-                exchange.metrics.count_order(command.type, command.side, "no_liquidity")
-                await self.idempotency.refuse(keep, no_liquidity(command.symbol))
-            actor = exchange.symbol_actor(command.symbol)
-        return await call(actor, lambda reply: Submit(command, reply, keep, request_id))
+        if command.type == MARKET and exchange.existing_symbol_actor(command.symbol) is None:
+            # no book yet: nothing to trade against
+            exchange.metrics.count_order(command.type, command.side, "no_liquidity")
+            await self.idempotency.refuse(keep, no_liquidity(command.symbol))
+        return await answer(lambda reply: exchange.submit(Submit(command, reply, keep, request_id)))
 
 
 render_order = answer_or_refusal(lambda order: (201, order_json(order)))

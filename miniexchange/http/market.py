@@ -88,7 +88,7 @@ class BrokerOrdersResource(Resource):
     ) -> None:
         status, page, limit = validate_listing(parse_query(req.query_string))
         exchange = self.exchange
-        if exchange.broker(broker_id) is None:
+        if not exchange.is_registered(broker_id):
             raise broker_not_found(broker_id)
         index = exchange.read_index
         orders = [index.orders[order_id] for order_id in index.broker_order_ids(broker_id)]

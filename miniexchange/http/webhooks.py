@@ -67,7 +67,7 @@ class WebhooksResource(Resource):
 
     async def subscribe(self, body: dict[str, Any], keep: KeepAnswer | None) -> Upserted:
         broker_id, url, events = validate_webhook_subscription(body)
-        if self.exchange.broker(broker_id) is None:
+        if not self.exchange.is_registered(broker_id):
             await self.idempotency.refuse(keep, broker_not_found(broker_id))
         return await call(
             self.exchange.dispatcher, lambda reply: Subscribe(broker_id, url, events, reply, keep)
@@ -75,7 +75,7 @@ class WebhooksResource(Resource):
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         broker_id = validate_webhook_broker_query(parse_query(req.query_string))
-        if self.exchange.broker(broker_id) is None:
+        if not self.exchange.is_registered(broker_id):
             raise broker_not_found(broker_id)
         subscriptions = await call(
             self.exchange.dispatcher, lambda reply: ListWebhooks(broker_id, reply)

@@ -18,6 +18,7 @@ from miniexchange.journal.facts import decode
 from miniexchange.model.commands import ASK, BID, MARKET, SubmitOrder
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import CANCELLED, EXPIRED, Order, Trade, new_order
+from miniexchange.model.settlement import held_by
 
 
 @dataclass
@@ -96,13 +97,9 @@ def recover(journal_facts: Iterable[tuple[str, bytes]]) -> Recovered:
     for order_id, order in orders.items():
         if order.type == MARKET and order.remaining_quantity:  # its IOC remainder
             orders[order_id] = order.closed(CANCELLED, None, None)
-        elif order.is_active:
-            ledger = ledgers[order.broker_id]
-            if order.side == BID:
-                ledger.reserved_cash += order.price * order.remaining_quantity  # type: ignore[operator]
-            else:
-                reserved = ledger.reserved_shares
-                reserved[order.symbol] = reserved.get(order.symbol, 0) + order.remaining_quantity
+        elif order.is_active:  # what it holds now: what it held when the process stopped
+            cash, quantity = held_by(order)
+            ledgers[order.broker_id].restore_hold(order.symbol, cash, quantity)
     return state
 
 

@@ -60,6 +60,13 @@ def insufficient_holdings(broker_id: str, symbol: str) -> ExchangeError:
     )
 
 
+def insufficient_funds(broker_id: str, side: str, symbol: str) -> ExchangeError:
+    """The refusal of a hold: cash for a bid, shares of `symbol` for an ask."""
+    if side == "bid":
+        return insufficient_balance(broker_id)
+    return insufficient_holdings(broker_id, symbol)
+
+
 def not_cancellable(order_id: str, status: str) -> ExchangeError:
     """The 409 for cancelling an order in a terminal state (contract §2.5)."""
     if status == "filled":

@@ -53,10 +53,51 @@ class SettlementLeg(NamedTuple):
     release: int
 
 
+class Accepted(NamedTuple):
+    """R2: the broker's order was accepted at `at` (its hold, made before, stays)."""
+
+    broker_id: str
+    at: int
+
+
+class Settled(NamedTuple):
+    """R2: the broker's legs of one matching pass on `symbol`."""
+
+    broker_id: str
+    symbol: str
+    legs: tuple[SettlementLeg, ...]
+    at: int
+
+
+class Released(NamedTuple):
+    """R2: a hold given back. `at` is when an order ended (cancelled, expired, or a
+    market order's IOC remainder); None for a hold refused after it was made (an order
+    that was never created), which leaves `updated_at` alone."""
+
+    broker_id: str
+    symbol: str
+    cash: int
+    quantity: int
+    at: int | None
+
+
+LedgerChange = Accepted | Settled | Released
+"""What a matching step tells the account actors, in the order it happened."""
+
+
 class Ledger:
+    """One broker's ledger, owned by one account actor.
+
+    A hold (`hold_cash`, `hold_shares`) is made before an order exists and changes no
+    `updated_at`: the order's acceptance does (`Accepted`), as recovery rebuilds it.
+    Cash held is also counted per symbol, so the account actor can tell whether a
+    refused hold might succeed once that symbol's due orders are expired.
+    """
+
     __slots__ = (
         "broker_id",
         "cash",
+        "cash_held_on",
         "created_at",
         "holdings",
         "reserved_cash",
@@ -70,6 +111,7 @@ class Ledger:
         self.broker_id = broker_id
         self.cash = cash
         self.reserved_cash = 0
+        self.cash_held_on: dict[str, int] = {}  # symbol -> the part of reserved_cash
         self.holdings = {symbol: q for symbol, q in holdings.items() if q}
         self.reserved_shares: dict[str, int] = {}
         self.created_at = created_at
@@ -82,31 +124,38 @@ class Ledger:
     def available_shares(self, symbol: str) -> int:
         return self.holdings.get(symbol, 0) - self.reserved_shares.get(symbol, 0)
 
-    def reserve_cash(self, amount: int, now: int) -> bool:
+    def holds_on(self, symbol: str) -> bool:
+        """Whether anything is held for orders on `symbol` (some may be due)."""
+        return symbol in self.cash_held_on or symbol in self.reserved_shares
+
+    def hold_cash(self, symbol: str, amount: int) -> bool:
+        """Hold `amount` for an order on `symbol` if it is available; False: no change."""
         if amount > self.cash - self.reserved_cash:
             return False
         self.reserved_cash += amount
-        self.touch(now)
+        _add(self.cash_held_on, symbol, amount)
         return True
 
-    def reserve_shares(self, symbol: str, quantity: int, now: int) -> bool:
+    def hold_shares(self, symbol: str, quantity: int) -> bool:
         if quantity > self.available_shares(symbol):
             return False
-        self.reserved_shares[symbol] = self.reserved_shares.get(symbol, 0) + quantity
-        self.touch(now)
+        _add(self.reserved_shares, symbol, quantity)
         return True
 
-    def release_cash(self, amount: int, now: int) -> None:
-        self.reserved_cash -= amount
-        self.touch(now)
+    def restore_hold(self, symbol: str, cash: int, quantity: int) -> None:
+        """Recovery: an active order's reservation, as the journal says it was."""
+        self._shift_held(symbol, cash, quantity)
 
-    def release_shares(self, symbol: str, quantity: int, now: int) -> None:
-        reserved = self.reserved_shares[symbol] - quantity
-        if reserved:
-            self.reserved_shares[symbol] = reserved
-        else:
-            del self.reserved_shares[symbol]
-        self.touch(now)
+    def release(self, symbol: str, cash: int, quantity: int) -> None:
+        """Give back what an order held and no longer needs."""
+        self._shift_held(symbol, -cash, -quantity)
+
+    def _shift_held(self, symbol: str, cash: int, quantity: int) -> None:
+        if cash:
+            self.reserved_cash += cash
+            _add(self.cash_held_on, symbol, cash)
+        if quantity:
+            _add(self.reserved_shares, symbol, quantity)
 
     def settle(self, symbol: str, legs: tuple[SettlementLeg, ...], now: int) -> None:
         """Apply this broker's legs of the trades of one matching pass (§3.5)."""
@@ -115,20 +164,24 @@ class Ledger:
             if leg.side == BID:
                 self.cash -= leg.value
                 self.reserved_cash -= leg.release
+                _add(self.cash_held_on, symbol, -leg.release)
                 holdings[symbol] = holdings.get(symbol, 0) + leg.quantity
             else:
                 self.cash += leg.value
-                held = holdings[symbol] - leg.quantity
-                if held:
-                    holdings[symbol] = held
-                else:
-                    del holdings[symbol]
-                reserved = self.reserved_shares[symbol] - leg.quantity
-                if reserved:
-                    self.reserved_shares[symbol] = reserved
-                else:
-                    del self.reserved_shares[symbol]
+                _add(holdings, symbol, -leg.quantity)
+                _add(self.reserved_shares, symbol, -leg.quantity)
         self.touch(now)
+
+    def apply(self, change: LedgerChange) -> None:
+        """One change a matching step told (R2)."""
+        if type(change) is Settled:
+            self.settle(change.symbol, change.legs, change.at)
+        elif type(change) is Released:
+            self.release(change.symbol, change.cash, change.quantity)
+            if change.at is not None:
+                self.touch(change.at)
+        else:
+            self.touch(change.at)
 
     def balance(self) -> Balance:
         reserved = self.reserved_shares
@@ -147,8 +200,17 @@ class Ledger:
     def touch(self, now: int) -> None:
         """Record a change at `now`; also used by recovery to replay a fact's time.
 
-        The clock never goes backwards, but settlements from several symbol actors may
+        The clock never goes backwards, but changes told by several symbol actors may
         arrive out of their clock-reading order, so `updated_at` only moves forward.
         """
         if now > self.updated_at:
             self.updated_at = now
+
+
+def _add(counts: dict[str, int], symbol: str, delta: int) -> None:
+    """Add `delta` to a per-symbol count, dropping the symbol when it reaches zero."""
+    total = counts.get(symbol, 0) + delta
+    if total:
+        counts[symbol] = total
+    else:
+        counts.pop(symbol, None)

@@ -13,11 +13,19 @@ from miniexchange.model.ledger import SettlementLeg
 from miniexchange.model.orders import Order
 
 
+def limit_hold(command: SubmitOrder) -> tuple[int, int]:
+    """(cash, shares) a limit order holds from R1 on: its value at its own price for a
+    bid (§2.2), its quantity for an ask."""
+    if command.side == BID:
+        return command.price * command.quantity, 0  # type: ignore[operator]
+    return 0, command.quantity
+
+
 def cash_to_reserve(book: OrderBook, command: SubmitOrder) -> int:
     """Cash a bid must hold while it matches or rests: its limit value, or for a market
     bid the exact cost of sweeping the current book (§4.6)."""
     if command.type == LIMIT:
-        return command.price * command.quantity  # type: ignore[operator]
+        return limit_hold(command)[0]
     return sum(level.price * level.quantity for level in book.sweep(BID, command.quantity))
 
 
@@ -37,6 +45,13 @@ def settlement_legs(result: MatchResult) -> dict[str, list[SettlementLeg]]:
             SettlementLeg(ASK, trade.quantity, value, 0)
         )
     return legs
+
+
+def held_by(order: Order) -> tuple[int, int]:
+    """(cash, shares) an active limit order holds: its unfilled part's reservation."""
+    if order.side == BID:
+        return order.price * order.remaining_quantity, 0  # type: ignore[operator]
+    return 0, order.remaining_quantity
 
 
 def released_by(order: Order) -> tuple[int, int]:

@@ -1,196 +1,318 @@
-"""BrokerAccount alone: reservations on available amounts, releases, settlements, reads,
-and atomic check-and-reserve when many symbol actors' threads reserve at once."""
+"""AccountActor alone: registration, balance reads, R1 (hold and forward), the market
+hold asked by a symbol actor, and R2 (the changes a step tells). The symbol actors it
+forwards to are recording actors; the journal records in memory."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import pykka
 import pytest
 
-from miniexchange.actors.accounts import BrokerAccount
-from miniexchange.model.commands import ASK, BID
-from miniexchange.model.ledger import Balance, Holding, Ledger, SettlementLeg
-from miniexchange.testing import ManualClock
-from tests.actors.conftest import SECOND, T0
+from miniexchange.actors.accounts import AccountActor, account_index
+from miniexchange.actors.messages import (
+    Apply,
+    ExpireThenCheck,
+    Hold,
+    ReadBalance,
+    Recheck,
+    Register,
+    Reserved,
+    Submit,
+)
+from miniexchange.journal import facts
+from miniexchange.journal.facts import Fact, KeepAnswer
+from miniexchange.journal.store import Durable, MemoryJournal
+from miniexchange.metrics import Metrics
+from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
+from miniexchange.model.errors import ExchangeError
+from miniexchange.model.ledger import (
+    Accepted,
+    Balance,
+    Holding,
+    Released,
+    Settled,
+    SettlementLeg,
+)
+from miniexchange.testing import ManualClock, Replies
+from tests.actors.conftest import SECOND, T0, WAIT_S, RecordingActor, recorded
 
 CASH = 10_000_000  # 100000.00, the contract's worked example (§3.5)
+E1 = T0 + 3600 * SECOND
+
+
+class RecordingJournal(MemoryJournal):
+    """Durable at once, keeping what it is given in append order."""
+
+    keeps_facts = True
+
+    def __init__(self) -> None:
+        self.recorded: list[Fact] = []
+
+    def append(self, new: Sequence[Fact], done: Durable) -> None:
+        self.recorded.extend(new)
+        done(None)
+
+
+@dataclass
+class Desk:
+    """One account actor and what it talks to."""
+
+    actor: pykka.ActorRef[Any]
+    journal: RecordingJournal
+    symbols: dict[str, pykka.ActorRef[Any]]
+    registered: set[str]
+    known: set[str]
+    metrics: Metrics
+
+    def ask(self, message_for: Any) -> Any:
+        replies = Replies()
+        self.actor.tell(message_for(replies))
+        return replies.get(timeout=WAIT_S)
+
+    def register(self, broker_id: str, cash: int = CASH, **holdings: int) -> Any:
+        command = RegisterBroker(broker_id, cash, tuple(sorted(holdings.items())))
+        return self.ask(lambda reply: Register(command, reply))
+
+    def balance(self, broker_id: str) -> Any:
+        return self.ask(lambda reply: ReadBalance(broker_id, reply))
+
+    def forwarded(self, symbol: str) -> list[Any]:
+        """What reached the symbol's (recording) actor; every tell before a reply that
+        came after it is there (a mailbox is FIFO, and each forward precedes it)."""
+        self.balance("nobody")  # wait until the account actor handled what came before
+        return recorded(self.symbols[symbol]) if symbol in self.symbols else []
 
 
 @pytest.fixture
-def broker(clock: ManualClock) -> BrokerAccount:
-    return BrokerAccount(Ledger("broker-1", CASH, {"AAPL": 100, "GOOG": 20}, clock.now()))
+def desk(clock: ManualClock) -> Iterator[Desk]:
+    symbols: dict[str, pykka.ActorRef[Any]] = {}
+
+    def symbol_actor(symbol: str) -> pykka.ActorRef[Any]:
+        if symbol not in symbols:
+            symbols[symbol] = RecordingActor.start()
+        return symbols[symbol]
+
+    journal = RecordingJournal()
+    registered: set[str] = set()
+    known: set[str] = set()
+    metrics = Metrics()
+    actor = AccountActor.start(clock, journal, symbol_actor, registered, known, metrics)
+    yield Desk(actor, journal, symbols, registered, known, metrics)
 
 
-def balance(broker: BrokerAccount) -> Balance:
-    return broker.balance()
+def limit(side: str, price: int, quantity: int, broker_id: str = "B") -> SubmitOrder:
+    return SubmitOrder(LIMIT, broker_id, "12345678900", side, "AAPL", quantity, price, E1)
 
 
-def test_a_fresh_broker_reads_its_registration(broker: BrokerAccount) -> None:
-    assert balance(broker) == Balance(
-        "broker-1",
-        CASH,
+def refused(answer: Any) -> tuple[str, str]:
+    assert isinstance(answer, ExchangeError), answer
+    return answer.code, answer.message
+
+
+# -- registration and reads ---------------------------------------------------------
+
+
+def test_registration_answers_the_first_balance_once_journaled(desk: Desk) -> None:
+    answer = desk.register("B", CASH, GOOG=20, AAPL=100)
+
+    assert answer == Balance(
+        "B", CASH, 0, (Holding("AAPL", 100, 0), Holding("GOOG", 20, 0)), T0, T0
+    )
+    command = RegisterBroker("B", CASH, (("AAPL", 100), ("GOOG", 20)))
+    assert desk.journal.recorded == [facts.broker_registered(command, T0)]
+    # published before the answer: the HTTP layer checks existence without a hop
+    assert desk.registered == {"B"}
+    assert desk.known == {"AAPL", "GOOG"}
+    assert desk.balance("B") == answer
+
+
+def test_registering_twice_is_refused_and_changes_nothing(desk: Desk, clock: ManualClock) -> None:
+    first = desk.register("B", CASH, AAPL=5)
+    clock.advance(seconds=1)
+    assert refused(desk.register("B", 1, MSFT=1)) == (
+        "broker_already_exists",
+        "Broker B is already registered",
+    )
+    assert desk.balance("B") == first
+    assert desk.known == {"AAPL"}
+    assert len(desk.journal.recorded) == 1
+
+
+def test_a_kept_refusal_is_journaled_before_it_is_answered(desk: Desk) -> None:
+    desk.register("B")
+    keep = KeepAnswer("/brokers", "key-1", b"fp", T0, lambda outcome: (409, b"{}"))
+    command = RegisterBroker("B", 1, ())
+    assert refused(desk.ask(lambda reply: Register(command, reply, keep)))[0] == (
+        "broker_already_exists"
+    )
+    assert [kind for kind, _ in desk.journal.recorded] == [
+        facts.BROKER_REGISTERED,
+        facts.IDEMPOTENT_ANSWER,
+    ]
+
+
+def test_an_unknown_broker_has_no_balance(desk: Desk) -> None:
+    assert refused(desk.balance("ghost")) == ("broker_not_found", "Broker ghost does not exist")
+
+
+# -- R1: hold, then forward -----------------------------------------------------------
+
+
+def test_a_limit_bid_holds_its_value_and_goes_on_to_its_symbol(
+    desk: Desk, clock: ManualClock
+) -> None:
+    desk.register("B")
+    clock.advance(seconds=5)
+    submit = Submit(limit(BID, 150_00, 100), Replies())
+    desk.actor.tell(submit)
+
+    assert desk.forwarded("AAPL") == [Reserved(submit)]
+    balance = desk.balance("B")
+    assert (balance.reserved_cash, balance.available_cash) == (1_500_000, CASH - 1_500_000)
+    assert balance.updated_at == T0  # a hold is no change of record: the acceptance is
+
+
+def test_a_limit_ask_holds_its_shares(desk: Desk) -> None:
+    desk.register("S", 0, AAPL=60)
+    submit = Submit(limit(ASK, 148_00, 60, "S"), Replies())
+    desk.actor.tell(submit)
+
+    assert desk.forwarded("AAPL") == [Reserved(submit)]
+    assert desk.balance("S").holdings == (Holding("AAPL", 60, 60),)
+
+
+def test_without_funds_and_nothing_held_on_the_symbol_r1_refuses(desk: Desk) -> None:
+    desk.register("B", 1_000, GOOG=5)
+    assert refused(desk.ask(lambda reply: Submit(limit(BID, 10_01, 1), reply))) == (
+        "insufficient_balance",
+        "Broker B has insufficient available cash for this order",
+    )
+    assert refused(desk.ask(lambda reply: Submit(limit(ASK, 1_00, 1), reply))) == (
+        "insufficient_holdings",
+        "Broker B has insufficient available quantity of AAPL for this order",
+    )
+    assert desk.forwarded("AAPL") == []
+    assert desk.balance("B").reserved_cash == 0
+
+
+def test_a_failed_hold_with_holds_on_the_symbol_expires_first_then_checks_once(
+    desk: Desk,
+) -> None:
+    """Some of what the broker holds on AAPL may be due: the symbol actor expires its
+    due orders, tells their releases, and sends the order back for the final check."""
+    desk.register("B", 1_000_000)
+    first = Submit(limit(BID, 100_00, 100), Replies())  # holds all the cash
+    desk.actor.tell(first)
+    second = Submit(limit(BID, 50_00, 100), Replies())
+    desk.actor.tell(second)
+    assert desk.forwarded("AAPL") == [Reserved(first), ExpireThenCheck(second)]
+
+    # The symbol actor expired the first order: its release, then the order, come back.
+    desk.actor.tell(Apply((Released("B", "AAPL", 1_000_000, 0, E1),)))
+    desk.actor.tell(Recheck(second))
+    assert desk.forwarded("AAPL") == [Reserved(first), ExpireThenCheck(second), Reserved(second)]
+    balance = desk.balance("B")
+    assert (balance.reserved_cash, balance.updated_at) == (500_000, E1)
+
+    # A recheck that still fails is final: refused, never sent round again.
+    third = Replies()
+    desk.actor.tell(Recheck(Submit(limit(BID, 50_01, 100), third)))
+    assert refused(third.get(timeout=WAIT_S))[0] == "insufficient_balance"
+    assert len(desk.forwarded("AAPL")) == 3
+
+
+def test_r1_refusals_are_counted(desk: Desk) -> None:
+    desk.register("B", 0)
+    desk.ask(lambda reply: Submit(limit(BID, 1_00, 1), reply))
+    assert (
+        desk.metrics.registry.get_sample_value(
+            "miniexchange_orders_total",
+            {"type": "limit", "side": "bid", "outcome": "insufficient_balance"},
+        )
+        == 1
+    )
+
+
+# -- the market hold a symbol actor asks ----------------------------------------------
+
+
+def test_a_market_hold_answers_whether_it_could(desk: Desk) -> None:
+    desk.register("B", 1_486_000, AAPL=10)
+    assert desk.actor.ask(Hold("B", "AAPL", 1_486_001, 0), timeout=WAIT_S) is False
+    assert desk.actor.ask(Hold("B", "AAPL", 1_486_000, 0), timeout=WAIT_S) is True
+    assert desk.actor.ask(Hold("B", "AAPL", 0, 11), timeout=WAIT_S) is False
+    assert desk.actor.ask(Hold("B", "AAPL", 0, 10), timeout=WAIT_S) is True
+    balance = desk.balance("B")
+    assert (balance.reserved_cash, balance.holdings) == (1_486_000, (Holding("AAPL", 10, 10),))
+    with pytest.raises(ExchangeError, match="Broker ghost does not exist"):
+        desk.actor.ask(Hold("ghost", "AAPL", 1, 0), timeout=WAIT_S)
+
+
+# -- R2: what a step tells --------------------------------------------------------------
+
+
+def test_the_worked_example_settles_as_told(desk: Desk) -> None:
+    """§3.5: B bids 100 @ 150.00 (held by R1), 60 fill @ 148.00 against S."""
+    desk.register("B", CASH)
+    desk.register("S", 0, AAPL=60)
+    desk.actor.tell(Submit(limit(ASK, 148_00, 60, "S"), Replies()))
+    desk.actor.tell(Submit(limit(BID, 150_00, 100), Replies()))
+    t1 = T0 + SECOND
+    desk.actor.tell(
+        Apply(
+            (
+                Accepted("S", T0),
+                Accepted("B", t1),
+                Settled("B", "AAPL", (SettlementLeg(BID, 60, 888_000, 900_000),), t1),
+                Settled("S", "AAPL", (SettlementLeg(ASK, 60, 888_000, 0),), t1),
+            )
+        )
+    )
+    assert desk.balance("B") == Balance("B", 9_112_000, 600_000, (Holding("AAPL", 60, 0),), T0, t1)
+    assert desk.balance("S") == Balance("S", 888_000, 0, (), T0, t1)
+
+
+def test_updated_at_follows_the_told_times_and_never_goes_back(desk: Desk) -> None:
+    desk.register("B", CASH, AAPL=10)
+    desk.actor.ask(Hold("B", "AAPL", 0, 10), timeout=WAIT_S)
+    desk.actor.tell(Apply((Accepted("B", T0 + 5 * SECOND),)))
+    # another symbol's earlier step arrives late: no step back
+    desk.actor.tell(Apply((Released("B", "AAPL", 0, 4, T0 + 3 * SECOND),)))
+    balance = desk.balance("B")
+    assert (balance.holdings, balance.updated_at) == (
+        (Holding("AAPL", 10, 6),),
+        T0 + 5 * SECOND,
+    )
+    # a hold given back for an order never created carries no time
+    desk.actor.tell(Apply((Released("B", "AAPL", 0, 6, None),)))
+    balance = desk.balance("B")
+    assert (balance.holdings, balance.updated_at) == ((Holding("AAPL", 10, 0),), T0 + 5 * SECOND)
+
+
+# -- sharding --------------------------------------------------------------------------
+
+
+def test_account_index_is_a_stable_hash_of_the_broker_id() -> None:
+    """The same broker goes to the same actor in every process (not Python's salted
+    hash): CRC-32 of the UTF-8 id, modulo the count."""
+    # CRC-32: alice 0x278ebc47, bob 0xf5cbb140, carol 0x6a3e8cc3, dave 0x98a855f8
+    assert [account_index(broker, 4) for broker in ("alice", "bob", "carol", "dave")] == [
+        3,
         0,
-        (Holding("AAPL", 100, 0), Holding("GOOG", 20, 0)),
-        created_at=T0,
-        updated_at=T0,
-    )
+        3,
+        0,
+    ]
+    assert {account_index(f"b{n}", 3) for n in range(100)} == {0, 1, 2}
 
 
-def test_reserve_cash_is_checked_against_available_cash(
-    broker: BrokerAccount, clock: ManualClock
-) -> None:
-    assert broker.reserve_cash(6_000_000, clock.now()) is True
-    # 4_000_001 is less than the total cash but more than what is available.
-    assert broker.reserve_cash(4_000_001, clock.now()) is False
-    assert broker.reserve_cash(4_000_000, clock.now()) is True
-    assert broker.reserve_cash(1, clock.now()) is False
-    read = balance(broker)
-    assert (read.cash_balance, read.reserved_cash, read.available_cash) == (CASH, CASH, 0)
-
-
-def test_reserve_shares_is_checked_against_available_quantity(
-    broker: BrokerAccount, clock: ManualClock
-) -> None:
-    assert broker.reserve_shares("AAPL", 70, clock.now()) is True
-    assert broker.reserve_shares("AAPL", 31, clock.now()) is False
-    assert broker.reserve_shares("AAPL", 30, clock.now()) is True
-    assert broker.reserve_shares("AAPL", 1, clock.now()) is False
-    assert broker.reserve_shares("GOOG", 21, clock.now()) is False
-    assert broker.reserve_shares("MSFT", 1, clock.now()) is False  # never held
-    assert balance(broker).holdings == (Holding("AAPL", 100, 100), Holding("GOOG", 20, 0))
-
-
-def test_release_gives_back_cash_and_shares(broker: BrokerAccount, clock: ManualClock) -> None:
-    broker.reserve_cash(1_500_000, clock.now())
-    broker.reserve_shares("AAPL", 40, clock.now())
-    broker.release(900_000, "", 0, clock.now())
-    broker.release(0, "AAPL", 15, clock.now())
-    read = balance(broker)
-    assert (read.cash_balance, read.reserved_cash, read.available_cash) == (
-        CASH,
-        600_000,
-        CASH - 600_000,
-    )
-    assert read.holdings == (Holding("AAPL", 100, 25), Holding("GOOG", 20, 0))
-    broker.release(600_000, "AAPL", 25, clock.now())
-    read = balance(broker)
-    assert read.reserved_cash == 0
-    assert read.holdings == (Holding("AAPL", 100, 0), Holding("GOOG", 20, 0))
-
-
-def test_a_buy_settles_as_in_the_worked_example(broker: BrokerAccount, clock: ManualClock) -> None:
-    """§3.5: 100 @ 150.00 reserved, 60 filled @ 148.00."""
-    broker.reserve_cash(1_500_000, clock.now())
-    broker.settle("MSFT", (SettlementLeg(BID, 60, 888_000, 900_000),), clock.now())
-    read = balance(broker)
-    assert read.cash_balance == 9_112_000
-    assert read.reserved_cash == 600_000
-    assert read.available_cash == 8_512_000
-    # A bought symbol appears, in symbol order.
-    assert read.holdings == (
-        Holding("AAPL", 100, 0),
-        Holding("GOOG", 20, 0),
-        Holding("MSFT", 60, 0),
-    )
-
-
-def test_a_sale_settles_and_a_sold_out_symbol_disappears(
-    broker: BrokerAccount, clock: ManualClock
-) -> None:
-    broker.reserve_shares("GOOG", 20, clock.now())
-    broker.reserve_shares("AAPL", 50, clock.now())
-    legs = (SettlementLeg(ASK, 5, 50_000, 0), SettlementLeg(ASK, 15, 147_000, 0))
-    broker.settle("GOOG", legs, clock.now())
-    broker.settle("AAPL", (SettlementLeg(ASK, 30, 444_000, 0),), clock.now())
-    read = balance(broker)
-    assert read.cash_balance == CASH + 50_000 + 147_000 + 444_000
-    assert read.reserved_cash == 0
-    assert read.holdings == (Holding("AAPL", 70, 20),)
-
-
-def test_a_self_trade_nets_cash_to_zero(broker: BrokerAccount, clock: ManualClock) -> None:
-    broker.reserve_shares("AAPL", 10, clock.now())
-    broker.reserve_cash(100_000, clock.now())
-    legs = (SettlementLeg(BID, 10, 100_000, 100_000), SettlementLeg(ASK, 10, 100_000, 0))
-    broker.settle("AAPL", legs, clock.now())
-    read = balance(broker)
-    assert (read.cash_balance, read.reserved_cash) == (CASH, 0)
-    assert read.holdings == (Holding("AAPL", 100, 0), Holding("GOOG", 20, 0))
-
-
-def test_updated_at_moves_with_the_clock_on_every_change_only(
-    broker: BrokerAccount, clock: ManualClock
-) -> None:
-    t1 = clock.advance(seconds=1)
-    assert broker.reserve_cash(1_500_000, clock.now()) is True
-    assert balance(broker).updated_at == t1
-
-    clock.advance(seconds=1)
-    assert broker.reserve_cash(CASH, clock.now()) is False  # refused: no change
-    assert broker.reserve_shares("AAPL", 101, clock.now()) is False
-    assert balance(broker).updated_at == t1
-
-    t3 = clock.advance(seconds=1)
-    assert broker.reserve_shares("AAPL", 10, clock.now()) is True
-    assert balance(broker).updated_at == t3
-
-    t4 = clock.advance(seconds=1)
-    broker.settle("AAPL", (SettlementLeg(BID, 60, 888_000, 900_000),), clock.now())
-    assert balance(broker).updated_at == t4
-
-    t5 = clock.advance(seconds=1)
-    broker.release(600_000, "", 0, clock.now())
-    assert balance(broker).updated_at == t5
-
-    t6 = clock.advance(seconds=1)
-    broker.release(0, "AAPL", 10, clock.now())
-    read = balance(broker)
-    assert read.updated_at == t6 == T0 + 6 * SECOND
-    assert read.created_at == T0
-
-    clock.advance(seconds=1)
-    assert balance(broker).updated_at == t6  # reading changes nothing
-
-
-def test_updated_at_is_the_time_of_the_step_that_made_the_change(
-    broker: BrokerAccount, clock: ManualClock
-) -> None:
-    """A symbol actor stamps each change with its step's clock reading (`at`)."""
-    clock.advance(seconds=10)
-    assert broker.reserve_cash(1_500_000, T0 + 3 * SECOND) is True
-    assert balance(broker).updated_at == T0 + 3 * SECOND
-
-    broker.settle("AAPL", (SettlementLeg(BID, 60, 888_000, 900_000),), T0 + 5 * SECOND)
-    assert balance(broker).updated_at == T0 + 5 * SECOND
-
-    # A change from another symbol's earlier step comes late: updated_at never goes back.
-    broker.release(600_000, "", 0, T0 + 4 * SECOND)
-    read = balance(broker)
-    assert (read.reserved_cash, read.updated_at) == (0, T0 + 5 * SECOND)
-
-    assert broker.reserve_shares("AAPL", 1, T0 + 6 * SECOND) is True
-    assert balance(broker).updated_at == T0 + 6 * SECOND
-
-
-def test_concurrent_reservations_never_hold_more_than_is_available(
-    broker: BrokerAccount, clock: ManualClock
-) -> None:
-    """Check-and-reserve is atomic: 8 threads race 16,000 reservations of 10.00 for the
-    100000.00 of cash: exactly the 10,000 that fit succeed."""
-    now = clock.now()
-    granted: list[bool] = []
-    start = threading.Barrier(8)
-
-    def reserve() -> None:
-        start.wait()
-        mine = [broker.reserve_cash(1_000, now) for _ in range(2_000)]
-        granted.extend(mine)
-
-    threads = [threading.Thread(target=reserve) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert granted.count(True) == CASH // 1_000 == 10_000
-    read = balance(broker)
-    assert (read.reserved_cash, read.available_cash) == (CASH, 0)
+def test_ten_thousand_brokers_cost_no_thread(desk: Desk) -> None:
+    threads_before = threading.active_count()
+    for n in range(10_000):
+        desk.actor.tell(Register(RegisterBroker(f"b{n}", n, ()), lambda answer: None))
+    assert desk.balance("b9999").cash_balance == 9_999
+    assert len(desk.registered) == 10_000
+    assert threading.active_count() == threads_before

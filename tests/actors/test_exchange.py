@@ -10,6 +10,7 @@ from typing import Any
 import pykka
 import pytest
 
+from miniexchange.actors.accounts import AccountActor
 from miniexchange.actors.clock import ClockActor
 from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Cancel, Submit, Tick
@@ -19,7 +20,7 @@ from miniexchange.model.errors import ExchangeError
 from miniexchange.model.events import Event, OrderClosed
 from miniexchange.model.ledger import Balance, Holding
 from miniexchange.model.orders import EXPIRED, FILLED, PARTIALLY_FILLED, PENDING, Order
-from miniexchange.testing import ManualClock, Replies, SequentialIds
+from miniexchange.testing import ManualClock, Replies, SequentialIds, read_balance
 from tests.actors.conftest import SECOND, T0, WAIT_S, oid
 
 E1 = T0 + 3600 * SECOND
@@ -41,6 +42,8 @@ def register(exchange: Exchange, broker_id: str, cash: int = 0, **holdings: int)
         RegisterBroker(broker_id, cash, tuple(sorted(holdings.items()))), replies
     )
     answer = replies.get(timeout=WAIT_S)
+    if isinstance(answer, ExchangeError):
+        raise answer
     assert isinstance(answer, Balance), answer
     return answer
 
@@ -56,15 +59,17 @@ def ask_actor(actor: pykka.ActorRef[Any], message_for: Any) -> Any:
 
 
 def submit(exchange: Exchange, command: SubmitOrder) -> Order:
-    answer = ask_actor(exchange.symbol_actor(command.symbol), lambda r: Submit(command, r))
+    replies = Replies()
+    exchange.submit(Submit(command, replies))
+    answer = replies.get(timeout=WAIT_S)
     assert isinstance(answer, Order), answer
     return answer
 
 
 def balance(exchange: Exchange, broker_id: str) -> Balance:
-    broker = exchange.broker(broker_id)
-    assert broker is not None
-    return broker.balance()
+    read = read_balance(exchange, broker_id, WAIT_S)
+    assert read is not None
+    return read
 
 
 # -- brokers --------------------------------------------------------------------------
@@ -81,14 +86,15 @@ def test_registration_answers_the_first_balance(exchange: Exchange) -> None:
         updated_at=T0,
     )
     assert balance(exchange, "broker-1") == registered
-    assert exchange.broker("broker-2") is None
+    assert exchange.is_registered("broker-1")
+    assert read_balance(exchange, "broker-2") is None
+    assert not exchange.is_registered("broker-2")
 
 
 def test_registering_twice_is_refused_and_leaves_the_broker_untouched(
     exchange: Exchange, clock: ManualClock
 ) -> None:
     registered = register(exchange, "broker-1", 10_000_000, AAPL=5)
-    first_account = exchange.broker("broker-1")
     clock.advance(seconds=1)
     with pytest.raises(ExchangeError) as refused:
         register(exchange, "broker-1", 1, MSFT=1)
@@ -96,7 +102,6 @@ def test_registering_twice_is_refused_and_leaves_the_broker_untouched(
         "broker_already_exists",
         "Broker broker-1 is already registered",
     )
-    assert exchange.broker("broker-1") is first_account
     assert balance(exchange, "broker-1") == registered
     assert exchange.known_symbols == {"AAPL"}
 
@@ -236,12 +241,26 @@ def test_stop_stops_every_actor(exchange: Exchange) -> None:
         exchange.symbol_actor("GOOG")
 
 
+def test_ten_thousand_brokers_share_the_account_actors_and_cost_no_thread(
+    exchange: Exchange,
+) -> None:
+    threads = threading.active_count()
+    replies = Replies()
+    for n in range(10_000):
+        exchange.register_broker(RegisterBroker(f"b{n}", n, ()), replies)
+    answers = [replies.get(timeout=WAIT_S) for _ in range(10_000)]
+    assert sorted(answer.cash_balance for answer in answers) == list(range(10_000))
+    assert threading.active_count() == threads
+    assert len(pykka.ActorRegistry.get_by_class(AccountActor)) == 2
+    assert balance(exchange, "b7777").cash_balance == 7_777
+
+
 def test_registering_after_stop_is_refused(exchange: Exchange) -> None:
     """A registration that races shutdown must not land after the journal closed."""
     exchange.stop()
     with pytest.raises(pykka.ActorDeadError):
         register(exchange, "late", 100)
-    assert exchange.broker("late") is None
+    assert not exchange.is_registered("late")
     assert pykka.ActorRegistry.get_all() == []
 
 
@@ -271,12 +290,13 @@ def test_a_submission_handled_while_stopping_still_answers_its_order(
     register(exchange, "B", 10_000_000)
     register(exchange, "S", 0, AAPL=60)
     submit(exchange, limit(ASK, 148_00, 60, "S"))
-    actor = exchange.symbol_actor("AAPL")
     crossing, resting = Replies(), Replies()
     try:
-        actor.tell(Submit(limit(BID, 148_00, 60, "B"), crossing))  # trades: the gate holds it
+        exchange.submit(Submit(limit(BID, 148_00, 60, "B"), crossing))  # the gate holds it
         assert gate.entered.wait(timeout=WAIT_S)
-        actor.tell(Submit(limit(BID, 140_00, 10, "B"), resting))  # will rest: a new expiry
+        exchange.submit(Submit(limit(BID, 140_00, 10, "B"), resting))  # will rest
+        # R1 forwarded it to the symbol's mailbox before it answers a later read
+        assert read_balance(exchange, "B") is not None
         stopping = threading.Thread(target=exchange.stop)
         stopping.start()
         assert exchange.clock_actor is not None

@@ -1,11 +1,15 @@
-"""SymbolActor alone: fake brokers, a recording clock actor, a real ReadIndex, a manual clock.
+"""SymbolActor alone: a fake account actor, a recording clock actor, a real ReadIndex, a
+manual clock.
 
-Each test asserts the exact changes asked of every fake broker account, the reply, the published
-order states, the events handed over and the `NextExpiry` announcements.
+Each test asserts the exact holds asked of and changes told to every broker's (fake) account
+actor, the reply, the published order states, the events handed over and the `NextExpiry`
+announcements. A limit order arrives as R1 sends it, its funds already held (`Reserved`); a
+market order arrives straight (`Submit`) and holds its own sweep cost (`Hold`).
 """
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +20,11 @@ import pytest
 from miniexchange.actors.messages import (
     Cancel,
     ExpireDue,
+    ExpireThenCheck,
     NextExpiry,
     ReadBook,
+    Recheck,
+    Reserved,
     Submit,
 )
 from miniexchange.actors.read_index import ReadIndex
@@ -39,7 +46,8 @@ from miniexchange.model.orders import (
     Trade,
 )
 from miniexchange.testing import (
-    FakeBrokerAccount,
+    Accept,
+    FakeAccountActor,
     ManualClock,
     Release,
     Replies,
@@ -67,6 +75,22 @@ def market(side: str, quantity: int, broker_id: str) -> SubmitOrder:
     return SubmitOrder(MARKET, broker_id, DOC, side, SYMBOL, quantity)
 
 
+class OrderedFakeAccountActor(FakeAccountActor):
+    """A `FakeAccountActor` that also notes, at each `Recheck`, every broker's records as
+    they stood when it arrived: what was told to the account actor before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.before_recheck: list[dict[str, list[Any]]] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Recheck):
+            self.before_recheck.append(
+                {broker_id: list(records) for broker_id, records in self.changes.items()}
+            )
+        return super().on_receive(message)
+
+
 @dataclass
 class Venue:
     """One symbol actor and everything it talks to."""
@@ -76,13 +100,14 @@ class Venue:
     context: SymbolContext
     actor: pykka.ActorRef[Any]
     clock_actor: pykka.ActorRef[Any]
-    brokers: dict[str, FakeBrokerAccount]
+    accounts: pykka.ActorRef[OrderedFakeAccountActor]  # every broker's account actor
     batches: list[list[Event]] = field(default_factory=list)
 
     def add_broker(self, broker_id: str, *, reserve: bool = True) -> None:
-        self.brokers[broker_id] = FakeBrokerAccount(reserve=reserve)
+        """A broker the fake account actor knows; `reserve=False`: its holds are refused."""
+        self.accounts.proxy().add_broker(broker_id, reserve).get(timeout=WAIT_S)
 
-    def answer(self, message: Submit | Cancel, replies: Replies) -> Any:
+    def answer(self, message: Submit | Reserved | Cancel, replies: Replies) -> Any:
         self.actor.tell(message)
         answer = replies.get(timeout=WAIT_S)
         self.settle_down()
@@ -92,13 +117,13 @@ class Venue:
 
     def submit(self, command: SubmitOrder) -> Order:
         replies = Replies()
-        answer = self.answer(Submit(command, replies), replies)
+        answer = self.answer(arriving(command, replies), replies)
         assert isinstance(answer, Order), answer
         return answer
 
     def refuse(self, command: SubmitOrder) -> ExchangeError:
         replies = Replies()
-        answer = self.answer(Submit(command, replies), replies)
+        answer = self.answer(arriving(command, replies), replies)
         assert isinstance(answer, ExchangeError), answer
         return answer
 
@@ -115,8 +140,8 @@ class Venue:
         return answer
 
     def settle_down(self) -> None:
-        """Wait until the actor has finished its current message: the events of a write
-        are handed over after its reply (once its facts are durable)."""
+        """Wait until the actor has finished its current message (a step's `Apply`,
+        `Recheck` and events leave before its reply, once its facts are durable)."""
         self.actor.proxy().symbol.get(timeout=WAIT_S)
 
     def expire(self) -> None:
@@ -124,7 +149,17 @@ class Venue:
         self.actor.ask(ExpireDue(), timeout=WAIT_S)
 
     def sent_to(self, broker_id: str) -> list[Any]:
-        return self.brokers[broker_id].recorded()
+        """The holds asked of and changes told to the broker's account actor, in order.
+
+        A step's `Apply` is told before its reply, so this ask, queued after it in the
+        fake's mailbox, sees it."""
+        return self.accounts.proxy().recorded(broker_id).get(timeout=WAIT_S)
+
+    def rechecked(self) -> list[Recheck]:
+        return self.accounts.proxy().rechecked.get(timeout=WAIT_S)
+
+    def before_recheck(self) -> list[dict[str, list[Any]]]:
+        return self.accounts.proxy().before_recheck.get(timeout=WAIT_S)
 
     def announcements(self) -> list[NextExpiry]:
         return recorded(self.clock_actor)
@@ -138,28 +173,34 @@ class Venue:
         return book.levels(BID, 50), book.levels(ASK, 50)
 
 
+def arriving(command: SubmitOrder, replies: Replies) -> Submit | Reserved:
+    """An order as it reaches its symbol actor: a limit order from R1, which held its
+    funds (`Reserved`); a market order straight from the HTTP layer (`Submit`)."""
+    submit = Submit(command, replies)
+    return Reserved(submit) if command.type == LIMIT else submit
+
+
 def start_venue(
     clock: ManualClock,
     ids: SequentialIds,
     journal: Journal | None = None,
     orders: tuple[Order, ...] = (),
-    brokers: dict[str, FakeBrokerAccount] | None = None,
 ) -> Venue:
     read_index = ReadIndex()
-    brokers = {} if brokers is None else brokers
     batches: list[list[Event]] = []
     clock_actor = RecordingActor.start()
+    accounts = OrderedFakeAccountActor.start()
     context = SymbolContext(
         clock=clock,
         ids=ids,
         read_index=read_index,
-        brokers=brokers.get,
+        accounts=lambda broker_id: accounts,
         journal=journal if journal is not None else MemoryJournal(),
         clock_actor=clock_actor,
         events=batches.append,
     )
     actor = SymbolActor.start(SYMBOL, context, orders)
-    return Venue(clock, read_index, context, actor, clock_actor, brokers, batches)
+    return Venue(clock, read_index, context, actor, clock_actor, accounts, batches)
 
 
 @pytest.fixture
@@ -220,13 +261,14 @@ def trade(
 # -- limit orders ---------------------------------------------------------------------
 
 
-def test_a_limit_bid_that_rests_reserves_its_value_and_is_published(venue: Venue) -> None:
+def test_a_limit_bid_that_rests_is_accepted_and_published(venue: Venue) -> None:
     venue.add_broker("buyer")
     placed = venue.submit(limit(BID, 150_00, 100, "buyer"))
 
     assert placed == order(1, "buyer", BID, 150_00, 100)
     assert placed.status == PENDING
-    assert venue.sent_to("buyer") == [ReserveCash(1_500_000)]
+    assert venue.sent_to("buyer") == [Accept()]  # its value was held by R1, not here
+    assert venue.sent_to("buyer")[0].at == T0
     assert venue.read_index.get(oid(1)) == placed
     assert venue.read_index.broker_order_ids("buyer") == [oid(1)]
     assert venue.batches == []
@@ -235,12 +277,12 @@ def test_a_limit_bid_that_rests_reserves_its_value_and_is_published(venue: Venue
     assert venue.levels() == ([Level(150_00, 100, 1)], [])
 
 
-def test_a_limit_ask_that_rests_reserves_its_shares(venue: Venue) -> None:
+def test_a_limit_ask_that_rests_is_accepted(venue: Venue) -> None:
     venue.add_broker("seller")
     placed = venue.submit(limit(ASK, 148_00, 60, "seller"))
 
     assert placed == order(1, "seller", ASK, 148_00, 60)
-    assert venue.sent_to("seller") == [ReserveShares(SYMBOL, 60)]
+    assert venue.sent_to("seller") == [Accept()]  # its shares were held by R1
     assert venue.levels() == ([], [Level(148_00, 60, 1)])
 
 
@@ -266,12 +308,13 @@ def test_a_crossing_limit_bid_reserves_at_its_price_and_settles_at_the_ask_price
         40,
     )
     assert placed.average_price == 148_00
+    # R1 held 150.00 × 100, its own limit price: the fill frees 150.00 × 60 of it.
     assert venue.sent_to("buyer") == [
-        ReserveCash(1_500_000),  # 150.00 × 100, its own limit price
+        Accept(),
         Settle(SYMBOL, (SettlementLeg(BID, 60, value=888_000, release=900_000),)),
     ]
     assert venue.sent_to("seller") == [
-        ReserveShares(SYMBOL, 60),
+        Accept(),
         Settle(SYMBOL, (SettlementLeg(ASK, 60, value=888_000, release=0),)),
     ]
     assert venue.batches == [
@@ -315,21 +358,21 @@ def test_a_limit_bid_sweeps_levels_with_events_in_match_order(
     ]
     assert venue.batches[0][0].order.status == PARTIALLY_FILLED
     assert venue.sent_to("buyer") == [
-        ReserveCash(900_000),
+        Accept(),
         Settle(
             SYMBOL,
             (SettlementLeg(BID, 30, 444_000, 450_000), SettlementLeg(BID, 30, 447_000, 450_000)),
         ),
     ]
     assert venue.sent_to("s1") == [
-        ReserveShares(SYMBOL, 30),
+        Accept(),
         Settle(SYMBOL, (SettlementLeg(ASK, 30, 444_000, 0),)),
     ]
     assert venue.sent_to("s2") == [
-        ReserveShares(SYMBOL, 50),
+        Accept(),
         Settle(SYMBOL, (SettlementLeg(ASK, 30, 447_000, 0),)),
     ]
-    assert venue.sent_to("s3") == [ReserveShares(SYMBOL, 10)]
+    assert venue.sent_to("s3") == [Accept()]
     assert venue.levels() == ([], [Level(149_00, 20, 1), Level(151_00, 10, 1)])
     assert venue.read_index.get(oid(2)) == order(2, "s2", ASK, 149_00, 50, trades=(second,))
 
@@ -344,11 +387,11 @@ def test_a_crossing_limit_ask_trades_at_its_own_price(venue: Venue, clock: Manua
     executed = trade(3, 148_00, 60, (1, "buyer"), (2, "seller"), t1)
     assert placed == order(2, "seller", ASK, 148_00, 60, created_at=t1, trades=(executed,))
     assert venue.sent_to("buyer") == [
-        ReserveCash(1_500_000),
+        Accept(),
         Settle(SYMBOL, (SettlementLeg(BID, 60, value=888_000, release=900_000),)),
     ]
     assert venue.sent_to("seller") == [
-        ReserveShares(SYMBOL, 60),
+        Accept(),
         Settle(SYMBOL, (SettlementLeg(ASK, 60, value=888_000, release=0),)),
     ]
     resting_after = order(1, "buyer", BID, 150_00, 100, trades=(executed,))
@@ -366,8 +409,8 @@ def test_a_self_trade_settles_both_legs_to_the_one_broker(venue: Venue) -> None:
 
     assert placed.status == FILLED
     assert venue.sent_to("solo") == [
-        ReserveShares(SYMBOL, 10),
-        ReserveCash(100_000),
+        Accept(),  # the ask
+        Accept(),  # the bid
         Settle(
             SYMBOL,
             (SettlementLeg(BID, 10, 100_000, 100_000), SettlementLeg(ASK, 10, 100_000, 0)),
@@ -407,7 +450,8 @@ def test_a_market_bid_reserves_the_exact_sweep_cost(venue: Venue, clock: ManualC
     assert placed.status == FILLED
     assert placed.average_price == 148_60
     assert venue.sent_to("buyer") == [
-        ReserveCash(1_486_000),  # 148.00 × 70 + 150.00 × 30
+        ReserveCash(1_486_000),  # 148.00 × 70 + 150.00 × 30, held by its own `Hold` ask
+        Accept(),
         Settle(
             SYMBOL,
             (
@@ -416,8 +460,10 @@ def test_a_market_bid_reserves_the_exact_sweep_cost(venue: Venue, clock: ManualC
             ),
         ),
     ]
+    # The hold is asked (no time); the acceptance and settlement carry the step's time.
+    assert [message.at for message in venue.sent_to("buyer")] == [None, t1, t1]
     assert venue.sent_to("s2") == [
-        ReserveShares(SYMBOL, 50),
+        Accept(),
         Settle(SYMBOL, (SettlementLeg(ASK, 30, 450_000, 0),)),
     ]
     assert venue.levels() == ([], [Level(150_00, 20, 1)])
@@ -453,6 +499,7 @@ def test_a_market_bid_with_an_ioc_remainder_releases_nothing(
     # The sweep cost is of what the book holds (120 shares); fills spend all of it.
     assert venue.sent_to("buyer") == [
         ReserveCash(1_786_000),
+        Accept(),
         Settle(
             SYMBOL,
             (
@@ -499,15 +546,17 @@ def test_a_market_ask_with_an_ioc_remainder_releases_the_unsold_shares(
     )
     assert venue.sent_to("seller") == [
         ReserveShares(SYMBOL, 80),
+        Accept(),
         Settle(SYMBOL, (SettlementLeg(ASK, 30, 450_000, 0), SettlementLeg(ASK, 20, 298_000, 0))),
         Release(symbol=SYMBOL, quantity=30),
     ]
+    assert [message.at for message in venue.sent_to("seller")] == [None, t1, t1, t1]
     assert venue.sent_to("b1") == [
-        ReserveCash(450_000),
+        Accept(),
         Settle(SYMBOL, (SettlementLeg(BID, 30, 450_000, 450_000),)),
     ]
     assert venue.sent_to("b2") == [
-        ReserveCash(298_000),
+        Accept(),
         Settle(SYMBOL, (SettlementLeg(BID, 20, 298_000, 298_000),)),
     ]
     seller_mid = order(
@@ -547,11 +596,11 @@ def test_a_market_order_on_an_empty_side_has_no_liquidity(venue: Venue) -> None:
         "no_liquidity",
         "No matching orders available for market order on AAPL",
     )
-    # Liquidity is checked before funds: no reservation is even asked for.
+    # Liquidity is checked before funds: no hold is even asked for.
     refusal = venue.refuse(market(BID, 10, "broke"))
     assert refusal.code == "no_liquidity"
     assert venue.sent_to("broke") == []
-    assert venue.sent_to("buyer") == [ReserveCash(150_000)]
+    assert venue.sent_to("buyer") == [Accept()]
     assert list(venue.read_index.orders) == [oid(1)]
 
 
@@ -572,43 +621,6 @@ def test_a_market_ask_on_an_empty_book_creates_nothing(venue: Venue) -> None:
 # -- refusals -------------------------------------------------------------------------
 
 
-def test_a_limit_bid_without_cash_is_refused_and_leaves_no_trace(venue: Venue) -> None:
-    venue.add_broker("seller")
-    venue.add_broker("poor", reserve=False)
-    venue.submit(limit(ASK, 148_00, 60, "seller"))
-
-    refusal = venue.refuse(limit(BID, 150_00, 100, "poor"))
-    assert (refusal.code, refusal.message) == (
-        "insufficient_balance",
-        "Broker poor has insufficient available cash for this order",
-    )
-    assert venue.sent_to("poor") == [ReserveCash(1_500_000)]
-    assert venue.sent_to("seller") == [ReserveShares(SYMBOL, 60)]
-    assert list(venue.read_index.orders) == [oid(1)]
-    assert venue.read_index.broker_order_ids("poor") == []
-    assert venue.batches == []
-    assert venue.announcements() == [NextExpiry(SYMBOL, E1)]
-    assert venue.levels() == ([], [Level(148_00, 60, 1)])
-    # No id was used up by the refused order.
-    venue.add_broker("buyer")
-    assert venue.submit(limit(BID, 140_00, 1, "buyer")).order_id == oid(2)
-
-
-def test_a_limit_ask_without_shares_is_refused(venue: Venue) -> None:
-    venue.add_broker("poor", reserve=False)
-    refusal = venue.refuse(limit(ASK, 148_00, 10, "poor"))
-    assert (refusal.code, refusal.message) == (
-        "insufficient_holdings",
-        "Broker poor has insufficient available quantity of AAPL for this order",
-    )
-    assert venue.sent_to("poor") == [ReserveShares(SYMBOL, 10)]
-    assert venue.read_index.orders == {}
-    assert venue.context.known_symbols == set()
-    assert venue.batches == []
-    assert venue.announcements() == []
-    assert venue.levels() == ([], [])
-
-
 def test_a_market_bid_without_cash_for_the_sweep_is_refused(venue: Venue) -> None:
     for broker_id in ("s1", "s2"):
         venue.add_broker(broker_id)
@@ -621,9 +633,9 @@ def test_a_market_bid_without_cash_for_the_sweep_is_refused(venue: Venue) -> Non
         "insufficient_balance",
         "Broker poor has insufficient available cash for this order",
     )
-    assert venue.sent_to("poor") == [ReserveCash(1_486_000)]
-    assert venue.sent_to("s1") == [ReserveShares(SYMBOL, 70)]
-    assert venue.sent_to("s2") == [ReserveShares(SYMBOL, 50)]
+    assert venue.sent_to("poor") == [ReserveCash(1_486_000)]  # asked, refused: no more
+    assert venue.sent_to("s1") == [Accept()]
+    assert venue.sent_to("s2") == [Accept()]
     assert venue.levels() == ([], [Level(148_00, 70, 1), Level(150_00, 50, 1)])
     assert venue.batches == []
 
@@ -639,13 +651,13 @@ def test_a_market_ask_without_shares_is_refused(venue: Venue) -> None:
         "Broker poor has insufficient available quantity of AAPL for this order",
     )
     assert venue.sent_to("poor") == [ReserveShares(SYMBOL, 80)]
-    assert venue.sent_to("b1") == [ReserveCash(450_000)]
+    assert venue.sent_to("b1") == [Accept()]
     assert venue.levels() == ([Level(150_00, 30, 1)], [])
     assert venue.batches == []
 
 
 @pytest.mark.parametrize("offset_us", [0, -1, -HOUR])
-def test_expires_at_not_after_acceptance_is_a_validation_error(
+def test_expires_at_not_after_acceptance_is_refused_and_gives_the_hold_back(
     venue: Venue, clock: ManualClock, offset_us: int
 ) -> None:
     venue.add_broker("buyer")
@@ -655,8 +667,40 @@ def test_expires_at_not_after_acceptance_is_a_validation_error(
         "validation_error",
         "expires_at must be a future timestamp",
     )
-    assert venue.sent_to("buyer") == []
+    # R1 held 150.00 × 10 before it forwarded the order: the order was never created, so
+    # its hold comes back at no time (the broker's `updated_at` stays), and nothing else.
+    assert venue.sent_to("buyer") == [Release(cash=150_000)]
+    assert venue.sent_to("buyer")[0].at is None
     assert venue.read_index.orders == {}
+    assert venue.read_index.broker_order_ids("buyer") == []
+    assert venue.context.known_symbols == set()
+    assert venue.batches == []
+    assert venue.announcements() == []
+    assert venue.levels() == ([], [])
+    # No id was used up by the refused order.
+    assert venue.submit(limit(BID, 140_00, 1, "buyer")).order_id == oid(1)
+
+
+def test_a_limit_ask_refused_by_its_expiry_gives_its_shares_back_and_matches_nothing(
+    venue: Venue, clock: ManualClock
+) -> None:
+    venue.add_broker("buyer")
+    venue.add_broker("seller")
+    venue.submit(limit(BID, 150_00, 10, "buyer"))
+    now = clock.advance(seconds=10)
+    refusal = venue.refuse(limit(ASK, 148_00, 10, "seller", expires_at=now))
+    assert (refusal.code, refusal.message) == (
+        "validation_error",
+        "expires_at must be a future timestamp",
+    )
+    assert venue.sent_to("seller") == [Release(symbol=SYMBOL, quantity=10)]
+    assert venue.sent_to("seller")[0].at is None
+    assert venue.sent_to("buyer") == [Accept()]  # no trade
+    assert list(venue.read_index.orders) == [oid(1)]
+    assert venue.read_index.broker_order_ids("seller") == []
+    assert venue.batches == []
+    assert venue.announcements() == [NextExpiry(SYMBOL, E1)]
+    assert venue.levels() == ([Level(150_00, 10, 1)], [])
 
 
 def test_expires_at_one_microsecond_after_acceptance_is_accepted(
@@ -666,12 +710,27 @@ def test_expires_at_one_microsecond_after_acceptance_is_accepted(
     now = clock.advance(seconds=10)
     placed = venue.submit(limit(BID, 150_00, 10, "buyer", expires_at=now + 1))
     assert (placed.status, placed.created_at, placed.expires_at) == (PENDING, now, now + 1)
+    assert venue.sent_to("buyer") == [Accept()]
+    assert venue.sent_to("buyer")[0].at == now
 
 
-def test_an_unknown_broker_is_refused(venue: Venue) -> None:
-    refusal = venue.refuse(limit(BID, 150_00, 10, "ghost"))
+def test_a_market_order_from_an_unknown_broker_is_refused(venue: Venue) -> None:
+    """Its account actor refuses the `Hold` ask: the broker does not exist. (A limit
+    order's broker is R1's to check.)"""
+    venue.add_broker("seller")
+    venue.submit(limit(ASK, 148_00, 10, "seller"))
+
+    refusal = venue.refuse(market(BID, 10, "ghost"))
     assert (refusal.code, refusal.message) == ("broker_not_found", "Broker ghost does not exist")
-    assert venue.read_index.orders == {}
+    assert venue.sent_to("ghost") == []
+    assert venue.sent_to("seller") == [Accept()]
+    assert list(venue.read_index.orders) == [oid(1)]
+    assert venue.read_index.broker_order_ids("ghost") == []
+    assert venue.batches == []
+    assert venue.levels() == ([], [Level(148_00, 10, 1)])
+    # The actor goes on serving, and no id was used up.
+    venue.add_broker("buyer")
+    assert venue.submit(market(BID, 10, "buyer")).order_id == oid(2)
 
 
 # -- cancel ---------------------------------------------------------------------------
@@ -702,7 +761,7 @@ def test_cancelling_a_partly_filled_bid_releases_its_unfilled_value(
     assert (cancelled.filled_quantity, cancelled.remaining_quantity) == (40, 0)
     assert cancelled.expired_at is None
     assert venue.sent_to("buyer") == [
-        ReserveCash(1_500_000),
+        Accept(),
         Settle(SYMBOL, (SettlementLeg(BID, 40, 600_000, 600_000),)),
         Release(cash=900_000),  # 150.00 × 60 cancelled
     ]
@@ -724,9 +783,10 @@ def test_cancelling_an_ask_releases_its_shares(venue: Venue, clock: ManualClock)
         1, "seller", ASK, 148_00, 25, cancelled=25, status=CANCELLED, cancelled_at=t1
     )
     assert venue.sent_to("seller") == [
-        ReserveShares(SYMBOL, 25),
+        Accept(),
         Release(symbol=SYMBOL, quantity=25),
     ]
+    assert venue.sent_to("seller")[-1].at == t1
     assert venue.batches == [[OrderClosed(cancelled)]]
 
 
@@ -752,11 +812,11 @@ def test_cancelling_a_filled_limit_order_is_refused(venue: Venue) -> None:
             f"Order {oid(n)} is already filled and cannot be cancelled",
         )
     assert venue.sent_to("buyer") == [  # no release
-        ReserveCash(900_000),
+        Accept(),
         Settle(SYMBOL, (SettlementLeg(BID, 60, 888_000, 900_000),)),
     ]
     assert venue.sent_to("seller") == [
-        ReserveShares(SYMBOL, 60),
+        Accept(),
         Settle(SYMBOL, (SettlementLeg(ASK, 60, 888_000, 0),)),
     ]
     assert len(venue.batches) == 1  # the trade's events only
@@ -772,7 +832,7 @@ def test_cancelling_twice_is_refused_and_releases_once(venue: Venue) -> None:
         "order_not_cancellable",
         f"Order {oid(1)} is already cancelled",
     )
-    assert venue.sent_to("buyer") == [ReserveCash(150_000), Release(cash=150_000)]
+    assert venue.sent_to("buyer") == [Accept(), Release(cash=150_000)]
     assert len(venue.batches) == 1
 
 
@@ -821,7 +881,8 @@ def test_cancelling_a_due_order_before_the_sweep_expires_it_first(
     expired = order(1, "buyer", BID, 150_00, 10, cancelled=10, status=EXPIRED, expired_at=E1)
     assert venue.read_index.get(oid(1)) == expired
     assert venue.batches == [[OrderClosed(expired)]]
-    assert venue.sent_to("buyer") == [ReserveCash(150_000), Release(cash=150_000)]
+    assert venue.sent_to("buyer") == [Accept(), Release(cash=150_000)]
+    assert venue.sent_to("buyer")[-1].at == E1 + 3 * SECOND  # the cancel's step
 
 
 # -- expiry ---------------------------------------------------------------------------
@@ -835,14 +896,14 @@ def test_expire_due_expires_at_expires_at_and_releases(venue: Venue, clock: Manu
     venue.expire()
     assert venue.batches == []
     assert venue.read_index.get(oid(1)).status == PENDING  # type: ignore[union-attr]
-    assert venue.sent_to("buyer") == [ReserveCash(1_500_000)]
+    assert venue.sent_to("buyer") == [Accept()]
 
     clock.advance(microseconds=1)  # now == expires_at: due
     venue.expire()
     expired = order(1, "buyer", BID, 150_00, 100, cancelled=100, status=EXPIRED, expired_at=E1)
     assert venue.read_index.get(oid(1)) == expired
     assert (expired.remaining_quantity, expired.cancelled_at) == (0, None)
-    assert venue.sent_to("buyer") == [ReserveCash(1_500_000), Release(cash=1_500_000)]
+    assert venue.sent_to("buyer") == [Accept(), Release(cash=1_500_000)]
     assert venue.batches == [[OrderClosed(expired)]]
     assert venue.batches[0][0].event == "order.expired"
     assert venue.sent_to("buyer")[-1].at == E1  # the time of the sweep step
@@ -863,7 +924,7 @@ def test_a_late_sweep_still_records_expires_at(venue: Venue, clock: ManualClock)
     assert (expired.status, expired.expired_at, expired.filled_quantity) == (EXPIRED, E1, 20)
     assert expired.cancelled_quantity == 40
     assert venue.sent_to("seller") == [
-        ReserveShares(SYMBOL, 60),
+        Accept(),
         Settle(SYMBOL, (SettlementLeg(ASK, 20, 296_000, 0),)),
         Release(symbol=SYMBOL, quantity=40),  # only the unfilled part
     ]
@@ -883,7 +944,13 @@ def test_due_orders_expire_in_expires_at_order(venue: Venue, clock: ManualClock)
         (oid(2), E1 + 1 * SECOND),
         (oid(1), E1 + 2 * SECOND),
     ]
-    assert venue.sent_to("buyer")[3:] == [Release(cash=149_00), Release(cash=150_00)]
+    assert venue.sent_to("buyer") == [
+        Accept(),
+        Accept(),
+        Accept(),
+        Release(cash=149_00),
+        Release(cash=150_00),
+    ]
     assert venue.levels() == ([Level(148_00, 1, 1)], [])
     assert venue.announcements() == [
         NextExpiry(SYMBOL, E1 + 2 * SECOND),
@@ -905,10 +972,11 @@ def test_a_due_order_is_expired_before_a_submission_matches(
     expired = order(1, "seller", ASK, 148_00, 60, cancelled=60, status=EXPIRED, expired_at=E1)
     assert venue.batches == [[OrderClosed(expired)]]  # and no TradeExecuted
     assert venue.sent_to("seller") == [
-        ReserveShares(SYMBOL, 60),
+        Accept(),
         Release(symbol=SYMBOL, quantity=60),
     ]
-    assert venue.sent_to("buyer") == [ReserveCash(1_500_000)]
+    assert venue.sent_to("buyer") == [Accept()]
+    assert venue.sent_to("buyer")[0].at == E1
     assert venue.levels() == ([Level(150_00, 100, 1)], [])
     assert venue.announcements() == [NextExpiry(SYMBOL, E1), NextExpiry(SYMBOL, E2)]
 
@@ -926,7 +994,7 @@ def test_a_refused_market_order_still_expires_the_due_orders(
     expired = order(1, "seller", ASK, 148_00, 60, cancelled=60, status=EXPIRED, expired_at=E1)
     assert venue.batches == [[OrderClosed(expired)]]
     assert venue.sent_to("seller") == [
-        ReserveShares(SYMBOL, 60),
+        Accept(),
         Release(symbol=SYMBOL, quantity=60),
     ]
     assert venue.sent_to("buyer") == []
@@ -959,7 +1027,74 @@ def test_an_expire_due_with_nothing_due_changes_nothing(venue: Venue) -> None:
     venue.expire()
     assert venue.batches == []
     assert venue.announcements() == [NextExpiry(SYMBOL, E1)]
-    assert venue.sent_to("buyer") == [ReserveCash(150_00)]
+    assert venue.sent_to("buyer") == [Accept()]
+
+
+def test_expire_then_check_expires_the_due_orders_then_sends_the_order_back(
+    venue: Venue, clock: ManualClock
+) -> None:
+    """R1 could not hold a limit order's funds while the broker holds some on the symbol:
+    the symbol actor expires its due orders, then sends the order back (`Recheck`) after
+    their releases, for R1's final check. It neither accepts nor answers the order."""
+    venue.add_broker("buyer")
+    venue.add_broker("seller")
+    venue.submit(limit(BID, 140_00, 100, "buyer"))  # oid 1, due at E1
+    venue.submit(limit(ASK, 150_00, 30, "seller"))  # oid 2, due at E1
+    venue.submit(limit(BID, 139_00, 5, "buyer", expires_at=E2))  # oid 3, not due
+    clock.set(E1)
+    replies = Replies()
+    submit = Submit(limit(BID, 145_00, 50, "buyer", expires_at=E2), replies)
+    venue.actor.tell(ExpireThenCheck(submit))
+    venue.settle_down()
+
+    released = {
+        "buyer": [Accept(), Accept(), Release(cash=1_400_000)],  # 140.00 × 100
+        "seller": [Accept(), Release(symbol=SYMBOL, quantity=30)],
+    }
+    assert venue.sent_to("buyer") == released["buyer"]
+    assert venue.sent_to("seller") == released["seller"]
+    assert venue.sent_to("buyer")[-1].at == E1  # the time of the step
+    assert venue.sent_to("seller")[-1].at == E1
+    assert venue.rechecked() == [Recheck(submit)]
+    assert venue.rechecked()[0].submit is submit
+    # The releases were told before the order came back.
+    assert venue.before_recheck() == [released]
+    expired_bid = order(1, "buyer", BID, 140_00, 100, cancelled=100, status=EXPIRED, expired_at=E1)
+    expired_ask = order(2, "seller", ASK, 150_00, 30, cancelled=30, status=EXPIRED, expired_at=E1)
+    assert venue.batches == [[OrderClosed(expired_bid), OrderClosed(expired_ask)]]
+    assert venue.read_index.get(oid(1)) == expired_bid
+    assert venue.read_index.get(oid(2)) == expired_ask
+    assert venue.read_index.broker_order_ids("buyer") == [oid(1), oid(3)]
+    assert venue.levels() == ([Level(139_00, 5, 1)], [])
+    assert venue.announcements() == [NextExpiry(SYMBOL, E1), NextExpiry(SYMBOL, E2)]
+    with pytest.raises(queue.Empty):  # R1 answers it, after its final check
+        replies.get(timeout=0)
+    # No order was created for it: no id used up.
+    assert venue.submit(limit(BID, 145_00, 1, "buyer", expires_at=E2)).order_id == oid(4)
+
+
+def test_expire_then_check_with_nothing_due_sends_the_order_straight_back(
+    clock: ManualClock, ids: SequentialIds
+) -> None:
+    journal = RecordingJournal()
+    venue = start_venue(clock, ids, journal)
+    venue.add_broker("buyer")
+    venue.submit(limit(BID, 140_00, 100, "buyer"))
+    clock.set(E1 - 1)
+    replies = Replies()
+    submit = Submit(limit(BID, 145_00, 50, "buyer", expires_at=E2), replies)
+    venue.actor.tell(ExpireThenCheck(submit))
+    venue.settle_down()
+
+    assert venue.rechecked() == [Recheck(submit)]
+    assert venue.before_recheck() == [{"buyer": [Accept()]}]
+    assert venue.sent_to("buyer") == [Accept()]
+    assert journal.appends == [[facts.ORDER_ACCEPTED]]  # the step had nothing to record
+    assert venue.batches == []
+    assert venue.levels() == ([Level(140_00, 100, 1)], [])
+    assert venue.announcements() == [NextExpiry(SYMBOL, E1)]
+    with pytest.raises(queue.Empty):
+        replies.get(timeout=0)
 
 
 # -- journal, reads, restore -----------------------------------------------------------
@@ -1033,9 +1168,85 @@ def test_an_unwritable_journal_refuses_and_publishes_nothing(
         "journal_unavailable",
         "The exchange cannot record this request; retry later",
     )
+    assert venue.sent_to("seller") == []  # fail-stop: no account actor is told anything
     assert venue.read_index.orders == {}
     assert venue.read_index.broker_order_ids("seller") == []
     assert venue.batches == []
+
+
+class DeferredJournal(RecordingJournal):
+    """Durable only when the test calls the waiting callback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[Durable] = []
+
+    def append(self, appended: Sequence[facts.Fact], done: Durable) -> None:
+        self.appends.append([kind for kind, _ in appended])
+        self.waiting.append(done)
+
+
+def test_a_submission_is_answered_once_durable_and_after_its_changes_are_told(
+    clock: ManualClock, ids: SequentialIds
+) -> None:
+    """An order and a refusal alike: nothing is told or answered before the step's
+    append is durable; then the `Apply` goes before the answer, so whoever the answer
+    reaches finds the account actor already told."""
+    journal = DeferredJournal()
+    venue = start_venue(clock, ids, journal)
+    venue.add_broker("buyer")
+    answered: list[tuple[Any, list[Any]]] = []
+
+    def reply(answer: Any) -> None:  # reads the account actor as it answers
+        answered.append((answer, venue.sent_to("buyer")))
+
+    venue.actor.tell(Reserved(Submit(limit(BID, 150_00, 10, "buyer"), reply)))
+    venue.actor.tell(Reserved(Submit(limit(BID, 150_00, 20, "buyer", expires_at=T0), reply)))
+    venue.settle_down()
+    assert journal.appends == [[facts.ORDER_ACCEPTED], []]  # the refusal waits its turn
+    assert answered == []
+    assert venue.sent_to("buyer") == []
+    assert venue.read_index.orders == {}
+
+    accepted, refused = journal.waiting
+    accepted(None)
+    [(placed, told)] = answered
+    assert placed == order(1, "buyer", BID, 150_00, 10)
+    assert told == [Accept()]
+    refused(None)
+    refusal, told = answered[1]
+    assert isinstance(refusal, ExchangeError)
+    assert refusal.code == "validation_error"
+    assert told == [Accept(), Release(cash=300_000)]
+
+
+def test_a_cancel_refused_for_an_order_it_expired_waits_for_that_expiry(
+    clock: ManualClock, ids: SequentialIds
+) -> None:
+    """Cancelling a due order expires it first; the 409 that says so leaves only once
+    the expiry is durable and its release told (before the fix it left at once)."""
+    journal = DeferredJournal()
+    venue = start_venue(clock, ids, journal)
+    venue.add_broker("buyer")
+    answered: list[tuple[Any, list[Any]]] = []
+
+    def reply(answer: Any) -> None:
+        answered.append((answer, venue.sent_to("buyer")))
+
+    venue.actor.tell(Reserved(Submit(limit(BID, 150_00, 10, "buyer"), reply)))
+    venue.settle_down()
+    journal.waiting.pop()(None)
+    clock.set(E1)
+    venue.actor.tell(Cancel(oid(1), reply))
+    venue.settle_down()
+    assert journal.appends[-1] == [facts.ORDER_EXPIRED]
+    assert len(answered) == 1  # only the order's
+
+    journal.waiting.pop()(None)
+    refusal, told = answered[1]
+    assert isinstance(refusal, ExchangeError)
+    assert refusal.message == f"Order {oid(1)} is already expired and cannot be cancelled"
+    assert told == [Accept(), Release(cash=150_000)]
 
 
 def test_a_book_read_expires_the_due_orders_first(venue: Venue, clock: ManualClock) -> None:
@@ -1051,7 +1262,7 @@ def test_a_book_read_expires_the_due_orders_first(venue: Venue, clock: ManualClo
     assert venue.batches == [[OrderClosed(expired)]]
     assert venue.read_index.get(oid(1)) == expired
     assert venue.sent_to("seller") == [
-        ReserveShares(SYMBOL, 60),
+        Accept(),
         Release(symbol=SYMBOL, quantity=60),
     ]
 
@@ -1060,8 +1271,8 @@ def test_a_restored_symbol_announces_its_next_expiry_and_serves_its_orders(
     clock: ManualClock, ids: SequentialIds
 ) -> None:
     resting = order(7, "buyer", BID, 150_00, 10, expires_at=E2)
-    brokers = {"buyer": FakeBrokerAccount()}
-    venue = start_venue(clock, ids, orders=(resting,), brokers=brokers)
+    venue = start_venue(clock, ids, orders=(resting,))
+    venue.add_broker("buyer")
 
     assert venue.announcements() == [NextExpiry(SYMBOL, E2)]
     assert venue.levels() == ([Level(150_00, 10, 1)], [])

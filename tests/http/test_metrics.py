@@ -211,7 +211,7 @@ def test_the_expires_at_refusal_at_acceptance_counts_as_validation_error(
     command = validate_order(body, clock.now())
     clock.advance(seconds=1)
     replies = Replies()
-    exchange.symbol_actor("AAPL").tell(Submit(command, replies))
+    exchange.submit(Submit(command, replies))
     assert replies.get().code == "validation_error"
     assert scrape(client).samples("miniexchange_orders") == {
         order_outcome("limit", "bid", "accepted"): 1,

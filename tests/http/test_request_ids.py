@@ -167,10 +167,10 @@ def test_generated_on_refusals_too(client: AppClient, method: str, path: str, st
 def test_an_internal_error_carries_it_too(
     client: AppClient, exchange: Exchange, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(broker_id: str) -> None:
+    def broken(broker_id: str, reply: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(exchange, "broker", broken)
+    monkeypatch.setattr(exchange, "read_balance", broken)
     result = client.get("/brokers/B/balance", headers={"X-Request-Id": "oops"})
     assert result.status_code == 500
     assert request_id(result) == "oops"
@@ -185,10 +185,10 @@ def test_log_lines_written_while_handling_carry_it(
     """Any line logged during the request (here the 500's error line) gets its id from
     the request's context through the filter the served app's log handler has."""
 
-    def broken(broker_id: str) -> None:
+    def broken(broker_id: str, reply: object) -> None:
         raise RuntimeError("boom")
 
-    exchange.broker = broken  # type: ignore[method-assign]
+    exchange.read_balance = broken  # type: ignore[method-assign]
     caplog.handler.addFilter(RequestIdFilter())
     with caplog.at_level(logging.INFO):
         client.get("/brokers/B/balance", headers={"X-Request-Id": "traced"})

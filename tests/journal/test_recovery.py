@@ -39,7 +39,7 @@ from miniexchange.model.orders import (
     new_order,
 )
 from miniexchange.model.vwap import Price
-from miniexchange.testing import ManualClock, Replies, SequentialIds, run_expiration
+from miniexchange.testing import ManualClock, Replies, SequentialIds, read_balance, run_expiration
 from tests.journal.support import ids_after, ids_used
 
 SECOND = 1_000_000
@@ -281,7 +281,7 @@ class Twin:
 
     def submit(self, command: SubmitOrder) -> Any:
         replies = Replies()
-        self.exchange.symbol_actor(command.symbol).tell(Submit(command, replies))
+        self.exchange.submit(Submit(command, replies))
         return answer(replies.get(WAIT_S))
 
     def cancel(self, symbol: str, order_id: str) -> Any:
@@ -290,9 +290,9 @@ class Twin:
         return answer(replies.get(WAIT_S))
 
     def balance(self, broker_id: str) -> Balance:
-        broker = self.exchange.broker(broker_id)
-        assert broker is not None
-        return broker.balance()
+        balance = read_balance(self.exchange, broker_id, WAIT_S)
+        assert balance is not None
+        return balance
 
     def book(self, symbol: str) -> BookView | None:
         actor = self.exchange.existing_symbol_actor(symbol)

@@ -143,10 +143,11 @@ class PureExchange:
         if command.type == MARKET and not book.has_liquidity_for(command.side):
             raise no_liquidity(symbol)
         if command.side == BID:
-            if not ledger.reserve_cash(cash_to_reserve(book, command), now):
+            if not ledger.hold_cash(symbol, cash_to_reserve(book, command)):
                 raise insufficient_balance(command.broker_id)
-        elif not ledger.reserve_shares(symbol, command.quantity, now):
+        elif not ledger.hold_shares(symbol, command.quantity):
             raise insufficient_holdings(command.broker_id, symbol)
+        ledger.touch(now)  # the acceptance
         order = new_order(command, self.ids.order_id(), now)
         result = book.submit(order, now, self.ids.trade_id)
         for broker_id, legs in settlement_legs(result).items():
@@ -169,7 +170,5 @@ class PureExchange:
     def _release(self, symbol: str, order: Order, now: int) -> None:
         cash, shares = released_by(order)
         ledger = self.ledgers[order.broker_id]
-        if cash:
-            ledger.release_cash(cash, now)
-        if shares:
-            ledger.release_shares(symbol, shares, now)
+        ledger.release(symbol, cash, shares)
+        ledger.touch(now)

@@ -9,7 +9,15 @@ import pytest
 from miniexchange.model.book import MatchResult, OrderBook
 from miniexchange.model.commands import ASK, BID, SubmitOrder
 from miniexchange.model.errors import ExchangeError
-from miniexchange.model.ledger import Balance, Holding, Ledger, SettlementLeg
+from miniexchange.model.ledger import (
+    Accepted,
+    Balance,
+    Holding,
+    Ledger,
+    Released,
+    Settled,
+    SettlementLeg,
+)
 from miniexchange.model.orders import CANCELLED, FILLED, Order
 from miniexchange.model.settlement import cash_to_reserve, released_by, settlement_legs
 from miniexchange.testing import SequentialIds
@@ -48,19 +56,19 @@ def _shares(ledger: Ledger, symbol: str = "AAPL") -> tuple[int, int, int] | None
         pytest.param(100_000, 1, False, id="nothing-available"),
     ],
 )
-def test_reserve_cash_checks_available_cash(held: int, amount: int, accepted: bool) -> None:
+def test_hold_cash_checks_available_cash(held: int, amount: int, accepted: bool) -> None:
     ledger = Ledger("b", 100_000, {}, T0)
     if held:
-        assert ledger.reserve_cash(held, at("09:00:01"))
+        assert ledger.hold_cash("AAPL", held)
     before = ledger.balance()
 
-    assert ledger.reserve_cash(amount, at("09:00:02")) is accepted
+    assert ledger.hold_cash("AAPL", amount) is accepted
 
     after = ledger.balance()
     if accepted:
         assert (after.cash_balance, after.reserved_cash) == (100_000, held + amount)
         assert after.available_cash == 100_000 - held - amount
-        assert after.updated_at == at("09:00:02")
+        assert after.updated_at == T0  # a hold is no change of record (see below)
     else:
         assert after == before  # a refusal changes nothing, not even `updated_at`
     assert after.available_cash >= 0
@@ -75,14 +83,14 @@ def test_reserve_cash_checks_available_cash(held: int, amount: int, accepted: bo
         pytest.param("MSFT", 0, 1, False, id="never-held-symbol-has-none-available"),
     ],
 )
-def test_reserve_shares_checks_available_quantity(
+def test_hold_shares_checks_available_quantity(
     symbol: str, held: int, quantity: int, accepted: bool
 ) -> None:
     ledger = Ledger("b", 0, {"AAPL": 100}, T0)
-    assert ledger.reserve_shares("AAPL", 30, at("09:00:01"))
+    assert ledger.hold_shares("AAPL", 30)
     before = ledger.balance()
 
-    assert ledger.reserve_shares(symbol, quantity, at("09:00:02")) is accepted
+    assert ledger.hold_shares(symbol, quantity) is accepted
 
     after = ledger.balance()
     if accepted:
@@ -94,14 +102,14 @@ def test_reserve_shares_checks_available_quantity(
 
 def test_release_gives_back_exactly_what_was_reserved() -> None:
     ledger = Ledger("b", 50_000, {"AAPL": 10}, T0)
-    assert ledger.reserve_cash(20_000, at("09:00:01"))
-    assert ledger.reserve_shares("AAPL", 10, at("09:00:01"))
-    ledger.release_cash(15_000, at("09:00:02"))
-    ledger.release_shares("AAPL", 4, at("09:00:02"))
+    assert ledger.hold_cash("AAPL", 20_000)
+    assert ledger.hold_shares("AAPL", 10)
+    ledger.release("AAPL", 15_000, 0)
+    ledger.release("AAPL", 0, 4)
     assert _cash(ledger) == (50_000, 5_000, 45_000)
     assert _shares(ledger) == (10, 6, 4)
-    ledger.release_cash(5_000, at("09:00:03"))
-    ledger.release_shares("AAPL", 6, at("09:00:03"))
+    ledger.release("AAPL", 5_000, 0)
+    ledger.release("AAPL", 0, 6)
     assert _cash(ledger) == (50_000, 0, 50_000)
     assert _shares(ledger) == (10, 0, 10)
     assert ledger.reserved_shares == {}  # no zero entries left behind
@@ -117,13 +125,13 @@ def test_worked_example_of_3_5() -> None:
     buyer = Ledger("B", cents("100000.00"), {}, T0)
     seller = Ledger("S", cents("0.00"), {"AAPL": 60}, T0)
     ledgers = {"B": buyer, "S": seller}
-    assert seller.reserve_shares("AAPL", 60, T0)
+    assert seller.hold_shares("AAPL", 60)
     place(book, ids, (Resting("s", ASK, "148.00", 60, "09:00:00", broker="S"),))
 
     # Step 1: check 100000.00 ≥ 15000.00 and reserve.
     command = limit(BID, "150.00", 100, broker="B")
     assert cash_to_reserve(book, command) == cents("15000.00")
-    assert buyer.reserve_cash(cash_to_reserve(book, command), at("09:01:00"))
+    assert buyer.hold_cash("AAPL", cash_to_reserve(book, command))
     assert _cash(buyer) == (cents("100000.00"), cents("15000.00"), cents("85000.00"))
     assert _shares(buyer) is None
     assert _shares(seller) == (60, 60, 0)
@@ -152,7 +160,7 @@ def test_price_improvement_returns_fill_by_fill() -> None:
     book = OrderBook("AAPL")
     buyer = Ledger("B", cents("20000.00"), {}, T0)
     seller = Ledger("S", 0, {"AAPL": 100}, T0)
-    assert seller.reserve_shares("AAPL", 100, T0)
+    assert seller.hold_shares("AAPL", 100)
     place(
         book,
         ids,
@@ -163,7 +171,7 @@ def test_price_improvement_returns_fill_by_fill() -> None:
         ),
     )
     command = limit(BID, "150.00", 100, broker="B")
-    assert buyer.reserve_cash(cash_to_reserve(book, command), T0)
+    assert buyer.hold_cash("AAPL", cash_to_reserve(book, command))
     result = submit(book, ids, command, T0)
 
     available = [buyer.available_cash]
@@ -364,9 +372,9 @@ def test_holdings_sorted_by_symbol_and_zero_quantities_dropped() -> None:
     ledger = Ledger("b", cents("1000.00"), {"MSFT": 5, "AAPL": 0, "GOOG": 7}, T0)
     assert [h.symbol for h in ledger.balance().holdings] == ["GOOG", "MSFT"]
 
-    ledger.reserve_shares("GOOG", 7, T0)
+    ledger.hold_shares("GOOG", 7)
     ledger.settle("GOOG", (SettlementLeg(ASK, 7, cents("70.00"), 0),), T0)  # sold out
-    ledger.reserve_cash(cents("30.00"), T0)
+    ledger.hold_cash("AAPL", cents("30.00"))
     ledger.settle("AAPL", (SettlementLeg(BID, 3, cents("30.00"), cents("30.00")),), T0)
 
     balance = ledger.balance()
@@ -378,7 +386,7 @@ def test_balance_is_a_snapshot() -> None:
     ledger = Ledger("b", 100, {"AAPL": 1}, T0)
     balance = ledger.balance()
     assert balance == Balance("b", 100, 0, (Holding("AAPL", 1, 0),), T0, T0)
-    ledger.reserve_cash(40, at("09:00:01"))
+    ledger.hold_cash("AAPL", 40)
     assert balance.reserved_cash == 0  # the earlier picture does not move
     assert ledger.balance().available_cash == 60
 
@@ -386,14 +394,38 @@ def test_balance_is_a_snapshot() -> None:
 def test_updated_at_is_monotonic_and_starts_at_created_at() -> None:
     ledger = Ledger("b", 10_000, {"AAPL": 10}, T0)
     assert ledger.balance().updated_at == ledger.balance().created_at == T0
-    assert ledger.reserve_cash(1_000, at("09:00:05"))
+    assert ledger.hold_cash("AAPL", 1_000)
+    assert ledger.updated_at == T0  # a hold is not a change of record: no order exists yet
+    ledger.apply(Accepted("b", at("09:00:05")))
     assert ledger.updated_at == at("09:00:05")
     # A settlement computed from an earlier clock reading arrives late: no step back.
-    ledger.settle("AAPL", (SettlementLeg(BID, 1, 900, 1_000),), at("09:00:03"))
+    ledger.apply(Settled("b", "AAPL", (SettlementLeg(BID, 1, 900, 1_000),), at("09:00:03")))
     assert ledger.updated_at == at("09:00:05")
-    assert ledger.reserve_shares("AAPL", 2, at("09:00:09"))
-    ledger.release_shares("AAPL", 2, at("09:00:10"))
+    assert ledger.hold_shares("AAPL", 2)
+    ledger.apply(Released("b", "AAPL", 0, 2, at("09:00:10")))
     assert ledger.updated_at == at("09:00:10")
-    assert not ledger.reserve_cash(1_000_000, at("09:00:20"))  # refused: nothing changed
+    assert ledger.hold_shares("AAPL", 1)
+    ledger.apply(Released("b", "AAPL", 0, 1, None))  # a refused order's hold: no time
+    assert ledger.updated_at == at("09:00:10")
+    assert not ledger.hold_cash("AAPL", 1_000_000)  # refused: nothing changed
     assert ledger.balance().updated_at == at("09:00:10")
     assert ledger.balance().created_at == T0
+    assert ledger.reserved_shares == {}
+    assert ledger.cash_held_on == {}
+
+
+def test_holds_are_counted_per_symbol_for_the_due_check() -> None:
+    """R1 asks the symbol actor to expire due orders only where the broker holds some."""
+    ledger = Ledger("b", 10_000, {"AAPL": 10}, T0)
+    assert not ledger.holds_on("AAPL")
+    assert ledger.hold_cash("GOOG", 3_000)
+    assert ledger.hold_shares("AAPL", 4)
+    assert (ledger.holds_on("GOOG"), ledger.holds_on("AAPL"), ledger.holds_on("MSFT")) == (
+        True,
+        True,
+        False,
+    )
+    ledger.settle("GOOG", (SettlementLeg(BID, 1, 2_500, 3_000),), T0)
+    ledger.release("AAPL", 0, 4)
+    assert not ledger.holds_on("GOOG")
+    assert not ledger.holds_on("AAPL")
