@@ -1,10 +1,18 @@
 """`python -m bench [--engine] [--http] [--memory] [--journal] [--observability] [--profile]
-[--quick] [--duration N]`.
+[--quick] [--duration N]`, or `python -m bench --compare REF [--pairs N] [--quick]
+[--duration N]`.
 
 Without a part flag every part runs except `--profile` (py-spy is optional). Prints one
 markdown table (metric | value | target | ok?) with the targets of issue 6 and the
 machine, and writes it to `bench/results/latest.md` (the README links that file).
 Every process a part starts is stopped by that part, even on error or Ctrl-C.
+
+`--compare REF` runs no part: it measures the code at REF (a commit-ish, checked out in
+a temporary git worktree) and this tree alternately, `--pairs` times (default 5), the
+`actors` measurement and one HTTP `limit` run per side, and prints each side's median
+and new/old (targets: HTTP limit orders/s ≥ 0.90, p99 ≤ 1.25) with every pair's raw
+figures; written to `bench/results/compare.md`. See `bench.compare`: on this VM only a
+same-run comparison tells a change from the minute's noise.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.compare import PAIRS, UnknownRef, compare_report
 from bench.engine import engine_rows
 from bench.http_load import OBSERVABILITY_ROUNDS, http_rows, observability_rows
 from bench.journal import NOTE as JOURNAL_NOTE
@@ -28,6 +37,7 @@ from bench.wrk import CONNECTIONS, WrkMissing
 RESULTS = Path(__file__).resolve().parent / "results"
 LATEST = RESULTS / "latest.md"
 PROFILE = RESULTS / "profile.md"
+COMPARE = RESULTS / "compare.md"
 
 
 def log(message: str) -> None:
@@ -39,6 +49,10 @@ def _load_average() -> float | None:
         return float(Path("/proc/loadavg").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _load_note(load: float) -> str:
+    return f"Load average (1 min) before the run: {load:.2f}."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,9 +73,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="3 s HTTP runs, shorter flows")
     parser.add_argument("--duration", type=float, help="seconds per HTTP run (default 10)")
+    parser.add_argument(
+        "--compare",
+        metavar="REF",
+        help="instead of the parts: the code at REF (a commit-ish) against this tree, "
+        "measured alternately (actors and HTTP limit); writes bench/results/compare.md",
+    )
+    parser.add_argument(
+        "--pairs", type=int, help=f"with --compare: old/new pairs to measure (default {PAIRS})"
+    )
     args = parser.parse_args(argv)
     parts = (args.engine, args.http, args.memory, args.journal, args.profile, args.observability)
     everything = not any(parts)
+    if args.compare is None and args.pairs is not None:
+        parser.error("--pairs goes with --compare REF")
+    if args.compare is not None and any(parts):
+        parser.error("--compare REF runs on its own: no part flags with it")
+    if args.pairs is not None and args.pairs < 1:
+        parser.error("--pairs must be at least 1")
     duration = args.duration or (3.0 if args.quick else 10.0)
 
     # SIGTERM (e.g. from `timeout`) must unwind through the parts' `finally` blocks, which
@@ -70,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = _load_average()
     if load is not None and load > 0.5:
         log(f"warning: load average {load:.2f} before starting: other work shares the CPUs")
+    if args.compare is not None:
+        return _compare(args.compare, args.pairs or PAIRS, args.quick, duration, load)
     started = time.monotonic()
     rows: list[Row] = []
     notes: list[str] = []
@@ -116,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(str(missing))
         return 2
     if load is not None:
-        notes.append(f"Load average (1 min) before the run: {load:.2f}.")
+        notes.append(_load_note(load))
     notes.append(f"Total bench time: {time.monotonic() - started:.0f} s.")
     if not rows:
         return 0
@@ -127,3 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     checked = [row.ok for row in rows if row.ok is not None]
     log(f"{sum(checked)} of {len(checked)} targets met; written to {LATEST}")
     return 0  # the measurement succeeded; the table says which targets are met
+
+
+def _compare(ref: str, pairs: int, quick: bool, duration: float, load: float | None) -> int:
+    """`--compare REF`: the report goes to standard output and `bench/results/compare.md`."""
+    notes = [] if load is None else [_load_note(load)]
+    try:
+        report, checked = compare_report(ref, pairs, quick, duration, log, notes)
+    except (WrkMissing, UnknownRef) as error:
+        log(str(error))
+        return 2
+    print(report)
+    RESULTS.mkdir(exist_ok=True)
+    COMPARE.write_text(report)
+    log(f"{sum(checked)} of {len(checked)} targets met; written to {COMPARE}")
+    return 0

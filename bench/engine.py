@@ -10,7 +10,12 @@ what is measured next, and the engine gets the one core the server would give it
   window), single-threaded, no messages: the ceiling of the Python work itself.
 - `actors`: a real `Exchange` with its actors; one driver (`bench.driver`) sends `Submit`
   and `Cancel` messages with reply callbacks, keeping 32 orders in flight (like the 32
-  HTTP connections), and times each order from send to reply.
+  HTTP connections), and times each order from send to reply. It also prints the
+  context switches of all the process's threads during the timed run (`getrusage`), the
+  actors' thread hand-offs.
+
+`measure_actors(ops, root)` runs the `actors` measurement of any tree (`bench.compare`
+runs the tree before a change and the tree with it).
 """
 
 from __future__ import annotations
@@ -18,8 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import shutil
+import resource
 import subprocess
 import sys
 import time
@@ -39,6 +43,7 @@ from bench.flow import (
     resting_flow,
 )
 from bench.report import Row, percentile
+from bench.server import ROOT, pinned, tree_env
 from miniexchange.clock import SystemClock
 from miniexchange.journal.store import MemoryJournal
 from miniexchange.model.book import OrderBook
@@ -50,7 +55,6 @@ from miniexchange.model.settlement import cash_to_reserve, released_by, settleme
 from miniexchange.model.vwap import TradeWindow
 from miniexchange.testing import SequentialIds
 
-ROOT = Path(__file__).resolve().parents[1]
 DAY_US = 86_400_000_000
 VWAP_WINDOW_US = 300_000_000
 SEED = 6  # issue 6
@@ -58,6 +62,15 @@ WINDOW = 32  # orders in flight through the actors, like 32 HTTP connections
 ROUNDS = 3
 """Each engine measurement is repeated, alternating, and the best run kept: on a shared
 machine a slow run measures the neighbours, a fast one the engine."""
+ACTOR_OPS, ACTOR_OPS_QUICK = 60_000, 20_000  # per `actors` measurement (--quick: fewer)
+
+
+def context_switches(who: int = resource.RUSAGE_SELF) -> int:
+    """Voluntary + involuntary context switches of this process's threads, ended ones
+    included (RUSAGE_SELF), or of its reaped children (RUSAGE_CHILDREN). /proc/<pid>/
+    status would count only the main thread."""
+    usage = resource.getrusage(who)
+    return usage.ru_nvcsw + usage.ru_nivcsw
 
 
 # -- the model alone ----------------------------------------------------------------
@@ -207,9 +220,11 @@ def run_actors(ops_count: int, window: int, seed: int = SEED) -> dict[str, Any]:
         driver = Driver(exchange, window, exchange.read_index)
         gc.collect()
         started, cpu_started = time.perf_counter(), time.process_time()
+        switches_started = context_switches()
         driver.run(ops)
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
+        switches = context_switches() - switches_started
     finally:
         exchange.stop()
 
@@ -240,6 +255,7 @@ def run_actors(ops_count: int, window: int, seed: int = SEED) -> dict[str, Any]:
         "limit_crossed_share": limit_crossed / max(limit_orders, 1),
         "p50_ms": percentile(latencies, 50) / 1e6,
         "p99_ms": percentile(latencies, 99) / 1e6,
+        "context_switches": switches,  # every thread, during the timed run
         "refused": {code: n for code, n in refused.items() if n},
     }
 
@@ -247,17 +263,27 @@ def run_actors(ops_count: int, window: int, seed: int = SEED) -> dict[str, Any]:
 # -- running the measurements in fresh, pinned interpreters --------------------------
 
 
-def _measure(args: list[str]) -> dict[str, Any]:
-    """Run `python -m bench.engine <args>` pinned to core 0; return its JSON answer."""
-    command = [sys.executable, "-m", "bench.engine", *args]
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        command = ["taskset", "-c", "0", *command]
+def _measure(args: list[str], root: Path = ROOT) -> dict[str, Any]:
+    """Run `python -m bench.engine <args>` of the tree at `root` (its cwd and PYTHONPATH)
+    pinned to core 0; return its JSON answer."""
+    command = pinned([sys.executable, "-m", "bench.engine", *args], core=0)
     done = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, check=False, timeout=1800
+        command,
+        cwd=root,
+        env=tree_env(root),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
     )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_actors(ops: int, root: Path = ROOT) -> dict[str, Any]:
+    """The `actors` measurement, driven by the bench code of the tree at `root`."""
+    return _measure(["actors", "--ops", str(ops), "--window", str(WINDOW)], root)
 
 
 def _per_cpu(result: dict[str, Any]) -> str:
@@ -273,7 +299,7 @@ def _fmt_refused(refused: dict[str, int]) -> str:
 def engine_rows(quick: bool, log: Any = print) -> list[Row]:
     """Run the three engine measurements and turn them into table rows."""
     model_ops = 50_000 if quick else 200_000
-    actor_ops = 20_000 if quick else 60_000
+    actor_ops = ACTOR_OPS_QUICK if quick else ACTOR_OPS
     rounds = 1 if quick else ROUNDS
     small_runs, large_runs, actor_runs = [], [], []
     for round_ in range(1, rounds + 1):  # alternating: a noisy minute hits both alike
@@ -282,7 +308,7 @@ def engine_rows(quick: bool, log: Any = print) -> list[Row]:
         log(f"engine: round {round_}/{rounds}: model, 1,000,000 resting, {model_ops:,} ops ...")
         large_runs.append(_measure(["model", "--ops", str(model_ops), "--preload", "1000000"]))
         log(f"engine: round {round_}/{rounds}: actors, {actor_ops:,} ops, {WINDOW} in flight ...")
-        actor_runs.append(_measure(["actors", "--ops", str(actor_ops), "--window", str(WINDOW)]))
+        actor_runs.append(measure_actors(actor_ops))
     small, large, actors = (
         max(runs, key=lambda run: run["orders_per_s"])
         for runs in (small_runs, large_runs, actor_runs)
@@ -321,6 +347,10 @@ def engine_rows(quick: bool, log: Any = print) -> list[Row]:
         Row(
             "engine, actors: latency p50 / p99",
             f"{actors['p50_ms']:.2f} ms / {actors['p99_ms']:.2f} ms",
+        ),
+        Row(
+            "engine, actors: context switches per order (all threads)",
+            f"{actors['context_switches'] / actors['ops']:.2f}",
         ),
         Row(
             "engine, actors: limit orders that traded",

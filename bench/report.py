@@ -52,14 +52,29 @@ def machine() -> list[tuple[str, str]]:
     ]
 
 
+def ok_mark(ok: bool | None) -> str:
+    """The ok? cell: blank for a figure without a target."""
+    return "" if ok is None else ("✅" if ok else "❌")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table's lines: every report (`render`, `bench.compare`) draws its tables
+    the same way."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return lines
+
+
+def machine_line() -> str:
+    return "Machine: " + "; ".join(f"{key} {value}" for key, value in machine()) + "."
+
+
 def render(rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
     """The markdown report: the table, the machine, then how it was measured."""
-    lines = ["| metric | value | target | ok? |", "|---|---|---|---|"]
-    for row in rows:
-        ok = "" if row.ok is None else ("✅" if row.ok else "❌")
-        lines.append(f"| {row.metric} | {row.value} | {row.target} | {ok} |")
+    cells = [(row.metric, row.value, row.target, ok_mark(row.ok)) for row in rows]
+    lines = table(("metric", "value", "target", "ok?"), cells)
     lines.append("")
-    lines.append("Machine: " + "; ".join(f"{key} {value}" for key, value in machine()) + ".")
+    lines.append(machine_line())
     if notes:
         lines.append("")
         lines.extend(f"- {note}" for note in notes)

@@ -38,6 +38,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def tree_env(root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child that must run the code of the tree at `root`
+    (`bench.compare` runs two trees): the venv's editable install points at one checkout,
+    and PYTHONPATH comes before it, so the child imports that tree's `miniexchange`."""
+    return {**os.environ, "PYTHONPATH": str(root), **(extra or {})}
+
+
 def pinned(command: list[str], core: int) -> list[str]:
     """`command` under `taskset -c <core>`: on 2 cores the server and the load generator
     must not steal each other's CPU, or the figures measure the scheduler."""
@@ -49,11 +56,14 @@ def pinned(command: list[str], core: int) -> list[str]:
 class Server:
     """One gunicorn process tree on a free loopback port; `stop()` always cleans up."""
 
-    def __init__(self, extra_env: dict[str, str] | None = None, app: str | None = None) -> None:
-        """`app`: serve this ASGI app (`module:name`) instead of the configured one."""
+    def __init__(
+        self, extra_env: dict[str, str] | None = None, app: str | None = None, root: Path = ROOT
+    ) -> None:
+        """`app`: serve this ASGI app (`module:name`) instead of the configured one;
+        `root`: the tree whose code (and `config/`) the server runs."""
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
-        env = {**os.environ, "PORT": str(self.port), "DATABASE_PATH": ":memory:"}
+        env = tree_env(root, {"PORT": str(self.port), "DATABASE_PATH": ":memory:"})
         env.update(extra_env or {})
         command = [str(GUNICORN), "-c", "config/gunicorn.conf.py", *([app] if app else [])]
         # The server's log (access lines included) goes to a file, as under a supervisor;
@@ -61,7 +71,7 @@ class Server:
         self._log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log")  # noqa: SIM115
         self.process = subprocess.Popen(
             pinned(command, core=0),
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -159,10 +169,13 @@ class Server:
 
 @contextmanager
 def running_server(
-    register: bool = True, extra_env: dict[str, str] | None = None, app: str | None = None
+    register: bool = True,
+    extra_env: dict[str, str] | None = None,
+    app: str | None = None,
+    root: Path = ROOT,
 ) -> Iterator[Server]:
     """A ready server with the benchmark brokers registered, stopped on the way out."""
-    server = Server(extra_env, app)
+    server = Server(extra_env, app, root)
     try:
         server.wait_ready()
         if register:
