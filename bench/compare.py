@@ -243,10 +243,13 @@ RAW_HEADER = (
 )
 
 
-def describe_new() -> str:
+def describe_new(commit: str) -> tuple[str, bool]:
+    """How the report names this tree, and whether it is exactly `commit` (then the
+    ratios show the noise alone). The results files a run rewrites do not count."""
     head = git("log", "-1", "--format=%h %s")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return f"`{ROOT}` at {head}" + (" + uncommitted changes" if dirty else "")
+    dirty = bool(git("status", "--porcelain", "--", ".", ":!bench/results"))
+    label = f"`{ROOT}` at {head}" + (" + uncommitted changes" if dirty else "")
+    return label, not dirty and git("rev-parse", "HEAD") == commit
 
 
 def compare_report(
@@ -264,10 +267,11 @@ def compare_report(
     ops = ACTOR_OPS_QUICK if quick else ACTOR_OPS
     started = time.monotonic()
     old_label = f"`{ref}` = {git('log', '-1', '--format=%h %s', commit)}"
+    new_label, identical = describe_new(commit)
     runs: dict[str, list[Figures]] = {OLD: [], NEW: []}
     measured_runs: list[tuple[int, str, Figures]] = []
     with worktree(commit) as old_root:
-        trees = {OLD: Tree(OLD, old_root, old_label), NEW: Tree(NEW, ROOT, describe_new())}
+        trees = {OLD: Tree(OLD, old_root, old_label), NEW: Tree(NEW, ROOT, new_label)}
         for tree in trees.values():
             prepare(tree)
             log(f"compare: {tree.side} = {tree.label} ({tree.root})")
@@ -288,7 +292,12 @@ def compare_report(
         f"pair{'s' * (pairs != 1)}",
         "",
         f"- old: {old_label} (a temporary worktree)",
-        f"- new: {trees[NEW].label}",
+        f"- new: {new_label}",
+        *(
+            ["- Identical code on both sides: the ratios show the noise alone."]
+            if identical
+            else []
+        ),
         "",
         *table(("metric", "old median", "new median", "new/old", "target", "ok?"), rows),
         "",
