@@ -50,7 +50,7 @@ from miniexchange.model.errors import (
     journal_unavailable,
 )
 from miniexchange.model.ledger import Balance, Ledger
-from miniexchange.model.settlement import limit_hold
+from miniexchange.model.settlement import EXPIRE_FIRST, HELD, reserve_limit
 
 SymbolActors = Callable[[str], pykka.ActorRef]
 """The symbol's actor, started on first use (the registry's `symbol_actor`)."""
@@ -140,23 +140,21 @@ class AccountActor(ExchangeActor):
             self._refuse_order(submit, broker_not_found(command.broker_id))
             return
         symbol = command.symbol
-        cash, quantity = limit_hold(command)
-        held = ledger.hold_cash(symbol, cash) if cash else ledger.hold_shares(symbol, quantity)
-        if held:
+        decision = reserve_limit(ledger, command, final)
+        if decision == HELD:
             self.symbols(symbol).tell(Reserved(submit))
-        elif not final and ledger.holds_on(symbol):
+        elif decision == EXPIRE_FIRST:
             self.symbols(symbol).tell(ExpireThenCheck(submit))
         else:
-            self._refuse_order(submit, insufficient_funds(command.broker_id, command.side, symbol))
+            refusal = insufficient_funds(command.broker_id, command.side, symbol)
+            self._refuse_order(submit, refusal)
 
     def _hold(self, message: Hold) -> bool:
         """A market order's pass-long hold (asked by its symbol actor)."""
         ledger = self.ledgers.get(message.broker_id)
         if ledger is None:
             raise broker_not_found(message.broker_id)
-        if message.cash:
-            return ledger.hold_cash(message.symbol, message.cash)
-        return ledger.hold_shares(message.symbol, message.quantity)
+        return ledger.hold(message.symbol, message.cash, message.quantity)
 
     # -- R2: what the symbol actors decided -------------------------------------------
 

@@ -16,9 +16,8 @@ every symbol actor's events (`Notify`) and holds the recovered subscriptions.
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pykka
@@ -26,24 +25,24 @@ import pykka
 from miniexchange.actors.accounts import AccountActor, account_index
 from miniexchange.actors.base import Reply, start_actor_threads_small
 from miniexchange.actors.clock import ClockActor, Ticker
+from miniexchange.actors.listeners import CountTrades, EventsTo, StepListener
 from miniexchange.actors.market_data import MarketData
 from miniexchange.actors.messages import (
     ExpireDue,
-    Notify,
     ReadBalance,
     Register,
     Submit,
 )
 from miniexchange.actors.read_index import ReadIndex
-from miniexchange.actors.symbol import EventSink, SymbolActor, SymbolContext, ignore_events
-from miniexchange.actors.webhooks import Listening, WebhookDispatcherActor
+from miniexchange.actors.symbol import SymbolActor, SymbolContext
+from miniexchange.actors.webhooks import Listening, WebhookDispatcherActor, WebhookEvents
 from miniexchange.clock import Clock
 from miniexchange.ids import IdFactory
 from miniexchange.journal.facts import KeepAnswer
 from miniexchange.journal.recovery import Recovered, recover
 from miniexchange.journal.store import Journal, MemoryJournal
 from miniexchange.metrics import Metrics
-from miniexchange.model.commands import LIMIT, RegisterBroker, SubmitOrder
+from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
 from miniexchange.model.events import Event
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import Order
@@ -59,7 +58,7 @@ class Exchange:
         ids: IdFactory,
         expiration_interval_s: float | None = 1.0,
         vwap_window_us: int = 300_000_000,
-        events: EventSink = ignore_events,
+        events: Callable[[list[Event]], None] | None = None,
         journal: Journal | None = None,
         deliveries: Deliveries | None = None,
         metrics: Metrics | None = None,
@@ -83,7 +82,14 @@ class Exchange:
         self.metrics.watch_deliveries(getattr(self.deliveries, "stats", None))  # a fake: none
         self._dispatcher: pykka.ActorRef | None = None
         self._listening = Listening()
-        self._also_hear = events
+        self._market_data = MarketData()
+        listeners: list[StepListener] = [
+            self._market_data,
+            CountTrades(self.metrics),
+            WebhookEvents(lambda: self._dispatcher, self._listening),
+        ]
+        if events is not None:
+            listeners.append(EventsTo(events))
         self._account_count = account_actors
         self._accounts: list[pykka.ActorRef] = []
         self.registered: set[str] = set()  # published by the account actors, see there
@@ -96,7 +102,7 @@ class Exchange:
             read_index=self.read_index,
             accounts=self.account_actor,
             vwap_window_us=vwap_window_us,
-            events=self._publish,
+            listeners=tuple(listeners),
             journal=self.journal,
             metrics=self.metrics,
         )
@@ -112,7 +118,7 @@ class Exchange:
     @property
     def market_data(self) -> MarketData:
         """What the symbol actors publish for `/stocks`, the tape and the streams."""
-        return self._context.market_data
+        return self._market_data
 
     def start(self) -> None:
         recovered = recover(self.journal.facts())
@@ -170,7 +176,12 @@ class Exchange:
             by_symbol.setdefault(order.symbol, []).append(order)
         for symbol, orders in by_symbol.items():
             trades = recovered.trades.get(symbol, ())
-            self._symbols[symbol] = SymbolActor.start(symbol, self._context, orders, trades)
+            actor = SymbolActor.start(symbol, self._context, orders, trades)
+            self._symbols[symbol] = actor
+            book = actor.proxy().book.get()  # its summary and tape, as recovered
+            self._market_data.feed(symbol).publish(
+                list(trades), book.best_price(BID), book.best_price(ASK), book.next_expiry()
+            )
 
     def stop(self) -> None:
         """Stop the clock (a running sweep completes first), then every actor, then the
@@ -199,16 +210,6 @@ class Exchange:
         if self._dispatcher is None:
             raise pykka.ActorDeadError("the exchange is not running")
         return self._dispatcher
-
-    def _publish(self, events: list[Event]) -> None:
-        """A symbol actor's events, after its atomic step: to the dispatcher, in order
-        (unless none of them concerns a broker with a subscription)."""
-        dispatcher = self._dispatcher
-        if dispatcher is not None and self._listening.any_of(events):
-            # Once stopping, deliveries not yet made are abandoned (§5.3).
-            with contextlib.suppress(pykka.ActorDeadError):
-                dispatcher.tell(Notify(tuple(events)))
-        self._also_hear(events)
 
     # -- brokers ---------------------------------------------------------------
 

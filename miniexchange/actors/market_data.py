@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from miniexchange.actors.listeners import Step, StepListener
 from miniexchange.model.orders import Trade
 
 TAPE_LENGTH = 500
@@ -137,10 +138,11 @@ class SymbolFeed:
         return trades, overflowed
 
 
-class MarketData:
-    """Every symbol's feed. A feed exists from the first time anyone needs it: its
-    symbol's actor, or a stream of a symbol known only from holdings, whichever
-    comes first, so a stream opened before the first order still hears it."""
+class MarketData(StepListener):
+    """Every symbol's feed, fed by the symbol actors' steps. A feed exists from the
+    first time anyone needs it: its symbol's first step, or a stream of a symbol known
+    only from holdings, whichever comes first, so a stream opened before the first
+    order still hears it."""
 
     __slots__ = ("_feeds", "_lock")
 
@@ -157,6 +159,11 @@ class MarketData:
 
     def get(self, symbol: str) -> SymbolFeed | None:
         return self._feeds.get(symbol)
+
+    def on_step(self, step: Step) -> None:
+        self.feed(step.symbol).publish(
+            step.outcome.trades, step.best_bid, step.best_ask, step.next_expiry
+        )
 
     def summary(self, symbol: str) -> Summary:
         feed = self._feeds.get(symbol)

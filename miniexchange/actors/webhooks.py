@@ -10,10 +10,14 @@ deadlock on it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 
+import pykka
+
 from miniexchange.actors.base import DEFERRED, ExchangeActor, Reply
+from miniexchange.actors.listeners import Step, StepListener
 from miniexchange.actors.messages import ListWebhooks, Notify, Subscribe, Unsubscribe
 from miniexchange.clock import Clock
 from miniexchange.ids import IdFactory, random_uuid4
@@ -49,6 +53,25 @@ class Listening:
         """Whether any of `events` concerns a broker with a subscription."""
         brokers = self.brokers
         return bool(brokers) and any(event.order.broker_id in brokers for event in events)
+
+
+class WebhookEvents(StepListener):
+    """A step's events, in order, to the dispatcher, unless none of them concerns a
+    broker with a subscription (then the dispatcher's thread is not woken at all)."""
+
+    def __init__(
+        self, dispatcher: Callable[[], pykka.ActorRef | None], listening: Listening
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.listening = listening
+
+    def on_step(self, step: Step) -> None:
+        events = step.outcome.events
+        dispatcher = self.dispatcher()
+        if dispatcher is not None and events and self.listening.any_of(events):
+            # Once stopping, deliveries not yet made are abandoned (§5.3).
+            with contextlib.suppress(pykka.ActorDeadError):
+                dispatcher.tell(Notify(tuple(events)))
 
 
 class WebhookDispatcherActor(ExchangeActor):

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from miniexchange.model.commands import RegisterBroker
+from miniexchange.model.engine import Outcome
 from miniexchange.model.orders import Order, Trade
 
 Fact = tuple[str, bytes]
@@ -83,6 +84,17 @@ def order_closed(order: Order, at: int) -> Fact:
     if order.expired_at is not None:
         return ORDER_EXPIRED, orjson.dumps({"order_id": order.order_id, "at": at})
     return ORDER_CANCELLED, orjson.dumps({"order_id": order.order_id, "at": order.cancelled_at})
+
+
+def step_facts(outcome: Outcome) -> list[Fact]:
+    """What a matching step decided, in the order recovery must replay it: the orders
+    it closed (due ones expire before a submission), the accepted order, its trades.
+    A market order's IOC remainder is no fact: recovery derives it."""
+    recorded = [order_closed(order, outcome.at) for order in outcome.closed]
+    if outcome.accepted is not None:
+        recorded.append(order_accepted(outcome.accepted))
+        recorded.extend(trade_executed(trade) for trade in outcome.trades)
+    return recorded
 
 
 def webhook_saved(subscription: dict[str, Any]) -> Fact:

@@ -128,6 +128,10 @@ class Ledger:
         """Whether anything is held for orders on `symbol` (some may be due)."""
         return symbol in self.cash_held_on or symbol in self.reserved_shares
 
+    def hold(self, symbol: str, cash: int, quantity: int) -> bool:
+        """Hold `cash` (a bid) or `quantity` shares (an ask) for an order on `symbol`."""
+        return self.hold_cash(symbol, cash) if cash else self.hold_shares(symbol, quantity)
+
     def hold_cash(self, symbol: str, amount: int) -> bool:
         """Hold `amount` for an order on `symbol` if it is available; False: no change."""
         if amount > self.cash - self.reserved_cash:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from miniexchange.model.book import MatchResult, OrderBook
 from miniexchange.model.commands import ASK, BID, LIMIT, SubmitOrder
-from miniexchange.model.ledger import SettlementLeg
+from miniexchange.model.ledger import Ledger, SettlementLeg
 from miniexchange.model.orders import Order
 
 
@@ -19,6 +19,23 @@ def limit_hold(command: SubmitOrder) -> tuple[int, int]:
     if command.side == BID:
         return command.price * command.quantity, 0  # type: ignore[operator]
     return 0, command.quantity
+
+
+HELD = "held"
+EXPIRE_FIRST = "expire_first"
+LACKING = "lacking"
+
+
+def reserve_limit(ledger: Ledger, command: SubmitOrder, final: bool) -> str:
+    """R1's decision on a limit order: HELD (its funds now held), LACKING (refuse), or
+    EXPIRE_FIRST: the hold failed but the broker holds something on that symbol, some of
+    which may be due, so the symbol's due orders must expire before the check is final
+    (`final`: that was done)."""
+    if ledger.hold(command.symbol, *limit_hold(command)):
+        return HELD
+    if not final and ledger.holds_on(command.symbol):
+        return EXPIRE_FIRST
+    return LACKING
 
 
 def cash_to_reserve(book: OrderBook, command: SubmitOrder) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import pykka
 import pytest
 
+from miniexchange.actors.listeners import EventsTo
 from miniexchange.actors.messages import (
     Cancel,
     ExpireDue,
@@ -197,7 +198,7 @@ def start_venue(
         accounts=lambda broker_id: accounts,
         journal=journal if journal is not None else MemoryJournal(),
         clock_actor=clock_actor,
-        events=batches.append,
+        listeners=(EventsTo(batches.append),),
     )
     actor = SymbolActor.start(SYMBOL, context, orders)
     return Venue(clock, read_index, context, actor, clock_actor, accounts, batches)

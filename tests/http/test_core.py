@@ -399,6 +399,33 @@ def test_due_order_never_trades_between_sweeps(client: AppClient, clock: ManualC
     assert result.json["error"] == "no_liquidity"
 
 
+@pytest.mark.parametrize("side", ["bid", "ask"])
+def test_funds_held_by_a_due_order_are_freed_before_the_check(
+    client: AppClient, clock: ManualClock, side: str
+) -> None:
+    """Expire the due orders, then check funds (§2.2): the funds of a due but not yet
+    swept order pay for the next one on that symbol (the account actor sends the order
+    through the symbol actor to expire it first), and not on another symbol."""
+    register(client, "B", 1000, AAPL=10)
+    first = limit(
+        client, "B", side, 100 if side == "bid" else 1, 10, expires_at="2026-02-17T09:00:05Z"
+    )
+    assert first.status_code == 201
+    clock.advance(seconds=5)
+    elsewhere = limit(client, "B", side, 100 if side == "bid" else 1, 1, symbol="GOOG")
+    assert elsewhere.status_code == 409  # GOOG's book cannot free what AAPL holds
+    second = limit(client, "B", side, 100 if side == "bid" else 1, 10)
+    assert second.status_code == 201, second.json
+    assert client.get(f"/orders/{first.json['order_id']}").json["status"] == "expired"
+    b = balance(client, "B")
+    if side == "bid":
+        assert (b["reserved_cash"], b["available_cash"]) == (1000, 0)
+    else:
+        assert b["holdings"] == [
+            {"symbol": "AAPL", "quantity": 10, "reserved_quantity": 10, "available_quantity": 0}
+        ]
+
+
 def test_expires_at_must_be_in_the_future(client: AppClient) -> None:
     register(client, "B", 100000)
     result = limit(client, "B", "bid", 1, 1, expires_at="2026-02-17T09:00:00Z")

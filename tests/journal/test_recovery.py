@@ -18,7 +18,7 @@ import pytest
 
 from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Cancel, ReadBook, ReadPrice, Submit
-from miniexchange.actors.symbol import BookView, ignore_events
+from miniexchange.actors.symbol import BookView
 from miniexchange.clock import SystemClock
 from miniexchange.journal import facts
 from miniexchange.journal.facts import Fact
@@ -267,7 +267,7 @@ class Twin:
         clock: ManualClock,
         ids: SequentialIds,
         journal: RecordingJournal,
-        events: Callable[[list[Event]], None] = ignore_events,
+        events: Callable[[list[Event]], None] | None = None,
     ) -> Twin:
         exchange = Exchange(clock, ids, expiration_interval_s=None, events=events, journal=journal)
         exchange.start()

@@ -1,9 +1,7 @@
 """Builders and a pure driver shared by the model tests.
 
 Times are integer microseconds since the epoch, amounts integer cents, as in the model.
-`PureExchange` drives `OrderBook`s and `Ledger`s exactly as `SymbolActor` does
-(expire due → refusals → reserve → `new_order` → `submit` → settle → IOC release), but
-synchronously and without actors, so a test sees every step's effect at once.
+`Trading` wires the real engine step and ledgers as the actors do, without messages.
 """
 
 from __future__ import annotations
@@ -12,17 +10,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from miniexchange.model import engine
 from miniexchange.model.book import MatchResult, OrderBook
-from miniexchange.model.commands import BID, LIMIT, MARKET, SubmitOrder
-from miniexchange.model.errors import (
-    insufficient_balance,
-    insufficient_holdings,
-    no_liquidity,
-    validation_error,
-)
+from miniexchange.model.commands import LIMIT, MARKET, SubmitOrder
+from miniexchange.model.engine import Outcome, SymbolState
+from miniexchange.model.errors import ExchangeError, insufficient_funds
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import Order, new_order
-from miniexchange.model.settlement import cash_to_reserve, released_by, settlement_legs
+from miniexchange.model.settlement import EXPIRE_FIRST, HELD, reserve_limit
 from miniexchange.testing import SequentialIds
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -108,12 +103,16 @@ def submit(book: OrderBook, ids: SequentialIds, command: SubmitOrder, now: int) 
     return book.submit(new_order(command, ids.order_id(), now), now, ids.trade_id)
 
 
-class PureExchange:
-    """Books and ledgers wired as the symbol actor wires them, minus the actors."""
+class Trading:
+    """The real engine step (`model.engine`) and real ledgers, wired as the actors wire
+    them: R1's hold of a limit order, the step (a market order holding its sweep through
+    `hold`), the R2 changes applied. No messages, so a test sees each step's effect at
+    once; nothing of the step's logic is repeated here."""
 
-    def __init__(self, ids: SequentialIds) -> None:
+    def __init__(self, ids: SequentialIds, vwap_window_us: int = 300_000_000) -> None:
         self.ids = ids
-        self.books: dict[str, OrderBook] = {}
+        self.vwap_window_us = vwap_window_us
+        self.states: dict[str, SymbolState] = {}
         self.ledgers: dict[str, Ledger] = {}
 
     def register(self, broker_id: str, cash: int, holdings: dict[str, int], now: int) -> Ledger:
@@ -121,54 +120,50 @@ class PureExchange:
         self.ledgers[broker_id] = ledger
         return ledger
 
-    def book(self, symbol: str) -> OrderBook:
-        if symbol not in self.books:
-            self.books[symbol] = OrderBook(symbol)
-        return self.books[symbol]
+    def state(self, symbol: str) -> SymbolState:
+        if symbol not in self.states:
+            self.states[symbol] = SymbolState(symbol, self.vwap_window_us)
+        return self.states[symbol]
+
+    @property
+    def books(self) -> dict[str, OrderBook]:
+        return {symbol: state.book for symbol, state in self.states.items()}
 
     def expire(self, symbol: str, now: int) -> list[Order]:
-        """`SymbolActor._expire_due`: expire what is due and release its reservations."""
-        expired = self.book(symbol).expire_due(now)
-        for order in expired:
-            self._release(symbol, order, now)
-        return expired
-
-    def accept_and_match(self, command: SubmitOrder, now: int) -> MatchResult:
-        """`SymbolActor._accept_and_match`, step for step (due orders already expired)."""
-        symbol = command.symbol
-        book = self.book(symbol)
-        if command.type == LIMIT and command.expires_at <= now:  # type: ignore[operator]
-            raise validation_error("expires_at must be a future timestamp")
-        ledger = self.ledgers[command.broker_id]
-        if command.type == MARKET and not book.has_liquidity_for(command.side):
-            raise no_liquidity(symbol)
-        if command.side == BID:
-            if not ledger.hold_cash(symbol, cash_to_reserve(book, command)):
-                raise insufficient_balance(command.broker_id)
-        elif not ledger.hold_shares(symbol, command.quantity):
-            raise insufficient_holdings(command.broker_id, symbol)
-        ledger.touch(now)  # the acceptance
-        order = new_order(command, self.ids.order_id(), now)
-        result = book.submit(order, now, self.ids.trade_id)
-        for broker_id, legs in settlement_legs(result).items():
-            self.ledgers[broker_id].settle(symbol, tuple(legs), now)
-        if result.order.cancelled_quantity:  # a market order's IOC remainder
-            self._release(symbol, result.order, now)
-        return result
+        outcome = Outcome(now)
+        engine.expire_due(self.state(symbol), outcome)
+        self._apply(outcome)
+        return outcome.closed
 
     def submit(self, command: SubmitOrder, now: int) -> MatchResult:
-        self.expire(command.symbol, now)
-        return self.accept_and_match(command, now)
+        """Submit as the HTTP layer would (a limit order to R1 first); raises the refusal."""
+        state = self.state(command.symbol)
+        if command.type == LIMIT:
+            ledger = self.ledgers[command.broker_id]
+            decision = reserve_limit(ledger, command, final=False)
+            if decision == EXPIRE_FIRST:
+                self.expire(command.symbol, now)
+                decision = reserve_limit(ledger, command, final=True)
+            if decision != HELD:
+                raise insufficient_funds(command.broker_id, command.side, command.symbol)
+        outcome = Outcome(now)
+
+        def hold(broker_id: str, cash: int, quantity: int) -> bool:
+            return self.ledgers[broker_id].hold(command.symbol, cash, quantity)
+
+        answer = engine.submit(state, command, self.ids, outcome, hold)
+        self._apply(outcome)
+        if isinstance(answer, ExchangeError):
+            raise answer
+        return MatchResult(answer, outcome.fills)
 
     def cancel(self, symbol: str, order_id: str, now: int) -> Order | None:
-        """`SymbolActor._cancel` after its expiry step: cancel and release, or None."""
-        cancelled = self.book(symbol).cancel(order_id, now)
-        if cancelled is not None:
-            self._release(symbol, cancelled, now)
-        return cancelled
+        """The cancelled order, or None for an unknown or terminal one."""
+        outcome = Outcome(now)
+        answer = engine.cancel(self.state(symbol), order_id, outcome)
+        self._apply(outcome)
+        return None if isinstance(answer, ExchangeError) else answer
 
-    def _release(self, symbol: str, order: Order, now: int) -> None:
-        cash, shares = released_by(order)
-        ledger = self.ledgers[order.broker_id]
-        ledger.release(symbol, cash, shares)
-        ledger.touch(now)
+    def _apply(self, outcome: Outcome) -> None:
+        for change in outcome.ledgers:
+            self.ledgers[change.broker_id].apply(change)

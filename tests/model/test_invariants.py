@@ -1,7 +1,7 @@
 """Property tests: random trading on several symbols keeps every invariant of §3.8.
 
-A hypothesis state machine drives `OrderBook`s and `Ledger`s through `PureExchange`
-(the symbol actor's steps without actors): limit and market bids and asks from three
+A hypothesis state machine drives the real engine step and ledgers through `Trading`
+(wired as the actors wire them, without messages): limit and market bids and asks from three
 brokers on two symbols, cancels of random orders (live, terminal or unknown), clock
 advances (with an expiry sweep, or left to the next submission), and recoveries that rebuild a book with
 `restore`. Each submission is checked against a brute-force reference (which orders it
@@ -37,7 +37,7 @@ from miniexchange.model.orders import (
     Trade,
 )
 from miniexchange.testing import SequentialIds
-from tests.model.support import PureExchange, at
+from tests.model.support import Trading, at
 
 SYMBOLS = ("AAPL", "GOOG")
 BROKERS = ("alice", "bob", "carol")
@@ -111,7 +111,7 @@ def reference_sweep(resting: list[Order], incoming_side: str, quantity: int) -> 
 class TradingMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.exchange = PureExchange(SequentialIds())
+        self.exchange = Trading(SequentialIds())
         self.now = START
         self.orders: dict[str, Order] = {}  # every order ever created, latest state
         self.trades: dict[str, Trade] = {}
@@ -140,7 +140,7 @@ class TradingMachine(RuleBasedStateMachine):
             self.seeded.update(seed)
             self.updated_at[broker_id] = ledger.updated_at
         for symbol in SYMBOLS:
-            self.exchange.book(symbol)
+            self.exchange.state(symbol)
 
     # -- rules ----------------------------------------------------------------------------
 
@@ -239,6 +239,7 @@ class TradingMachine(RuleBasedStateMachine):
         order_id = data.draw(st.sampled_from([*sorted(self.orders), UNKNOWN]), label="order_id")
         if order_id == UNKNOWN:
             for symbol in SYMBOLS:
+                self._expire(symbol)  # a cancel expires the due orders first
                 assert self.exchange.cancel(symbol, UNKNOWN, self.now) is None
             return
         symbol = self.orders[order_id].symbol
@@ -281,7 +282,7 @@ class TradingMachine(RuleBasedStateMachine):
         rebuilt = OrderBook(symbol)
         for order in resting:
             rebuilt.restore(order)
-        self.exchange.books[symbol] = rebuilt
+        self.exchange.states[symbol].book = rebuilt
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -311,12 +312,21 @@ class TradingMachine(RuleBasedStateMachine):
         self.swept_at[symbol] = self.now
 
     def _expected_refusal(self, command: SubmitOrder, resting: list[Order]) -> str | None:
-        """What §2.2 says the submission must get, from brute-force figures."""
+        """What §2.2 says the submission must get, from brute-force figures.
+
+        A limit order's funds are checked by R1 before the symbol actor sees it; an
+        `expires_at` not after now is refused by the HTTP layer before either, so the
+        engine's own check only meets orders whose time passed in flight, after R1 held
+        their funds (and then gives the hold back)."""
+        lacking = self._lacking_funds(command, resting)
         if command.type == LIMIT and command.expires_at <= self.now:  # type: ignore[operator]
-            return "validation_error"
+            return lacking or "validation_error"
         opposite = [o for o in resting if o.side != command.side]
         if command.type == MARKET and not opposite:
             return "no_liquidity"
+        return lacking
+
+    def _lacking_funds(self, command: SubmitOrder, resting: list[Order]) -> str | None:
         balance = self.ledgers[command.broker_id].balance()
         if command.side == BID:
             if command.type == LIMIT:
@@ -347,7 +357,7 @@ class TradingMachine(RuleBasedStateMachine):
         balances_before = {b: ledger.balance() for b, ledger in self.ledgers.items()}
 
         try:
-            result = self.exchange.accept_and_match(command, self.now)
+            result = self.exchange.submit(command, self.now)
         except ExchangeError as refusal:
             assert refusal.code == expected_refusal, (refusal.code, expected_refusal)
             assert self._snapshot() == before  # a refused order leaves no trace

@@ -21,7 +21,7 @@ from miniexchange.model.ledger import (
 from miniexchange.model.orders import CANCELLED, FILLED, Order
 from miniexchange.model.settlement import cash_to_reserve, released_by, settlement_legs
 from miniexchange.testing import SequentialIds
-from tests.model.support import PureExchange, Resting, at, cents, limit, market, place, submit
+from tests.model.support import Resting, Trading, at, cents, limit, market, place, submit
 
 T0 = at("09:00:00")
 
@@ -191,7 +191,7 @@ def test_price_improvement_returns_fill_by_fill() -> None:
 
 def test_price_improvement_for_a_resting_bid_hit_by_a_lower_ask() -> None:
     """A resting 150.00 bid meets an incoming 140.00 ask: trade at 140.00 (seller's price)."""
-    exchange = PureExchange(SequentialIds())
+    exchange = Trading(SequentialIds())
     buyer = exchange.register("B", cents("15000.00"), {}, T0)
     seller = exchange.register("S", 0, {"AAPL": 100}, T0)
     exchange.submit(limit(BID, "150.00", 100, broker="B"), at("09:00:01"))
@@ -208,7 +208,7 @@ def test_price_improvement_for_a_resting_bid_hit_by_a_lower_ask() -> None:
 
 def test_market_bid_holds_exactly_its_sweep_cost_during_the_pass() -> None:
     ids = SequentialIds()
-    exchange = PureExchange(ids)
+    exchange = Trading(ids)
     buyer = exchange.register("B", cents("3800.00"), {}, T0)
     exchange.register("S", 0, {"AAPL": 350}, T0)
     for price, quantity in (("10.00", 100), ("11.00", 200), ("12.00", 50)):
@@ -226,7 +226,7 @@ def test_market_bid_holds_exactly_its_sweep_cost_during_the_pass() -> None:
 
 
 def test_market_bid_refused_when_the_sweep_costs_one_cent_more_than_available() -> None:
-    exchange = PureExchange(SequentialIds())
+    exchange = Trading(SequentialIds())
     buyer = exchange.register("B", cents("2649.99"), {}, T0)
     exchange.register("S", 0, {"AAPL": 350}, T0)
     for price, quantity in (("10.00", 100), ("11.00", 200), ("12.00", 50)):
@@ -240,7 +240,7 @@ def test_market_bid_refused_when_the_sweep_costs_one_cent_more_than_available() 
 
 
 def test_market_ask_releases_its_ioc_remainder() -> None:
-    exchange = PureExchange(SequentialIds())
+    exchange = Trading(SequentialIds())
     exchange.register("B", cents("15000.00"), {}, T0)
     seller = exchange.register("S", 0, {"AAPL": 500}, T0)
     exchange.submit(limit(BID, "50.00", 300, broker="B"), T0)
@@ -255,7 +255,7 @@ def test_market_ask_releases_its_ioc_remainder() -> None:
 
 @pytest.mark.parametrize("resting_side", [ASK, BID], ids=["ask-rests", "bid-rests"])
 def test_self_trade_nets_cash_to_zero(resting_side: str) -> None:
-    exchange = PureExchange(SequentialIds())
+    exchange = Trading(SequentialIds())
     me = exchange.register("me", cents("5000.00"), {"AAPL": 100}, T0)
     first, second = (
         (limit(ASK, "10.00", 100, broker="me"), limit(BID, "12.00", 100, broker="me"))

@@ -1,0 +1,217 @@
+"""The matching engine's procedures as plain functions of a symbol's state: submit a
+limit or market order, cancel, expire (contract §2.6, §3.4, §3.6, §2.5).
+
+Each call reads `now` and ids from its arguments and records what it decided in an
+`Outcome`: the order states, the trades, the ledger changes for the account actors
+(R2), the webhook events. It does no I/O, knows no actor and no clock, so the symbol
+actor only runs it and hands the outcome on, and the property tests drive the very
+same code.
+
+The funds side stays outside: a limit order arrives with its funds held (by R1, the
+account actor); a market order's sweep cost is computed here and held through the
+caller's `hold` (the symbol actor's one blocking ask) before the pass, so the book
+cannot move in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from miniexchange.model.book import Fill, OrderBook
+from miniexchange.model.commands import BID, LIMIT, SubmitOrder
+from miniexchange.model.errors import (
+    ExchangeError,
+    insufficient_funds,
+    no_liquidity,
+    not_cancellable,
+    order_not_found,
+    validation_error,
+)
+from miniexchange.model.events import Event, OrderClosed, TradeExecuted
+from miniexchange.model.ledger import Accepted, LedgerChange, Released, Settled
+from miniexchange.model.orders import Order, Trade, new_order
+from miniexchange.model.settlement import (
+    cash_to_reserve,
+    limit_hold,
+    released_by,
+    settlement_legs,
+)
+from miniexchange.model.vwap import TradeWindow
+
+if TYPE_CHECKING:
+    from miniexchange.ids import IdFactory
+
+
+class SymbolState:
+    """What one symbol's steps read and write: the book, the latest state of every
+    order of the symbol, and the trades of the VWAP window."""
+
+    __slots__ = ("book", "orders", "symbol", "trades")
+
+    def __init__(
+        self,
+        symbol: str,
+        vwap_window_us: int,
+        orders: Iterable[Order] = (),
+        trades: Iterable[Trade] = (),
+    ) -> None:
+        """`orders` and `trades` restore a recovered symbol (every order, every trade)."""
+        self.symbol = symbol
+        self.book = OrderBook(symbol)
+        self.orders: dict[str, Order] = {}
+        self.trades = TradeWindow(vwap_window_us)
+        for order in orders:
+            self.orders[order.order_id] = order
+            if order.is_active:
+                self.book.restore(order)
+        for trade in trades:
+            self.trades.record(trade)
+
+
+class Outcome:
+    """What one step decided, in the order it happened.
+
+    A plain slots class: one is made per step, and a dataclass with `default_factory`
+    fields costs twice as much to build."""
+
+    __slots__ = (
+        "accepted",
+        "at",
+        "changed",
+        "closed",
+        "events",
+        "fills",
+        "ledgers",
+        "request_id",
+        "trades",
+    )
+
+    def __init__(self, at: int, request_id: str | None = None) -> None:
+        self.at = at  # the step's one clock reading
+        self.request_id = request_id  # of the submission or cancel, for its events (§6.2)
+        self.closed: list[Order] = []  # cancelled or expired, in order
+        self.accepted: Order | None = None  # the submitted order as the step left it
+        self.fills: tuple[Fill, ...] = ()  # the submission's pass, both orders per trade
+        self.trades: list[Trade] = []  # in match order
+        self.changed: list[Order] = []  # resting orders filled or closed (later ones win)
+        self.events: list[Event] = []
+        self.ledgers: list[LedgerChange] = []  # for the account actors (R2)
+
+    @property
+    def touches_anything(self) -> bool:
+        """Whether the step changed anything at all (most expiry checks do not)."""
+        return bool(self.changed or self.ledgers or self.accepted)
+
+
+def expire_due(state: SymbolState, outcome: Outcome) -> None:
+    """Expire every resting order due at `outcome.at`, in `expires_at` order (§2.6)."""
+    for order in state.book.expire_due(outcome.at):
+        _close(state, order, outcome)
+
+
+HoldFunds = Callable[[str, int, int], bool]
+"""(broker_id, cash, shares): holds a market order's funds for its pass; False: the
+broker does not have them available."""
+
+
+def submit(
+    state: SymbolState, command: SubmitOrder, ids: IdFactory, outcome: Outcome, hold: HoldFunds
+) -> Order | ExchangeError:
+    """One submission (§3.4, §3.6): expire the due orders, check and hold a market
+    order's funds with `hold` (a limit order's are held already), create the order and
+    match it. Returns the order as the step leaves it, or the refusal; a refused limit
+    order gives its hold back."""
+    expire_due(state, outcome)
+    try:
+        if command.type != LIMIT:
+            cash, quantity = market_hold(state, command)
+            if not hold(command.broker_id, cash, quantity):
+                raise insufficient_funds(command.broker_id, command.side, state.symbol)
+        return accept_and_match(state, command, ids, outcome)
+    except ExchangeError as refusal:
+        if command.type == LIMIT:
+            give_back_hold(state, command, outcome)
+        return refusal
+
+
+def market_hold(state: SymbolState, command: SubmitOrder) -> tuple[int, int]:
+    """(cash, shares) a market order must hold for its pass: a bid's exact sweep cost,
+    an ask's quantity (§3.6); no_liquidity on an empty opposite side."""
+    if not state.book.has_liquidity_for(command.side):
+        raise no_liquidity(state.symbol)
+    if command.side == BID:
+        return cash_to_reserve(state.book, command), 0
+    return 0, command.quantity
+
+
+def give_back_hold(state: SymbolState, command: SubmitOrder, outcome: Outcome) -> None:
+    """A limit order refused after R1 held its funds: the hold goes back, at no time
+    (no order was created, so no `updated_at` moves)."""
+    cash, quantity = limit_hold(command)
+    outcome.ledgers.append(Released(command.broker_id, state.symbol, cash, quantity, None))
+
+
+def accept_and_match(
+    state: SymbolState, command: SubmitOrder, ids: IdFactory, outcome: Outcome
+) -> Order:
+    """Create the order at `outcome.at` and run the match loop (§3.4 steps 1-6, §3.6);
+    its funds are held. Returns the order as the step leaves it."""
+    now = outcome.at
+    if command.type == LIMIT and command.expires_at <= now:  # type: ignore[operator]
+        raise validation_error("expires_at must be a future timestamp")
+    order = new_order(command, ids.order_id(), now)
+    ledgers = outcome.ledgers
+    ledgers.append(Accepted(command.broker_id, now))
+    result = state.book.submit(order, now, ids.trade_id)
+    symbol = state.symbol
+    for broker_id, legs in settlement_legs(result).items():
+        ledgers.append(Settled(broker_id, symbol, tuple(legs), now))
+    final = result.order
+    outcome.fills = result.fills
+    if final.cancelled_quantity:  # a market order's IOC remainder
+        _release(state, final, outcome)
+    orders, trades, events = state.orders, outcome.trades, outcome.events
+    request_id = outcome.request_id
+    for fill in result.fills:
+        trade = fill.trade
+        state.trades.record(trade)
+        trades.append(trade)
+        events.append(TradeExecuted(trade, fill.bid, request_id))
+        events.append(TradeExecuted(trade, fill.ask, request_id))
+        orders[fill.resting.order_id] = fill.resting
+        outcome.changed.append(fill.resting)
+    orders[final.order_id] = final
+    outcome.accepted = final
+    return final
+
+
+def cancel(state: SymbolState, order_id: str, outcome: Outcome) -> Order | ExchangeError:
+    """Expire the due orders, then cancel a resting order (§2.5): the cancelled order,
+    or order_not_found, or not_cancellable with the message of its terminal status."""
+    expire_due(state, outcome)
+    cancelled = state.book.cancel(order_id, outcome.at)
+    if cancelled is None:
+        current = state.orders.get(order_id)
+        if current is None:
+            return order_not_found(order_id)
+        return not_cancellable(current.order_id, current.status)
+    _close(state, cancelled, outcome)
+    return cancelled
+
+
+def _close(state: SymbolState, order: Order, outcome: Outcome) -> None:
+    """A cancelled or expired order: release its reservation, record it."""
+    _release(state, order, outcome)
+    state.orders[order.order_id] = order
+    outcome.closed.append(order)
+    outcome.changed.append(order)
+    # an expiry is caused by time, not by the request whose step it happened in
+    caused_by = outcome.request_id if order.expired_at is None else None
+    outcome.events.append(OrderClosed(order, caused_by))
+
+
+def _release(state: SymbolState, order: Order, outcome: Outcome) -> None:
+    cash, shares = released_by(order)
+    if cash or shares:
+        outcome.ledgers.append(Released(order.broker_id, state.symbol, cash, shares, outcome.at))
