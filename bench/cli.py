@@ -26,7 +26,12 @@ from pathlib import Path
 
 from bench.compare import PAIRS, UnknownRef, compare_report
 from bench.engine import engine_rows
-from bench.http_load import OBSERVABILITY_ROUNDS, http_rows, observability_rows
+from bench.http_load import (
+    OBSERVABILITY_ROUNDS,
+    account_actor_rows,
+    http_rows,
+    observability_rows,
+)
 from bench.journal import NOTE as JOURNAL_NOTE
 from bench.journal import journal_rows
 from bench.memory import memory_rows
@@ -37,6 +42,7 @@ from bench.wrk import CONNECTIONS, WrkMissing
 RESULTS = Path(__file__).resolve().parent / "results"
 LATEST = RESULTS / "latest.md"
 PROFILE = RESULTS / "profile.md"
+ACCOUNTS = RESULTS / "accounts.md"
 COMPARE = RESULTS / "compare.md"
 
 
@@ -71,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="`limit` with the access log and metrics on vs off (issue 7)",
     )
+    parser.add_argument(
+        "--accounts",
+        action="store_true",
+        help="`limit` with ACCOUNT_ACTORS 1, 2 and 4, alternating (its default's figures)",
+    )
     parser.add_argument("--quick", action="store_true", help="3 s HTTP runs, shorter flows")
     parser.add_argument("--duration", type=float, help="seconds per HTTP run (default 10)")
     parser.add_argument(
@@ -83,7 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--pairs", type=int, help=f"with --compare: old/new pairs to measure (default {PAIRS})"
     )
     args = parser.parse_args(argv)
-    parts = (args.engine, args.http, args.memory, args.journal, args.profile, args.observability)
+    parts = (
+        args.engine,
+        args.http,
+        args.memory,
+        args.journal,
+        args.profile,
+        args.observability,
+        args.accounts,
+    )
     everything = not any(parts)
     if args.compare is None and args.pairs is not None:
         parser.error("--pairs goes with --compare REF")
@@ -139,6 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "lines to a file) and the HTTP metrics on, and with MINIEXCHANGE_OBSERVABILITY"
                 f"=off; alternating, best of {OBSERVABILITY_ROUNDS} each."
             )
+        if args.accounts:  # its own file: the default's figures, not a target
+            text = render(
+                account_actor_rows(duration, log),
+                [
+                    "`limit` (wrk, 32 connections) on a fresh server per run with "
+                    "ACCOUNT_ACTORS 1, 2 and 4, alternating; the median run of each."
+                ],
+            )
+            print(text)
+            ACCOUNTS.write_text(text)
+            log(f"written to {ACCOUNTS}")
         if args.profile:
             text = profile_limit(duration, 5, log)
             PROFILE.write_text("# py-spy profile of the server under `limit`\n\n" + text)

@@ -215,3 +215,34 @@ def http_rows(duration_s: float, log: Callable[[str], None] = print) -> list[Row
             " / ".join(f"{r.switches_per_request:.2f}" for r in (healthz, limit, mixed)),
         ),
     ]
+
+
+ACCOUNT_ACTOR_COUNTS = (1, 2, 4)
+ACCOUNT_ACTOR_ROUNDS = 3
+
+
+def account_actor_rows(duration_s: float, log: Callable[[str], None] = print) -> list[Row]:
+    """`limit` with `ACCOUNT_ACTORS` 1, 2 and 4, each run on a fresh server, the counts
+    alternating for `ACCOUNT_ACTOR_ROUNDS` rounds; the median of each count (the
+    default of the setting was chosen from these figures)."""
+    runs: dict[int, list[WrkResult]] = {count: [] for count in ACCOUNT_ACTOR_COUNTS}
+    for round_number in range(1, ACCOUNT_ACTOR_ROUNDS + 1):
+        for count in ACCOUNT_ACTOR_COUNTS:
+            log(f"http: limit, ACCOUNT_ACTORS={count}, round {round_number} ...")
+            with running_server(extra_env={"ACCOUNT_ACTORS": str(count)}) as server:
+                result = measured(server, "limit", duration_s)
+            log(f"  {_describe(result)}")
+            runs[count].append(result)
+    rows = []
+    for count, results in runs.items():
+        median = sorted(results, key=lambda result: result.rps)[len(results) // 2]
+        bad = {key: n for result in results for key, n in unexpected(result).items()}
+        rows.append(
+            Row(
+                f"http limit, ACCOUNT_ACTORS={count} (median of {len(results)})",
+                f"{_describe(median)}; all runs: "
+                + " / ".join(f"{result.rps:,.0f}" for result in results)
+                + (f"; errors {_fmt_counts(bad)}" if bad else ""),
+            )
+        )
+    return rows

@@ -10,7 +10,8 @@ Each layer updates the families of the facts it owns, where they happen; none re
 another's counters:
 
 - the HTTP middleware: `observe_request` (requests counter and duration histogram);
-- the symbol actors: `count_order`, `count_trades`, and `watch_resting` (their books'
+- the symbol actors and R1 in the account actors: `count_order`; the step listener
+  (`actors.listeners.CountTrades`): `count_trades`; the symbol actors: `watch_resting` (their books'
   sizes, read at scrape time rather than set after every step);
 - the journal writer: `observe_journal_commit` (its `on_commit` hook);
 - the delivery pool keeps its own counters and histogram (`DeliveryPool.stats()`,
