@@ -35,6 +35,7 @@ __all__ = [
     "FakeAccountActor",
     "FakeDeliveries",
     "ManualClock",
+    "RecordingJournal",
     "Release",
     "Replies",
     "ReserveCash",
@@ -230,6 +231,33 @@ def _as_record(change: LedgerChange) -> AccountRecord:
             change.cash, change.symbol if change.quantity else "", change.quantity, change.at
         )
     return Accept(change.at)
+
+
+class RecordingJournal:
+    """A journal for actor tests: durable at once (no disk), keeping every fact in
+    append order; it starts from `recorded` (what an earlier exchange journaled), and
+    `facts()` replays them as recovery reads a real journal."""
+
+    keeps_facts = True
+
+    def __init__(self, recorded: Iterable[Fact] = ()) -> None:
+        self.recorded: list[Fact] = list(recorded)
+        self._lock = threading.Lock()
+
+    def append(self, new: Sequence[Fact], done: Durable) -> None:
+        with self._lock:
+            self.recorded.extend(new)
+        done(None)
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def facts(self) -> Iterator[Fact]:
+        with self._lock:
+            return iter(list(self.recorded))
 
 
 class FakeDeliveries:

@@ -5,7 +5,7 @@ forwards to are recording actors; the journal records in memory."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +24,7 @@ from miniexchange.actors.messages import (
     Submit,
 )
 from miniexchange.journal import facts
-from miniexchange.journal.facts import Fact, KeepAnswer
-from miniexchange.journal.store import Durable, MemoryJournal
+from miniexchange.journal.facts import KeepAnswer
 from miniexchange.metrics import Metrics
 from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
 from miniexchange.model.errors import ExchangeError
@@ -37,24 +36,11 @@ from miniexchange.model.ledger import (
     Settled,
     SettlementLeg,
 )
-from miniexchange.testing import ManualClock, Replies
+from miniexchange.testing import ManualClock, RecordingJournal, Replies
 from tests.actors.conftest import SECOND, T0, WAIT_S, RecordingActor, recorded
 
 CASH = 10_000_000  # 100000.00, the contract's worked example (§3.5)
 E1 = T0 + 3600 * SECOND
-
-
-class RecordingJournal(MemoryJournal):
-    """Durable at once, keeping what it is given in append order."""
-
-    keeps_facts = True
-
-    def __init__(self) -> None:
-        self.recorded: list[Fact] = []
-
-    def append(self, new: Sequence[Fact], done: Durable) -> None:
-        self.recorded.extend(new)
-        done(None)
 
 
 @dataclass

@@ -8,8 +8,7 @@ them, and both must hold the same state and answer every later request alike.
 from __future__ import annotations
 
 import random
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,6 @@ from miniexchange.clock import SystemClock
 from miniexchange.journal import facts
 from miniexchange.journal.facts import Fact
 from miniexchange.journal.recovery import recover
-from miniexchange.journal.store import Durable, MemoryJournal
 from miniexchange.model.commands import ASK, BID, LIMIT, MARKET, RegisterBroker, SubmitOrder
 from miniexchange.model.errors import ExchangeError
 from miniexchange.model.events import Event, OrderClosed
@@ -39,7 +37,14 @@ from miniexchange.model.orders import (
     new_order,
 )
 from miniexchange.model.vwap import Price
-from miniexchange.testing import ManualClock, Replies, SequentialIds, read_balance, run_expiration
+from miniexchange.testing import (
+    ManualClock,
+    RecordingJournal,
+    Replies,
+    SequentialIds,
+    read_balance,
+    run_expiration,
+)
 from tests.journal.support import ids_after, ids_used
 
 SECOND = 1_000_000
@@ -226,25 +231,6 @@ def test_an_unknown_fact_stops_recovery() -> None:
 
 
 # -- a live exchange and its recovered twin ----------------------------------------------
-
-
-class RecordingJournal(MemoryJournal):
-    """Durable at once (no disk), keeping every fact in append order; it starts from
-    `facts` (what an earlier exchange recorded)."""
-
-    keeps_facts = True  # records what it is given
-
-    def __init__(self, recorded: Iterable[Fact] = ()) -> None:
-        self.recorded: list[Fact] = list(recorded)
-        self._lock = threading.Lock()
-
-    def append(self, new: Sequence[Fact], done: Durable) -> None:
-        with self._lock:
-            self.recorded.extend(new)
-        done(None)
-
-    def facts(self) -> Iterator[Fact]:
-        return iter(list(self.recorded))
 
 
 BROKERS = ("b1", "b2", "b3", "b4")
