@@ -40,6 +40,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from miniexchange.model.commands import SubmitOrder
+from miniexchange.model.errors import ExchangeError
 from miniexchange.model.orders import Trade
 from miniexchange.webhooks.delivery import DURATION_BUCKETS_S, DeliveryStats
 
@@ -153,6 +155,11 @@ class Metrics:
         if child is None:
             child = self._order_children[key] = self._orders.labels(order_type, side, outcome)
         child.inc()
+
+    def count_answer(self, command: SubmitOrder, answer: object) -> None:
+        """A submission's answer: the order (`accepted`) or its refusal's code."""
+        outcome = answer.code if isinstance(answer, ExchangeError) else "accepted"
+        self.count_order(command.type, command.side, outcome)
 
     def _symbol(self, symbol: str) -> tuple[Any, Any, Any, Any]:
         children = self._symbol_children.get(symbol)

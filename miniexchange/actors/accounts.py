@@ -23,7 +23,7 @@ actor by a stable hash of its id (`account_index`), so brokers cost no thread.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import pykka
 
@@ -49,7 +49,7 @@ from miniexchange.model.errors import (
     insufficient_funds,
     journal_unavailable,
 )
-from miniexchange.model.ledger import Balance, Ledger
+from miniexchange.model.ledger import Balance, Ledger, LedgerChange
 from miniexchange.model.settlement import EXPIRE_FIRST, HELD, reserve_limit
 
 SymbolActors = Callable[[str], pykka.ActorRef]
@@ -188,3 +188,18 @@ class AccountActor(ExchangeActor):
         self.journal.append(
             (kept,), lambda error: reply(refusal if error is None else journal_unavailable())
         )
+
+
+def tell_changes(
+    accounts: Callable[[str], pykka.ActorRef], changes: Sequence[LedgerChange]
+) -> None:
+    """R2: one `Apply` per account actor involved, its changes in step order."""
+    first = accounts(changes[0].broker_id)
+    if all(accounts(change.broker_id) is first for change in changes):
+        first.tell(Apply(tuple(changes)))
+        return
+    by_actor: dict[pykka.ActorRef, list[LedgerChange]] = {}
+    for change in changes:
+        by_actor.setdefault(accounts(change.broker_id), []).append(change)
+    for actor, mine in by_actor.items():
+        actor.tell(Apply(tuple(mine)))

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import pykka
 
+from miniexchange.actors.accounts import tell_changes
 from miniexchange.actors.base import DEFERRED, ExchangeActor, Reply
 from miniexchange.actors.listeners import Step, StepListener, tell_all
 from miniexchange.actors.messages import (
-    Apply,
     Cancel,
     ExpireDue,
     ExpireThenCheck,
@@ -45,31 +45,11 @@ from miniexchange.journal.facts import KeepAnswer
 from miniexchange.journal.store import Journal, MemoryJournal
 from miniexchange.metrics import Metrics
 from miniexchange.model import engine
-from miniexchange.model.book import Level
 from miniexchange.model.commands import ASK, BID, SubmitOrder
-from miniexchange.model.engine import Outcome, SymbolState
-from miniexchange.model.errors import (
-    ExchangeError,
-    journal_unavailable,
-)
-from miniexchange.model.ledger import LedgerChange
+from miniexchange.model.engine import BookView, Outcome, QuoteView, SymbolState
+from miniexchange.model.errors import journal_unavailable
 from miniexchange.model.orders import Order, Trade
 from miniexchange.model.vwap import Price
-
-
-@dataclass(frozen=True, slots=True)
-class BookView:
-    """The L2 book between two writes: levels best first, read at `snapshot_at`."""
-
-    bids: list[Level]
-    asks: list[Level]
-    snapshot_at: int
-
-
-@dataclass(frozen=True, slots=True)
-class QuoteView:
-    levels: list[Level]  # what a market order would take, in walking order
-    quoted_at: int
 
 
 @dataclass(slots=True)
@@ -150,18 +130,23 @@ class SymbolActor(ExchangeActor):
         return DEFERRED
 
     def _expire(self, message: ExpireDue) -> None:
-        self._expire_for_read()
+        outcome = Outcome(self.context.clock.now())
+        engine.expire_due(self.state, outcome)
+        self._finish(outcome)
 
     # -- reads -------------------------------------------------------------------
 
     def _read_book(self, message: ReadBook) -> BookView:
-        now = self._expire_for_read()
-        book = self.book
-        return BookView(book.levels(BID, message.depth), book.levels(ASK, message.depth), now)
+        outcome = Outcome(self.context.clock.now())
+        view = engine.read_book(self.state, message.depth, outcome)
+        self._finish(outcome)
+        return view
 
     def _read_quote(self, message: ReadQuote) -> QuoteView:
-        now = self._expire_for_read()
-        return QuoteView(self.book.sweep(message.side, message.quantity), now)
+        outcome = Outcome(self.context.clock.now())
+        view = engine.read_quote(self.state, message.side, message.quantity, outcome)
+        self._finish(outcome)
+        return view
 
     def _read_price(self, message: ReadPrice) -> Price:
         return self.state.trades.price(self.context.clock.now())
@@ -177,14 +162,7 @@ class SymbolActor(ExchangeActor):
         ReadPrice: _read_price,
     }
 
-    # -- steps -------------------------------------------------------------------
-
-    def _expire_for_read(self) -> int:
-        """Book and quote reads leave out due orders (§2.6): expire them first."""
-        outcome = Outcome(self.context.clock.now())
-        engine.expire_due(self.state, outcome)
-        self._finish(outcome)
-        return outcome.at
+    # -- the end of every step ------------------------------------------------------
 
     def _finish(
         self,
@@ -222,7 +200,7 @@ class SymbolActor(ExchangeActor):
                 then()
             if reply is not None:
                 if submitted is not None:
-                    _count_answer(context.metrics, submitted, answer)
+                    context.metrics.count_answer(submitted, answer)
                 reply(answer)
             return
         book = self.book
@@ -237,11 +215,11 @@ class SymbolActor(ExchangeActor):
                 if reply is not None:
                     given = journal_unavailable()
                     if submitted is not None:
-                        _count_answer(context.metrics, submitted, given)
+                        context.metrics.count_answer(submitted, given)
                     reply(given)
                 return
             if outcome.ledgers:
-                self._tell_accounts(outcome.ledgers)
+                tell_changes(context.accounts, outcome.ledgers)
             if then is not None:
                 then()
             index = context.read_index
@@ -252,23 +230,10 @@ class SymbolActor(ExchangeActor):
             tell_all(context.listeners, step)
             if reply is not None:
                 if submitted is not None:
-                    _count_answer(context.metrics, submitted, answer)
+                    context.metrics.count_answer(submitted, answer)
                 reply(answer)
 
         context.journal.append(recorded, durable)
-
-    def _tell_accounts(self, changes: list[LedgerChange]) -> None:
-        """One `Apply` per account actor involved, its changes in step order."""
-        accounts = self.context.accounts
-        first = accounts(changes[0].broker_id)
-        if all(accounts(change.broker_id) is first for change in changes):
-            first.tell(Apply(tuple(changes)))
-            return
-        by_actor: dict[pykka.ActorRef, list[LedgerChange]] = {}
-        for change in changes:
-            by_actor.setdefault(accounts(change.broker_id), []).append(change)
-        for actor, mine in by_actor.items():
-            actor.tell(Apply(tuple(mine)))
 
     def _announce_expiry(self) -> int | None:
         """Tell the clock actor when the book's earliest expiry changed; return it."""
@@ -280,9 +245,3 @@ class SymbolActor(ExchangeActor):
                 with contextlib.suppress(pykka.ActorDeadError):
                     self.context.clock_actor.tell(NextExpiry(self.symbol, next_expiry))
         return next_expiry
-
-
-def _count_answer(metrics: Metrics, command: SubmitOrder, answer: object) -> None:
-    """Count a submission's answer: the order (`accepted`) or a refusal's code."""
-    outcome = answer.code if isinstance(answer, ExchangeError) else "accepted"
-    metrics.count_order(command.type, command.side, outcome)

@@ -16,10 +16,11 @@ cannot move in between.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from miniexchange.model.book import Fill, OrderBook
-from miniexchange.model.commands import BID, LIMIT, SubmitOrder
+from miniexchange.model.book import Fill, Level, OrderBook
+from miniexchange.model.commands import ASK, BID, LIMIT, SubmitOrder
 from miniexchange.model.errors import (
     ExchangeError,
     insufficient_funds,
@@ -67,6 +68,21 @@ class SymbolState:
                 self.book.restore(order)
         for trade in trades:
             self.trades.record(trade)
+
+
+@dataclass(frozen=True, slots=True)
+class BookView:
+    """The L2 book between two writes: levels best first, read at `snapshot_at`."""
+
+    bids: list[Level]
+    asks: list[Level]
+    snapshot_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteView:
+    levels: list[Level]  # what a market order would take, in walking order
+    quoted_at: int
 
 
 class Outcome:
@@ -133,6 +149,19 @@ def submit(
         if command.type == LIMIT:
             give_back_hold(state, command, outcome)
         return refusal
+
+
+def read_book(state: SymbolState, depth: int, outcome: Outcome) -> BookView:
+    """The L2 book without the orders due now (§2.6, §4.2): they are expired first."""
+    expire_due(state, outcome)
+    book = state.book
+    return BookView(book.levels(BID, depth), book.levels(ASK, depth), outcome.at)
+
+
+def read_quote(state: SymbolState, side: str, quantity: int, outcome: Outcome) -> QuoteView:
+    """What a market order would take now (§4.7), due orders expired first."""
+    expire_due(state, outcome)
+    return QuoteView(state.book.sweep(side, quantity), outcome.at)
 
 
 def market_hold(state: SymbolState, command: SubmitOrder) -> tuple[int, int]:

@@ -29,11 +29,12 @@ from miniexchange.actors.messages import (
     Submit,
 )
 from miniexchange.actors.read_index import ReadIndex
-from miniexchange.actors.symbol import BookView, SymbolActor, SymbolContext
+from miniexchange.actors.symbol import SymbolActor, SymbolContext
 from miniexchange.journal import facts
 from miniexchange.journal.store import Durable, Journal, MemoryJournal
 from miniexchange.model.book import Level, OrderBook
 from miniexchange.model.commands import ASK, BID, LIMIT, MARKET, SubmitOrder
+from miniexchange.model.engine import BookView
 from miniexchange.model.errors import ExchangeError
 from miniexchange.model.events import Event, OrderClosed, TradeExecuted
 from miniexchange.model.ledger import SettlementLeg

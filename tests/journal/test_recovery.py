@@ -17,12 +17,12 @@ import pytest
 
 from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Cancel, ReadBook, ReadPrice, Submit
-from miniexchange.actors.symbol import BookView
 from miniexchange.clock import SystemClock
 from miniexchange.journal import facts
 from miniexchange.journal.facts import Fact
 from miniexchange.journal.recovery import recover
 from miniexchange.model.commands import ASK, BID, LIMIT, MARKET, RegisterBroker, SubmitOrder
+from miniexchange.model.engine import BookView
 from miniexchange.model.errors import ExchangeError
 from miniexchange.model.events import Event, OrderClosed
 from miniexchange.model.ledger import Balance, Holding
