@@ -10,6 +10,7 @@ inherited, so two processes never share one.
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Protocol
 
@@ -84,3 +85,17 @@ class RandomIds:
 
     def webhook_id(self) -> str:
         return "wh-" + _pool.take()
+
+
+def secret_token(prefix: str) -> str:
+    """`prefix` and 43 characters of the URL-safe base64 alphabet: 32 bytes of OS
+    randomness, unpadded (API keys `mx_…`, webhook secrets `whsec_…`)."""
+    return prefix + base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+
+
+def new_api_key() -> str:
+    return secret_token("mx_")
+
+
+def new_webhook_secret() -> str:
+    return secret_token("whsec_")

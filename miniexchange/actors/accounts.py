@@ -16,7 +16,9 @@ The order path is exchange-core's pipeline, each stage a message, no lock shared
   once its facts are durable, so no other actor ever sees a change the journal could
   still lose (a funded order can never be committed before the trade that funded it).
 
-Registration and balance reads are messages here too. A broker belongs to one account
+Registration, balance reads and the brokers' credentials (`Issue`: an API key kept as
+its digest, a webhook secret) are messages here too; the registry's published
+digest -> broker map and broker -> webhook secret map change once the issue is durable. A broker belongs to one account
 actor by a stable hash of its id (`account_index`), so brokers cost no thread.
 """
 
@@ -32,6 +34,8 @@ from miniexchange.actors.messages import (
     Apply,
     ExpireThenCheck,
     Hold,
+    Issue,
+    Issued,
     ReadBalance,
     Recheck,
     Register,
@@ -39,10 +43,12 @@ from miniexchange.actors.messages import (
     Submit,
 )
 from miniexchange.clock import Clock
+from miniexchange.ids import new_api_key, new_webhook_secret
 from miniexchange.journal import facts
 from miniexchange.journal.facts import KeepAnswer
 from miniexchange.journal.store import Journal
 from miniexchange.metrics import Metrics
+from miniexchange.model.credentials import Credentials, api_key_digest
 from miniexchange.model.errors import (
     ExchangeError,
     broker_not_found,
@@ -54,6 +60,41 @@ from miniexchange.model.settlement import EXPIRE_FIRST, HELD, reserve_limit
 
 SymbolActors = Callable[[str], pykka.ActorRef]
 """The symbol's actor, started on first use (the registry's `symbol_actor`)."""
+
+
+class Secrets:
+    """Makes new credentials from OS randomness (`ids.secret_token`)."""
+
+    def api_key(self) -> str:
+        return new_api_key()
+
+    def webhook_secret(self) -> str:
+        return new_webhook_secret()
+
+
+class Published:
+    """The brokers' credentials as the rest of the exchange reads them without a hop:
+    API key digest -> broker, broker -> webhook secret. Account actors change them
+    once an issue is durable (whole dict operations, atomic under the GIL)."""
+
+    __slots__ = ("brokers_by_key", "webhook_secrets")
+
+    def __init__(self) -> None:
+        self.brokers_by_key: dict[str, str] = {}
+        self.webhook_secrets: dict[str, str] = {}
+
+    def replace(self, broker_id: str, old: Credentials, new: Credentials) -> None:
+        if new.api_key_digest != old.api_key_digest:
+            if old.api_key_digest is not None:
+                self.brokers_by_key.pop(old.api_key_digest, None)
+            if new.api_key_digest is not None:
+                self.brokers_by_key[new.api_key_digest] = broker_id
+        if new.webhook_secret is not None:
+            self.webhook_secrets[broker_id] = new.webhook_secret
+
+    def broker_with_key(self, api_key: str) -> str | None:
+        """The broker whose current API key this is (found by digest), or None."""
+        return self.brokers_by_key.get(api_key_digest(api_key))
 
 
 def account_index(broker_id: str, count: int) -> int:
@@ -72,10 +113,15 @@ class AccountActor(ExchangeActor):
         known_symbols: set[str],
         metrics: Metrics,
         ledgers: Iterable[Ledger] = (),
+        published: Published | None = None,
+        credentials: dict[str, Credentials] | None = None,
+        secrets: Secrets | None = None,
     ) -> None:
         """`registered` and `known_symbols` are the registry's published sets: a broker
         is added once its registration is durable, before it is answered, so the HTTP
-        layer checks existence without a hop. `ledgers` restore recovered brokers."""
+        layer checks existence without a hop. `ledgers` and `credentials` restore
+        recovered brokers; `published` is where credentials are looked up from outside;
+        `secrets` makes new ones (tests pass predictable ones)."""
         super().__init__()
         self.clock = clock
         self.journal = journal
@@ -84,6 +130,9 @@ class AccountActor(ExchangeActor):
         self.known_symbols = known_symbols
         self.metrics = metrics
         self.ledgers: dict[str, Ledger] = {ledger.broker_id: ledger for ledger in ledgers}
+        self.published = published if published is not None else Published()
+        self.credentials: dict[str, Credentials] = dict(credentials or {})
+        self.secrets = secrets if secrets is not None else Secrets()
 
     # -- registration and reads ------------------------------------------------------
 
@@ -122,6 +171,36 @@ class AccountActor(ExchangeActor):
         if ledger is None:
             raise broker_not_found(message.broker_id)
         return ledger.balance()
+
+    def _issue(self, message: Issue) -> object:
+        broker_id = message.broker_id
+        if broker_id not in self.ledgers:
+            raise broker_not_found(broker_id)
+        now = self.clock.now()
+        held = self.credentials.get(broker_id, Credentials())
+        recorded: list[facts.Fact] = []
+        api_key = secret = None
+        issued = held
+        if message.api_key:
+            api_key = self.secrets.api_key()
+            issued = issued._replace(api_key_digest=api_key_digest(api_key))
+            recorded.append(facts.api_key_issued(broker_id, issued.api_key_digest, now))
+        if message.webhook_secret:
+            secret = self.secrets.webhook_secret()
+            issued = issued._replace(webhook_secret=secret)
+            recorded.append(facts.webhook_secret_issued(broker_id, secret, now))
+        self.credentials[broker_id] = issued
+        reply, published = message.reply, self.published
+
+        def durable(error: BaseException | None) -> None:
+            if error is not None:
+                reply(journal_unavailable())
+                return
+            published.replace(broker_id, held, issued)  # the old key fails from now on
+            reply(Issued(broker_id, api_key, secret))
+
+        self.journal.append(recorded, durable)
+        return DEFERRED
 
     # -- R1: hold, then forward -----------------------------------------------------
 
@@ -170,6 +249,7 @@ class AccountActor(ExchangeActor):
         Apply: _apply,
         Register: _register,
         ReadBalance: _read_balance,
+        Issue: _issue,
     }
 
     # -- refusals ----------------------------------------------------------------------

@@ -22,13 +22,14 @@ from typing import Any
 
 import pykka
 
-from miniexchange.actors.accounts import AccountActor, account_index
+from miniexchange.actors.accounts import AccountActor, Published, account_index
 from miniexchange.actors.base import Reply, start_actor_threads_small
 from miniexchange.actors.clock import ClockActor, Ticker
 from miniexchange.actors.listeners import CountTrades, EventsTo, StepListener
 from miniexchange.actors.market_data import MarketData
 from miniexchange.actors.messages import (
     ExpireDue,
+    Issue,
     ReadBalance,
     Register,
     Submit,
@@ -43,6 +44,7 @@ from miniexchange.journal.recovery import Recovered, recover
 from miniexchange.journal.store import Journal, MemoryJournal
 from miniexchange.metrics import Metrics
 from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
+from miniexchange.model.credentials import Credentials
 from miniexchange.model.events import Event
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import Order
@@ -93,6 +95,7 @@ class Exchange:
         self._account_count = account_actors
         self._accounts: list[pykka.ActorRef] = []
         self.registered: set[str] = set()  # published by the account actors, see there
+        self.credentials = Published()  # the brokers' keys and secrets, read without a hop
         self._symbols: dict[str, pykka.ActorRef] = {}
         self._lock = threading.Lock()
         self._expiration_interval_s = expiration_interval_s
@@ -136,7 +139,7 @@ class Exchange:
         )
         self.clock_actor = ClockActor.start(self.clock, self._symbols.get)
         self._context.clock_actor = self.clock_actor
-        self._start_accounts(recovered.ledgers.values())
+        self._start_accounts(recovered.ledgers.values(), recovered.credentials)
         self._restore(recovered)
         self.journal.start()
         # What fell due while the exchange was down expires before the first request:
@@ -149,12 +152,16 @@ class Exchange:
             self._ticker = Ticker(self.clock_actor, self._expiration_interval_s)
             self._ticker.start()
 
-    def _start_accounts(self, ledgers: Iterable[Ledger]) -> None:
+    def _start_accounts(
+        self, ledgers: Iterable[Ledger], credentials: dict[str, Credentials]
+    ) -> None:
         count = self._account_count
         shares: list[list[Ledger]] = [[] for _ in range(count)]
         for ledger in ledgers:
             shares[account_index(ledger.broker_id, count)].append(ledger)
             self.registered.add(ledger.broker_id)
+        for broker_id, held in credentials.items():
+            self.credentials.replace(broker_id, Credentials(), held)
         self._accounts = [
             AccountActor.start(
                 self.clock,
@@ -164,6 +171,12 @@ class Exchange:
                 self.known_symbols,
                 self.metrics,
                 share,
+                self.credentials,
+                {
+                    ledger.broker_id: credentials[ledger.broker_id]
+                    for ledger in share
+                    if ledger.broker_id in credentials
+                },
             )
             for share in shares
         ]
@@ -227,6 +240,13 @@ class Exchange:
         """`reply` gets the broker's first balance once durable, or the 409. With `keep`
         (an `Idempotency-Key`) the answer is journaled in the same commit."""
         self._running().account_actor(command.broker_id).tell(Register(command, reply, keep))
+
+    def issue(self, broker_id: str, api_key: bool, webhook_secret: bool, reply: Reply) -> None:
+        """New credentials for a registered broker: `reply` gets `Issued` once durable,
+        when what they replace stops working."""
+        self._running().account_actor(broker_id).tell(
+            Issue(broker_id, api_key, webhook_secret, reply)
+        )
 
     def read_balance(self, broker_id: str, reply: Reply) -> None:
         self._running().account_actor(broker_id).tell(ReadBalance(broker_id, reply))

@@ -78,6 +78,22 @@ class Register(NamedTuple):
     keep: KeepAnswer | None = None
 
 
+class Issue(NamedTuple):
+    """Issue a broker new credentials, revoking what they replace once durable;
+    answers `Issued` with the new plaintext values (shown once), or broker_not_found."""
+
+    broker_id: str
+    api_key: bool
+    webhook_secret: bool
+    reply: Reply
+
+
+class Issued(NamedTuple):
+    broker_id: str
+    api_key: str | None
+    webhook_secret: str | None
+
+
 class ReadBalance(NamedTuple):
     broker_id: str
     reply: Reply

@@ -29,6 +29,8 @@ ORDER_EXPIRED = "order_expired"
 WEBHOOK_SAVED = "webhook_saved"
 WEBHOOK_DELETED = "webhook_deleted"
 IDEMPOTENT_ANSWER = "idempotent_answer"
+API_KEY_ISSUED = "api_key_issued"
+WEBHOOK_SECRET_ISSUED = "webhook_secret_issued"
 
 STORED_STATUSES = frozenset((200, 201, 204, 404, 409))
 """What a first use of an `Idempotency-Key` keeps (§6.1): 2xx, the 404s of step 7 and
@@ -95,6 +97,16 @@ def step_facts(outcome: Outcome) -> list[Fact]:
         recorded.append(order_accepted(outcome.accepted))
         recorded.extend(trade_executed(trade) for trade in outcome.trades)
     return recorded
+
+
+def api_key_issued(broker_id: str, digest: str, at: int) -> Fact:
+    """A broker's new API key, by its digest only (the key itself is never kept)."""
+    return API_KEY_ISSUED, orjson.dumps({"broker_id": broker_id, "digest": digest, "at": at})
+
+
+def webhook_secret_issued(broker_id: str, secret: str, at: int) -> Fact:
+    """A broker's new webhook secret (kept as it is: deliveries are signed with it)."""
+    return WEBHOOK_SECRET_ISSUED, orjson.dumps({"broker_id": broker_id, "secret": secret, "at": at})
 
 
 def webhook_saved(subscription: dict[str, Any]) -> Fact:

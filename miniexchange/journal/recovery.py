@@ -16,6 +16,7 @@ from typing import Any
 from miniexchange.journal import facts as kinds
 from miniexchange.journal.facts import decode
 from miniexchange.model.commands import ASK, BID, MARKET, SubmitOrder
+from miniexchange.model.credentials import Credentials
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import CANCELLED, EXPIRED, Order, Trade, new_order
 from miniexchange.model.settlement import held_by
@@ -28,6 +29,7 @@ class Recovered:
     trades: dict[str, list[Trade]] = field(default_factory=dict)  # per symbol, in order
     known_symbols: set[str] = field(default_factory=set)
     webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> subscription
+    credentials: dict[str, Credentials] = field(default_factory=dict)  # broker -> its latest
     answers: list[dict[str, Any]] = field(default_factory=list)  # stored idempotent answers
     fact_count: int = 0
     last_at: int = 0  # the latest time any fact records
@@ -90,6 +92,12 @@ def recover(journal_facts: Iterable[tuple[str, bytes]]) -> Recovered:
             state.webhooks[fact["webhook_id"]] = fact
         elif kind == kinds.WEBHOOK_DELETED:
             state.webhooks.pop(fact["webhook_id"], None)
+        elif kind == kinds.API_KEY_ISSUED:
+            held = state.credentials.get(fact["broker_id"], Credentials())
+            state.credentials[fact["broker_id"]] = held._replace(api_key_digest=fact["digest"])
+        elif kind == kinds.WEBHOOK_SECRET_ISSUED:
+            held = state.credentials.get(fact["broker_id"], Credentials())
+            state.credentials[fact["broker_id"]] = held._replace(webhook_secret=fact["secret"])
         elif kind == kinds.IDEMPOTENT_ANSWER:
             state.answers.append(fact)
         else:

@@ -4,6 +4,8 @@ forwards to are recording actors; the journal records in memory."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,11 +14,13 @@ from typing import Any
 import pykka
 import pytest
 
-from miniexchange.actors.accounts import AccountActor, account_index
+from miniexchange.actors.accounts import AccountActor, Published, Secrets, account_index
 from miniexchange.actors.messages import (
     Apply,
     ExpireThenCheck,
     Hold,
+    Issue,
+    Issued,
     ReadBalance,
     Recheck,
     Register,
@@ -53,6 +57,7 @@ class Desk:
     registered: set[str]
     known: set[str]
     metrics: Metrics
+    published: Published
 
     def ask(self, message_for: Any) -> Any:
         replies = Replies()
@@ -86,8 +91,29 @@ def desk(clock: ManualClock) -> Iterator[Desk]:
     registered: set[str] = set()
     known: set[str] = set()
     metrics = Metrics()
-    actor = AccountActor.start(clock, journal, symbol_actor, registered, known, metrics)
-    yield Desk(actor, journal, symbols, registered, known, metrics)
+    published = Published()
+    actor = AccountActor.start(
+        clock, journal, symbol_actor, registered, known, metrics, (), published, None, Counted()
+    )
+    yield Desk(actor, journal, symbols, registered, known, metrics, published)
+
+
+class Counted(Secrets):
+    """Predictable credentials in the production shapes: `mx_` / `whsec_` and 43
+    URL-safe characters whose last digits count the issues."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def _next(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count:043d}"
+
+    def api_key(self) -> str:
+        return self._next("mx_")
+
+    def webhook_secret(self) -> str:
+        return self._next("whsec_")
 
 
 def limit(side: str, price: int, quantity: int, broker_id: str = "B") -> SubmitOrder:
@@ -143,6 +169,60 @@ def test_a_kept_refusal_is_journaled_before_it_is_answered(desk: Desk) -> None:
 
 def test_an_unknown_broker_has_no_balance(desk: Desk) -> None:
     assert refused(desk.balance("ghost")) == ("broker_not_found", "Broker ghost does not exist")
+
+
+# -- credentials ---------------------------------------------------------------------
+
+
+def test_issued_credentials_are_published_once_journaled_and_the_key_only_as_a_digest(
+    desk: Desk,
+) -> None:
+    desk.register("B")
+    issued = desk.ask(lambda reply: Issue("B", True, True, reply))
+
+    key, secret = "mx_" + "1".zfill(43), "whsec_" + "2".zfill(43)
+    assert issued == Issued("B", key, secret)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    assert desk.journal.recorded[1:] == [
+        facts.api_key_issued("B", digest, T0),
+        facts.webhook_secret_issued("B", secret, T0),
+    ]
+    assert not any(key.encode() in body for _, body in desk.journal.recorded)
+    assert desk.published.broker_with_key(key) == "B"
+    assert desk.published.brokers_by_key == {digest: "B"}  # no plaintext kept
+    assert desk.published.webhook_secrets == {"B": secret}
+
+
+def test_a_new_key_revokes_the_old_one_and_the_secret_stays(desk: Desk) -> None:
+    desk.register("B")
+    first = desk.ask(lambda reply: Issue("B", True, True, reply))
+    second = desk.ask(lambda reply: Issue("B", True, False, reply))
+
+    assert (second.api_key, second.webhook_secret) == ("mx_" + "3".zfill(43), None)
+    assert desk.published.broker_with_key(first.api_key) is None
+    assert desk.published.broker_with_key(second.api_key) == "B"
+    assert desk.published.webhook_secrets == {"B": first.webhook_secret}
+    third = desk.ask(lambda reply: Issue("B", False, True, reply))
+    assert desk.published.webhook_secrets == {"B": third.webhook_secret}
+    assert desk.published.broker_with_key(second.api_key) == "B"
+
+
+def test_an_unknown_broker_gets_no_credentials(desk: Desk) -> None:
+    assert refused(desk.ask(lambda reply: Issue("ghost", True, True, reply))) == (
+        "broker_not_found",
+        "Broker ghost does not exist",
+    )
+    assert desk.journal.recorded == []
+    assert desk.published.brokers_by_key == {}
+
+
+def test_production_credentials_have_the_contract_shape() -> None:
+    """`mx_` and `whsec_`, then 43 characters of the URL-safe base64 alphabet."""
+    made = Secrets()
+    keys = {made.api_key() for _ in range(100)}
+    assert len(keys) == 100
+    assert all(re.fullmatch(r"mx_[A-Za-z0-9_-]{43}", key) for key in keys)
+    assert re.fullmatch(r"whsec_[A-Za-z0-9_-]{43}", made.webhook_secret())
 
 
 # -- R1: hold, then forward -----------------------------------------------------------

@@ -13,14 +13,20 @@ import pytest
 from miniexchange.actors.accounts import AccountActor
 from miniexchange.actors.clock import ClockActor
 from miniexchange.actors.exchange import Exchange
-from miniexchange.actors.messages import Cancel, Submit, Tick
+from miniexchange.actors.messages import Cancel, Issued, Submit, Tick
 from miniexchange.actors.symbol import SymbolActor
 from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
 from miniexchange.model.errors import ExchangeError
 from miniexchange.model.events import Event, OrderClosed
 from miniexchange.model.ledger import Balance, Holding
 from miniexchange.model.orders import EXPIRED, FILLED, PARTIALLY_FILLED, PENDING, Order
-from miniexchange.testing import ManualClock, Replies, SequentialIds, read_balance
+from miniexchange.testing import (
+    ManualClock,
+    RecordingJournal,
+    Replies,
+    SequentialIds,
+    read_balance,
+)
 from tests.actors.conftest import SECOND, T0, WAIT_S, oid
 
 E1 = T0 + 3600 * SECOND
@@ -309,3 +315,45 @@ def test_a_submission_handled_while_stopping_still_answers_its_order(
     stopping.join(timeout=WAIT_S)
     assert isinstance(answer, Order), repr(answer)
     assert (answer.order_id, answer.status) == (oid(4), PENDING)
+
+
+# -- credentials ----------------------------------------------------------------------
+
+
+def issue(exchange: Exchange, broker_id: str, api_key: bool, webhook_secret: bool) -> Issued:
+    replies = Replies()
+    exchange.issue(broker_id, api_key, webhook_secret, replies)
+    answer = replies.get(timeout=WAIT_S)
+    assert isinstance(answer, Issued), answer
+    return answer
+
+
+def test_credentials_survive_a_restart_and_a_rotated_key_stays_revoked(
+    clock: ManualClock, ids: SequentialIds
+) -> None:
+    journal = RecordingJournal()
+    first = Exchange(clock, ids, expiration_interval_s=None, journal=journal)
+    first.start()
+    register(first, "B", 100)
+    register(first, "C", 100)
+    old = issue(first, "B", True, True)
+    new = issue(first, "B", True, False)
+    other = issue(first, "C", True, False)
+    first.stop()
+
+    again = Exchange(
+        clock, ids, expiration_interval_s=None, journal=RecordingJournal(journal.recorded)
+    )
+    again.start()
+    try:
+        credentials = again.credentials
+        assert credentials.broker_with_key(new.api_key) == "B"  # type: ignore[arg-type]
+        assert credentials.broker_with_key(other.api_key) == "C"  # type: ignore[arg-type]
+        assert credentials.broker_with_key(old.api_key) is None  # type: ignore[arg-type]
+        assert credentials.webhook_secrets == {"B": old.webhook_secret}
+        # the recovered account actor rotates from what it recovered
+        newest = issue(again, "B", True, False)
+        assert credentials.broker_with_key(new.api_key) is None  # type: ignore[arg-type]
+        assert credentials.broker_with_key(newest.api_key) == "B"  # type: ignore[arg-type]
+    finally:
+        again.stop()
