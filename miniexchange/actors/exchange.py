@@ -136,6 +136,7 @@ class Exchange:
             self.journal,
             [Subscription(**fact) for fact in recovered.webhooks.values()],
             self._listening,
+            self.credentials.webhook_secrets,
         )
         self.clock_actor = ClockActor.start(self.clock, self._symbols.get)
         self._context.clock_actor = self.clock_actor

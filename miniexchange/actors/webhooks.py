@@ -11,7 +11,7 @@ deadlock on it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 
 import pykka
@@ -83,9 +83,12 @@ class WebhookDispatcherActor(ExchangeActor):
         journal: Journal | None = None,
         subscriptions: Iterable[Subscription] = (),
         listening: Listening | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         """`subscriptions`: those recovered from the journal, in creation order.
-        `listening`: where to publish which brokers have subscriptions."""
+        `listening`: where to publish which brokers have subscriptions. `secrets`: each
+        broker's own webhook secret as its account actor publishes it (a delivery is
+        signed with it; a broker without one gets `WEBHOOK_SECRET`'s signature)."""
         super().__init__()
         self.clock = clock
         self.ids = ids
@@ -94,6 +97,7 @@ class WebhookDispatcherActor(ExchangeActor):
         self.subscriptions = Subscriptions(subscriptions)
         self.listening = listening if listening is not None else Listening()
         self.listening.brokers = self.subscriptions.brokers()
+        self.secrets: Mapping[str, str] = secrets if secrets is not None else {}
 
     def _subscribe(self, message: Subscribe) -> object:
         upserted = self.subscriptions.upsert(
@@ -118,9 +122,10 @@ class WebhookDispatcherActor(ExchangeActor):
         return DEFERRED
 
     def _notify(self, message: Notify) -> None:
-        lookup = self.subscriptions.lookup
+        lookup, secrets = self.subscriptions.lookup, self.secrets
         for event in message.events:
-            subscription = lookup(event.order.broker_id, event.event)
+            broker_id = event.order.broker_id
+            subscription = lookup(broker_id, event.event)
             if subscription is not None:
                 self.deliver(
                     Delivery(
@@ -130,6 +135,7 @@ class WebhookDispatcherActor(ExchangeActor):
                         event.event,
                         render(event),
                         event.request_id,
+                        secrets.get(broker_id),
                     )
                 )
 

@@ -70,6 +70,8 @@ class Delivery:
     event_type: str
     body: bytes
     request_id: str | None = None  # of the request that caused the event; None: a sweep
+    # the broker's own webhook secret; None: WEBHOOK_SECRET (never shown in a repr or log)
+    secret: str | None = field(default=None, repr=False)
 
 
 class Deliveries(Protocol):
@@ -249,7 +251,7 @@ class DeliveryPool:
             "X-Webhook-Id": delivery.webhook_id,
             "X-Event-Type": delivery.event_type,
         }
-        secret = self._settings.webhook_secret
+        secret = delivery.secret or self._settings.webhook_secret
         if secret:
             headers["X-Signature"] = signature(secret, delivery.body)
         started = time.perf_counter()

@@ -13,7 +13,7 @@ import pytest
 from miniexchange.actors.accounts import AccountActor
 from miniexchange.actors.clock import ClockActor
 from miniexchange.actors.exchange import Exchange
-from miniexchange.actors.messages import Cancel, Issued, Submit, Tick
+from miniexchange.actors.messages import Cancel, Issued, Submit, Subscribe, Tick
 from miniexchange.actors.symbol import SymbolActor
 from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
 from miniexchange.model.errors import ExchangeError
@@ -21,6 +21,7 @@ from miniexchange.model.events import Event, OrderClosed
 from miniexchange.model.ledger import Balance, Holding
 from miniexchange.model.orders import EXPIRED, FILLED, PARTIALLY_FILLED, PENDING, Order
 from miniexchange.testing import (
+    FakeDeliveries,
     ManualClock,
     RecordingJournal,
     Replies,
@@ -357,3 +358,29 @@ def test_credentials_survive_a_restart_and_a_rotated_key_stays_revoked(
         assert credentials.broker_with_key(newest.api_key) == "B"  # type: ignore[arg-type]
     finally:
         again.stop()
+
+
+def test_a_brokers_deliveries_are_signed_with_the_secret_issued_to_it(
+    clock: ManualClock, ids: SequentialIds
+) -> None:
+    deliveries = FakeDeliveries()
+    exchange = Exchange(clock, ids, expiration_interval_s=None, deliveries=deliveries)
+    exchange.start()
+    try:
+        register(exchange, "B", 10_000_000)
+        register(exchange, "S", 0, AAPL=60)
+        for broker_id in ("B", "S"):
+            replies = Replies()
+            exchange.dispatcher.tell(
+                Subscribe(
+                    broker_id, f"https://{broker_id}.example/hooks", ("trade.executed",), replies
+                )
+            )
+            replies.get(timeout=WAIT_S)
+        secret = issue(exchange, "B", False, True).webhook_secret
+        submit(exchange, limit(ASK, 148_00, 10, "S"))
+        submit(exchange, limit(BID, 148_00, 10, "B"))
+        signed = {d.url: d.secret for d in (deliveries.get(), deliveries.get())}
+        assert signed == {"https://B.example/hooks": secret, "https://S.example/hooks": None}
+    finally:
+        exchange.stop()

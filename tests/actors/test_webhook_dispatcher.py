@@ -60,8 +60,15 @@ class Dispatcher:
         self.deliveries = FakeDeliveries()
         self.journal = RecordingJournal()
         self.listening = Listening()
+        self.secrets: dict[str, str] = {}  # as the account actors publish them
         self.ref = WebhookDispatcherActor.start(
-            clock, ids, self.deliveries.submit, self.journal, restored, self.listening
+            clock,
+            ids,
+            self.deliveries.submit,
+            self.journal,
+            restored,
+            self.listening,
+            self.secrets,
         )
 
     def ask(self, message_with: Any) -> Any:
@@ -184,6 +191,24 @@ def test_only_subscribed_brokers_and_events_get_deliveries(dispatcher: Dispatche
     market.submit("seller", ASK, 100, 1000)
     _, events = market.submit("buyer", BID, 100, 1000)
     assert [d.url for d in dispatcher.notify(events)] == [URL_B]
+
+
+def test_each_delivery_carries_its_brokers_own_secret(dispatcher: Dispatcher) -> None:
+    """Signed with the recipient's webhook secret, read when the event is dispatched
+    (a rotation applies to the events after it); None: the pool uses WEBHOOK_SECRET."""
+    dispatcher.hook("buyer", URL_B, TRADE)
+    dispatcher.hook("seller", URL_A, TRADE)
+    dispatcher.secrets["buyer"] = "whsec_buyer"
+    market = Market()
+    market.submit("seller", ASK, 100, 1000)
+    _, events = market.submit("buyer", BID, 50, 1000)
+    sent = {d.url: d.secret for d in dispatcher.notify(events)}
+    assert sent == {URL_B: "whsec_buyer", URL_A: None}
+    assert "whsec_buyer" not in repr(dispatcher.deliveries.recorded())  # never in a repr
+    dispatcher.secrets["buyer"] = "whsec_rotated"
+    _, events = market.submit("buyer", BID, 50, 1000)
+    to_buyer = [d.secret for d in dispatcher.notify(events) if d.url == URL_B]
+    assert to_buyer == ["whsec_buyer", "whsec_rotated"]  # every delivery so far, in order
 
 
 def test_self_trade_gives_the_broker_both_deliveries(dispatcher: Dispatcher) -> None:

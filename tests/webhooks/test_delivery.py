@@ -104,6 +104,22 @@ def test_delivery_headers_body_and_signature(make_pool: PoolFactory, receiver: R
     assert sum(stats.durations["trade.executed"].buckets) == 1
 
 
+def test_a_brokers_own_secret_signs_instead_of_webhook_secret(
+    make_pool: PoolFactory, receiver: Receiver
+) -> None:
+    pool = make_pool()
+    own = Delivery(
+        str(uuid.uuid4()), "wh-1", receiver.url("/own"), "trade.executed", b"{}", None, "whsec_own"
+    )
+    pool.submit(own)
+    (got,) = receiver.wait("/own", 1)
+    assert got.headers["x-signature"] == signature("whsec_own", own.body)
+    assert not verify_signature(SECRET, got.body, got.headers["x-signature"])
+    make_pool(webhook_secret=None).submit(own)  # with no WEBHOOK_SECRET at all, too
+    (_, again) = receiver.wait("/own", 2)
+    assert again.headers["x-signature"] == signature("whsec_own", own.body)
+
+
 def test_no_signature_without_a_secret(make_pool: PoolFactory, receiver: Receiver) -> None:
     make_pool(webhook_secret=None).submit(delivery(receiver.url("/plain")))
     (got,) = receiver.wait("/plain", 1)
