@@ -195,43 +195,37 @@ class SymbolActor(ExchangeActor):
                 recorded.append(kept)
         if outcome.accepted is not None:
             context.known_symbols.add(self.symbol)
+
+        def give(value: object) -> None:
+            if reply is not None:
+                if submitted is not None:
+                    context.metrics.count_answer(submitted, value)
+                reply(value)
+
         if not (recorded or outcome.touches_anything):
             if then is not None:
                 then()
-            if reply is not None:
-                if submitted is not None:
-                    context.metrics.count_answer(submitted, answer)
-                reply(answer)
+            give(answer)
             return
         book = self.book
         # The book as this step left it, for the published summary: O(1) reads, no L2.
         step = Step(self.symbol, outcome, book.best_price(BID), book.best_price(ASK), next_expiry)
 
         def durable(error: BaseException | None) -> None:
-            if error is not None:  # fail-stop: the step's changes reach nobody, but
-                # whoever waits is answered (an order sent back meets a 503 in turn)
-                if then is not None:
-                    then()
-                if reply is not None:
-                    given = journal_unavailable()
-                    if submitted is not None:
-                        context.metrics.count_answer(submitted, given)
-                    reply(given)
-                return
-            if outcome.ledgers:
+            if error is None and outcome.ledgers:
                 tell_changes(context.accounts, outcome.ledgers)
-            if then is not None:
-                then()
+            if then is not None:  # on a failure too: whoever waits is answered, and an
+                then()  # order sent back meets the 503 in turn (the process stops)
+            if error is not None:
+                give(journal_unavailable())
+                return
             index = context.read_index
             for order in outcome.changed:
                 index.publish(order)
             if outcome.accepted is not None:
                 index.publish_new(outcome.accepted)
             tell_all(context.listeners, step)
-            if reply is not None:
-                if submitted is not None:
-                    context.metrics.count_answer(submitted, answer)
-                reply(answer)
+            give(answer)
 
         context.journal.append(recorded, durable)
 
