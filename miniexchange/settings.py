@@ -33,6 +33,7 @@ __all__ = [
 LogLevel = Literal["debug", "info", "warn", "error"]
 DatabaseSync = Literal["full", "normal"]
 LogFormat = Literal["json", "text"]
+Auth = Literal["none", "api_key"]
 
 US_PER_MS: Final = 1_000
 US_PER_S: Final = 1_000_000
@@ -134,6 +135,10 @@ class Settings:
     log_format: LogFormat = "json"
     #: How many account actors share the brokers' ledgers (a broker never moves).
     account_actors: int = 2
+    #: `none`: every endpoint open; `api_key`: bearer tokens, ownership checked.
+    auth: Auth = "none"
+    #: The operator's bearer token with `AUTH=api_key` (read only then). Never logged.
+    admin_token: str | None = field(default=None, repr=False)
 
     @property
     def log_level_number(self) -> int:
@@ -169,6 +174,8 @@ class Settings:
             "idempotency_ttl": format_duration(self.idempotency_ttl_us),
             "log_format": self.log_format,
             "account_actors": self.account_actors,
+            "auth": self.auth,
+            "admin_token": "<set>" if self.admin_token else None,
         }
 
 
@@ -178,6 +185,8 @@ _S = TypeVar("_S", bound=str)
 _LOG_LEVELS: Final[tuple[LogLevel, ...]] = get_args(LogLevel)
 _DATABASE_SYNCS: Final[tuple[DatabaseSync, ...]] = get_args(DatabaseSync)
 _LOG_FORMATS: Final[tuple[LogFormat, ...]] = get_args(LogFormat)
+_AUTHS: Final[tuple[Auth, ...]] = get_args(Auth)
+_ADMIN_TOKEN_FORM: Final = "expected at least 32 visible ASCII characters"
 
 
 def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
@@ -188,6 +197,9 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         return default if raw == "" else parse(name, raw)
 
     defaults = Settings()
+    auth = read("AUTH", _choice(_AUTHS), defaults.auth)
+    if auth == "api_key" and not environ.get("ADMIN_TOKEN"):
+        raise SettingsError("ADMIN_TOKEN", f"required with AUTH=api_key ({_ADMIN_TOKEN_FORM})")
     return Settings(
         port=read("PORT", _port, defaults.port),
         log_level=read("LOG_LEVEL", _choice(_LOG_LEVELS), defaults.log_level),
@@ -213,6 +225,8 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         idempotency_ttl_us=read("IDEMPOTENCY_TTL", _duration, defaults.idempotency_ttl_us),
         log_format=read("LOG_FORMAT", _choice(_LOG_FORMATS), defaults.log_format),
         account_actors=read("ACCOUNT_ACTORS", _positive_int, defaults.account_actors),
+        auth=auth,
+        admin_token=read("ADMIN_TOKEN", _admin_token, None) if auth == "api_key" else None,
     )
 
 
@@ -256,6 +270,14 @@ def _choice(choices: tuple[_S, ...]) -> Callable[[str, str], _S]:
         raise SettingsError(name, f"invalid value {raw!r} (expected one of {', '.join(choices)})")
 
     return parse
+
+
+def _admin_token(name: str, raw: str) -> str:
+    """At least 32 visible ASCII characters (no spaces): a guessable token would open
+    every broker's account. The value itself is never repeated in the error."""
+    if len(raw) >= 32 and all("!" <= char <= "~" for char in raw):
+        return raw
+    raise SettingsError(name, f"invalid token of {len(raw)} characters ({_ADMIN_TOKEN_FORM})")
 
 
 def _ca_bundle(name: str, raw: str) -> str:

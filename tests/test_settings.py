@@ -51,6 +51,8 @@ ALL_VARIABLES = [
     "DATABASE_SYNC",
     "LOG_FORMAT",
     "ACCOUNT_ACTORS",
+    "AUTH",
+    "ADMIN_TOKEN",
 ]
 
 EXPECTED_DEFAULTS = {
@@ -72,6 +74,8 @@ EXPECTED_DEFAULTS = {
     "idempotency_ttl_us": 86_400_000_000,
     "log_format": "json",
     "account_actors": 2,
+    "auth": "none",
+    "admin_token": None,
 }
 
 
@@ -302,6 +306,8 @@ def test_public_items_defaults() -> None:
         "idempotency_ttl": "24h",
         "log_format": "json",
         "account_actors": 2,
+        "auth": "none",
+        "admin_token": None,
     }
 
 
@@ -486,3 +492,54 @@ def test_example_env_lists_every_variable_with_its_default() -> None:
     example = {name: value for name, value in pairs}
     assert sorted(example) == sorted(ALL_VARIABLES)
     assert load_settings(example) == Settings()
+
+
+# --- API keys (AUTH, ADMIN_TOKEN) -----------------------------------------------------------
+
+TOKEN = "t" * 32
+
+
+def test_auth_api_key_takes_an_admin_token_of_32_visible_characters() -> None:
+    settings = load_settings({"AUTH": "api_key", "ADMIN_TOKEN": TOKEN})
+    assert (settings.auth, settings.admin_token) == ("api_key", TOKEN)
+    assert TOKEN not in repr(settings)
+    assert settings.public_items()["admin_token"] == "<set>"
+
+
+def test_with_auth_none_the_admin_token_is_not_read() -> None:
+    assert load_settings({"ADMIN_TOKEN": "short"}).admin_token is None
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (
+            "",
+            "ADMIN_TOKEN: required with AUTH=api_key (expected at least 32 visible ASCII characters)",
+        ),
+        (
+            "t" * 31,
+            "ADMIN_TOKEN: invalid token of 31 characters (expected at least 32 visible ASCII characters)",
+        ),
+        (
+            "t" * 31 + " ",
+            "ADMIN_TOKEN: invalid token of 32 characters (expected at least 32 visible ASCII characters)",
+        ),
+        (
+            "t" * 31 + "é",
+            "ADMIN_TOKEN: invalid token of 32 characters (expected at least 32 visible ASCII characters)",
+        ),
+    ],
+    ids=["missing", "too-short", "a-space", "not-ascii"],
+)
+def test_a_weak_admin_token_stops_the_start(token: str, message: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings({"AUTH": "api_key", "ADMIN_TOKEN": token})
+    assert str(error.value) == message
+    assert token.strip() == "" or token not in str(error.value)
+
+
+def test_auth_is_none_or_api_key() -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings({"AUTH": "basic"})
+    assert str(error.value) == "AUTH: invalid value 'basic' (expected one of none, api_key)"

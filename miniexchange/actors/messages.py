@@ -164,6 +164,7 @@ class Unsubscribe:
 
     webhook_id: str
     reply: Reply
+    owner: str | None = None  # only this broker's subscription may go (API keys)
 
 
 @dataclass(frozen=True, slots=True)

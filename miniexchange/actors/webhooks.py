@@ -115,8 +115,10 @@ class WebhookDispatcherActor(ExchangeActor):
         return self.subscriptions.of_broker(message.broker_id)
 
     def _unsubscribe(self, message: Unsubscribe) -> object:
-        if self.subscriptions.delete(message.webhook_id) is None:
-            raise webhook_not_found(message.webhook_id)
+        found = self.subscriptions.get(message.webhook_id)
+        if found is None or message.owner not in (None, found.broker_id):
+            raise webhook_not_found(message.webhook_id)  # another broker's: as if missing
+        self.subscriptions.delete(message.webhook_id)
         self.listening.brokers = self.subscriptions.brokers()
         self._when_durable([facts.webhook_deleted(message.webhook_id)], message.reply, None)
         return DEFERRED

@@ -18,6 +18,7 @@ import falcon.asgi
 
 from miniexchange.actors.exchange import Exchange
 from miniexchange.clock import Clock, SystemClock
+from miniexchange.http.auth import Authentication
 from miniexchange.http.core import JsonBodyReader, core_routes
 from miniexchange.http.docs import docs_routes
 from miniexchange.http.errors import install_error_handlers
@@ -160,12 +161,18 @@ def create_app(
     idempotency = Idempotency(answers, lambda: exchange.journal)
     metrics = exchange.metrics
     observer = RequestObserver(metrics if observe_requests else None, observe_requests)
+    api_keys = settings.auth == "api_key"
     app = ExchangeApp(
         middleware=[
             LogLifespan(settings, configure_logs),  # first: its shutdown runs last
             observer,  # before StrictPaths: its 404 gets a request id and a log line
             Lifespan(exchange, streams, answers),
             StrictPaths(),
+            *(
+                [Authentication(settings.admin_token or "", exchange.credentials)]
+                if api_keys
+                else []
+            ),
         ]
     )
     app.req_options.strip_url_path_trailing_slash = False
@@ -175,7 +182,7 @@ def create_app(
     )
     window = format_duration(settings.vwap_window_us)
     for template, resource in (
-        *core_routes(exchange, body, clock, idempotency),
+        *core_routes(exchange, body, clock, idempotency, api_keys),
         *market_routes(exchange, clock, window),
         *stocks_routes(exchange, clock, streams),
         ("/", MarketPageResource()),

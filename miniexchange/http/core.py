@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import falcon
 import falcon.asgi
+import orjson
 
 from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Cancel, Submit
 from miniexchange.clock import Clock
+from miniexchange.http.auth import ADMIN, BROKER, PUBLIC, act_for, may_see
 from miniexchange.http.bridge import answer, call
 from miniexchange.http.errors import answer_or_refusal
 from miniexchange.http.parsing import parse_json_object, validate_order, validate_registration
@@ -33,9 +35,13 @@ MAX_BODY_BYTES = 1_048_576
 
 
 class Resource:
-    """Base of every resource: HEAD and OPTIONS are methods like any other (§1.3)."""
+    """Base of every resource: HEAD and OPTIONS are methods like any other (§1.3).
+
+    `access` (with `AUTH=api_key`, see `http.auth`): who may call it; a broker's key
+    unless a resource says it is public or for the admin."""
 
     methods: tuple[str, ...] = ()
+    access: str = BROKER
 
     async def on_options(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **_: str
@@ -82,6 +88,7 @@ def send_json(resp: falcon.asgi.Response, status: int, body: bytes) -> None:
 
 class HealthResource(Resource):
     methods = ("GET",)
+    access = PUBLIC
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         send_json(resp, 200, b'{"status":"ok"}')
@@ -89,11 +96,21 @@ class HealthResource(Resource):
 
 class BrokersResource(Resource):
     methods = ("POST",)
+    access = ADMIN
 
-    def __init__(self, exchange: Exchange, body: JsonBodyReader, idempotency: Idempotency) -> None:
+    def __init__(
+        self,
+        exchange: Exchange,
+        body: JsonBodyReader,
+        idempotency: Idempotency,
+        with_credentials: bool = False,
+    ) -> None:
+        """`with_credentials` (`AUTH=api_key`): the answer holds the broker's new API key
+        and webhook secret, so `Idempotency-Key` is ignored (nothing secret is kept)."""
         self.exchange = exchange
         self.body = body
         self.idempotency = idempotency
+        self.with_credentials = with_credentials
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = await self.body.read(req)
@@ -102,7 +119,16 @@ class BrokersResource(Resource):
             command = validate_registration(body)
             return await answer(lambda reply: self.exchange.register_broker(command, reply, keep))
 
-        await self.idempotency.respond(req, resp, "/brokers", body, register, render_registration)
+        if not self.with_credentials:
+            await self.idempotency.respond(
+                req, resp, "/brokers", body, register, render_registration
+            )
+            return
+        balance = await register(None)
+        issued = await answer(
+            lambda reply: self.exchange.issue(balance.broker_id, True, True, reply)
+        )
+        send_json(resp, 201, registration_json(balance, issued))
 
 
 render_registration = answer_or_refusal(lambda balance: (201, registration_json(balance)))
@@ -117,6 +143,7 @@ class BalanceResource(Resource):
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, broker_id: str
     ) -> None:
+        act_for(req, broker_id)
         # A message to the broker's account actor: it answers after every settlement
         # told to it before, so the read follows every answered order (§3.7).
         balance = await answer(lambda reply: self.exchange.read_balance(broker_id, reply))
@@ -141,14 +168,16 @@ class OrdersResource(Resource):
             resp,
             "/orders",
             body,
-            lambda keep: self.submit(body, keep, req.context.request_id),
+            lambda keep: self.submit(req, body, keep),
             render_order,
         )
 
     async def submit(
-        self, body: dict[str, Any], keep: KeepAnswer | None, request_id: str | None = None
+        self, req: falcon.asgi.Request, body: dict[str, Any], keep: KeepAnswer | None
     ) -> Any:
         command = validate_order(body, self.clock.now())
+        act_for(req, command.broker_id)
+        request_id = req.context.request_id
         exchange = self.exchange
         if not exchange.is_registered(command.broker_id):
             exchange.metrics.count_order(command.type, command.side, "broker_not_found")
@@ -173,7 +202,7 @@ class OrderResource(Resource):
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, order_id: str
     ) -> None:
         order = self.exchange.read_index.get(order_id)
-        if order is None:
+        if order is None or not may_see(req, order.broker_id):
             raise order_not_found(order_id)
         send_json(resp, 200, order_json(order))
 
@@ -181,7 +210,7 @@ class OrderResource(Resource):
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, order_id: str
     ) -> None:
         order = self.exchange.read_index.get(order_id)
-        if order is None:
+        if order is None or not may_see(req, order.broker_id):
             raise order_not_found(order_id)
         if not order.is_active:  # a terminal state never changes: answer without a hop
             raise not_cancellable(order.order_id, order.status)
@@ -190,13 +219,45 @@ class OrderResource(Resource):
         send_json(resp, 200, order_json(cancelled))
 
 
+class CredentialResource(Resource):
+    """`POST /brokers/{broker_id}/api_key` or `/webhook_secret` (`AUTH=api_key` only):
+    a new one, the old one revoked at once. No body is read (one sent is ignored)."""
+
+    methods = ("POST",)
+    access = ADMIN
+
+    def __init__(self, exchange: Exchange, kind: str) -> None:
+        self.exchange = exchange
+        self.kind = kind  # "api_key" or "webhook_secret"
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, broker_id: str
+    ) -> None:
+        api_key = self.kind == "api_key"
+        issued = await answer(
+            lambda reply: self.exchange.issue(broker_id, api_key, not api_key, reply)
+        )
+        value = issued.api_key if api_key else issued.webhook_secret
+        send_json(resp, 201, orjson.dumps({"broker_id": broker_id, self.kind: value}))
+
+
 def core_routes(
-    exchange: Exchange, body: JsonBodyReader, clock: Clock, idempotency: Idempotency
+    exchange: Exchange,
+    body: JsonBodyReader,
+    clock: Clock,
+    idempotency: Idempotency,
+    api_keys: bool = False,
 ) -> Iterable[tuple[str, Resource]]:
-    return (
+    """`api_keys` (`AUTH=api_key`): registration answers credentials, and the routes
+    that issue new ones exist."""
+    routes: list[tuple[str, Resource]] = [
         ("/healthz", HealthResource()),
-        ("/brokers", BrokersResource(exchange, body, idempotency)),
+        ("/brokers", BrokersResource(exchange, body, idempotency, api_keys)),
         ("/brokers/{broker_id}/balance", BalanceResource(exchange)),
         ("/orders", OrdersResource(exchange, body, clock, idempotency)),
         ("/orders/{order_id}", OrderResource(exchange)),
-    )
+    ]
+    if api_keys:
+        for kind in ("api_key", "webhook_secret"):
+            routes.append((f"/brokers/{{broker_id}}/{kind}", CredentialResource(exchange, kind)))
+    return routes

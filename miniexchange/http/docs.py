@@ -19,6 +19,7 @@ import falcon.asgi
 import orjson
 import yaml
 
+from miniexchange.http.auth import PUBLIC
 from miniexchange.http.core import Resource, send_json
 
 OPENAPI_FILE: Final = "openapi.yaml"
@@ -80,6 +81,7 @@ def swagger_ui_dir() -> Traversable:
 
 class OpenApiResource(Resource):
     methods = ("GET",)
+    access = PUBLIC
 
     def __init__(self, body: bytes) -> None:
         self.body = body
@@ -90,6 +92,7 @@ class OpenApiResource(Resource):
 
 class DocsPageResource(Resource):
     methods = ("GET",)
+    access = PUBLIC
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         resp.status = 200
@@ -101,6 +104,7 @@ class DocsAssetResource(Resource):
     """Swagger UI's files, read from the package on first use and kept."""
 
     methods = ("GET",)
+    access = PUBLIC
 
     def __init__(self, directory: Traversable) -> None:
         self.directory = directory

@@ -32,6 +32,8 @@ STATUS_OF_CODE: dict[str, int] = {
     "order_not_cancellable": 409,
     "idempotency_key_in_progress": 409,
     "payload_too_large": 413,
+    "unauthorized": 401,
+    "forbidden": 403,
     "idempotency_key_reused": 422,
     "internal_error": 500,
     "journal_unavailable": 503,
@@ -72,6 +74,8 @@ async def handle_exchange_error(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, error: ExchangeError, params: dict
 ) -> None:
     render_error(resp, error.code, error.message)
+    if error.code == "unauthorized":
+        resp.set_header("WWW-Authenticate", "Bearer")
 
 
 async def handle_http_error(

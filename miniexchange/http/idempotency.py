@@ -22,6 +22,7 @@ import falcon.asgi
 
 from miniexchange.actors.base import Reply
 from miniexchange.clock import Clock
+from miniexchange.http.auth import idempotency_scope
 from miniexchange.http.bridge import answer
 from miniexchange.http.core import send_json
 from miniexchange.http.errors import render_refusal
@@ -160,7 +161,9 @@ class Idempotency:
         render: Render,
     ) -> None:
         """Step 5 of §1.2 and on: the key's check, its lookup, then `handle(keep)`
-        (steps 6–8), whose outcome `render` turns into the status and body sent."""
+        (steps 6–8), whose outcome `render` turns into the status and body sent. A key
+        belongs to the endpoint and to the principal (`http.auth.idempotency_scope`)."""
+        endpoint = idempotency_scope(req, endpoint)
         key = validate_idempotency_key(header_values(req, b"idempotency-key"))
         if key is None:
             status, data = render(await handle(None))

@@ -16,6 +16,7 @@ import pykka
 from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import ReadBook, ReadPrice, ReadQuote
 from miniexchange.clock import Clock
+from miniexchange.http.auth import PUBLIC, act_for
 from miniexchange.http.bridge import call
 from miniexchange.http.core import Resource, send_json
 from miniexchange.http.parsing import parse_query, validate_depth, validate_listing, validate_quote
@@ -26,6 +27,7 @@ from miniexchange.model.vwap import Price
 
 class SymbolResource(Resource):
     methods = ("GET",)
+    access = PUBLIC
 
     def __init__(self, exchange: Exchange, clock: Clock) -> None:
         self.exchange = exchange
@@ -87,6 +89,7 @@ class BrokerOrdersResource(Resource):
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, broker_id: str
     ) -> None:
         status, page, limit = validate_listing(parse_query(req.query_string))
+        act_for(req, broker_id)
         exchange = self.exchange
         if not exchange.is_registered(broker_id):
             raise broker_not_found(broker_id)

@@ -28,6 +28,7 @@ from typing import Any, Final
 import falcon
 import falcon.asgi
 
+from miniexchange.http.auth import ADMIN
 from miniexchange.http.core import Resource
 from miniexchange.ids import random_uuid4
 from miniexchange.logs import LogSetup, configure_logging, log_access, request_id_var
@@ -164,6 +165,7 @@ class MetricsResource(Resource):
     """`GET /metrics`: the Prometheus text exposition format, version 0.0.4 (§6.4)."""
 
     methods = ("GET",)
+    access = ADMIN
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics

@@ -13,6 +13,7 @@ from importlib import resources
 import falcon
 import falcon.asgi
 
+from miniexchange.http.auth import PUBLIC
 from miniexchange.http.core import Resource
 
 STYLESHEET_LINK = '<link rel="stylesheet" href="market.css">'
@@ -36,6 +37,7 @@ def market_page() -> bytes:
 
 class MarketPageResource(Resource):
     methods = ("GET",)
+    access = PUBLIC
 
     def __init__(self) -> None:
         self.page = market_page()

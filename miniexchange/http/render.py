@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from miniexchange.actors.market_data import Summary
+from miniexchange.actors.messages import Issued
 from miniexchange.model.book import Level
 from miniexchange.model.commands import LIMIT
 from miniexchange.model.ledger import Balance
@@ -72,15 +73,18 @@ def holdings_list(balance: Balance) -> list[dict[str, Any]]:
     return [{"symbol": h.symbol, "quantity": h.quantity} for h in balance.holdings]
 
 
-def registration_json(balance: Balance) -> bytes:
-    return orjson.dumps(
-        {
-            "broker_id": balance.broker_id,
-            "cash_balance": money(balance.cash_balance),
-            "holdings": holdings_list(balance),
-            "created_at": format_timestamp(balance.created_at),
-        }
-    )
+def registration_json(balance: Balance, issued: Issued | None = None) -> bytes:
+    """§2.1's body; with `AUTH=api_key` also the broker's new credentials (shown once)."""
+    body: dict[str, Any] = {
+        "broker_id": balance.broker_id,
+        "cash_balance": money(balance.cash_balance),
+        "holdings": holdings_list(balance),
+        "created_at": format_timestamp(balance.created_at),
+    }
+    if issued is not None:
+        body["api_key"] = issued.api_key
+        body["webhook_secret"] = issued.webhook_secret
+    return orjson.dumps(body)
 
 
 def balance_json(balance: Balance) -> bytes:

@@ -19,6 +19,7 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.market_data import Summary
 from miniexchange.actors.messages import ReadBook
 from miniexchange.clock import Clock
+from miniexchange.http.auth import PUBLIC
 from miniexchange.http.bridge import call
 from miniexchange.http.core import Resource, send_json
 from miniexchange.http.market import SymbolResource
@@ -29,6 +30,7 @@ from miniexchange.http.stream import StreamHub, StreamResource
 
 class StocksResource(Resource):
     methods = ("GET",)
+    access = PUBLIC
 
     def __init__(self, exchange: Exchange, clock: Clock) -> None:
         self.exchange = exchange

@@ -15,6 +15,7 @@ import orjson
 
 from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import ListWebhooks, Subscribe, Unsubscribe
+from miniexchange.http.auth import act_for, owner_of
 from miniexchange.http.bridge import call
 from miniexchange.http.core import JsonBodyReader, Resource, send_json
 from miniexchange.http.errors import answer_or_refusal
@@ -62,11 +63,19 @@ class WebhooksResource(Resource):
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = await self.body.read(req)
         await self.idempotency.respond(
-            req, resp, "/webhooks", body, lambda keep: self.subscribe(body, keep), render_upsert
+            req,
+            resp,
+            "/webhooks",
+            body,
+            lambda keep: self.subscribe(req, body, keep),
+            render_upsert,
         )
 
-    async def subscribe(self, body: dict[str, Any], keep: KeepAnswer | None) -> Upserted:
+    async def subscribe(
+        self, req: falcon.asgi.Request, body: dict[str, Any], keep: KeepAnswer | None
+    ) -> Upserted:
         broker_id, url, events = validate_webhook_subscription(body)
+        act_for(req, broker_id)
         if not self.exchange.is_registered(broker_id):
             await self.idempotency.refuse(keep, broker_not_found(broker_id))
         return await call(
@@ -75,6 +84,7 @@ class WebhooksResource(Resource):
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         broker_id = validate_webhook_broker_query(parse_query(req.query_string))
+        act_for(req, broker_id)
         if not self.exchange.is_registered(broker_id):
             raise broker_not_found(broker_id)
         subscriptions = await call(
@@ -92,7 +102,8 @@ class WebhookResource(Resource):
     async def on_delete(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, webhook_id: str
     ) -> None:
-        await call(self.exchange.dispatcher, lambda reply: Unsubscribe(webhook_id, reply))
+        owner = owner_of(req)  # another broker's subscription: as if it did not exist
+        await call(self.exchange.dispatcher, lambda reply: Unsubscribe(webhook_id, reply, owner))
         resp.status = 204
 
 

@@ -95,6 +95,9 @@ class Subscriptions:
         mine = self._by_broker.get(broker_id, {})
         return sorted(mine.values(), key=lambda subscription: subscription.created_at)
 
+    def get(self, webhook_id: str) -> Subscription | None:
+        return self._by_id.get(webhook_id)
+
     def delete(self, webhook_id: str) -> Subscription | None:
         """Remove a subscription; None if no subscription has this id."""
         subscription = self._by_id.pop(webhook_id, None)
