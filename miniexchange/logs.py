@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from enum import Enum
 from typing import IO, Any, Final, NamedTuple
 
 import orjson
@@ -72,6 +73,15 @@ ACCESS_LOGGER: Final = "miniexchange.http"
 ACCESS_EVENT: Final = "request"
 
 
+class NotLogged(Enum):
+    """A field that this mode does not log (the access line's `broker_id` without API keys)."""
+
+    NOT_LOGGED = "not logged"
+
+
+NOT_LOGGED: Final = NotLogged.NOT_LOGGED
+
+
 class AccessLine(NamedTuple):
     """One access line (§6.3) on its way to the writer thread.
 
@@ -88,10 +98,12 @@ class AccessLine(NamedTuple):
     path: str
     status: int
     duration_ms: float
+    # with API keys on: the broker whose key was used (None: the admin, or no token)
+    broker_id: str | NotLogged | None = NOT_LOGGED
 
     def extra(self) -> dict[str, Any]:
         """The line's fields after `logger`, as `extra=` would give them."""
-        return {
+        fields = {
             "request_id": self.request_id,
             "method": self.method,
             "route": self.route,
@@ -99,6 +111,9 @@ class AccessLine(NamedTuple):
             "status": self.status,
             "duration_ms": self.duration_ms,
         }
+        if self.broker_id is not NOT_LOGGED:
+            fields["broker_id"] = self.broker_id
+        return fields
 
     def message(self) -> str:
         return f"{self.method} {self.path} {self.status}"
@@ -110,12 +125,18 @@ _access_log = logging.getLogger(ACCESS_LOGGER)
 
 
 def log_access(
-    request_id: str, method: str, route: str, path: str, status: int, seconds: float
+    request_id: str,
+    method: str,
+    route: str,
+    path: str,
+    status: int,
+    seconds: float,
+    broker_id: str | NotLogged | None = NOT_LOGGED,
 ) -> None:
     """Write a request's access line (at `info`), the cheap way when the writer thread
     is ours, else through `logging` (tests, or an embedding that set up its own)."""
     line = AccessLine(
-        time.time(), request_id, method, route, path, status, round(seconds * 1000, 3)
+        time.time(), request_id, method, route, path, status, round(seconds * 1000, 3), broker_id
     )
     sink = _access_sink
     if sink is not None:

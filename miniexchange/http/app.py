@@ -160,8 +160,8 @@ def create_app(
     answers = IdempotencyStore(clock, settings.idempotency_ttl_us)
     idempotency = Idempotency(answers, lambda: exchange.journal)
     metrics = exchange.metrics
-    observer = RequestObserver(metrics if observe_requests else None, observe_requests)
     api_keys = settings.auth == "api_key"
+    observer = RequestObserver(metrics if observe_requests else None, observe_requests, api_keys)
     app = ExchangeApp(
         middleware=[
             LogLifespan(settings, configure_logs),  # first: its shutdown runs last

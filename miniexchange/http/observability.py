@@ -28,7 +28,7 @@ from typing import Any, Final
 import falcon
 import falcon.asgi
 
-from miniexchange.http.auth import ADMIN
+from miniexchange.http.auth import ADMIN, owner_of
 from miniexchange.http.core import Resource
 from miniexchange.ids import random_uuid4
 from miniexchange.logs import LogSetup, configure_logging, log_access, request_id_var
@@ -102,9 +102,13 @@ class RequestObserver:
     the request id is part of the contract and always set.
     """
 
-    def __init__(self, metrics: Metrics | None, access_log: bool = True) -> None:
+    def __init__(
+        self, metrics: Metrics | None, access_log: bool = True, api_keys: bool = False
+    ) -> None:
+        """`api_keys`: the access line names the broker whose key was used."""
         self.metrics = metrics
         self.access_log = access_log
+        self.api_keys = api_keys
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         request_id = request_id_of(req.get_header(HEADER))
@@ -138,7 +142,11 @@ class RequestObserver:
         if metrics is not None and (method, route) not in NOT_COUNTED:
             metrics.observe_request(_method_label(method), route, status, seconds)
         if self.access_log:
-            log_access(request_id, method, route, req.path, status, seconds)
+            if self.api_keys:
+                broker_id = owner_of(req)
+                log_access(request_id, method, route, req.path, status, seconds, broker_id)
+            else:
+                log_access(request_id, method, route, req.path, status, seconds)
 
     def _count_at_end(
         self, method: str, route: str, resp: falcon.asgi.Response, started: float

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -264,3 +265,39 @@ def test_registration_ignores_idempotency_keys(secured: AppClient) -> None:
     again = secured.post("/brokers", json=body, headers=headers)
     assert (again.status_code, again.json["error"]) == (409, "broker_already_exists")
     assert "idempotent-replayed" not in again.headers
+
+
+# -- logs ------------------------------------------------------------------------------------
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "event", None) == "request"]
+
+
+def test_the_access_line_names_the_broker_and_no_line_holds_a_token(
+    secured: AppClient, keys: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        secured.get("/brokers/alice/balance", headers=bearer(keys["alice"]))
+        secured.get("/brokers/bob/balance", headers=bearer(ADMIN))
+        secured.get("/brokers/bob/balance", headers=bearer(keys["alice"]))  # 403
+        secured.get("/brokers/bob/balance", headers=bearer("mx_wrong"))  # 401
+        secured.get("/healthz")
+        rotated = secured.post("/brokers/alice/api_key", headers=bearer(ADMIN)).json["api_key"]
+    lines = access_lines(caplog)
+    assert [(r.status, r.broker_id) for r in lines] == [  # type: ignore[attr-defined]
+        (200, "alice"), (200, None), (403, "alice"), (401, None), (200, None), (201, None),
+    ]  # fmt: skip
+    secrets = (ADMIN, keys["alice"], keys["bob"], rotated, "mx_wrong")
+    for record in caplog.records:
+        text = record.getMessage() + repr(vars(record))
+        assert not any(secret in text for secret in secrets), record
+
+
+def test_without_api_keys_the_access_line_has_no_broker_field(
+    client: AppClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        client.get("/healthz")
+    (line,) = access_lines(caplog)
+    assert not hasattr(line, "broker_id")
