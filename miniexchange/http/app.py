@@ -181,15 +181,17 @@ def create_app(
         settings.read_timeout_us / 1_000_000, format_duration(settings.read_timeout_us)
     )
     window = format_duration(settings.vwap_window_us)
-    for template, resource in (
+    routes = [
         *core_routes(exchange, body, clock, idempotency, api_keys),
         *market_routes(exchange, clock, window),
         *stocks_routes(exchange, clock, streams),
         ("/", MarketPageResource()),
-        *docs_routes(),
         *webhook_routes(exchange, body, idempotency),
         ("/metrics", MetricsResource(metrics)),
-    ):
+    ]
+    # the document of the running mode: with API keys, each route's token from its access
+    access = {template: resource.access for template, resource in routes} if api_keys else None
+    for template, resource in (*routes, *docs_routes(access)):
         app.add_route(template, resource)
     return app
 

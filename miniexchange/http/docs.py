@@ -9,6 +9,7 @@ the first to render OpenAPI 3.1, as plain files), so the page needs no network a
 
 from __future__ import annotations
 
+import copy
 import functools
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -133,8 +134,129 @@ def openapi_json() -> bytes:
     return orjson.dumps(load_openapi())
 
 
-def docs_routes() -> tuple[tuple[str, Resource], ...]:
-    body = openapi_json()
+_METHODS: Final = frozenset(("get", "put", "post", "delete", "patch", "head", "options"))
+
+
+def _error_response(description: str, codes: list[str], example: dict[str, str]) -> dict:
+    return {
+        "description": description,
+        "headers": {"X-Request-Id": {"$ref": "#/components/headers/XRequestId"}},
+        "content": {
+            "application/json": {
+                "schema": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/Error"},
+                        {"properties": {"error": {"enum": codes}}},
+                    ]
+                },
+                "example": example,
+            }
+        },
+    }
+
+
+def _token(prefix: str) -> dict[str, str]:
+    return {"type": "string", "pattern": f"^{prefix}[A-Za-z0-9_-]{{43}}$"}
+
+
+def api_key_document(document: dict[str, Any], access: dict[str, str]) -> dict[str, Any]:
+    """The document as `AUTH=api_key` serves it: the bearer scheme, each operation's
+    token (`access`: route template -> who may call it) with its 401 and 403, the
+    credentials in the registration's answer, and the routes that issue new ones."""
+    doc = copy.deepcopy(document)
+    components = doc["components"]
+    components["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The admin token, or a broker's API key (`mx_…`).",
+        }
+    }
+    components["schemas"]["ErrorCode"]["enum"] += ["unauthorized", "forbidden"]
+    unauthorized = _error_response(
+        "No `Authorization: Bearer` header, another scheme, or a token that is neither the "
+        "admin token nor a current API key.",
+        ["unauthorized"],
+        {"error": "unauthorized", "message": "A valid API key is required"},
+    )
+    unauthorized["headers"]["WWW-Authenticate"] = {
+        "description": "`Bearer`",
+        "schema": {"type": "string", "enum": ["Bearer"]},
+    }
+    components["responses"]["Unauthorized"] = unauthorized
+    components["responses"]["Forbidden"] = _error_response(
+        "A broker's key on an admin endpoint (`This endpoint requires the admin token`), or "
+        "naming another broker (`This API key cannot act for broker <broker_id>`), checked "
+        "after the fields.",
+        ["forbidden"],
+        {"error": "forbidden", "message": "This API key cannot act for broker broker-999"},
+    )
+    registered = components["schemas"]["RegisteredBroker"]
+    registered["required"] = [*registered["required"], "api_key", "webhook_secret"]
+    registered["properties"]["api_key"] = {
+        **_token("mx_"),
+        "description": "Shown once: only its digest is kept.",
+    }
+    registered["properties"]["webhook_secret"] = {
+        **_token("whsec_"),
+        "description": "Signs this broker's deliveries (`X-Signature`).",
+    }
+    paths = doc["paths"]
+    register = paths["/brokers"]["post"]  # its answer holds secrets: no Idempotency-Key
+    register["parameters"] = [
+        p for p in register["parameters"] if p != {"$ref": "#/components/parameters/IdempotencyKey"}
+    ]
+    register["responses"].pop("422", None)
+    for kind, prefix in (("api_key", "mx_"), ("webhook_secret", "whsec_")):
+        paths[f"/brokers/{{broker_id}}/{kind}"] = {
+            "post": {
+                "tags": ["brokers"],
+                "operationId": "issue" + "".join(part.title() for part in kind.split("_")),
+                "summary": f"Issue a broker a new {kind.replace('_', ' ')}",
+                "description": "The previous one stops working at once. No body is read.",
+                "parameters": [
+                    {"$ref": "#/components/parameters/BrokerIdPath"},
+                    {"$ref": "#/components/parameters/XRequestId"},
+                ],
+                "responses": {
+                    "201": {
+                        "description": "Issued; shown only in this answer.",
+                        "headers": {"X-Request-Id": {"$ref": "#/components/headers/XRequestId"}},
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["broker_id", kind],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "broker_id": {"$ref": "#/components/schemas/BrokerId"},
+                                        kind: _token(prefix),
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "404": {"$ref": "#/components/responses/BrokerNotFoundInPath"},
+                    "503": {"$ref": "#/components/responses/JournalUnavailable"},
+                },
+            }
+        }
+    for template, item in paths.items():
+        if access.get(template, PUBLIC) == PUBLIC:
+            continue
+        for method, operation in item.items():
+            if method in _METHODS:
+                operation["security"] = [{"bearer": []}]
+                operation["responses"]["401"] = {"$ref": "#/components/responses/Unauthorized"}
+                operation["responses"]["403"] = {"$ref": "#/components/responses/Forbidden"}
+    return doc
+
+
+def docs_routes(access: dict[str, str] | None = None) -> tuple[tuple[str, Resource], ...]:
+    """`access` (`AUTH=api_key`): each route's access, for the document of that mode."""
+    body = (
+        openapi_json() if access is None else orjson.dumps(api_key_document(load_openapi(), access))
+    )
     directory = swagger_ui_dir()
     missing = [path for path, _ in ASSETS.values() if not directory.joinpath(path).is_file()]
     if missing:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from miniexchange.actors.exchange import Exchange
 from miniexchange.http.app import create_app
@@ -301,3 +302,52 @@ def test_without_api_keys_the_access_line_has_no_broker_field(
         client.get("/healthz")
     (line,) = access_lines(caplog)
     assert not hasattr(line, "broker_id")
+
+
+# -- the document of the running mode -------------------------------------------------------
+
+
+def test_the_served_document_declares_the_bearer_scheme_and_each_operations_token(
+    secured: AppClient,
+) -> None:
+    document = secured.get("/openapi.json").json
+    OpenAPIV31SpecValidator(document).validate()
+    assert document["components"]["securitySchemes"] == {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The admin token, or a broker's API key (`mx_…`).",
+        }
+    }
+    paths = document["paths"]
+    for path, method in (
+        ("/brokers", "post"),
+        ("/orders", "post"),
+        ("/orders/{order_id}", "get"),
+        ("/orders/{order_id}", "delete"),
+        ("/brokers/{broker_id}/balance", "get"),
+        ("/brokers/{broker_id}/orders", "get"),
+        ("/webhooks", "get"),
+        ("/webhooks", "post"),
+        ("/webhooks/{webhook_id}", "delete"),
+        ("/metrics", "get"),
+        ("/brokers/{broker_id}/api_key", "post"),
+        ("/brokers/{broker_id}/webhook_secret", "post"),
+    ):
+        operation = paths[path][method]
+        assert operation["security"] == [{"bearer": []}], (path, method)
+        assert operation["responses"]["401"] == {"$ref": "#/components/responses/Unauthorized"}
+        assert operation["responses"]["403"] == {"$ref": "#/components/responses/Forbidden"}
+    for path in ("/healthz", "/stocks", "/stocks/{symbol}/book", "/openapi.json", "/docs", "/"):
+        assert "security" not in paths[path]["get"], path
+        assert "401" not in paths[path]["get"]["responses"], path
+    registration = paths["/brokers"]["post"]
+    assert {"$ref": "#/components/parameters/IdempotencyKey"} not in registration["parameters"]
+    registered = document["components"]["schemas"]["RegisteredBroker"]
+    assert {"api_key", "webhook_secret"} <= set(registered["required"])
+
+
+def test_without_api_keys_the_document_is_the_repositorys(client: AppClient) -> None:
+    document = client.get("/openapi.json").json
+    assert "securitySchemes" not in document["components"]
+    assert "/brokers/{broker_id}/api_key" not in document["paths"]
