@@ -1,0 +1,147 @@
+"""`AUTH=api_key` through the real server: every endpoint against every kind of
+credential, keys surviving a restart, and no token in anything the server wrote."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.conftest import Server
+
+ADMIN = "e2e-admin-token-" + "z" * 32
+FAR = "2030-01-01T00:00:00Z"
+TIMEOUT = 10
+
+
+def start(tmp_path: Path, database: Path) -> Server:
+    env = {"AUTH": "api_key", "ADMIN_TOKEN": ADMIN, "DATABASE_PATH": str(database)}
+    return Server(env, tmp_path / f"server-{len(list(tmp_path.iterdir()))}.log")
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[Server]:
+    running = start(tmp_path, tmp_path / "journal.db")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def call(server: Server, method: str, path: str, token: str | None, **kwargs: Any) -> Any:
+    headers = {} if token is None else {"Authorization": token}
+    return requests.request(method, server.url + path, headers=headers, timeout=TIMEOUT, **kwargs)
+
+
+def bearer(token: str) -> str:
+    return f"Bearer {token}"
+
+
+def register(server: Server, broker_id: str, **holdings: int) -> dict[str, Any]:
+    body = {
+        "broker_id": broker_id,
+        "initial_cash": 1000,
+        "initial_holdings": [{"symbol": s, "quantity": q} for s, q in holdings.items()],
+    }
+    answer = call(server, "POST", "/brokers", bearer(ADMIN), json=body)
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def test_every_endpoint_against_every_kind_of_credential(secured: Server, tmp_path: Path) -> None:
+    alice = register(secured, "alice", AAPL=10)
+    bob = register(secured, "bob")
+    order = {
+        "type": "limit", "broker_id": "alice", "document_number": "1", "side": "ask",
+        "symbol": "AAPL", "price": 10, "quantity": 1, "expires_at": FAR,
+    }  # fmt: skip
+    mine = call(secured, "POST", "/orders", bearer(alice["api_key"]), json=order).json()
+    hook = {"broker_id": "alice", "url": "https://h.example/x", "events": ["trade.executed"]}
+    webhook = call(secured, "POST", "/webhooks", bearer(alice["api_key"]), json=hook).json()
+    webhook_id = webhook["webhooks"][0]["webhook_id"]
+    order_id = mine["order_id"]
+
+    credentials = {
+        "none": None,
+        "another scheme": f"Basic {ADMIN}",
+        "unknown token": bearer("mx_" + "Q" * 43),
+        "another broker's key": bearer(bob["api_key"]),
+        "its own key": bearer(alice["api_key"]),
+        "admin": bearer(ADMIN),
+    }
+    # (method, path, body) -> status for: none, another scheme, unknown, bob's, alice's, admin
+    cases: list[tuple[str, str, Any, tuple[int, ...]]] = [
+        ("GET", "/healthz", None, (200, 200, 200, 200, 200, 200)),
+        ("GET", "/stocks/AAPL/book", None, (200, 200, 200, 200, 200, 200)),
+        ("GET", "/openapi.json", None, (200, 200, 200, 200, 200, 200)),
+        ("GET", "/brokers/alice/balance", None, (401, 401, 401, 403, 200, 200)),
+        ("GET", "/brokers/alice/orders", None, (401, 401, 401, 403, 200, 200)),
+        ("GET", f"/orders/{order_id}", None, (401, 401, 401, 404, 200, 200)),
+        ("GET", "/webhooks?broker_id=alice", None, (401, 401, 401, 403, 200, 200)),
+        ("POST", "/orders", {**order, "price": 11}, (401, 401, 401, 403, 201, 201)),
+        ("POST", "/webhooks", hook, (401, 401, 401, 403, 200, 200)),
+        ("GET", "/metrics", None, (401, 401, 401, 403, 403, 200)),
+        (
+            "POST",
+            "/brokers",
+            {"broker_id": "carol", "initial_cash": 1, "initial_holdings": []},
+            (401, 401, 401, 403, 403, 201),
+        ),
+    ]
+    for method, path, body, expected in cases:
+        got = tuple(
+            call(secured, method, path, token, json=body).status_code
+            for token in credentials.values()
+        )
+        assert got == expected, (method, path, dict(zip(credentials, got, strict=True)))
+
+    # deletions last: another broker's are as if missing, one's own go
+    gone = call(secured, "DELETE", f"/webhooks/{webhook_id}", bearer(bob["api_key"]))
+    assert (gone.status_code, gone.json()["error"]) == (404, "webhook_not_found")
+    assert (
+        call(secured, "DELETE", f"/webhooks/{webhook_id}", bearer(alice["api_key"])).status_code
+        == 204
+    )
+    gone = call(secured, "DELETE", f"/orders/{order_id}", bearer(bob["api_key"]))
+    assert (gone.status_code, gone.json()["error"]) == (404, "order_not_found")
+    assert (
+        call(secured, "DELETE", f"/orders/{order_id}", bearer(alice["api_key"])).status_code == 200
+    )
+    unauthorized = call(secured, "GET", "/brokers/alice/balance", None)
+    assert unauthorized.headers["WWW-Authenticate"] == "Bearer"
+    assert unauthorized.json() == {
+        "error": "unauthorized",
+        "message": "A valid API key is required",
+    }
+
+
+def test_keys_survive_a_restart_and_no_token_is_ever_written(tmp_path: Path) -> None:
+    database = tmp_path / "journal.db"
+    first = start(tmp_path, database)
+    try:
+        alice = register(first, "alice")
+        rotated = call(first, "POST", "/brokers/alice/api_key", bearer(ADMIN)).json()["api_key"]
+        secret = call(first, "POST", "/brokers/alice/webhook_secret", bearer(ADMIN)).json()
+        assert call(first, "GET", "/brokers/alice/balance", bearer(rotated)).status_code == 200
+    finally:
+        first.stop()
+    again = start(tmp_path, database)
+    try:
+        assert call(again, "GET", "/brokers/alice/balance", bearer(rotated)).status_code == 200
+        old = call(again, "GET", "/brokers/alice/balance", bearer(alice["api_key"]))
+        assert old.status_code == 401  # revoked before the restart, revoked after it
+    finally:
+        again.stop()
+    written = "".join(path.read_text(errors="replace") for path in tmp_path.glob("*.log"))
+    assert '"event": "request"' in written or '"event":"request"' in written  # it did log
+    for token in (
+        ADMIN,
+        alice["api_key"],
+        alice["webhook_secret"],
+        rotated,
+        secret["webhook_secret"],
+    ):
+        assert token not in written
