@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import Server
+from tests.e2e.receiver import Receiver, verify_signature
 
 ADMIN = "e2e-admin-token-" + "z" * 32
 FAR = "2030-01-01T00:00:00Z"
@@ -145,3 +146,69 @@ def test_keys_survive_a_restart_and_no_token_is_ever_written(tmp_path: Path) -> 
         secret["webhook_secret"],
     ):
         assert token not in written
+
+
+def test_each_brokers_deliveries_are_signed_with_its_own_secret(tmp_path: Path) -> None:
+    """Through the real server and a real HTTPS receiver: alice's trade is signed with
+    alice's webhook secret, bob's with bob's, and WEBHOOK_SECRET signs neither."""
+    (tmp_path / "receiver").mkdir()
+    receiver = Receiver(tmp_path / "receiver").start()
+    env = {
+        "AUTH": "api_key",
+        "ADMIN_TOKEN": ADMIN,
+        "DATABASE_PATH": ":memory:",
+        "WEBHOOK_CA_BUNDLE": str(receiver.ca_path),
+        "WEBHOOK_ALLOW_PRIVATE": "true",
+        "WEBHOOK_SECRET": "server-wide-secret",
+    }
+    server = Server(env, tmp_path / "signing.log")
+    try:
+        alice = register(server, "alice", AAPL=10)
+        bob = register(server, "bob")
+        for broker in (alice, bob):
+            hook = {
+                "broker_id": broker["broker_id"],
+                "url": receiver.url(f"/{broker['broker_id']}"),
+                "events": ["trade.executed"],
+            }
+            answer = call(server, "POST", "/webhooks", bearer(broker["api_key"]), json=hook)
+            assert answer.status_code == 201, answer.text
+        ask = {
+            "type": "limit", "broker_id": "alice", "document_number": "1", "side": "ask",
+            "symbol": "AAPL", "price": 10, "quantity": 1, "expires_at": FAR,
+        }  # fmt: skip
+        assert call(server, "POST", "/orders", bearer(alice["api_key"]), json=ask).ok
+        bid = {**ask, "broker_id": "bob", "side": "bid"}
+        assert call(server, "POST", "/orders", bearer(bob["api_key"]), json=bid).ok
+        for broker in (alice, bob):
+            (got,) = receiver.wait(f"/{broker['broker_id']}", 1)
+            signature = got.headers.get("x-signature")
+            assert verify_signature(broker["webhook_secret"], got.body, signature)
+            assert not verify_signature("server-wide-secret", got.body, signature)
+    finally:
+        server.stop()
+        receiver.stop()
+
+
+def test_idempotency_keys_belong_to_their_principal_and_survive_a_rotation(
+    secured: Server,
+) -> None:
+    alice = register(secured, "alice", AAPL=10)
+    bob = register(secured, "bob", AAPL=10)
+    ask = {
+        "type": "limit", "broker_id": "alice", "document_number": "1", "side": "ask",
+        "symbol": "AAPL", "price": 10, "quantity": 1, "expires_at": FAR,
+    }  # fmt: skip
+
+    def post(token: str, body: dict[str, Any]) -> Any:
+        headers = {"Authorization": bearer(token), "Idempotency-Key": "same-key"}
+        return requests.post(secured.url + "/orders", json=body, headers=headers, timeout=TIMEOUT)
+
+    first = post(alice["api_key"], ask)
+    other = post(bob["api_key"], {**ask, "broker_id": "bob", "price": 12})
+    assert (first.status_code, other.status_code) == (201, 201)
+    assert first.json()["order_id"] != other.json()["order_id"]  # never each other's answer
+    rotated = call(secured, "POST", "/brokers/alice/api_key", bearer(ADMIN)).json()["api_key"]
+    retry = post(rotated, ask)
+    assert (retry.status_code, retry.headers.get("Idempotent-Replayed")) == (201, "true")
+    assert retry.json() == first.json()
