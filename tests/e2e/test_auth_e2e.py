@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, require
 from tests.e2e.receiver import Receiver, verify_signature
+from tests.e2e.test_browser import Page
 
 ADMIN = "e2e-admin-token-" + "z" * 32
 FAR = "2030-01-01T00:00:00Z"
@@ -212,3 +213,27 @@ def test_idempotency_keys_belong_to_their_principal_and_survive_a_rotation(
     retry = post(rotated, ask)
     assert (retry.status_code, retry.headers.get("Idempotent-Replayed")) == (201, "true")
     assert retry.json() == first.json()
+
+
+def test_docs_lets_a_reader_authorize_and_try_a_request(secured: Server, chromium: Any) -> None:
+    """Swagger UI on /docs, in Chromium: Authorize with a broker's key, then "Try it
+    out" on the balance, which answers 200 for that broker."""
+    alice = register(secured, "alice")
+    page = Page(require(chromium), secured)
+    try:
+        ui = page.page
+        ui.goto(secured.url + "/docs")
+        ui.get_by_role("button", name="Authorize").first.click()
+        ui.locator(".auth-container input").first.fill(alice["api_key"])
+        ui.locator(".auth-btn-wrapper button.authorize").first.click()
+        ui.locator(".btn-done").first.click()
+        operation = ui.locator("#operations-brokers-getBalance")
+        operation.locator(".opblock-summary").click()
+        operation.get_by_role("button", name="Try it out").click()
+        operation.locator("input[placeholder='broker_id']").fill("alice")
+        operation.get_by_role("button", name="Execute").click()
+        page.expect(
+            operation.locator(".live-responses-table tbody .response-col_status").first
+        ).to_have_text("200")
+    finally:
+        page.close()

@@ -11,51 +11,15 @@ phone and a wide screen are saved to test-artifacts/.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ROOT, Server
+from tests.e2e.conftest import ROOT, Server, require
 from tests.e2e.test_stream import Api
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = ROOT / "test-artifacts"
 WAIT_MS = 30_000  # how long a live change may take before the test gives up (a hang guard)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """One browser for the module; None when Debian's Chromium is not installed."""
-    if not CHROMIUM.exists():
-        yield None
-        return
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-def require(chromium: Any) -> Any:
-    """The browser, or a failed test (never a skip) saying in one line what to install."""
-    if chromium is None:
-        pytest.fail(
-            f"{CHROMIUM} is missing: run `apt-get install -y chromium` (as root)", pytrace=False
-        )
-    return chromium
 
 
 @pytest.fixture
