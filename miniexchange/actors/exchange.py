@@ -45,6 +45,7 @@ from miniexchange.journal.store import Journal, MemoryJournal
 from miniexchange.metrics import Metrics
 from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
 from miniexchange.model.credentials import Credentials
+from miniexchange.model.engine import SymbolState
 from miniexchange.model.events import Event
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import Order
@@ -189,13 +190,13 @@ class Exchange:
             self.read_index.publish_new(order)
             by_symbol.setdefault(order.symbol, []).append(order)
         for symbol, orders in by_symbol.items():
-            trades = recovered.trades.get(symbol, ())
-            actor = SymbolActor.start(symbol, self._context, orders, trades)
-            self._symbols[symbol] = actor
-            book = actor.proxy().book.get()  # its summary and tape, as recovered
+            trades = recovered.trades.get(symbol, [])
+            state = SymbolState(symbol, self._context.vwap_window_us, orders, trades)
+            book = state.book  # its summary and tape, as recovered
             self._market_data.feed(symbol).publish(
-                list(trades), book.best_price(BID), book.best_price(ASK), book.next_expiry()
+                trades, book.best_price(BID), book.best_price(ASK), book.next_expiry()
             )
+            self._symbols[symbol] = SymbolActor.start(symbol, self._context, state)
 
     def stop(self) -> None:
         """Stop the clock (a running sweep completes first), then every actor, then the

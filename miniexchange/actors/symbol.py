@@ -16,7 +16,7 @@ cover many steps.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pykka
@@ -48,7 +48,6 @@ from miniexchange.model import engine
 from miniexchange.model.commands import ASK, BID, SubmitOrder
 from miniexchange.model.engine import BookView, Outcome, QuoteView, SymbolState
 from miniexchange.model.errors import journal_unavailable
-from miniexchange.model.orders import Order, Trade
 from miniexchange.model.vwap import Price
 
 
@@ -73,14 +72,13 @@ class SymbolActor(ExchangeActor):
         self,
         symbol: str,
         context: SymbolContext,
-        orders: Iterable[Order] = (),
-        trades: Iterable[Trade] = (),
+        state: SymbolState | None = None,
     ) -> None:
-        """`orders` and `trades` restore a recovered symbol (every order, every trade)."""
+        """`state`: a recovered symbol's (every order, every trade); None: a new one."""
         super().__init__()
         self.symbol = symbol
         self.context = context
-        self.state = SymbolState(symbol, context.vwap_window_us, orders, trades)
+        self.state = state if state is not None else SymbolState(symbol, context.vwap_window_us)
         self.book = self.state.book
         self._announced_expiry: int | None = None
         # Without persistence nothing reads the facts: do not make them (hot path).

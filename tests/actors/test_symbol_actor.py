@@ -34,7 +34,7 @@ from miniexchange.journal import facts
 from miniexchange.journal.store import Durable, Journal, MemoryJournal
 from miniexchange.model.book import Level, OrderBook
 from miniexchange.model.commands import ASK, BID, LIMIT, MARKET, SubmitOrder
-from miniexchange.model.engine import BookView
+from miniexchange.model.engine import BookView, SymbolState
 from miniexchange.model.errors import ExchangeError
 from miniexchange.model.events import Event, OrderClosed, TradeExecuted
 from miniexchange.model.ledger import SettlementLeg
@@ -201,7 +201,7 @@ def start_venue(
         clock_actor=clock_actor,
         listeners=(EventsTo(batches.append),),
     )
-    actor = SymbolActor.start(SYMBOL, context, orders)
+    actor = SymbolActor.start(SYMBOL, context, SymbolState(SYMBOL, context.vwap_window_us, orders))
     return Venue(clock, read_index, context, actor, clock_actor, accounts, batches)
 
 
