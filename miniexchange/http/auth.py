@@ -53,24 +53,23 @@ def principal_of(req: falcon.asgi.Request) -> Principal | None:
     return getattr(req.context, "principal", None)
 
 
-def act_for(req: falcon.asgi.Request, broker_id: str) -> None:
-    """403 unless the request may act for `broker_id` (checked after validation, before
-    existence: another broker that does not exist is a 403 too)."""
-    principal = principal_of(req)
-    if principal is not None and principal.broker_id not in (None, broker_id):
-        raise cannot_act_for(broker_id)
-
-
-def may_see(req: falcon.asgi.Request, broker_id: str) -> bool:
-    """Whether the request may see a resource of `broker_id` (else: as if missing)."""
-    principal = principal_of(req)
-    return principal is None or principal.broker_id in (None, broker_id)
-
-
 def owner_of(req: falcon.asgi.Request) -> str | None:
     """The broker a request is limited to; None: it may touch any broker's resources."""
     principal = principal_of(req)
     return None if principal is None else principal.broker_id
+
+
+def may_see(req: falcon.asgi.Request, broker_id: str) -> bool:
+    """Whether the request may touch a resource of `broker_id` (else: as if missing)."""
+    owner = owner_of(req)
+    return owner is None or owner == broker_id
+
+
+def act_for(req: falcon.asgi.Request, broker_id: str) -> None:
+    """403 unless the request may act for `broker_id` (checked after validation, before
+    existence: another broker that does not exist is a 403 too)."""
+    if not may_see(req, broker_id):
+        raise cannot_act_for(broker_id)
 
 
 def idempotency_scope(req: falcon.asgi.Request, endpoint: str) -> str:

@@ -31,7 +31,13 @@ import falcon.asgi
 from miniexchange.http.auth import ADMIN, owner_of
 from miniexchange.http.core import Resource
 from miniexchange.ids import random_uuid4
-from miniexchange.logs import LogSetup, configure_logging, log_access, request_id_var
+from miniexchange.logs import (
+    NOT_LOGGED,
+    LogSetup,
+    configure_logging,
+    log_access,
+    request_id_var,
+)
 from miniexchange.metrics import CONTENT_TYPE, Metrics
 from miniexchange.settings import Settings
 
@@ -142,11 +148,8 @@ class RequestObserver:
         if metrics is not None and (method, route) not in NOT_COUNTED:
             metrics.observe_request(_method_label(method), route, status, seconds)
         if self.access_log:
-            if self.api_keys:
-                broker_id = owner_of(req)
-                log_access(request_id, method, route, req.path, status, seconds, broker_id)
-            else:
-                log_access(request_id, method, route, req.path, status, seconds)
+            broker_id = owner_of(req) if self.api_keys else NOT_LOGGED
+            log_access(request_id, method, route, req.path, status, seconds, broker_id)
 
     def _count_at_end(
         self, method: str, route: str, resp: falcon.asgi.Response, started: float
