@@ -13,12 +13,17 @@ from miniexchange.model.ledger import Ledger, SettlementLeg
 from miniexchange.model.orders import Order
 
 
+def reservation(side: str, price: int, quantity: int) -> tuple[int, int]:
+    """(cash, shares) a limit order reserves for `quantity` of itself: their value at its
+    own price for a bid (§2.2), the shares for an ask."""
+    if side == BID:
+        return price * quantity, 0
+    return 0, quantity
+
+
 def limit_hold(command: SubmitOrder) -> tuple[int, int]:
-    """(cash, shares) a limit order holds from R1 on: its value at its own price for a
-    bid (§2.2), its quantity for an ask."""
-    if command.side == BID:
-        return command.price * command.quantity, 0  # type: ignore[operator]
-    return 0, command.quantity
+    """What a limit order holds from R1 on: the reservation of its whole quantity."""
+    return reservation(command.side, command.price, command.quantity)  # type: ignore[arg-type]
 
 
 HELD = "held"
@@ -65,10 +70,8 @@ def settlement_legs(result: MatchResult) -> dict[str, list[SettlementLeg]]:
 
 
 def held_by(order: Order) -> tuple[int, int]:
-    """(cash, shares) an active limit order holds: its unfilled part's reservation."""
-    if order.side == BID:
-        return order.price * order.remaining_quantity, 0  # type: ignore[operator]
-    return 0, order.remaining_quantity
+    """What an active limit order holds: the reservation of its unfilled part."""
+    return reservation(order.side, order.price, order.remaining_quantity)  # type: ignore[arg-type]
 
 
 def released_by(order: Order) -> tuple[int, int]:
@@ -77,8 +80,6 @@ def released_by(order: Order) -> tuple[int, int]:
     A market bid reserved exactly its sweep cost, all spent by its fills, so it
     releases nothing; a market ask releases the shares of its IOC-cancelled part.
     """
-    if order.side == ASK:
-        return 0, order.cancelled_quantity
-    if order.type == LIMIT:
-        return order.price * order.cancelled_quantity, 0  # type: ignore[operator]
+    if order.type == LIMIT or order.side == ASK:
+        return reservation(order.side, order.price, order.cancelled_quantity)  # type: ignore[arg-type]
     return 0, 0
