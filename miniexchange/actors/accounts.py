@@ -17,9 +17,9 @@ The order path is exchange-core's pipeline, each stage a message, no lock shared
   still lose (a funded order can never be committed before the trade that funded it).
 
 Registration, balance reads and the brokers' credentials (`Issue`: an API key kept as
-its digest, a webhook secret) are messages here too; the registry's published
-digest -> broker map and broker -> webhook secret map change once the issue is durable. A broker belongs to one account
-actor by a stable hash of its id (`account_index`), so brokers cost no thread.
+its digest, a webhook secret) are messages here too; the published credentials
+(`Published`) change once an issue is durable. A broker belongs to one account actor
+by a stable hash of its id (`account_index`), so brokers cost no thread.
 """
 
 from __future__ import annotations
