@@ -139,6 +139,16 @@ class Settings:
     auth: Auth = "none"
     #: The operator's bearer token with `AUTH=api_key` (read only then). Never logged.
     admin_token: str | None = field(default=None, repr=False)
+    #: Connections served at once; past it a new one gets 503 `overloaded` and is closed.
+    max_connections: int = 1000
+    #: Event streams served at once, counted within `max_connections`.
+    max_streams: int = 100
+    #: Symbols listed at most; one more -> 409 `symbol_limit_reached`.
+    max_symbols: int = 10_000
+    #: Stored `Idempotency-Key`s at most; past it the oldest are forgotten first.
+    idempotency_max_keys: int = 1_000_000
+    #: Longest time between two state snapshots while facts arrive.
+    snapshot_interval_us: int = 5 * US_PER_M
 
     @property
     def log_level_number(self) -> int:
@@ -176,6 +186,11 @@ class Settings:
             "account_actors": self.account_actors,
             "auth": self.auth,
             "admin_token": "<set>" if self.admin_token else None,
+            "max_connections": self.max_connections,
+            "max_streams": self.max_streams,
+            "max_symbols": self.max_symbols,
+            "idempotency_max_keys": self.idempotency_max_keys,
+            "snapshot_interval": format_duration(self.snapshot_interval_us),
         }
 
 
@@ -227,6 +242,13 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         account_actors=read("ACCOUNT_ACTORS", _positive_int, defaults.account_actors),
         auth=auth,
         admin_token=read("ADMIN_TOKEN", _admin_token, None) if auth == "api_key" else None,
+        max_connections=read("MAX_CONNECTIONS", _positive_int, defaults.max_connections),
+        max_streams=read("MAX_STREAMS", _positive_int, defaults.max_streams),
+        max_symbols=read("MAX_SYMBOLS", _positive_int, defaults.max_symbols),
+        idempotency_max_keys=read(
+            "IDEMPOTENCY_MAX_KEYS", _positive_int, defaults.idempotency_max_keys
+        ),
+        snapshot_interval_us=read("SNAPSHOT_INTERVAL", _duration, defaults.snapshot_interval_us),
     )
 
 

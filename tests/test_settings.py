@@ -38,6 +38,7 @@ DURATION_VARIABLES = {
     "IDLE_TIMEOUT": "idle_timeout_us",
     "SHUTDOWN_TIMEOUT": "shutdown_timeout_us",
     "IDEMPOTENCY_TTL": "idempotency_ttl_us",
+    "SNAPSHOT_INTERVAL": "snapshot_interval_us",
 }
 ALL_VARIABLES = [
     "PORT",
@@ -53,6 +54,10 @@ ALL_VARIABLES = [
     "ACCOUNT_ACTORS",
     "AUTH",
     "ADMIN_TOKEN",
+    "MAX_CONNECTIONS",
+    "MAX_STREAMS",
+    "MAX_SYMBOLS",
+    "IDEMPOTENCY_MAX_KEYS",
 ]
 
 EXPECTED_DEFAULTS = {
@@ -76,6 +81,11 @@ EXPECTED_DEFAULTS = {
     "account_actors": 2,
     "auth": "none",
     "admin_token": None,
+    "max_connections": 1000,
+    "max_streams": 100,
+    "max_symbols": 10_000,
+    "idempotency_max_keys": 1_000_000,
+    "snapshot_interval_us": 300_000_000,
 }
 
 
@@ -127,6 +137,11 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         ("WEBHOOK_QUEUE_LIMIT", "250000", "webhook_queue_limit", 250_000),
         ("ACCOUNT_ACTORS", "1", "account_actors", 1),
         ("ACCOUNT_ACTORS", "16", "account_actors", 16),
+        ("MAX_CONNECTIONS", "1", "max_connections", 1),
+        ("MAX_STREAMS", "5", "max_streams", 5),
+        ("MAX_SYMBOLS", "20000", "max_symbols", 20_000),
+        ("IDEMPOTENCY_MAX_KEYS", "100", "idempotency_max_keys", 100),
+        ("SNAPSHOT_INTERVAL", "30s", "snapshot_interval_us", 30_000_000),
         ("DATABASE_PATH", ":memory:", "database_path", ":memory:"),
         ("DATABASE_PATH", "/var/lib/mx/journal.db", "database_path", "/var/lib/mx/journal.db"),
         ("DATABASE_SYNC", "full", "database_sync", "full"),
@@ -204,6 +219,10 @@ INVALID = [
         "ACCOUNT_ACTORS",
         "0",
         "ACCOUNT_ACTORS: invalid integer '0' (expected a positive integer, e.g. 10000)",
+    ),
+    *(
+        (name, "0", f"{name}: invalid integer '0' (expected a positive integer, e.g. 10000)")
+        for name in ("MAX_CONNECTIONS", "MAX_STREAMS", "MAX_SYMBOLS", "IDEMPOTENCY_MAX_KEYS")
     ),
     (
         "WEBHOOK_CA_BUNDLE",
@@ -308,6 +327,11 @@ def test_public_items_defaults() -> None:
         "account_actors": 2,
         "auth": "none",
         "admin_token": None,
+        "max_connections": 1000,
+        "max_streams": 100,
+        "max_symbols": 10_000,
+        "idempotency_max_keys": 1_000_000,
+        "snapshot_interval": "5m",
     }
 
 
