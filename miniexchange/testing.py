@@ -25,6 +25,7 @@ import pykka
 
 from miniexchange.actors.messages import Apply, Hold, Recheck, Tick
 from miniexchange.journal.facts import Fact
+from miniexchange.journal.recovery import Recovered
 from miniexchange.journal.store import Durable, Journal
 from miniexchange.model.errors import ExchangeError, broker_not_found
 from miniexchange.model.ledger import Balance, LedgerChange, Released, Settled, SettlementLeg
@@ -259,6 +260,9 @@ class RecordingJournal:
         with self._lock:
             return iter(list(self.recorded))
 
+    def history(self) -> tuple[Recovered | None, Iterator[Fact]]:
+        return None, self.facts()
+
 
 class FakeDeliveries:
     """Stands in for the delivery pool: records every delivery handed over, sends none.
@@ -390,3 +394,6 @@ class WithholdingJournal:
 
     def facts(self) -> Iterator[tuple[str, bytes]]:
         return self.inner.facts()
+
+    def history(self) -> tuple[Recovered | None, Iterator[tuple[str, bytes]]]:
+        return self.inner.history()

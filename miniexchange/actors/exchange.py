@@ -26,7 +26,7 @@ from miniexchange.actors.accounts import AccountActor, Published, account_index
 from miniexchange.actors.base import Reply, start_actor_threads_small
 from miniexchange.actors.clock import ClockActor, Ticker
 from miniexchange.actors.listeners import CountTrades, EventsTo, StepListener
-from miniexchange.actors.market_data import MarketData
+from miniexchange.actors.market_data import TAPE_LENGTH, MarketData
 from miniexchange.actors.messages import (
     ExpireDue,
     Issue,
@@ -40,7 +40,7 @@ from miniexchange.actors.webhooks import Listening, WebhookDispatcherActor, Webh
 from miniexchange.clock import Clock
 from miniexchange.ids import IdFactory
 from miniexchange.journal.facts import KeepAnswer
-from miniexchange.journal.recovery import Recovered, recover
+from miniexchange.journal.recovery import Recovered, Retention, recover
 from miniexchange.journal.store import Journal, MemoryJournal
 from miniexchange.metrics import Metrics
 from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
@@ -52,6 +52,11 @@ from miniexchange.model.orders import Order
 from miniexchange.model.subscriptions import Subscription
 from miniexchange.settings import Settings
 from miniexchange.webhooks.delivery import Deliveries, DeliveryPool
+
+
+def history_retention(vwap_window_us: int) -> Retention:
+    """What recovery and snapshots keep of a symbol's trades: the tape and the VWAP window."""
+    return Retention(TAPE_LENGTH, vwap_window_us)
 
 
 class Exchange:
@@ -125,7 +130,8 @@ class Exchange:
         return self._market_data
 
     def start(self) -> None:
-        recovered = recover(self.journal.facts())
+        snapshot, facts = self.journal.history()
+        recovered = recover(facts, snapshot, history_retention(self._context.vwap_window_us))
         self.recovered_answers = recovered.answers  # for the Idempotency-Key store
         self.clock.not_before(recovered.last_at)  # a wall clock behind must not go back
         start_actor_threads_small()
@@ -190,11 +196,15 @@ class Exchange:
             self.read_index.publish_new(order)
             by_symbol.setdefault(order.symbol, []).append(order)
         for symbol, orders in by_symbol.items():
-            trades = recovered.trades.get(symbol, [])
+            trades = recovered.trades.get(symbol, ())
             state = SymbolState(symbol, self._context.vwap_window_us, orders, trades)
             book = state.book  # its summary and tape, as recovered
             self._market_data.feed(symbol).publish(
-                trades, book.best_price(BID), book.best_price(ASK), book.next_expiry()
+                trades,
+                book.best_price(BID),
+                book.best_price(ASK),
+                book.next_expiry(),
+                recovered.volumes.get(symbol, 0),
             )
             self._symbols[symbol] = SymbolActor.start(symbol, self._context, state)
 

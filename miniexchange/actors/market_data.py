@@ -86,14 +86,20 @@ class SymbolFeed:
         best_bid: int | None,
         best_ask: int | None,
         next_expiry: int | None,
+        volume: int | None = None,
     ) -> None:
-        """Publish a step's trades and the book's state at the end of that step."""
+        """Publish a step's trades and the book's state at the end of that step.
+
+        `volume`: the all-time volume after these trades, for a recovered symbol whose
+        older trades are not all given; None: the published one plus these trades'."""
         trades = list(trades)
         summary = self.summary
-        last_price, volume = summary.last_price, summary.volume
+        last_price, traded = summary.last_price, summary.volume
         if trades:
             last_price = trades[-1].price
-            volume += sum(trade.quantity for trade in trades)
+            traded += sum(trade.quantity for trade in trades)
+        if volume is None:
+            volume = traded
         with self._lock:
             self.summary = Summary(last_price, volume, best_bid, best_ask, next_expiry)
             self._tape.extend(trades)

@@ -11,12 +11,12 @@ import gc
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import falcon
 import falcon.asgi
 
-from miniexchange.actors.exchange import Exchange
+from miniexchange.actors.exchange import Exchange, history_retention
 from miniexchange.clock import Clock, SystemClock
 from miniexchange.http.auth import Authentication
 from miniexchange.http.core import JsonBodyReader, core_routes
@@ -31,9 +31,9 @@ from miniexchange.http.stream import EventStreamGuard, StreamHub
 from miniexchange.http.timeouts import WriteTimeout
 from miniexchange.http.webhooks import webhook_routes
 from miniexchange.ids import IdFactory, RandomIds
-from miniexchange.journal.store import open_journal
+from miniexchange.journal.store import JournalFormatError, open_journal
 from miniexchange.metrics import Metrics
-from miniexchange.settings import Settings, format_duration, load_settings
+from miniexchange.settings import Settings, format_duration, load_settings, to_seconds
 from miniexchange.webhooks.delivery import DeliveryPool
 
 JSON_DEPTH_RECURSION_LIMIT = 4000
@@ -71,7 +71,10 @@ class Lifespan:
         self.idempotency = idempotency
 
     async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
-        self.exchange.start()
+        try:
+            self.exchange.start()
+        except JournalFormatError as refused:
+            refuse_to_boot(str(refused))
         if self.idempotency is not None:  # answers kept before a restart still replay
             self.idempotency.restore(self.exchange.recovered_answers)
         if self.streams is not None:
@@ -82,6 +85,14 @@ class Lifespan:
         if self.streams is not None:
             self.streams.stop()
         self.exchange.stop()
+
+
+def refuse_to_boot(message: str) -> NoReturn:
+    """A journal or snapshot this version must not read: one line, and gunicorn's
+    boot-error exit status (3), on which the master stops instead of retrying. No
+    traceback: the line says what is wrong and with which file."""
+    print(f"miniexchange: {message}", file=sys.stderr, flush=True)
+    os._exit(3)  # nothing has started yet: the journal was the first thing read
 
 
 def stop_this_worker(failure: BaseException) -> None:
@@ -143,6 +154,8 @@ def create_app(
             settings.database_sync,
             on_failure=stop_this_worker,
             on_commit=metrics.observe_journal_commit,
+            snapshot_interval_s=to_seconds(settings.snapshot_interval_us),
+            retention=history_retention(settings.vwap_window_us),
         )
         exchange = Exchange(
             clock,

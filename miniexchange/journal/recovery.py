@@ -5,13 +5,19 @@ Orders are replayed through the same immutable transitions the engine uses (`fil
 holdings move by each trade; reservations are then derived from the orders still
 active (a limit bid holds price × remaining, an ask its remaining shares), which is
 exactly what they held when the process stopped.
+
+Two steps, so that a snapshot is this same code's work: `fold` applies facts to a
+`Recovered` (and can go on later from where it stopped, or from a snapshot of it);
+`finish` derives what the facts imply once the last one is in (the holds, the closed
+remainders of market orders). A snapshot holds a folded state, never a finished one.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from miniexchange.journal import facts as kinds
 from miniexchange.journal.facts import decode
@@ -22,11 +28,26 @@ from miniexchange.model.orders import CANCELLED, EXPIRED, Order, Trade, new_orde
 from miniexchange.model.settlement import held_by
 
 
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much of a symbol's trade history the fold keeps beside the orders: the
+    latest `tape_length` trades (the tape) and those still inside the VWAP window of
+    the latest one. Every trade stays reachable through its orders; this bounds only
+    the per-symbol lists, so a snapshot does not grow with the exchange's age."""
+
+    tape_length: int = 500
+    vwap_window_us: int = 300_000_000
+
+
+DEFAULT_RETENTION: Final = Retention()
+
+
 @dataclass
 class Recovered:
     ledgers: dict[str, Ledger] = field(default_factory=dict)
     orders: dict[str, Order] = field(default_factory=dict)  # in order of acceptance
-    trades: dict[str, list[Trade]] = field(default_factory=dict)  # per symbol, in order
+    trades: dict[str, deque[Trade]] = field(default_factory=dict)  # per symbol: see Retention
+    volumes: dict[str, int] = field(default_factory=dict)  # shares traded per symbol, all time
     known_symbols: set[str] = field(default_factory=set)
     webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> subscription
     credentials: dict[str, Credentials] = field(default_factory=dict)  # broker -> its latest
@@ -35,8 +56,23 @@ class Recovered:
     last_at: int = 0  # the latest time any fact records
 
 
-def recover(journal_facts: Iterable[tuple[str, bytes]]) -> Recovered:
-    state = Recovered()
+def recover(
+    journal_facts: Iterable[tuple[str, bytes]],
+    state: Recovered | None = None,
+    retention: Retention = DEFAULT_RETENTION,
+) -> Recovered:
+    """The state after `journal_facts`, continuing from `state` (a snapshot's) if given."""
+    return finish(fold(journal_facts, state, retention))
+
+
+def fold(
+    journal_facts: Iterable[tuple[str, bytes]],
+    state: Recovered | None = None,
+    retention: Retention = DEFAULT_RETENTION,
+) -> Recovered:
+    """Apply `journal_facts` in order to `state` (a new one if None) and return it."""
+    if state is None:
+        state = Recovered()
     ledgers = state.ledgers
     orders = state.orders
     for kind, body in journal_facts:
@@ -75,7 +111,7 @@ def recover(journal_facts: Iterable[tuple[str, bytes]]) -> Recovered:
             orders[trade.ask_order_id] = orders[trade.ask_order_id].filled(trade)
             _move(ledgers[trade.bid_broker_id], trade, BID)
             _move(ledgers[trade.ask_broker_id], trade, ASK)
-            state.trades.setdefault(trade.symbol, []).append(trade)
+            keep_trade(state, trade, retention)
         elif kind == kinds.ORDER_CANCELLED:
             order = orders[fact["order_id"]]
             orders[order.order_id] = order.closed(CANCELLED, at, None)
@@ -102,6 +138,27 @@ def recover(journal_facts: Iterable[tuple[str, bytes]]) -> Recovered:
             state.answers.append(fact)
         else:
             raise ValueError(f"unknown journal fact {kind!r}")
+    return state
+
+
+def keep_trade(state: Recovered, trade: Trade, retention: Retention) -> None:
+    """Count the trade in its symbol's volume and keep it while the tape or the VWAP
+    window of the symbol's latest trade may still show it."""
+    symbol = trade.symbol
+    state.volumes[symbol] = state.volumes.get(symbol, 0) + trade.quantity
+    kept = state.trades.get(symbol)
+    if kept is None:
+        kept = state.trades[symbol] = deque()
+    kept.append(trade)
+    oldest_shown = trade.executed_at - retention.vwap_window_us
+    while len(kept) > retention.tape_length and kept[0].executed_at < oldest_shown:
+        kept.popleft()
+
+
+def finish(state: Recovered) -> Recovered:
+    """Derive what the folded facts imply: the holds of the orders still active, and
+    the cancelled remainder of a market order (immediate-or-cancel). Once per state."""
+    orders, ledgers = state.orders, state.ledgers
     for order_id, order in orders.items():
         if order.type == MARKET and order.remaining_quantity:  # its IOC remainder
             orders[order_id] = order.closed(CANCELLED, None, None)

@@ -9,6 +9,12 @@ webhook) before the commit that holds it.
 If a commit fails, every waiting and later append is answered with the error and the
 `on_failure` hook runs once (production: log and stop the worker so that it restarts
 from the journal; memory never runs ahead of disk for long).
+
+The writer numbers the facts itself (`seq`, never reused, also past a snapshot whose
+facts a power loss took from the file), and with snapshots on it deletes the facts a
+durable snapshot covers, a bounded chunk per pass so that commits go on between them.
+The file's `user_version` says its format: 0 (before it was stamped) and 1 are read,
+anything newer is refused at start with one line naming the file.
 """
 
 from __future__ import annotations
@@ -22,6 +28,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from miniexchange.journal.facts import Fact
+from miniexchange.journal.recovery import DEFAULT_RETENTION, Recovered, Retention
+from miniexchange.journal.snapshot import (
+    SnapshotError,
+    SnapshotSchedule,
+    read_header,
+    read_snapshot,
+    snapshot_path,
+)
 
 log = logging.getLogger("miniexchange.journal")
 
@@ -37,8 +51,28 @@ CREATE TABLE IF NOT EXISTS facts (
 """
 
 
+JOURNAL_FORMAT = 1
+"""`PRAGMA user_version` of a journal this code writes; 0 is the same layout, unstamped."""
+
+FORGET_CHUNK = 10_000
+"""Facts deleted per writer pass once a snapshot covers them (about 10 ms here)."""
+
+
 class JournalUnavailable(Exception):
     """The journal failed earlier; nothing more can be recorded in this process."""
+
+
+class JournalFormatError(Exception):
+    """The journal or its snapshot was written by another version; one line naming the file."""
+
+
+class _Forget:
+    """A writer-queue item: delete the facts up to `upto` (a durable snapshot has them)."""
+
+    __slots__ = ("upto",)
+
+    def __init__(self, upto: int) -> None:
+        self.upto = upto
 
 
 class MemoryJournal:
@@ -60,6 +94,9 @@ class MemoryJournal:
     def facts(self) -> Iterator[tuple[str, bytes]]:
         return iter(())
 
+    def history(self) -> tuple[Recovered | None, Iterator[tuple[str, bytes]]]:
+        return None, iter(())
+
 
 class SqliteJournal:
     keeps_facts = True
@@ -70,14 +107,25 @@ class SqliteJournal:
         synchronous: str = "full",
         on_failure: Callable[[BaseException], None] | None = None,
         on_commit: Callable[[float, int], None] | None = None,
+        snapshot_interval_s: float | None = None,
+        retention: Retention = DEFAULT_RETENTION,
     ) -> None:
         """`on_commit(seconds, fact_count)` is told of each commit (for metrics).
+        `snapshot_interval_s`: snapshots at most this far apart while facts arrive
+        (None: never; recovery then replays every fact). `retention`: what of the trade
+        history a snapshot keeps beside the orders (the exchange's tape and VWAP window).
 
         Nothing is opened here (the app is built at import): see `_connect`."""
         self.path = path
+        self._snapshot_interval_s = snapshot_interval_s
+        self._retention = retention
+        self._snapshots: SnapshotSchedule | None = None
+        self._last_seq = 0  # the last fact's sequence number, written by the writer only
         self._synchronous = "FULL" if synchronous == "full" else "NORMAL"
         self._connection: sqlite3.Connection | None = None
-        self._queue: queue.SimpleQueue[tuple[Sequence[Fact], Durable] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Sequence[Fact], Durable] | _Forget | None] = (
+            queue.SimpleQueue()
+        )
         self._on_failure = on_failure
         self._on_commit = on_commit
         self._failure: BaseException | None = None
@@ -88,25 +136,64 @@ class SqliteJournal:
         if self._connection is None:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
+            if version > JOURNAL_FORMAT:
+                connection.close()
+                raise JournalFormatError(
+                    f"{self.path}: journal format {version}, this version reads formats 0 "
+                    f"to {JOURNAL_FORMAT}; run the version that wrote it"
+                )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(f"PRAGMA synchronous={self._synchronous}")
             connection.execute(SCHEMA)
+            if version < JOURNAL_FORMAT:
+                connection.execute(f"PRAGMA user_version={JOURNAL_FORMAT}")
+            (last,) = connection.execute("SELECT coalesce(max(seq), 0) FROM facts").fetchone()
+            try:
+                header = read_header(snapshot_path(self.path))
+            except SnapshotError as error:
+                connection.close()
+                raise JournalFormatError(str(error)) from None
+            self._last_seq = max(last, header["seq"] if header is not None else 0)
             self._connection = connection
         return self._connection
 
     # -- reading (recovery, before start) ----------------------------------------
 
-    def facts(self) -> Iterator[tuple[str, bytes]]:
-        """Every recorded fact in commit order."""
-        cursor = self._connect().execute("SELECT kind, body FROM facts ORDER BY seq")
+    def facts(self, after: int = 0) -> Iterator[tuple[str, bytes]]:
+        """Every recorded fact after sequence number `after`, in commit order."""
+        cursor = self._connect().execute(
+            "SELECT kind, body FROM facts WHERE seq > ? ORDER BY seq", (after,)
+        )
         while rows := cursor.fetchmany(4096):
             yield from rows
+
+    def history(self) -> tuple[Recovered | None, Iterator[tuple[str, bytes]]]:
+        """The latest snapshot's folded state (None: none) and the facts after it."""
+        self._connect()
+        try:
+            snapshot = read_snapshot(snapshot_path(self.path))
+        except SnapshotError as error:
+            raise JournalFormatError(str(error)) from None
+        if snapshot is None:
+            return None, self.facts()
+        seq, state = snapshot
+        return state, self.facts(after=seq)
 
     # -- writing -----------------------------------------------------------------
 
     def start(self) -> None:
         self._connect()
         self._thread.start()
+        if self._snapshot_interval_s is not None:
+            self._snapshots = SnapshotSchedule(
+                self.path,
+                self._snapshot_interval_s,
+                self._retention,
+                committed=lambda: self.committed_seq,
+                covered=self.forget_through,
+            )
+            self._snapshots.start()
 
     def append(self, facts: Sequence[Fact], done: Durable) -> None:
         if self._failure is not None:
@@ -114,8 +201,21 @@ class SqliteJournal:
             return
         self._queue.put((facts, done))
 
+    @property
+    def committed_seq(self) -> int:
+        """The sequence number of the last committed fact (of the snapshot's, if later)."""
+        return self._last_seq
+
+    def forget_through(self, upto: int) -> None:
+        """Delete the facts up to `upto`, which a durable snapshot holds: in chunks,
+        in the writer, between the commits of what is appended meanwhile."""
+        self._queue.put(_Forget(upto))
+
     def close(self) -> None:
-        """Commit what was appended, then stop the writer."""
+        """Stop taking snapshots, commit what was appended, then stop the writer."""
+        if self._snapshots is not None:
+            self._snapshots.stop()
+            self._snapshots = None
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
@@ -129,18 +229,25 @@ class SqliteJournal:
             item = pending.get()
             if item is None:
                 return
-            batch = [item]
+            batch = []
+            forget: _Forget | None = None
             stop = False
             while True:  # group commit: take everything appended meanwhile
-                try:
-                    more = pending.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
+                if item is None:
                     stop = True
                     break
-                batch.append(more)
-            self._commit(batch)
+                if isinstance(item, _Forget):
+                    forget = item
+                else:
+                    batch.append(item)
+                try:
+                    item = pending.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._commit(batch)
+            if forget is not None and self._failure is None:
+                self._forget(forget)
             if stop:
                 return
 
@@ -169,14 +276,37 @@ class SqliteJournal:
 
     def _write(self, rows: list[Fact]) -> None:
         connection = self._connect()
+        first = self._last_seq + 1
         connection.execute("BEGIN")
         try:
-            connection.executemany("INSERT INTO facts (kind, body) VALUES (?, ?)", rows)
+            connection.executemany(
+                "INSERT INTO facts (seq, kind, body) VALUES (?, ?, ?)",
+                [(seq, kind, body) for seq, (kind, body) in enumerate(rows, first)],
+            )
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
+        self._last_seq = first + len(rows) - 1
+
+    def _forget(self, item: _Forget) -> None:
+        """Delete one chunk of the covered facts; queue the rest behind waiting commits."""
+        connection = self._connect()
+        (oldest,) = connection.execute("SELECT min(seq) FROM facts").fetchone()
+        if oldest is None or oldest > item.upto:
+            return
+        bound = min(item.upto, oldest + FORGET_CHUNK - 1)
+        try:
+            connection.execute("DELETE FROM facts WHERE seq <= ?", (bound,))
+        except sqlite3.Error as error:  # the facts stay; the next snapshot tries again
+            log.warning(
+                "journal forget failed",
+                extra={"event": "journal_forget_failed", "reason": repr(error)},
+            )
+            return
+        if bound < item.upto:
+            self._queue.put(item)
 
     def _fail(self, failure: BaseException) -> BaseException:
         self._failure = failure
@@ -200,7 +330,9 @@ def open_journal(
     synchronous: str = "full",
     on_failure: Callable[[BaseException], None] | None = None,
     on_commit: Callable[[float, int], None] | None = None,
+    snapshot_interval_s: float | None = None,
+    retention: Retention = DEFAULT_RETENTION,
 ) -> Journal:
     if path == ":memory:":
         return MemoryJournal()
-    return SqliteJournal(path, synchronous, on_failure, on_commit)
+    return SqliteJournal(path, synchronous, on_failure, on_commit, snapshot_interval_s, retention)

@@ -12,13 +12,16 @@ second order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
+import sqlite3
 import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -183,6 +186,38 @@ def assert_at_least_as_advanced(order: dict[str, Any], acked: dict[str, Any]) ->
 @pytest.mark.parametrize("kill_after", [20, 150, 400])
 def test_sigkill_mid_load_loses_nothing_acknowledged(tmp_path: Path, kill_after: int) -> None:
     env = {"DATABASE_PATH": str(tmp_path / "exchange.db"), "EXPIRATION_INTERVAL": "100ms"}
+    crash_restart_and_check(tmp_path, env, kill_after)
+
+
+def test_sigkill_after_snapshots_restarts_from_the_latest_and_its_tail(tmp_path: Path) -> None:
+    """Snapshots every 200 ms under load; the kill comes once one has been taken and the
+    facts it covers left the journal, so the restart must read the snapshot (the facts
+    alone no longer hold the state) and replay the tail written after it."""
+    database = tmp_path / "exchange.db"
+    env = {
+        "DATABASE_PATH": str(database),
+        "EXPIRATION_INTERVAL": "100ms",
+        "SNAPSHOT_INTERVAL": "200ms",
+    }
+
+    def snapshot_covers_facts() -> bool:
+        if not Path(f"{database}.snapshot").exists():
+            return False
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            (oldest,) = db.execute("SELECT min(seq) FROM facts").fetchone()
+        return oldest is not None and oldest > 1
+
+    crash_restart_and_check(tmp_path, env, 300, before_kill=snapshot_covers_facts)
+
+
+def crash_restart_and_check(
+    tmp_path: Path,
+    env: dict[str, str],
+    kill_after: int,
+    before_kill: Callable[[], bool] = lambda: True,
+) -> None:
+    """Load the server, SIGKILL it once `kill_after` orders were acknowledged and
+    `before_kill()` holds, restart it on the same journal and check every invariant."""
     server = Server(env, tmp_path / "first.log")
     for broker_id in BROKERS:
         response = requests.post(
@@ -205,6 +240,10 @@ def test_sigkill_mid_load_loses_nothing_acknowledged(tmp_path: Path, kill_after:
     for thread in threads:
         thread.start()
     acks.wait_for_orders(kill_after)
+    deadline = time.monotonic() + WAIT_S
+    while not before_kill():
+        assert time.monotonic() < deadline, "the condition before the kill never held"
+        time.sleep(0.05)
     crash(server)
     stop.set()
     for thread in threads:

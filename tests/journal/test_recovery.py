@@ -127,7 +127,8 @@ def test_a_partial_fill_leaves_the_rest_reserved() -> None:
     )
     # sold out: the holding disappears
     assert state.ledgers["seller"].balance() == Balance("seller", 592_00, 0, (), T0, t2)
-    assert state.trades == {"AAPL": [trade]}
+    assert {symbol: list(kept) for symbol, kept in state.trades.items()} == {"AAPL": [trade]}
+    assert state.volumes == {"AAPL": trade.quantity}
     assert state.known_symbols == {"AAPL"}
 
 

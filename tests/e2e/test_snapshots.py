@@ -1,0 +1,101 @@
+"""Snapshots on the real server: written while facts arrive (a log line says so), and a
+journal or snapshot this version must not read stops the start with one line naming
+the file, gunicorn's boot-error status and no traceback.
+
+The SIGKILL-under-load restart from a snapshot and its tail is in `test_crash.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import orjson
+import requests
+
+from tests.e2e.conftest import GUNICORN, ROOT, Server, free_port
+
+WAIT_S = 60.0
+"""How long to wait for what must happen; never an upper bound on speed."""
+
+
+def refused_start(database: Path) -> tuple[int, str]:
+    """Start the real server on `database`; its exit status and its whole output."""
+    env = {**os.environ, "PORT": str(free_port()), "DATABASE_PATH": str(database)}
+    done = subprocess.run(
+        [str(GUNICORN), "-c", "config/gunicorn.conf.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_a_journal_of_a_newer_format_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    database = tmp_path / "exchange.db"
+    with sqlite3.connect(database) as db:
+        db.execute("PRAGMA user_version=2")
+    status, output = refused_start(database)
+    assert status == 3, output
+    assert (
+        f"miniexchange: {database}: journal format 2, this version reads formats 0 to 1; "
+        "run the version that wrote it\n"
+    ) in output
+    assert "Traceback" not in output
+
+
+def test_a_snapshot_of_another_version_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    database = tmp_path / "exchange.db"
+    header = {"format": "miniexchange-snapshot", "version": 0, "seq": 5}
+    Path(f"{database}.snapshot").write_bytes(orjson.dumps(header) + b"\n")
+    status, output = refused_start(database)
+    assert status == 3, output
+    assert (
+        f"miniexchange: {database}.snapshot: snapshot format version 0, this version reads "
+        "only 1; move the file away to recover from the journal alone (if it still holds "
+        "every fact)\n"
+    ) in output
+    assert "Traceback" not in output
+
+
+def test_snapshots_are_written_while_facts_arrive_and_logged(tmp_path: Path) -> None:
+    database = tmp_path / "exchange.db"
+    env = {"DATABASE_PATH": str(database), "SNAPSHOT_INTERVAL": "300ms"}
+    server = Server(env, tmp_path / "server.log", tmp_path / "server.err")
+    try:
+        for n in range(3):
+            body = {"broker_id": f"snap-{n}", "initial_cash": 100.0, "initial_holdings": []}
+            response = requests.post(f"{server.url}/brokers", json=body, timeout=WAIT_S)
+            assert response.status_code == 201, response.text
+        deadline = time.monotonic() + WAIT_S
+        written: list[dict[str, object]] = []
+        while not written:
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.1)
+            lines = [orjson.loads(line) for line in server.output().splitlines() if line]
+            written = [line for line in lines if line.get("event") == "snapshot_written"]
+        assert written[0]["seq"] == 3 and written[0]["facts"] == 3, written
+        assert written[0]["level"] == "info"
+        # the facts it covers leave the journal
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+                remaining = db.execute("SELECT seq FROM facts").fetchall()
+            if remaining == []:
+                break
+            assert time.monotonic() < deadline, remaining
+            time.sleep(0.1)
+    finally:
+        assert server.stop() == 0
+    server = Server(env, tmp_path / "again.log")
+    try:
+        for n in range(3):
+            response = requests.get(f"{server.url}/brokers/snap-{n}/balance", timeout=WAIT_S)
+            assert response.status_code == 200, response.text
+    finally:
+        server.stop()
