@@ -308,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tape-length", type=int, default=Retention.tape_length)
     parser.add_argument("--vwap-window-us", type=int, default=Retention.vwap_window_us)
     arguments = parser.parse_args(argv)
+    os.nice(10)  # the matching process comes first on a shared core
     retention = Retention(arguments.tape_length, arguments.vwap_window_us)
     try:
         written = take_snapshot(arguments.database_path, arguments.upto, retention)
