@@ -556,11 +556,14 @@ def validate_quote(params: dict[str, str]) -> tuple[str, int]:
 ORDER_STATUSES: Final = ("pending", "partially_filled", "filled", "cancelled", "expired")
 
 
+MAX_PAGE: Final = 1_000_000_000
+
+
 def validate_listing(params: dict[str, str]) -> tuple[str | None, int, int]:
     """§4.4: (status or None for all, page, limit), checked in that order.
 
-    `page` has no upper bound: it is returned exactly, however large (a page past the end
-    is an empty page), so a renderer must not assume it fits 64 bits.
+    `page` is bounded like every query integer (§5.5), so no digit string of any length
+    reaches int() or a renderer (Python refuses to print an int over 4300 digits).
     """
     status = params.get("status")
     if status is not None and status not in ORDER_STATUSES:
@@ -575,8 +578,9 @@ def validate_listing(params: dict[str, str]) -> tuple[str | None, int, int]:
         digits = text.lstrip("0")
         if not digits:
             raise validation_error("page must be an integer >= 1")
-        # int(Decimal) has no digit limit and is not quadratic, unlike int(str)
-        page = int(digits) if len(digits) <= 18 else int(Decimal(digits, EXACT_CONTEXT))
+        if len(digits) > len(str(MAX_PAGE)) or int(digits) > MAX_PAGE:
+            raise validation_error(f"page must be an integer <= {MAX_PAGE}")
+        page = int(digits)
     limit = 20
     text = params.get("limit")
     if text is not None:

@@ -898,12 +898,10 @@ def test_listing_pagination_with_a_filter(history: History) -> None:
     assert past == {"orders": [], "total": 4, "page": 3, "limit": 3}
 
 
-def test_listing_huge_page_is_an_empty_page(history: History) -> None:
-    page = "123456789012345678901234567890"
-    result = listing(history.client, "B", f"page={page}")
+def test_listing_last_page_allowed_is_an_empty_page(history: History) -> None:
+    result = listing(history.client, "B", "page=1000000000&limit=100")
     assert result.status_code == 200
-    assert body(result) == {"orders": [], "total": 9, "page": int(page), "limit": 20}
-    assert f'"page":{page}' in result.text
+    assert body(result) == {"orders": [], "total": 9, "page": 1_000_000_000, "limit": 100}
 
 
 def test_listing_without_orders(client: AppClient) -> None:
