@@ -24,8 +24,11 @@ by a stable hash of its id (`account_index`), so brokers cost no thread.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import pykka
 
@@ -97,6 +100,14 @@ class Published:
         return self.brokers_by_key.get(api_key_digest(api_key))
 
 
+class Registered(NamedTuple):
+    """To itself, from the journal: whether a registration became durable. Only then
+    does its ledger become the broker's; if not, nothing of it ever took effect."""
+
+    broker_id: str
+    durable: bool
+
+
 def account_index(broker_id: str, count: int) -> int:
     """Which of `count` account actors owns `broker_id`: stable across processes and
     restarts (CRC-32, not Python's salted `hash`)."""
@@ -130,6 +141,8 @@ class AccountActor(ExchangeActor):
         self.known_symbols = known_symbols
         self.metrics = metrics
         self.ledgers: dict[str, Ledger] = {ledger.broker_id: ledger for ledger in ledgers}
+        # registrations not durable yet: their ledgers are nobody's until they are
+        self.registering: dict[str, Ledger] = {}
         self.published = published if published is not None else Published()
         self.credentials: dict[str, Credentials] = dict(credentials or {})
         self.secrets = secrets if secrets is not None else Secrets()
@@ -137,34 +150,48 @@ class AccountActor(ExchangeActor):
     # -- registration and reads ------------------------------------------------------
 
     def _register(self, message: Register) -> object:
+        """All or nothing: the ledger becomes the broker's only once the registration
+        is durable (`Registered`); a registration still in flight makes a second one of
+        the same id `broker_already_exists`."""
         command = message.command
-        if command.broker_id in self.ledgers:
+        broker_id = command.broker_id
+        if broker_id in self.ledgers or broker_id in self.registering:
             refusal = ExchangeError(
-                "broker_already_exists", f"Broker {command.broker_id} is already registered"
+                "broker_already_exists", f"Broker {broker_id} is already registered"
             )
             self._refuse(message.reply, refusal, message.keep)
             return DEFERRED
-        ledger = Ledger(
-            command.broker_id, command.initial_cash, dict(command.holdings), self.clock.now()
-        )
-        self.ledgers[command.broker_id] = ledger
+        ledger = Ledger(broker_id, command.initial_cash, dict(command.holdings), self.clock.now())
+        self.registering[broker_id] = ledger
         balance = ledger.balance()
         recorded = [facts.broker_registered(command, balance.created_at)]
         kept = message.keep.fact(balance) if message.keep is not None else None
         if kept is not None:
             recorded.append(kept)
         reply, registered, known = message.reply, self.registered, self.known_symbols
+        me, here = self.actor_ref, threading.current_thread()
 
         def durable(error: BaseException | None) -> None:
+            settled = Registered(broker_id, error is None)
+            if threading.current_thread() is here:  # durable at once (no persistence)
+                self._registered(settled)
+            else:  # told before the answer: whatever the client sends next finds it
+                with contextlib.suppress(pykka.ActorDeadError):  # the exchange stopped
+                    me.tell(settled)
             if error is not None:
                 reply(journal_unavailable())
                 return
             known.update(symbol for symbol, _ in command.holdings)
-            registered.add(command.broker_id)
+            registered.add(broker_id)
             reply(balance)
 
         self.journal.append(recorded, durable)
         return DEFERRED
+
+    def _registered(self, message: Registered) -> None:
+        ledger = self.registering.pop(message.broker_id)
+        if message.durable:
+            self.ledgers[message.broker_id] = ledger
 
     def _read_balance(self, message: ReadBalance) -> Balance:
         ledger = self.ledgers.get(message.broker_id)
@@ -248,6 +275,7 @@ class AccountActor(ExchangeActor):
         Hold: _hold,
         Apply: _apply,
         Register: _register,
+        Registered: _registered,
         ReadBalance: _read_balance,
         Issue: _issue,
     }
