@@ -33,6 +33,7 @@ from typing import NamedTuple
 import pykka
 
 from miniexchange.actors.base import DEFERRED, ExchangeActor, Reply
+from miniexchange.actors.listing import SymbolListing
 from miniexchange.actors.messages import (
     Apply,
     ExpireThenCheck,
@@ -57,9 +58,10 @@ from miniexchange.model.errors import (
     broker_not_found,
     insufficient_funds,
     journal_unavailable,
+    symbol_limit_reached,
 )
 from miniexchange.model.ledger import Balance, Ledger, LedgerChange
-from miniexchange.model.settlement import EXPIRE_FIRST, HELD, reserve_limit
+from miniexchange.model.settlement import HELD, LACKING, limit_hold, reserve_limit
 
 SymbolActors = Callable[[str], pykka.ActorRef]
 """The symbol's actor, started on first use (the registry's `symbol_actor`)."""
@@ -121,16 +123,18 @@ class AccountActor(ExchangeActor):
         journal: Journal,
         symbols: SymbolActors,
         registered: set[str],
-        known_symbols: set[str],
+        listing: SymbolListing,
         metrics: Metrics,
         ledgers: Iterable[Ledger] = (),
         published: Published | None = None,
         credentials: dict[str, Credentials] | None = None,
         secrets: Secrets | None = None,
     ) -> None:
-        """`registered` and `known_symbols` are the registry's published sets: a broker
-        is added once its registration is durable, before it is answered, so the HTTP
-        layer checks existence without a hop. `ledgers` and `credentials` restore
+        """`registered` is the registry's published set: a broker is added once its
+        registration is durable, before it is answered, so the HTTP layer checks
+        existence without a hop. `listing` owns the listed symbols and their limit: a
+        registration or a limit order that would list a symbol claims a place there
+        (`symbol_limit_reached` when none is left). `ledgers` and `credentials` restore
         recovered brokers; `published` is where credentials are looked up from outside;
         `secrets` makes new ones (tests pass predictable ones)."""
         super().__init__()
@@ -138,7 +142,7 @@ class AccountActor(ExchangeActor):
         self.journal = journal
         self.symbols = symbols
         self.registered = registered
-        self.known_symbols = known_symbols
+        self.listing = listing
         self.metrics = metrics
         self.ledgers: dict[str, Ledger] = {ledger.broker_id: ledger for ledger in ledgers}
         # registrations not durable yet: their ledgers are nobody's until they are
@@ -150,9 +154,9 @@ class AccountActor(ExchangeActor):
     # -- registration and reads ------------------------------------------------------
 
     def _register(self, message: Register) -> object:
-        """All or nothing: the ledger becomes the broker's only once the registration
-        is durable (`Registered`); a registration still in flight makes a second one of
-        the same id `broker_already_exists`."""
+        """All or nothing: the ledger becomes the broker's, and its holdings' symbols
+        listed, only once the registration is durable (`Registered`); a registration
+        still in flight makes a second one of the same id `broker_already_exists`."""
         command = message.command
         broker_id = command.broker_id
         if broker_id in self.ledgers or broker_id in self.registering:
@@ -161,6 +165,12 @@ class AccountActor(ExchangeActor):
             )
             self._refuse(message.reply, refusal, message.keep)
             return DEFERRED
+        symbols = [symbol for symbol, _ in command.holdings]
+        listing = self.listing
+        claimed = listing.claim(symbols)
+        if claimed is None:
+            self._refuse(message.reply, symbol_limit_reached(listing.limit), message.keep)
+            return DEFERRED
         ledger = Ledger(broker_id, command.initial_cash, dict(command.holdings), self.clock.now())
         self.registering[broker_id] = ledger
         balance = ledger.balance()
@@ -168,8 +178,8 @@ class AccountActor(ExchangeActor):
         kept = message.keep.fact(balance) if message.keep is not None else None
         if kept is not None:
             recorded.append(kept)
-        reply, registered, known = message.reply, self.registered, self.known_symbols
-        me, here = self.actor_ref, threading.current_thread()
+        reply, registered, me = message.reply, self.registered, self.actor_ref
+        here = threading.current_thread()
 
         def durable(error: BaseException | None) -> None:
             settled = Registered(broker_id, error is None)
@@ -179,9 +189,10 @@ class AccountActor(ExchangeActor):
                 with contextlib.suppress(pykka.ActorDeadError):  # the exchange stopped
                     me.tell(settled)
             if error is not None:
+                listing.release(claimed)
                 reply(journal_unavailable())
                 return
-            known.update(symbol for symbol, _ in command.holdings)
+            listing.list(symbols)
             registered.add(broker_id)
             reply(balance)
 
@@ -246,14 +257,26 @@ class AccountActor(ExchangeActor):
             self._refuse_order(submit, broker_not_found(command.broker_id))
             return
         symbol = command.symbol
+        listing = self.listing
+        # The first pass takes a place if the order would list its symbol; whoever
+        # refuses the order gives it back (`SymbolListing.release`).
+        if not final and listing.claim((symbol,)) is None:
+            self._refuse_order(submit, symbol_limit_reached(listing.limit))
+            return
         decision = reserve_limit(ledger, command, final)
-        if decision == HELD:
-            self.symbols(symbol).tell(Reserved(submit))
-        elif decision == EXPIRE_FIRST:
-            self.symbols(symbol).tell(ExpireThenCheck(submit))
-        else:
-            refusal = insufficient_funds(command.broker_id, command.side, symbol)
+        if decision == LACKING:
+            listing.release((symbol,))
+            self._refuse_order(submit, insufficient_funds(command.broker_id, command.side, symbol))
+            return
+        try:
+            actor = self.symbols(symbol)  # started on the symbol's first order
+        except ExchangeError as refusal:  # its thread could not start: symbol_unavailable
+            if decision == HELD:
+                ledger.release(symbol, *limit_hold(command))
+            listing.release((symbol,))
             self._refuse_order(submit, refusal)
+            return
+        actor.tell(Reserved(submit) if decision == HELD else ExpireThenCheck(submit))
 
     def _hold(self, message: Hold) -> bool:
         """A market order's pass-long hold (asked by its symbol actor)."""

@@ -43,6 +43,17 @@ class ExchangeActor(pykka.ThreadingActor):
 
     handlers: ClassVar[dict[type, Callable[[Any, Any], Any]]] = {}
 
+    def _start_actor_loop(self) -> None:
+        """pykka registers an actor before it starts its thread: when the system refuses
+        the thread (a pids limit), take the actor out again, or stopping every actor
+        would wait forever for this one, which never ran."""
+        try:
+            super()._start_actor_loop()
+        except BaseException:
+            pykka.ActorRegistry.unregister(self.actor_ref)
+            self.actor_stopped.set()
+            raise
+
     def on_receive(self, message: Any) -> Any:
         handler = self.handlers[type(message)]
         reply: Reply | None = getattr(message, "reply", None)

@@ -4,7 +4,10 @@ A plain object used by the HTTP layer. It routes each request to the actor that 
 it: a registration, a balance read and a limit order to the broker's account actor (a
 fixed share of the brokers each, `accounts.account_index`), a market order and a
 cancellation to the symbol's actor. Symbol actors are started on a symbol's first
-order, not when a registration merely names it.
+order, not when a registration merely names it. The listed symbols, and their limit
+(`MAX_SYMBOLS`), have one owner (`SymbolListing`): a request that would list a symbol
+takes a place there first, so a symbol's actor, a thread, exists only for a symbol that
+holds a place.
 
 On start it replays the journal (facts only, no matching), hands each account actor its
 brokers' ledgers, starts an actor for every symbol that has orders, and expires at once
@@ -16,6 +19,7 @@ every symbol actor's events (`Notify`) and holds the recovered subscriptions.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,6 +30,7 @@ from miniexchange.actors.accounts import AccountActor, Published, account_index
 from miniexchange.actors.base import Reply, start_actor_threads_small
 from miniexchange.actors.clock import ClockActor, Ticker
 from miniexchange.actors.listeners import CountTrades, EventsTo, StepListener
+from miniexchange.actors.listing import SymbolListing
 from miniexchange.actors.market_data import TAPE_LENGTH, MarketData
 from miniexchange.actors.messages import (
     ExpireDue,
@@ -46,12 +51,15 @@ from miniexchange.metrics import Metrics
 from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
 from miniexchange.model.credentials import Credentials
 from miniexchange.model.engine import SymbolState
+from miniexchange.model.errors import symbol_limit_reached, symbol_unavailable
 from miniexchange.model.events import Event
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import Order
 from miniexchange.model.subscriptions import Subscription
 from miniexchange.settings import Settings
 from miniexchange.webhooks.delivery import Deliveries, DeliveryPool
+
+log = logging.getLogger("miniexchange.actors")
 
 
 def history_retention(vwap_window_us: int) -> Retention:
@@ -71,6 +79,7 @@ class Exchange:
         deliveries: Deliveries | None = None,
         metrics: Metrics | None = None,
         account_actors: int = 2,
+        max_symbols: int = 10_000,
     ) -> None:
         """`expiration_interval_s=None` starts no ticker: a test sends `Tick` itself.
 
@@ -78,6 +87,7 @@ class Exchange:
         `deliveries` sends the webhooks; None: a pool with the default settings.
         `metrics`: this exchange's Prometheus families (§6.4); None: a fresh set.
         `account_actors`: how many account actors share the brokers (`ACCOUNT_ACTORS`).
+        `max_symbols`: how many symbols may be listed (`MAX_SYMBOLS`).
         """
         self.clock = clock
         self.ids = ids
@@ -103,6 +113,7 @@ class Exchange:
         self.registered: set[str] = set()  # published by the account actors, see there
         self.credentials = Published()  # the brokers' keys and secrets, read without a hop
         self._symbols: dict[str, pykka.ActorRef] = {}
+        self._listing = SymbolListing(max_symbols)
         self._lock = threading.Lock()
         self._expiration_interval_s = expiration_interval_s
         self._context = SymbolContext(
@@ -113,6 +124,7 @@ class Exchange:
             vwap_window_us=vwap_window_us,
             listeners=tuple(listeners),
             journal=self.journal,
+            listing=self._listing,
             metrics=self.metrics,
         )
         self.clock_actor: pykka.ActorRef | None = None
@@ -122,7 +134,12 @@ class Exchange:
 
     @property
     def known_symbols(self) -> set[str]:
-        return self._context.known_symbols
+        return self._listing.listed
+
+    @property
+    def listing(self) -> SymbolListing:
+        """The listed symbols' one owner, and their limit (`MAX_SYMBOLS`)."""
+        return self._listing
 
     @property
     def market_data(self) -> MarketData:
@@ -176,7 +193,7 @@ class Exchange:
                 self.journal,
                 self.symbol_actor,
                 self.registered,
-                self.known_symbols,
+                self._listing,
                 self.metrics,
                 share,
                 self.credentials,
@@ -280,7 +297,10 @@ class Exchange:
     # -- symbols -----------------------------------------------------------------
 
     def symbol_actor(self, symbol: str) -> pykka.ActorRef:
-        """The symbol's actor, started on first use."""
+        """The symbol's actor, started on first use, for a symbol that holds a place
+        (listed, or claimed by the order that starts it): else symbol_limit_reached.
+        If the system refuses its thread (a pids limit), symbol_unavailable (503) and
+        nothing changed."""
         actor = self._symbols.get(symbol)
         if actor is not None:
             return actor
@@ -289,7 +309,22 @@ class Exchange:
             if actor is None:
                 if self._stopped:
                     raise pykka.ActorDeadError("the exchange is stopping")
-                actor = SymbolActor.start(symbol, self._context)
+                listing = self._listing
+                if not listing.occupy(symbol):
+                    raise symbol_limit_reached(listing.limit)
+                try:
+                    actor = SymbolActor.start(symbol, self._context)
+                except RuntimeError as refused:  # "can't start new thread"
+                    listing.release((symbol,))
+                    log.error(
+                        "symbol actor not started",
+                        extra={
+                            "event": "symbol_actor_not_started",
+                            "symbol": symbol,
+                            "reason": repr(refused),
+                        },
+                    )
+                    raise symbol_unavailable(symbol) from refused
                 self._symbols[symbol] = actor
             return actor
 

@@ -24,6 +24,7 @@ import pykka
 from miniexchange.actors.accounts import tell_changes
 from miniexchange.actors.base import DEFERRED, ExchangeActor, Reply
 from miniexchange.actors.listeners import Step, StepListener, tell_all
+from miniexchange.actors.listing import SymbolListing
 from miniexchange.actors.messages import (
     Cancel,
     ExpireDue,
@@ -45,9 +46,9 @@ from miniexchange.journal.facts import KeepAnswer
 from miniexchange.journal.store import Journal, MemoryJournal
 from miniexchange.metrics import Metrics
 from miniexchange.model import engine
-from miniexchange.model.commands import ASK, BID, SubmitOrder
+from miniexchange.model.commands import ASK, BID, LIMIT, SubmitOrder
 from miniexchange.model.engine import BookView, Outcome, QuoteView, SymbolState
-from miniexchange.model.errors import journal_unavailable
+from miniexchange.model.errors import ExchangeError, journal_unavailable
 from miniexchange.model.vwap import Price
 
 
@@ -63,8 +64,12 @@ class SymbolContext:
     journal: Journal = field(default_factory=MemoryJournal)
     clock_actor: pykka.ActorRef | None = None
     listeners: Sequence[StepListener] = ()  # hear every durable step, in this order
-    known_symbols: set[str] = field(default_factory=set)
+    listing: SymbolListing = field(default_factory=SymbolListing)  # the listed symbols
     metrics: Metrics = field(default_factory=Metrics)
+
+    @property
+    def known_symbols(self) -> set[str]:
+        return self.listing.listed
 
 
 class SymbolActor(ExchangeActor):
@@ -105,6 +110,8 @@ class SymbolActor(ExchangeActor):
         command = message.command
         outcome = Outcome(self.context.clock.now(), message.request_id)
         answer = engine.submit(self.state, command, self.context.ids, outcome, self._hold)
+        if command.type == LIMIT and isinstance(answer, ExchangeError):
+            self.context.listing.release((self.symbol,))  # the place R1 claimed, if any
         self._finish(outcome, message.reply, answer, command, message.keep)
         return DEFERRED
 
@@ -191,8 +198,8 @@ class SymbolActor(ExchangeActor):
             kept = keep.fact(answer) if keep is not None else None
             if kept is not None:
                 recorded.append(kept)
-        if outcome.accepted is not None:
-            context.known_symbols.add(self.symbol)
+        if outcome.accepted is not None and self.symbol not in context.listing.listed:
+            context.listing.list((self.symbol,))
 
         def give(value: object) -> None:
             if reply is not None:

@@ -166,6 +166,7 @@ def create_app(
             deliveries=DeliveryPool(settings),
             metrics=metrics,
             account_actors=settings.account_actors,
+            max_symbols=settings.max_symbols,
         )
     if sys.getrecursionlimit() < JSON_DEPTH_RECURSION_LIMIT:
         sys.setrecursionlimit(JSON_DEPTH_RECURSION_LIMIT)

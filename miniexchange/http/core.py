@@ -26,6 +26,7 @@ from miniexchange.model.errors import (
     no_liquidity,
     not_cancellable,
     order_not_found,
+    symbol_limit_reached,
 )
 
 if TYPE_CHECKING:
@@ -182,10 +183,17 @@ class OrdersResource(Resource):
         if not exchange.is_registered(command.broker_id):
             exchange.metrics.count_order(command.type, command.side, "broker_not_found")
             await self.idempotency.refuse(keep, broker_not_found(command.broker_id))
-        if command.type == MARKET and exchange.existing_symbol_actor(command.symbol) is None:
-            # no book yet: nothing to trade against
-            exchange.metrics.count_order(command.type, command.side, "no_liquidity")
-            await self.idempotency.refuse(keep, no_liquidity(command.symbol))
+        if command.type == MARKET:
+            # A market order never lists its symbol, but the limit is checked before
+            # its own 409s (a limit order claims its place in its account actor).
+            listing = exchange.listing
+            if not listing.has_place_for(command.symbol):
+                exchange.metrics.count_order(command.type, command.side, "symbol_limit_reached")
+                await self.idempotency.refuse(keep, symbol_limit_reached(listing.limit))
+            if exchange.existing_symbol_actor(command.symbol) is None:
+                # no book yet: nothing to trade against
+                exchange.metrics.count_order(command.type, command.side, "no_liquidity")
+                await self.idempotency.refuse(keep, no_liquidity(command.symbol))
         return await answer(lambda reply: exchange.submit(Submit(command, reply, keep, request_id)))
 
 

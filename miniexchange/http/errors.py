@@ -30,6 +30,7 @@ STATUS_OF_CODE: dict[str, int] = {
     "insufficient_holdings": 409,
     "no_liquidity": 409,
     "order_not_cancellable": 409,
+    "symbol_limit_reached": 409,
     "idempotency_key_in_progress": 409,
     "payload_too_large": 413,
     "unauthorized": 401,
@@ -37,6 +38,7 @@ STATUS_OF_CODE: dict[str, int] = {
     "idempotency_key_reused": 422,
     "internal_error": 500,
     "journal_unavailable": 503,
+    "symbol_unavailable": 503,
     "unavailable": 503,
 }
 

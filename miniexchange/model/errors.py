@@ -82,3 +82,16 @@ def journal_unavailable() -> ExchangeError:
     return ExchangeError(
         "journal_unavailable", "The exchange cannot record this request; retry later"
     )
+
+
+def symbol_limit_reached(limit: int) -> ExchangeError:
+    """The 409 for a registration or an order that would list one symbol too many."""
+    return ExchangeError("symbol_limit_reached", f"The exchange lists at most {limit} symbols")
+
+
+def symbol_unavailable(symbol: str) -> ExchangeError:
+    """The 503 when the book of `symbol` cannot be opened now: the operating system
+    refused its thread (a container's pids limit, for instance). Nothing took effect."""
+    return ExchangeError(
+        "symbol_unavailable", f"The exchange cannot open the book of {symbol} now; retry later"
+    )

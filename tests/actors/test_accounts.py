@@ -15,6 +15,7 @@ import pykka
 import pytest
 
 from miniexchange.actors.accounts import AccountActor, Published, Secrets, account_index
+from miniexchange.actors.listing import SymbolListing
 from miniexchange.actors.messages import (
     Apply,
     ExpireThenCheck,
@@ -89,13 +90,13 @@ def desk(clock: ManualClock) -> Iterator[Desk]:
 
     journal = RecordingJournal()
     registered: set[str] = set()
-    known: set[str] = set()
+    listing = SymbolListing()
     metrics = Metrics()
     published = Published()
     actor = AccountActor.start(
-        clock, journal, symbol_actor, registered, known, metrics, (), published, None, Counted()
+        clock, journal, symbol_actor, registered, listing, metrics, (), published, None, Counted()
     )
-    yield Desk(actor, journal, symbols, registered, known, metrics, published)
+    yield Desk(actor, journal, symbols, registered, listing.listed, metrics, published)
 
 
 class Counted(Secrets):

@@ -261,7 +261,7 @@ def test_error_codes_are_the_contracts(document: dict[str, Any]) -> None:
         "broker_already_exists", "insufficient_balance", "insufficient_holdings",
         "no_liquidity", "order_not_cancellable", "payload_too_large",
         "idempotency_key_in_progress", "idempotency_key_reused", "journal_unavailable",
-        "request_timeout",
+        "request_timeout", "symbol_limit_reached", "symbol_unavailable",
     }  # fmt: skip
 
 
