@@ -1,5 +1,5 @@
-"""`python -m bench [--engine] [--http] [--memory] [--journal] [--observability] [--profile]
-[--quick] [--duration N]`, or `python -m bench --compare REF [--pairs N] [--quick]
+"""`python -m bench [--engine] [--http] [--memory] [--footprint] [--journal] [--observability]
+[--profile] [--quick] [--duration N]`, or `python -m bench --compare REF [--pairs N] [--quick]
 [--duration N]`.
 
 Without a part flag every part runs except `--profile` (py-spy is optional). Prints one
@@ -26,6 +26,8 @@ from pathlib import Path
 
 from bench.compare import PAIRS, UnknownRef, compare_report
 from bench.engine import engine_rows
+from bench.footprint import NOTE as FOOTPRINT_NOTE
+from bench.footprint import footprint_rows
 from bench.http_load import (
     OBSERVABILITY_ROUNDS,
     account_actor_rows,
@@ -67,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--http", action="store_true", help="HTTP load with wrk")
     parser.add_argument("--memory", action="store_true", help="RSS per resting order")
     parser.add_argument(
+        "--footprint",
+        action="store_true",
+        help="memory and threads per listed symbol, broker and resting order (no HTTP)",
+    )
+    parser.add_argument(
         "--journal", action="store_true", help="journal cost and restart time (issue 5)"
     )
     parser.add_argument(
@@ -98,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.engine,
         args.http,
         args.memory,
+        args.footprint,
         args.journal,
         args.profile,
         args.observability,
@@ -148,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "Memory: worker VmRSS before and after 100,000 non-crossing limit orders "
                 "(after a 2,000-order warm-up), posted by wrk."
             )
+        if everything or args.footprint:
+            rows += footprint_rows(args.quick, log)
+            notes.append(FOOTPRINT_NOTE)
         if everything or args.journal:
             rows += journal_rows(args.quick, log)
             notes.append(JOURNAL_NOTE)
