@@ -37,8 +37,15 @@ class SymbolListing:
     def claim(self, symbols: Iterable[str]) -> tuple[str, ...] | None:
         """Places for those of `symbols` not listed yet: the ones claimed (maybe none),
         or None when they do not all fit (nothing claimed then: all or nothing)."""
+        listed = self.listed
+        symbols = tuple(symbols)
+        for symbol in symbols:
+            if symbol not in listed:
+                break
+        else:  # the usual case, without the lock: a listed symbol stays listed
+            return ()
         with self._lock:
-            listed, places = self.listed, self._places
+            places = self._places
             new = tuple(dict.fromkeys(s for s in symbols if s not in listed))
             needed = sum(1 for s in new if s not in places)
             if needed and len(listed) + len(places) + needed > self.limit:
@@ -50,6 +57,8 @@ class SymbolListing:
     def has_place_for(self, symbol: str) -> bool:
         """Whether `symbol` is listed or could be now (a look, nothing claimed): for a
         request that cannot list it (a market order never creates a book)."""
+        if symbol in self.listed:
+            return True
         with self._lock:
             return (
                 symbol in self.listed
@@ -77,9 +86,13 @@ class SymbolListing:
         A listed symbol stays listed and its claims end with its listing, so whoever
         refuses an order may give back its symbol's place without knowing whether the
         order claimed one: if the symbol is still not listed, the order holds a place."""
+        listed = self.listed
+        unlisted = [symbol for symbol in claimed if symbol not in listed]
+        if not unlisted:  # the usual case, without the lock
+            return
         with self._lock:
             places = self._places
-            for symbol in claimed:
+            for symbol in unlisted:
                 held = places.get(symbol)
                 if held is None:  # listed meanwhile
                     continue
