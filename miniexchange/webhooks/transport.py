@@ -6,7 +6,9 @@
   carries its own `SSLContext` and tells urllib3 to load nothing else.)
 - Unless `WEBHOOK_ALLOW_PRIVATE=true`, a host is resolved first and refused when any of
   its addresses is not public (loopback, private, link-local, unspecified, reserved,
-  multicast, shared, ...): the address is checked, not the name.
+  multicast, shared, ...): the address is checked, not the name. An IPv6 address that
+  carries an IPv4 one (IPv4-mapped, 6to4, Teredo, NAT64) is judged by every IPv4
+  address it carries: `2002:7f00:1::` is 127.0.0.1 reached through a 6to4 relay.
 - The connection goes to the address that was checked (no second lookup a DNS
   rebinding could answer differently), while the `Host` header, SNI and the
   certificate check keep the host name.
@@ -37,6 +39,8 @@ Resolver = Callable[[str, int], list[str]]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
 
 class Refused(Exception):
     """The delivery was not sent: its host resolves to a non-public address."""
@@ -48,10 +52,29 @@ def resolve_host(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries, where traffic to it would end up:
+    IPv4-mapped, 6to4 (`2002::/16`), Teredo (`2001::/32`: server and client) or NAT64
+    (`64:ff9b::/96`); none for any other address."""
+    if address.ipv4_mapped is not None:
+        return [address.ipv4_mapped]
+    if address.sixtofour is not None:
+        return [address.sixtofour]
+    if address.teredo is not None:
+        return list(address.teredo)
+    if address in NAT64:
+        return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+    return []
+
+
 def is_public(address: IPAddress) -> bool:
-    """Whether a delivery may go to `address` without `WEBHOOK_ALLOW_PRIVATE`."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    """Whether a delivery may go to `address` without `WEBHOOK_ALLOW_PRIVATE`. An IPv6
+    address that carries IPv4 ones is public when every one of them is (and only then):
+    it is judged by where it leads, not by the relay prefix around it."""
+    if isinstance(address, ipaddress.IPv6Address):
+        carried = embedded_ipv4(address)
+        if carried:
+            return all(is_public(ipv4) for ipv4 in carried)
     return address.is_global and not (
         address.is_loopback
         or address.is_private

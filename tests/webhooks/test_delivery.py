@@ -17,7 +17,13 @@ import pytest
 
 from miniexchange.settings import Settings
 from miniexchange.webhooks.delivery import Delivery, DeliveryPool, signature
-from miniexchange.webhooks.transport import Resolver, is_public, trust_context
+from miniexchange.webhooks.transport import (
+    Refused,
+    Resolver,
+    is_public,
+    trust_context,
+    vetted_address,
+)
 from tests.e2e.receiver import Receiver, verify_signature
 
 SECRET = "s3cret"
@@ -296,6 +302,56 @@ def test_not_public(address: str) -> None:
 @pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"])
 def test_public(address: str) -> None:
     assert is_public(ipaddress.ip_address(address))
+
+
+def teredo(server: str, client: str) -> str:
+    """A Teredo address: 2001:0::/32, the server's IPv4, flags and port 0, and the
+    client's IPv4 obfuscated (every bit flipped) in the last 32 bits."""
+    server_bits = int(ipaddress.IPv4Address(server))
+    client_bits = int(ipaddress.IPv4Address(client)) ^ 0xFFFFFFFF
+    return str(ipaddress.IPv6Address((0x20010000 << 96) | (server_bits << 64) | client_bits))
+
+
+EMBEDDING = {
+    "6to4": lambda v4: str(ipaddress.IPv6Address((0x2002 << 112) | (int(v4) << 80))),
+    "teredo-client": lambda v4: teredo("8.8.8.8", str(v4)),
+    "teredo-server": lambda v4: teredo(str(v4), "8.8.4.4"),
+    "nat64": lambda v4: str(ipaddress.IPv6Address((0x64FF9B << 96) | int(v4))),
+    "mapped": lambda v4: str(ipaddress.IPv6Address((0xFFFF << 32) | int(v4))),
+}
+
+
+@pytest.mark.parametrize("embedded", ["127.0.0.1", "169.254.169.254", "10.0.0.7", "0.0.0.0"])
+@pytest.mark.parametrize("kind", list(EMBEDDING))
+def test_an_address_embedding_a_non_public_ipv4_is_refused(kind: str, embedded: str) -> None:
+    """Judged by the IPv4 address it carries, and refused without connecting."""
+    address = EMBEDDING[kind](ipaddress.IPv4Address(embedded))
+    assert not is_public(ipaddress.ip_address(address)), address
+    with pytest.raises(Refused, match=f"non-public address {address}"):
+        vetted_address("hook.test", 443, False, lambda host, port: [address])
+
+
+@pytest.mark.parametrize("kind", list(EMBEDDING))
+def test_an_address_embedding_a_public_ipv4_is_public(kind: str) -> None:
+    address = EMBEDDING[kind](ipaddress.IPv4Address("93.184.216.34"))
+    assert is_public(ipaddress.ip_address(address)), address
+    assert vetted_address("hook.test", 443, False, lambda host, port: [address]) == address
+
+
+def test_the_examples_written_out() -> None:
+    """The same rule on addresses as one would meet them, written by hand."""
+    assert teredo("8.8.8.8", "127.0.0.1") == "2001:0:808:808::80ff:fffe"
+    for address in (
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "2001:0:808:808::80ff:fffe",  # Teredo, client 127.0.0.1
+        "2001:0:a9fe:a9fe::f7f7:f7f7",  # Teredo, server 169.254.169.254
+        "2001:0:5db8:d822::5601:54fe",  # Teredo, client 169.254.171.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "::ffff:a9fe:a9fe",  # IPv4-mapped 169.254.169.254
+    ):
+        assert not is_public(ipaddress.ip_address(address)), address
+    assert is_public(ipaddress.ip_address("64:ff9b::808:808"))  # NAT64 of 8.8.8.8
 
 
 def test_extra_ca_bundle_extends_the_default_trust(receiver: Receiver) -> None:
