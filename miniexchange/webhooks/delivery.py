@@ -436,13 +436,16 @@ class DeliveryPool:
                 job = worker.job
                 assert job is not None
                 delivery, worker.lane = job
-                outcome, seconds = FAILED, None
                 try:
                     if session is None:
                         session = self._new_session(worker)
                     outcome, seconds = self._send(session, delivery)
-                finally:
-                    self._finish(worker, delivery, worker.lane, outcome, seconds)
+                except Exception as error:  # the trust store, say: the thread goes on
+                    self._log(
+                        "webhook_delivery_failed", delivery, f"{type(error).__name__}: {error}"
+                    )
+                    outcome, seconds = FAILED, None
+                self._finish(worker, delivery, worker.lane, outcome, seconds)
         finally:
             if session is not None:
                 session.close()

@@ -491,6 +491,23 @@ def test_tls_is_verified_without_the_extra_ca(
     assert receiver.received("/untrusted") == []
 
 
+def test_a_failure_outside_the_post_fails_the_delivery_and_keeps_the_thread(
+    make_pool: PoolFactory, receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CA bundle that cannot be read fails each delivery (logged, counted); the
+    threads (one per subscription) go on to the next one and none stays busy."""
+    bad = tmp_path / "not-a-ca.pem"
+    bad.write_text("not a certificate")
+    pool = make_pool(threads=1, webhook_ca_bundle=str(bad))
+    for n in range(3):
+        pool.submit(delivery(receiver.url("/never"), f"wh-{n % 2}"))
+    wait_for_outcome(pool, "failed", 3)
+    failed = sorted(r.webhook_id for r in records(caplog, "webhook_delivery_failed"))  # type: ignore[attr-defined]
+    assert failed == ["wh-0", "wh-0", "wh-1"]  # the two subscriptions run side by side
+    assert (pool.stats().in_flight, pool.stats().queued, pool.stats().threads) == (0, 0, 2)
+    assert receiver.received("/never") == []
+
+
 @pytest.mark.parametrize("status", [500, 404, 302])
 def test_non_2xx_is_a_failure_and_redirects_are_not_followed(
     make_pool: PoolFactory, receiver: Receiver, caplog: pytest.LogCaptureFixture, status: int
