@@ -8,7 +8,9 @@ Its certificate comes from a throwaway `trustme` CA; the exchange trusts that CA
 
 It prints the settings to start the exchange with, then each delivery as it arrives.
 In tests, `hold(path)` makes the next delivery to `path` wait inside the handler
-until the test releases it, to show who waits for a hung receiver (nobody else).
+until the test releases it, to show who waits for a hung receiver (nobody else);
+`never_answer(path)` makes every delivery to `path` get no answer at all, and notes when
+the sender gives up and hangs up.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import argparse
 import hashlib
 import hmac
 import json
+import select
+import socket
 import ssl
 import tempfile
 import threading
@@ -33,6 +37,9 @@ NAMES = (HOST, "localhost", "receiver.test")
 
 HOLD_LIMIT_S = 60.0
 """A held handler gives up after this long, so a failing test cannot hang the receiver."""
+
+SILENCE_LIMIT_S = 300.0
+"""A silent handler closes the connection after this long (or at `release_all`)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,20 @@ class Gate:
     left: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass
+class Silence:
+    """Deliveries to one path are never answered: `arrived` once one has been read,
+    `hung_up` once the sender closed a connection it had sent one on (it gave up)."""
+
+    arrived: threading.Event = field(default_factory=threading.Event)
+    hung_up: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def hanging(self) -> bool:
+        """A delivery arrived and its sender still waits for the answer."""
+        return self.arrived.is_set() and not self.hung_up.is_set()
+
+
 def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
     """What a receiver does with `X-Signature`: HMAC-SHA256 of the exact body bytes."""
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -75,10 +96,10 @@ class Receiver:
         self._arrived = threading.Condition()
         self._gates: dict[str, list[Gate]] = {}  # waiting for their delivery
         self._taken: list[Gate] = []  # holding one
+        self._silences: dict[str, Silence] = {}
         self._statuses: dict[str, int] = {}
         self._on_delivery = on_delivery
-        self._server = ThreadingHTTPServer((HOST, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server((HOST, port), self._handler_class())
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -93,8 +114,12 @@ class Receiver:
             gates = [gate for waiting in self._gates.values() for gate in waiting]
             gates += self._taken
             self._gates.clear()
+            silences = list(self._silences.values())
+            self._silences.clear()
         for gate in gates:
             gate.release.set()
+        for silence in silences:
+            silence.release.set()
 
     def stop(self) -> None:
         self.release_all()
@@ -117,6 +142,14 @@ class Receiver:
             self._gates.setdefault(path, []).append(gate)
         return gate
 
+    def never_answer(self, path: str) -> Silence:
+        """Read every delivery to `path` and answer none: the connection stays open
+        until the sender closes it (or `release_all`)."""
+        silence = Silence()
+        with self._arrived:
+            self._silences[path] = silence
+        return silence
+
     def received(self, path: str) -> list[Received]:
         with self._arrived:
             return [r for r in self._received if r.path == path]
@@ -133,7 +166,9 @@ class Receiver:
 
     # -- the server side -------------------------------------------------------------
 
-    def _arrive(self, received: Received) -> None:
+    def _arrive(self, received: Received) -> Silence | None:
+        """Record a delivery; hold it if a gate waits for it. A `Silence` (returned):
+        the delivery gets no answer."""
         with self._arrived:
             self._received.append(received)
             gates = self._gates.get(received.path)
@@ -141,12 +176,16 @@ class Receiver:
             if gate is not None:
                 self._taken.append(gate)
             self._arrived.notify_all()
+            silence = self._silences.get(received.path)
+        if silence is not None:
+            return silence
         if self._on_delivery is not None:
             self._on_delivery(received)
         if gate is not None:
             gate.entered.set()
             gate.release.wait(HOLD_LIMIT_S)
             gate.left.set()
+        return None
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -157,7 +196,11 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 headers = {name.lower(): value for name, value in self.headers.items()}
-                receiver._arrive(Received(self.path, headers, body))
+                silence = receiver._arrive(Received(self.path, headers, body))
+                if silence is not None:
+                    self.close_connection = True
+                    _wait_for_hang_up(self.connection, silence)
+                    return
                 status = receiver._statuses.get(self.path, 200)
                 self.send_response(status)
                 if 300 <= status < 400:
@@ -169,6 +212,28 @@ class Receiver:
                 pass  # quiet: deliveries are recorded, or printed by `main`
 
         return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many senders at once: none waits for a SYN retransmit
+
+
+def _wait_for_hang_up(connection: socket.socket, silence: Silence) -> None:
+    """Answer nothing; note when the sender closes the connection (reads EOF)."""
+    silence.arrived.set()
+    waited = 0.0
+    while not silence.release.is_set() and waited < SILENCE_LIMIT_S:
+        readable, _, _ = select.select([connection], [], [], 0.05)
+        waited += 0.05
+        if readable:
+            try:
+                if connection.recv(1):
+                    continue  # whatever it sends, it still gets no answer
+            except OSError:
+                pass
+            silence.hung_up.set()
+            return
 
 
 def main() -> None:

@@ -38,7 +38,9 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
         running.stop()
 
 
-def start_server(receiver: Receiver, directory: Path, allow_private: bool) -> Server:
+def start_server(
+    receiver: Receiver, directory: Path, allow_private: bool, timeout: str = "30s"
+) -> Server:
     env = {
         "DATABASE_PATH": ":memory:",
         "EXPIRATION_INTERVAL": "100ms",
@@ -46,7 +48,7 @@ def start_server(receiver: Receiver, directory: Path, allow_private: bool) -> Se
         "WEBHOOK_SECRET": SECRET,
         # Long enough that a delivery the receiver holds is still in flight when a test
         # checks what happened meanwhile, on however slow a machine.
-        "WEBHOOK_TIMEOUT": "30s",
+        "WEBHOOK_TIMEOUT": timeout,
         "WEBHOOK_ALLOW_PRIVATE": "true" if allow_private else "false",
     }
     return Server(env, directory / "server.log")
@@ -311,6 +313,42 @@ def test_a_blocked_receiver_holds_neither_orders_nor_other_receivers(
     trade_ids = [first["trades"][0]["trade_id"], second["trades"][0]["trade_id"]]
     assert [signed(r)["data"]["trade_id"] for r in to_seller] == trade_ids
     assert [signed(r)["data"]["trade_id"] for r in to_buyer] == trade_ids
+
+
+def test_thirty_dead_receivers_do_not_delay_a_healthy_one(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """30 receivers read their delivery and never answer (WEBHOOK_TIMEOUT=60s): all 30
+    hang at once, and a healthy receiver's next delivery arrives while they all still
+    hang (none of their connections has been given up). Events are ordered, not timed."""
+    slow = start_server(receiver, tmp_path, allow_private=True, timeout="60s")
+    try:
+        market = Market(slow, receiver)
+        seller = market.broker("seller", 0, shares=100)
+        healthy = market.broker("healthy")
+        market.subscribe(healthy, market.path("healthy"), "trade.executed")
+        dead = [market.broker(f"dead{n}") for n in range(30)]
+        silences = []
+        for n, broker in enumerate(dead):
+            silences.append(receiver.never_answer(market.path(f"dead{n}")))
+            market.subscribe(broker, market.path(f"dead{n}"), "trade.executed")
+        market.limit(seller, "ask", 10, 100)
+        market.limit(healthy, "bid", 10, 1)
+        receiver.wait(market.path("healthy"), 1)  # its last delivery succeeded
+        for broker in dead:
+            market.limit(broker, "bid", 10, 1)
+        deadline = time.monotonic() + WAIT_S
+        while not all(silence.arrived.is_set() for silence in silences):
+            hanging = sum(silence.hanging() for silence in silences)
+            assert time.monotonic() < deadline, f"only {hanging} of 30 dead receivers hang"
+            time.sleep(0.05)
+        last = market.limit(healthy, "bid", 10, 1)
+        (_, delivered) = receiver.wait(market.path("healthy"), 2)
+        assert signed(delivered)["data"]["trade_id"] == last["trades"][0]["trade_id"]
+        assert [n for n, silence in enumerate(silences) if not silence.hanging()] == []
+    finally:
+        receiver.release_all()  # the dead receivers close their connections
+        slow.stop()
 
 
 # -- refused without WEBHOOK_ALLOW_PRIVATE --------------------------------------------
