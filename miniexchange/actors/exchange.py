@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import pykka
 
@@ -47,6 +46,7 @@ from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitO
 from miniexchange.model.credentials import Credentials
 from miniexchange.model.engine import SymbolState
 from miniexchange.model.events import Event
+from miniexchange.model.idempotency import KeptAnswers
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import Order
 from miniexchange.model.subscriptions import Subscription
@@ -66,6 +66,8 @@ class Exchange:
         deliveries: Deliveries | None = None,
         metrics: Metrics | None = None,
         account_actors: int = 2,
+        idempotency_max_keys: int | None = None,
+        idempotency_ttl_us: int | None = None,
     ) -> None:
         """`expiration_interval_s=None` starts no ticker: a test sends `Tick` itself.
 
@@ -73,6 +75,9 @@ class Exchange:
         `deliveries` sends the webhooks; None: a pool with the default settings.
         `metrics`: this exchange's Prometheus families (§6.4); None: a fresh set.
         `account_actors`: how many account actors share the brokers (`ACCOUNT_ACTORS`).
+        `idempotency_max_keys`, `idempotency_ttl_us`: what recovery keeps of the stored
+        `Idempotency-Key` answers (`IDEMPOTENCY_MAX_KEYS`, `IDEMPOTENCY_TTL`); None: the
+        default setting.
         """
         self.clock = clock
         self.ids = ids
@@ -113,7 +118,12 @@ class Exchange:
         self.clock_actor: pykka.ActorRef | None = None
         self._ticker: Ticker | None = None
         self._stopped = False
-        self.recovered_answers: list[dict[str, Any]] = []
+        defaults = Settings()
+        self._idempotency_limits = (
+            idempotency_max_keys or defaults.idempotency_max_keys,
+            idempotency_ttl_us or defaults.idempotency_ttl_us,
+        )
+        self.recovered_answers = KeptAnswers(*self._idempotency_limits)  # the HTTP store drains it
 
     @property
     def known_symbols(self) -> set[str]:
@@ -125,7 +135,13 @@ class Exchange:
         return self._market_data
 
     def start(self) -> None:
-        recovered = recover(self.journal.facts())
+        max_keys, ttl_us = self._idempotency_limits
+        recovered = recover(
+            self.journal.facts(),
+            idempotency_max_keys=max_keys,
+            idempotency_ttl_us=ttl_us,
+            now=self.clock.now(),
+        )
         self.recovered_answers = recovered.answers  # for the Idempotency-Key store
         self.clock.not_before(recovered.last_at)  # a wall clock behind must not go back
         start_actor_threads_small()

@@ -74,6 +74,7 @@ class Lifespan:
         self.exchange.start()
         if self.idempotency is not None:  # answers kept before a restart still replay
             self.idempotency.restore(self.exchange.recovered_answers)
+            self.idempotency.start_sweeping()
         if self.streams is not None:
             self.streams.start()  # open event streams close at once on SIGTERM (§5.3)
         settle_garbage_collector()
@@ -81,6 +82,8 @@ class Lifespan:
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         if self.streams is not None:
             self.streams.stop()
+        if self.idempotency is not None:
+            self.idempotency.stop_sweeping()
         self.exchange.stop()
 
 
@@ -153,11 +156,13 @@ def create_app(
             deliveries=DeliveryPool(settings),
             metrics=metrics,
             account_actors=settings.account_actors,
+            idempotency_max_keys=settings.idempotency_max_keys,
+            idempotency_ttl_us=settings.idempotency_ttl_us,
         )
     if sys.getrecursionlimit() < JSON_DEPTH_RECURSION_LIMIT:
         sys.setrecursionlimit(JSON_DEPTH_RECURSION_LIMIT)
     streams = StreamHub(exchange, clock)
-    answers = IdempotencyStore(clock, settings.idempotency_ttl_us)
+    answers = IdempotencyStore(clock, settings.idempotency_ttl_us, settings.idempotency_max_keys)
     idempotency = Idempotency(answers, lambda: exchange.journal)
     metrics = exchange.metrics
     api_keys = settings.auth == "api_key"

@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from miniexchange.journal import facts as kinds
-from miniexchange.journal.facts import decode
+from miniexchange.journal.facts import decode, stored_answer
 from miniexchange.model.commands import ASK, BID, MARKET, SubmitOrder
 from miniexchange.model.credentials import Credentials
+from miniexchange.model.idempotency import KeptAnswers
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import CANCELLED, EXPIRED, Order, Trade, new_order
 from miniexchange.model.settlement import held_by
+from miniexchange.settings import Settings
+
+_DEFAULTS = Settings()
 
 
 @dataclass
@@ -30,13 +34,25 @@ class Recovered:
     known_symbols: set[str] = field(default_factory=set)
     webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> subscription
     credentials: dict[str, Credentials] = field(default_factory=dict)  # broker -> its latest
-    answers: list[dict[str, Any]] = field(default_factory=list)  # stored idempotent answers
+    answers: KeptAnswers = field(  # stored idempotent answers, bounded as the live store
+        default_factory=lambda: KeptAnswers(
+            _DEFAULTS.idempotency_max_keys, _DEFAULTS.idempotency_ttl_us
+        )
+    )
     fact_count: int = 0
     last_at: int = 0  # the latest time any fact records
 
 
-def recover(journal_facts: Iterable[tuple[str, bytes]]) -> Recovered:
-    state = Recovered()
+def recover(
+    journal_facts: Iterable[tuple[str, bytes]],
+    *,
+    idempotency_max_keys: int = _DEFAULTS.idempotency_max_keys,
+    idempotency_ttl_us: int = _DEFAULTS.idempotency_ttl_us,
+    now: int = 0,
+) -> Recovered:
+    """`now`: the time the answers' TTL runs to, if later than the latest fact's (the
+    fold alone only knows the facts' times, so what it keeps depends on them alone)."""
+    state = Recovered(answers=KeptAnswers(idempotency_max_keys, idempotency_ttl_us))
     ledgers = state.ledgers
     orders = state.orders
     for kind, body in journal_facts:
@@ -98,10 +114,12 @@ def recover(journal_facts: Iterable[tuple[str, bytes]]) -> Recovered:
         elif kind == kinds.WEBHOOK_SECRET_ISSUED:
             held = state.credentials.get(fact["broker_id"], Credentials())
             state.credentials[fact["broker_id"]] = held._replace(webhook_secret=fact["secret"])
-        elif kind == kinds.IDEMPOTENT_ANSWER:
-            state.answers.append(fact)
+        elif kind == kinds.IDEMPOTENT_ANSWER:  # the oldest go past the cap, none expired
+            key, answer = stored_answer(fact)
+            state.answers.put(key, answer, max(state.last_at, now))
         else:
             raise ValueError(f"unknown journal fact {kind!r}")
+    state.answers.forget_expired(max(state.last_at, now))
     for order_id, order in orders.items():
         if order.type == MARKET and order.remaining_quantity:  # its IOC remainder
             orders[order_id] = order.closed(CANCELLED, None, None)
