@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NoReturn
 
 import falcon.asgi
@@ -29,7 +30,7 @@ from miniexchange.http.bridge import answer
 from miniexchange.http.core import send_json
 from miniexchange.http.errors import render_refusal
 from miniexchange.http.parsing import fingerprint, validate_idempotency_key
-from miniexchange.journal.facts import STORED_STATUSES, KeepAnswer
+from miniexchange.journal.facts import STORED_STATUSES, Fact, KeepAnswer
 from miniexchange.journal.store import Journal
 from miniexchange.model.errors import ExchangeError, journal_unavailable
 from miniexchange.model.idempotency import KeptAnswers, Key, StoredAnswer, fingerprint_digest
@@ -197,14 +198,15 @@ class Idempotency:
         """A refusal the HTTP layer decides itself (step 7 or 8): with a key, its
         answer is journaled before it is sent, like an actor's."""
         answer_fact = keep.fact(refusal) if keep is not None else None
-        if answer_fact is not None:
-            journal = self._journal()
+        try:
+            if answer_fact is not None:
+                await answer(partial(self._record, answer_fact, refusal))
+            raise refusal
+        finally:  # this frame must not hold what its traceback holds: that cycle would
+            del refusal  # keep the request (its body) alive until the collector runs
 
-            def record(reply: Reply) -> None:
-                journal.append(
-                    (answer_fact,),
-                    lambda error: reply(refusal if error is None else journal_unavailable()),
-                )
+    def _record(self, answer_fact: Fact, refusal: ExchangeError, reply: Reply) -> None:
+        def recorded(error: BaseException | None) -> None:
+            reply(refusal if error is None else journal_unavailable())
 
-            await answer(record)
-        raise refusal
+        self._journal().append((answer_fact,), recorded)

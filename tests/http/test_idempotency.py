@@ -21,6 +21,7 @@ from miniexchange.http.app import Lifespan, create_app
 from miniexchange.http.core import MAX_BODY_BYTES
 from miniexchange.http.parsing import fingerprint, parse_json_object
 from miniexchange.journal.store import SqliteJournal
+from miniexchange.model.errors import ExchangeError
 from miniexchange.settings import load_settings
 from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
 from tests.conftest import AppClient
@@ -350,6 +351,24 @@ def test_a_kept_key_costs_the_same_whatever_the_request_carried(tmp_path: Path) 
         stop(client)
     assert {sizes[f"large-{index:02}"] for index in range(20)} == {sizes["small-00"]}
     assert large < small + 64 * 1024, (small, large)  # not one ignored member kept
+
+
+def test_a_refusal_decided_here_holds_no_request_in_a_cycle(client: AppClient) -> None:
+    """An order of an unknown broker, without a key: had the refusal's traceback and
+    the frame raising it held each other, the request and its body would stay in memory
+    until the garbage collector happened to run."""
+    gc.collect()
+    flags = gc.get_debug()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds unreachable is kept to look at
+    try:
+        result = client.post("/orders", json=order_body(broker_id="ghost", padding="x" * 1000))
+        assert result.json["error"] == "broker_not_found"
+        gc.collect()
+        cycles = [found for found in gc.garbage if isinstance(found, ExchangeError)]
+    finally:
+        gc.set_debug(flags)
+        gc.garbage.clear()
+    assert cycles == []
 
 
 def test_answers_journaled_in_the_earlier_encoding_still_replay(tmp_path: Path) -> None:
