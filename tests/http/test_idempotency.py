@@ -310,6 +310,36 @@ def test_past_max_keys_the_oldest_key_is_forgotten_also_after_a_restart(tmp_path
         stop(client)
 
 
+def test_a_restart_forgets_what_is_over_max_keys_in_the_journal(tmp_path: Path) -> None:
+    """Four keys kept under the default cap; restarted with IDEMPOTENCY_MAX_KEYS=3,
+    recovery itself forgets the oldest."""
+    clock = ManualClock.at("2026-02-17T09:00:00Z")
+    client = Restarts(tmp_path / "journal.db", clock).start()
+    try:
+        register(client, "b1", 1000)
+        first = {}
+        for key in ("k1", "k2", "k3", "k4"):
+            first[key] = client.post("/orders", json=order_body(), headers=keyed(key))
+            clock.advance(seconds=1)
+    finally:
+        stop(client)
+    app = Restarts(tmp_path / "journal.db", clock, IDEMPOTENCY_MAX_KEYS="3")
+    client = app.start()
+    try:
+        for key in ("k2", "k3", "k4"):
+            replay = client.post("/orders", json=order_body(), headers=keyed(key))
+            assert (replay.content, replay.headers.get("idempotent-replayed")) == (
+                first[key].content,
+                "true",
+            )
+        anew = client.post("/orders", json=order_body(), headers=keyed("k1"))
+        assert (anew.status_code, anew.headers.get("idempotent-replayed")) == (201, None)
+        assert client.get("/brokers/b1/orders").json["total"] == 5
+        assert app.exchange is not None and len(app.exchange.recovered_answers) == 0  # taken
+    finally:
+        stop(client)
+
+
 def ghost_order(client: AppClient, key: str, padding: str) -> None:
     """An order of an unknown broker with a member the endpoint ignores: its 404 is kept."""
     body = order_body(broker_id="ghost", padding=padding)
