@@ -42,6 +42,7 @@ from miniexchange.journal.snapshot import snapshot_path, take_snapshot
 from miniexchange.journal.store import SqliteJournal
 from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
 from miniexchange.model.orders import CANCELLED, new_order
+from miniexchange.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "snapshot.md"
@@ -139,7 +140,11 @@ def run_start(path: str) -> dict[str, Any]:
 
 
 def run_snapshot(path: str, upto: int) -> dict[str, Any]:
-    result = take_snapshot(path, upto, history_retention(VWAP_WINDOW_US))
+    defaults = Settings()
+    retention = history_retention(
+        VWAP_WINDOW_US, defaults.idempotency_max_keys, defaults.idempotency_ttl_us
+    )
+    result = take_snapshot(path, upto, retention)
     result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 

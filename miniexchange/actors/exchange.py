@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import pykka
 
@@ -53,6 +52,7 @@ from miniexchange.model.credentials import Credentials
 from miniexchange.model.engine import SymbolState
 from miniexchange.model.errors import symbol_limit_reached, symbol_unavailable
 from miniexchange.model.events import Event
+from miniexchange.model.idempotency import KeptAnswers
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import Order
 from miniexchange.model.subscriptions import Subscription
@@ -62,9 +62,12 @@ from miniexchange.webhooks.delivery import Deliveries, DeliveryPool
 log = logging.getLogger("miniexchange.actors")
 
 
-def history_retention(vwap_window_us: int) -> Retention:
-    """What recovery and snapshots keep of a symbol's trades: the tape and the VWAP window."""
-    return Retention(TAPE_LENGTH, vwap_window_us)
+def history_retention(
+    vwap_window_us: int, idempotency_max_keys: int, idempotency_ttl_us: int
+) -> Retention:
+    """What recovery and snapshots keep beyond the state: of a symbol's trades, the tape
+    and the VWAP window; of the stored answers, what the live store keeps."""
+    return Retention(TAPE_LENGTH, vwap_window_us, idempotency_max_keys, idempotency_ttl_us)
 
 
 class Exchange:
@@ -80,6 +83,8 @@ class Exchange:
         metrics: Metrics | None = None,
         account_actors: int = 2,
         max_symbols: int = 10_000,
+        idempotency_max_keys: int | None = None,
+        idempotency_ttl_us: int | None = None,
     ) -> None:
         """`expiration_interval_s=None` starts no ticker: a test sends `Tick` itself.
 
@@ -88,6 +93,9 @@ class Exchange:
         `metrics`: this exchange's Prometheus families (§6.4); None: a fresh set.
         `account_actors`: how many account actors share the brokers (`ACCOUNT_ACTORS`).
         `max_symbols`: how many symbols may be listed (`MAX_SYMBOLS`).
+        `idempotency_max_keys`, `idempotency_ttl_us`: what recovery keeps of the stored
+        `Idempotency-Key` answers (`IDEMPOTENCY_MAX_KEYS`, `IDEMPOTENCY_TTL`); None: the
+        default setting.
         """
         self.clock = clock
         self.ids = ids
@@ -130,7 +138,15 @@ class Exchange:
         self.clock_actor: pykka.ActorRef | None = None
         self._ticker: Ticker | None = None
         self._stopped = False
-        self.recovered_answers: list[dict[str, Any]] = []
+        defaults = Settings()
+        self._retention = history_retention(
+            vwap_window_us,
+            idempotency_max_keys or defaults.idempotency_max_keys,
+            idempotency_ttl_us or defaults.idempotency_ttl_us,
+        )
+        self.recovered_answers = KeptAnswers(  # the HTTP store drains it
+            self._retention.idempotency_max_keys, self._retention.idempotency_ttl_us
+        )
 
     @property
     def known_symbols(self) -> set[str]:
@@ -148,7 +164,7 @@ class Exchange:
 
     def start(self) -> None:
         snapshot, facts = self.journal.history()
-        recovered = recover(facts, snapshot, history_retention(self._context.vwap_window_us))
+        recovered = recover(facts, snapshot, self._retention, now=self.clock.now())
         self.recovered_answers = recovered.answers  # for the Idempotency-Key store
         self.clock.not_before(recovered.last_at)  # a wall clock behind must not go back
         start_actor_threads_small()

@@ -77,6 +77,7 @@ class Lifespan:
             refuse_to_boot(str(refused))
         if self.idempotency is not None:  # answers kept before a restart still replay
             self.idempotency.restore(self.exchange.recovered_answers)
+            self.idempotency.start_sweeping()
         if self.streams is not None:
             self.streams.start()  # open event streams close at once on SIGTERM (§5.3)
         settle_garbage_collector()
@@ -84,6 +85,8 @@ class Lifespan:
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         if self.streams is not None:
             self.streams.stop()
+        if self.idempotency is not None:
+            self.idempotency.stop_sweeping()
         self.exchange.stop()
 
 
@@ -155,7 +158,11 @@ def create_app(
             on_failure=stop_this_worker,
             on_commit=metrics.observe_journal_commit,
             snapshot_interval_s=to_seconds(settings.snapshot_interval_us),
-            retention=history_retention(settings.vwap_window_us),
+            retention=history_retention(
+                settings.vwap_window_us,
+                settings.idempotency_max_keys,
+                settings.idempotency_ttl_us,
+            ),
         )
         exchange = Exchange(
             clock,
@@ -167,11 +174,13 @@ def create_app(
             metrics=metrics,
             account_actors=settings.account_actors,
             max_symbols=settings.max_symbols,
+            idempotency_max_keys=settings.idempotency_max_keys,
+            idempotency_ttl_us=settings.idempotency_ttl_us,
         )
     if sys.getrecursionlimit() < JSON_DEPTH_RECURSION_LIMIT:
         sys.setrecursionlimit(JSON_DEPTH_RECURSION_LIMIT)
     streams = StreamHub(exchange, clock)
-    answers = IdempotencyStore(clock, settings.idempotency_ttl_us)
+    answers = IdempotencyStore(clock, settings.idempotency_ttl_us, settings.idempotency_max_keys)
     idempotency = Idempotency(answers, lambda: exchange.journal)
     metrics = exchange.metrics
     api_keys = settings.auth == "api_key"

@@ -6,16 +6,19 @@ is known — a 2xx, a 404 of step 7 or a 409 of step 8 — for `IDEMPOTENCY_TTL`
 first use. Answers are journaled in the same commit as the facts they describe (the
 actors append them, see `KeepAnswer`), so a retry after a crash is a replay.
 
-First uses happen in time order (the clock never goes back), so a FIFO queue of first
-uses is also the expiry order: forgetting costs the keys that expired, never a scan.
+What is kept is bounded (§5.5): the answers sit in a `KeptAnswers` (at most
+`IDEMPOTENCY_MAX_KEYS`, the oldest forgotten first; the same store recovery folds the
+journal into), each request as the 32-byte digest of its fingerprint. Keys in flight
+are apart, as many as the requests being served. Expired answers go on every use of
+the store and, while no request comes, on a timer: each goes once, from the front.
 """
 
 from __future__ import annotations
 
-import base64
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NoReturn
 
 import falcon.asgi
@@ -27,24 +30,21 @@ from miniexchange.http.bridge import answer
 from miniexchange.http.core import send_json
 from miniexchange.http.errors import render_refusal
 from miniexchange.http.parsing import fingerprint, validate_idempotency_key
-from miniexchange.journal.facts import STORED_STATUSES, KeepAnswer
+from miniexchange.journal.facts import STORED_STATUSES, Fact, KeepAnswer
 from miniexchange.journal.store import Journal
 from miniexchange.model.errors import ExchangeError, journal_unavailable
+from miniexchange.model.idempotency import KeptAnswers, Key, StoredAnswer, fingerprint_digest
+from miniexchange.settings import Settings
 
-Key = tuple[str, str]  # (endpoint, Idempotency-Key)
+Answer = StoredAnswer
 
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    fingerprint: bytes
-    status: int
-    body: bytes
-    first_used_at: int
+SWEEP_INTERVAL_S = 1.0
+"""How often, while the server runs, answers past their TTL are looked for."""
 
 
 @dataclass(frozen=True, slots=True)
 class InFlight:
-    fingerprint: bytes
+    digest: bytes
     first_used_at: int
 
 
@@ -62,76 +62,82 @@ def in_progress(key: str) -> ExchangeError:
 
 
 class IdempotencyStore:
-    def __init__(self, clock: Clock, ttl_us: int) -> None:
+    def __init__(
+        self, clock: Clock, ttl_us: int, max_keys: int = Settings().idempotency_max_keys
+    ) -> None:
         self._clock = clock
-        self._ttl_us = ttl_us
-        self._entries: dict[Key, Answer | InFlight] = {}
-        self._first_uses: deque[tuple[int, Key]] = deque()
+        self._answers = KeptAnswers(max_keys, ttl_us)
+        self._in_flight: dict[Key, InFlight] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
-        return len(self._entries)
+        """Keys held: answers kept and first uses in flight."""
+        return len(self._answers) + len(self._in_flight)
 
-    def begin(self, endpoint: str, key: str, fingerprint: bytes) -> Answer | None:
-        """Look a key up (step 5 of §1.2).
+    def begin(self, endpoint: str, key: str, digest: bytes) -> Answer | None:
+        """Look a key up (step 5 of §1.2); `digest` is its request's `fingerprint_digest`.
 
         Returns the stored `Answer` to replay, or marks a first use in flight and
         returns None; raises 422 for another request under the key, 409 while the
         first is still being processed.
         """
         now = self._clock.now()
-        self._forget_expired(now)
-        entry = self._entries.get((endpoint, key))
-        if entry is None:
-            self._entries[(endpoint, key)] = InFlight(fingerprint, now)
-            self._first_uses.append((now, (endpoint, key)))
+        scoped = (endpoint, key)
+        flying = self._in_flight.get(scoped)
+        if flying is not None:
+            raise reused(key) if flying.digest != digest else in_progress(key)
+        stored = self._answers.get(scoped, now)
+        if stored is None:
+            self._in_flight[scoped] = InFlight(digest, now)
             return None
-        if entry.fingerprint != fingerprint:
+        if stored.digest != digest:
             raise reused(key)
-        if isinstance(entry, InFlight):
-            raise in_progress(key)
-        return entry
+        return stored
 
     def first_used_at(self, endpoint: str, key: str) -> int:
-        return self._entries[(endpoint, key)].first_used_at
+        return self._in_flight[(endpoint, key)].first_used_at
 
     def finish(self, endpoint: str, key: str, status: int, body: bytes) -> None:
         """The first use answered: keep the answer if the contract says so, else
         forget the key so that a corrected retry is a first use again."""
-        entry = self._entries.get((endpoint, key))
-        if not isinstance(entry, InFlight):
+        flying = self._in_flight.pop((endpoint, key), None)
+        if flying is None:
             return
-        if status in STORED_STATUSES:
-            self._entries[(endpoint, key)] = Answer(
-                entry.fingerprint, status, body, entry.first_used_at
-            )
-        else:
-            del self._entries[(endpoint, key)]
-
-    def restore(self, answers: Iterable[dict[str, Any]]) -> None:
-        """Answers recovered from the journal, in journal order."""
         now = self._clock.now()
-        for fact in sorted(answers, key=lambda a: a["at"]):
-            if fact["at"] + self._ttl_us <= now:
-                continue
-            key = (fact["endpoint"], fact["key"])
-            self._entries[key] = Answer(
-                base64.b64decode(fact["fingerprint"]),
-                fact["status"],
-                base64.b64decode(fact["body"]),
-                fact["at"],
+        if status in STORED_STATUSES:  # an exact-size copy: orjson's output holds 4 KiB
+            answer_ = Answer(
+                flying.digest, status, memoryview(body).tobytes(), flying.first_used_at
             )
-            self._first_uses.append((fact["at"], key))
+            self._answers.put((endpoint, key), answer_, now)
+        else:
+            self._answers.forget_expired(now)
 
-    def _forget_expired(self, now: int) -> None:
-        first_uses = self._first_uses
-        horizon = now - self._ttl_us
-        while first_uses and first_uses[0][0] <= horizon:
-            _, key = first_uses.popleft()
-            entry = self._entries.get(key)
-            if isinstance(entry, InFlight):  # still running: look again later
-                first_uses.append((now, key))
-            elif entry is not None and entry.first_used_at <= horizon:
-                del self._entries[key]
+    def restore(self, recovered: KeptAnswers) -> None:
+        """Take the answers recovered from the journal (`recovered` is left empty)."""
+        now = self._clock.now()
+        for key, stored in recovered.drain():
+            self._answers.put(key, stored, now)
+
+    def forget_expired(self) -> int:
+        """Drop the answers past their TTL now; how many went."""
+        return self._answers.forget_expired(self._clock.now())
+
+    def start_sweeping(self, interval_s: float = SWEEP_INTERVAL_S) -> None:
+        """On the event loop, until `stop_sweeping`: expired answers leave memory as
+        time passes, also when no request comes to look."""
+        loop = asyncio.get_running_loop()
+
+        def sweep() -> None:
+            self.forget_expired()
+            self._sweeper = loop.call_later(interval_s, sweep)
+
+        self.stop_sweeping()
+        self._sweeper = loop.call_later(interval_s, sweep)
+
+    def stop_sweeping(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
 
 Render = Callable[[Any], tuple[int, bytes]]
@@ -169,15 +175,13 @@ class Idempotency:
             status, data = render(await handle(None))
             send_json(resp, status, data)
             return
-        fingerprint_ = fingerprint(body)
-        stored = self.store.begin(endpoint, key, fingerprint_)
+        digest = fingerprint_digest(fingerprint(body))
+        stored = self.store.begin(endpoint, key, digest)
         if stored is not None:
             send_json(resp, stored.status, stored.body)
             resp.set_header("Idempotent-Replayed", "true")
             return
-        keep = KeepAnswer(
-            endpoint, key, fingerprint_, self.store.first_used_at(endpoint, key), render
-        )
+        keep = KeepAnswer(endpoint, key, digest, self.store.first_used_at(endpoint, key), render)
         try:
             outcome = await handle(keep)
         except ExchangeError as refusal:
@@ -194,14 +198,15 @@ class Idempotency:
         """A refusal the HTTP layer decides itself (step 7 or 8): with a key, its
         answer is journaled before it is sent, like an actor's."""
         answer_fact = keep.fact(refusal) if keep is not None else None
-        if answer_fact is not None:
-            journal = self._journal()
+        try:
+            if answer_fact is not None:
+                await answer(partial(self._record, answer_fact, refusal))
+            raise refusal
+        finally:  # this frame must not hold what its traceback holds: that cycle would
+            del refusal  # keep the request (its body) alive until the collector runs
 
-            def record(reply: Reply) -> None:
-                journal.append(
-                    (answer_fact,),
-                    lambda error: reply(refusal if error is None else journal_unavailable()),
-                )
+    def _record(self, answer_fact: Fact, refusal: ExchangeError, reply: Reply) -> None:
+        def recorded(error: BaseException | None) -> None:
+            reply(refusal if error is None else journal_unavailable())
 
-            await answer(record)
-        raise refusal
+        self._journal().append((answer_fact,), recorded)

@@ -17,6 +17,7 @@ import orjson
 
 from miniexchange.model.commands import RegisterBroker
 from miniexchange.model.engine import Outcome
+from miniexchange.model.idempotency import Key, StoredAnswer, fingerprint_digest
 from miniexchange.model.orders import Order, Trade
 
 Fact = tuple[str, bytes]
@@ -118,8 +119,22 @@ def webhook_deleted(webhook_id: str) -> Fact:
 
 
 def idempotent_answer(answer: dict[str, Any]) -> Fact:
-    """A stored `Idempotency-Key` answer (§6.1), journaled with the facts it describes."""
+    """A stored `Idempotency-Key` answer (§6.1), journaled with the facts it describes.
+
+    The request is recorded as `digest`, the base64 SHA-256 of its fingerprint (a fixed
+    44 characters); journals written before kept the whole fingerprint instead, under
+    `fingerprint`, and `stored_answer` reads both."""
     return IDEMPOTENT_ANSWER, orjson.dumps(answer)
+
+
+def stored_answer(fact: dict[str, Any]) -> tuple[Key, StoredAnswer]:
+    """An answer fact, decoded: its key and what the store keeps of it."""
+    if "digest" in fact:
+        digest = base64.b64decode(fact["digest"])
+    else:  # the earlier encoding: the whole fingerprint
+        digest = fingerprint_digest(base64.b64decode(fact["fingerprint"]))
+    answer = StoredAnswer(digest, fact["status"], base64.b64decode(fact["body"]), fact["at"])
+    return (fact["endpoint"], fact["key"]), answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +144,7 @@ class KeepAnswer:
 
     endpoint: str
     key: str
-    fingerprint: bytes
+    digest: bytes  # `fingerprint_digest` of the request's fingerprint
     first_used_at: int
     render: Callable[[Any], tuple[int, bytes]]
 
@@ -142,7 +157,7 @@ class KeepAnswer:
             {
                 "endpoint": self.endpoint,
                 "key": self.key,
-                "fingerprint": base64.b64encode(self.fingerprint).decode(),
+                "digest": base64.b64encode(self.digest).decode(),
                 "status": status,
                 "body": base64.b64encode(body).decode(),
                 "at": self.first_used_at,

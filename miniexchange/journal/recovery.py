@@ -20,23 +20,34 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from miniexchange.journal import facts as kinds
-from miniexchange.journal.facts import decode
+from miniexchange.journal.facts import decode, stored_answer
 from miniexchange.model.commands import ASK, BID, MARKET, SubmitOrder
 from miniexchange.model.credentials import Credentials
+from miniexchange.model.idempotency import KeptAnswers
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import CANCELLED, EXPIRED, Order, Trade, new_order
 from miniexchange.model.settlement import held_by
+from miniexchange.settings import Settings
+
+_DEFAULTS = Settings()
 
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """How much of a symbol's trade history the fold keeps beside the orders: the
-    latest `tape_length` trades (the tape) and those still inside the VWAP window of
-    the latest one. Every trade stays reachable through its orders; this bounds only
-    the per-symbol lists, so a snapshot does not grow with the exchange's age."""
+    """What the fold keeps beyond the state itself, so that neither a snapshot nor a
+    restart grows with the exchange's age: of a symbol's trades, the latest
+    `tape_length` (the tape) and those still inside the VWAP window of the latest one
+    (every trade stays reachable through its orders); of the stored idempotent
+    answers, what the live store keeps (`IDEMPOTENCY_MAX_KEYS`, `IDEMPOTENCY_TTL`)."""
 
     tape_length: int = 500
     vwap_window_us: int = 300_000_000
+    idempotency_max_keys: int = _DEFAULTS.idempotency_max_keys
+    idempotency_ttl_us: int = _DEFAULTS.idempotency_ttl_us
+
+    def kept_answers(self) -> KeptAnswers:
+        """An empty store of idempotent answers with these bounds."""
+        return KeptAnswers(self.idempotency_max_keys, self.idempotency_ttl_us)
 
 
 DEFAULT_RETENTION: Final = Retention()
@@ -51,7 +62,11 @@ class Recovered:
     known_symbols: set[str] = field(default_factory=set)
     webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> subscription
     credentials: dict[str, Credentials] = field(default_factory=dict)  # broker -> its latest
-    answers: list[dict[str, Any]] = field(default_factory=list)  # stored idempotent answers
+    answers: KeptAnswers = field(  # stored idempotent answers, bounded as the live store
+        default_factory=lambda: KeptAnswers(
+            _DEFAULTS.idempotency_max_keys, _DEFAULTS.idempotency_ttl_us
+        )
+    )
     fact_count: int = 0
     last_at: int = 0  # the latest time any fact records
 
@@ -60,9 +75,12 @@ def recover(
     journal_facts: Iterable[tuple[str, bytes]],
     state: Recovered | None = None,
     retention: Retention = DEFAULT_RETENTION,
+    *,
+    now: int = 0,
 ) -> Recovered:
-    """The state after `journal_facts`, continuing from `state` (a snapshot's) if given."""
-    return finish(fold(journal_facts, state, retention))
+    """The state after `journal_facts`, continuing from `state` (a snapshot's) if given.
+    `now`: the time the answers' TTL runs to, if later than the latest fact's."""
+    return finish(fold(journal_facts, state, retention), now)
 
 
 def fold(
@@ -70,9 +88,12 @@ def fold(
     state: Recovered | None = None,
     retention: Retention = DEFAULT_RETENTION,
 ) -> Recovered:
-    """Apply `journal_facts` in order to `state` (a new one if None) and return it."""
+    """Apply `journal_facts` in order to `state` (a new one if None) and return it.
+
+    What it keeps depends on the facts alone (their times, not the clock), so a fold
+    stopped at a snapshot and resumed keeps what one fold over every fact keeps."""
     if state is None:
-        state = Recovered()
+        state = Recovered(answers=retention.kept_answers())
     ledgers = state.ledgers
     orders = state.orders
     for kind, body in journal_facts:
@@ -134,10 +155,12 @@ def fold(
         elif kind == kinds.WEBHOOK_SECRET_ISSUED:
             held = state.credentials.get(fact["broker_id"], Credentials())
             state.credentials[fact["broker_id"]] = held._replace(webhook_secret=fact["secret"])
-        elif kind == kinds.IDEMPOTENT_ANSWER:
-            state.answers.append(fact)
+        elif kind == kinds.IDEMPOTENT_ANSWER:  # the oldest go past the cap, none expired
+            key, answer = stored_answer(fact)
+            state.answers.put(key, answer, state.last_at)
         else:
             raise ValueError(f"unknown journal fact {kind!r}")
+    state.answers.forget_expired(state.last_at)  # so a snapshot never carries them
     return state
 
 
@@ -155,9 +178,11 @@ def keep_trade(state: Recovered, trade: Trade, retention: Retention) -> None:
         kept.popleft()
 
 
-def finish(state: Recovered) -> Recovered:
-    """Derive what the folded facts imply: the holds of the orders still active, and
-    the cancelled remainder of a market order (immediate-or-cancel). Once per state."""
+def finish(state: Recovered, now: int = 0) -> Recovered:
+    """Derive what the folded facts imply: the holds of the orders still active, the
+    cancelled remainder of a market order (immediate-or-cancel), the answers expired
+    by `now`. Once per state."""
+    state.answers.forget_expired(max(state.last_at, now))
     orders, ledgers = state.orders, state.ledgers
     for order_id, order in orders.items():
         if order.type == MARKET and order.remaining_quantity:  # its IOC remainder

@@ -19,6 +19,7 @@ line naming the file: it is never guessed at.
 from __future__ import annotations
 
 import argparse
+import base64
 import fcntl
 import logging
 import os
@@ -33,9 +34,10 @@ from typing import IO, Any
 
 import orjson
 
-from miniexchange.journal.recovery import Recovered, Retention, fold
+from miniexchange.journal.recovery import DEFAULT_RETENTION, Recovered, Retention, fold
 from miniexchange.model.commands import BID, SubmitOrder
 from miniexchange.model.credentials import Credentials
+from miniexchange.model.idempotency import StoredAnswer
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import CANCELLED, EXPIRED, Order, Trade, new_order
 
@@ -132,8 +134,16 @@ def _records(state: Recovered) -> Iterator[list[Any]]:
     for symbol in sorted(state.known_symbols):
         kept = state.trades.get(symbol, ())
         yield ["symbol", symbol, state.volumes.get(symbol, 0), [t.trade_id for t in kept]]
-    for answer in state.answers:
-        yield ["answer", answer]
+    for (endpoint, key), answer in state.answers.items():  # oldest first use first
+        yield [
+            "answer",
+            endpoint,
+            key,
+            base64.b64encode(answer.digest).decode(),
+            answer.status,
+            base64.b64encode(answer.body).decode(),
+            answer.first_used_at,
+        ]
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -148,15 +158,22 @@ def read_header(path: str) -> dict[str, Any] | None:
         return None
 
 
-def read_snapshot(path: str) -> tuple[int, Recovered] | None:
-    """The sequence number and folded state of the snapshot at `path`; None: none."""
+def read_snapshot(
+    path: str, retention: Retention = DEFAULT_RETENTION
+) -> tuple[int, Recovered] | None:
+    """The sequence number and folded state of the snapshot at `path`; None: none.
+    `retention` bounds the state's stored answers as the fold would."""
     try:
         source = open(path, "rb")  # noqa: SIM115 (closed below, after a streamed read)
     except FileNotFoundError:
         return None
     with source:
         header = _header(path, source.readline())
-        state = Recovered(fact_count=header["fact_count"], last_at=header["last_at"])
+        state = Recovered(
+            answers=retention.kept_answers(),
+            fact_count=header["fact_count"],
+            last_at=header["last_at"],
+        )
         try:
             count = _read_records(source, state)
         except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, IndexError) as error:
@@ -211,7 +228,11 @@ def _read_records(lines: Iterable[bytes], state: Recovered) -> int | None:
             if kept:
                 state.trades[symbol] = deque(trades[trade_id] for trade_id in kept)
         elif tag == "answer":
-            state.answers.append(record[1])
+            _, endpoint, key, digest, status, body, first_used_at = record
+            answer = StoredAnswer(
+                base64.b64decode(digest), status, base64.b64decode(body), first_used_at
+            )
+            state.answers.put((endpoint, key), answer, state.last_at)
         elif tag == "end":
             if record[1] != count:
                 raise ValueError(f"{count} records, the end record says {record[1]}")
@@ -271,8 +292,10 @@ def take_snapshot(database_path: str, upto: int, retention: Retention) -> dict[s
 def _take_snapshot(database_path: str, upto: int, retention: Retention) -> dict[str, Any]:
     path = snapshot_path(database_path)
     started = time.perf_counter()
-    previous = read_snapshot(path)
-    base, state = previous if previous is not None else (0, Recovered())
+    previous = read_snapshot(path, retention)
+    base, state = (
+        previous if previous is not None else (0, Recovered(answers=retention.kept_answers()))
+    )
     if upto <= base:
         return {"seq": base, "facts": 0, "bytes": 0, "seconds": 0.0}
     folded_before = state.fact_count
@@ -307,9 +330,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("upto", type=int, help="the last fact's sequence number to include")
     parser.add_argument("--tape-length", type=int, default=Retention.tape_length)
     parser.add_argument("--vwap-window-us", type=int, default=Retention.vwap_window_us)
+    parser.add_argument("--idempotency-max-keys", type=int, default=Retention.idempotency_max_keys)
+    parser.add_argument("--idempotency-ttl-us", type=int, default=Retention.idempotency_ttl_us)
     arguments = parser.parse_args(argv)
     os.nice(10)  # the matching process comes first on a shared core
-    retention = Retention(arguments.tape_length, arguments.vwap_window_us)
+    retention = Retention(
+        arguments.tape_length,
+        arguments.vwap_window_us,
+        arguments.idempotency_max_keys,
+        arguments.idempotency_ttl_us,
+    )
     try:
         written = take_snapshot(arguments.database_path, arguments.upto, retention)
     except (SnapshotError, sqlite3.Error, OSError) as error:
@@ -384,6 +414,8 @@ class SnapshotSchedule:
             str(upto),
             f"--tape-length={self._retention.tape_length}",
             f"--vwap-window-us={self._retention.vwap_window_us}",
+            f"--idempotency-max-keys={self._retention.idempotency_max_keys}",
+            f"--idempotency-ttl-us={self._retention.idempotency_ttl_us}",
         ]
         with self._lock:
             if self._stopping.is_set():

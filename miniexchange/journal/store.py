@@ -172,7 +172,7 @@ class SqliteJournal:
         """The latest snapshot's folded state (None: none) and the facts after it."""
         self._connect()
         try:
-            snapshot = read_snapshot(snapshot_path(self.path))
+            snapshot = read_snapshot(snapshot_path(self.path), self._retention)
         except SnapshotError as error:
             raise JournalFormatError(str(error)) from None
         if snapshot is None:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import gc
+import sqlite3
 import threading
+import tracemalloc
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +17,11 @@ import pykka
 import pytest
 
 from miniexchange.actors.exchange import Exchange
-from miniexchange.http.app import create_app
+from miniexchange.http.app import Lifespan, create_app
+from miniexchange.http.core import MAX_BODY_BYTES
+from miniexchange.http.parsing import fingerprint, parse_json_object
 from miniexchange.journal.store import SqliteJournal
+from miniexchange.model.errors import ExchangeError
 from miniexchange.settings import load_settings
 from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
 from tests.conftest import AppClient
@@ -224,3 +233,226 @@ def test_a_replay_sends_no_second_webhook(client: AppClient, deliveries: FakeDel
     assert orjson.loads(following.body)["data"]["trade_quantity"] == 2
     assert len(deliveries.recorded()) == 2
     assert first.json["status"] == "filled"
+
+
+# -- bounds on what is kept (IDEMPOTENCY_MAX_KEYS, IDEMPOTENCY_TTL, the digest) ------------
+
+
+def lifespan_of(app: Any) -> Lifespan:
+    return next(ware for ware in app._unprepared_middleware if isinstance(ware, Lifespan))
+
+
+class Restarts:
+    """The app as served, on one journal file, started again and again like a restarted
+    worker (`create_app` builds the exchange from the settings)."""
+
+    def __init__(self, path: Path, clock: ManualClock, **env: str) -> None:
+        self.path = str(path)
+        self.clock = clock
+        self.settings = load_settings({"DATABASE_PATH": self.path, **env})
+        self.exchange: Exchange | None = None
+
+    def start(self) -> AppClient:
+        app = create_app(self.settings, clock=self.clock)
+        self.exchange = lifespan_of(app).exchange
+        return AppClient(app)
+
+    def answer_facts(self) -> list[dict[str, Any]]:
+        with closing(sqlite3.connect(self.path)) as db:
+            rows = db.execute(
+                "SELECT body FROM facts WHERE kind = 'idempotent_answer' ORDER BY seq"
+            )
+            return [orjson.loads(body) for (body,) in rows]
+
+
+def stop(client: AppClient) -> None:
+    client.close()
+    pykka.ActorRegistry.stop_all()
+
+
+def test_past_max_keys_the_oldest_key_is_forgotten_also_after_a_restart(tmp_path: Path) -> None:
+    clock = ManualClock.at("2026-02-17T09:00:00Z")
+    app = Restarts(tmp_path / "journal.db", clock, IDEMPOTENCY_MAX_KEYS="3")
+    client = app.start()
+    try:
+        register(client, "b1", 1000)
+        first = {}
+        for key in ("k1", "k2", "k3", "k4"):
+            first[key] = client.post("/orders", json=order_body(), headers=keyed(key))
+            assert first[key].status_code == 201
+            clock.advance(seconds=1)
+        for key in ("k2", "k3", "k4"):
+            replay = client.post("/orders", json=order_body(), headers=keyed(key))
+            assert (replay.content, replay.headers.get("idempotent-replayed")) == (
+                first[key].content,
+                "true",
+            )
+        anew = client.post("/orders", json=order_body(), headers=keyed("k1"))
+        assert (anew.status_code, anew.headers.get("idempotent-replayed")) == (201, None)
+        assert anew.json["order_id"] != first["k1"].json["order_id"]  # a fifth order
+        assert client.get("/brokers/b1/orders").json["total"] == 5
+    finally:
+        stop(client)
+
+    client = app.start()  # the journal holds k1, k2, k3, k4 and k1 again: k2 went last
+    try:
+        assert app.exchange is not None and len(app.exchange.recovered_answers) == 0
+        for key, answered in (("k3", first["k3"]), ("k4", first["k4"]), ("k1", anew)):
+            replay = client.post("/orders", json=order_body(), headers=keyed(key))
+            assert (replay.content, replay.headers.get("idempotent-replayed")) == (
+                answered.content,
+                "true",
+            )
+        again = client.post("/orders", json=order_body(), headers=keyed("k2"))
+        assert (again.status_code, again.headers.get("idempotent-replayed")) == (201, None)
+        assert client.get("/brokers/b1/orders").json["total"] == 6
+    finally:
+        stop(client)
+
+
+def test_a_restart_forgets_what_is_over_max_keys_in_the_journal(tmp_path: Path) -> None:
+    """Four keys kept under the default cap; restarted with IDEMPOTENCY_MAX_KEYS=3,
+    recovery itself forgets the oldest."""
+    clock = ManualClock.at("2026-02-17T09:00:00Z")
+    client = Restarts(tmp_path / "journal.db", clock).start()
+    try:
+        register(client, "b1", 1000)
+        first = {}
+        for key in ("k1", "k2", "k3", "k4"):
+            first[key] = client.post("/orders", json=order_body(), headers=keyed(key))
+            clock.advance(seconds=1)
+    finally:
+        stop(client)
+    app = Restarts(tmp_path / "journal.db", clock, IDEMPOTENCY_MAX_KEYS="3")
+    client = app.start()
+    try:
+        for key in ("k2", "k3", "k4"):
+            replay = client.post("/orders", json=order_body(), headers=keyed(key))
+            assert (replay.content, replay.headers.get("idempotent-replayed")) == (
+                first[key].content,
+                "true",
+            )
+        anew = client.post("/orders", json=order_body(), headers=keyed("k1"))
+        assert (anew.status_code, anew.headers.get("idempotent-replayed")) == (201, None)
+        assert client.get("/brokers/b1/orders").json["total"] == 5
+        assert app.exchange is not None and len(app.exchange.recovered_answers) == 0  # taken
+    finally:
+        stop(client)
+
+
+def ghost_order(client: AppClient, key: str, padding: str) -> None:
+    """An order of an unknown broker with a member the endpoint ignores: its 404 is kept."""
+    body = order_body(broker_id="ghost", padding=padding)
+    result = client.post("/orders", json=body, headers=keyed(key))
+    assert result.json["error"] == "broker_not_found"
+
+
+IGNORED_MEMBER = MAX_BODY_BYTES - 1024  # the rest of the body fits in the last KiB
+
+
+def kept_bytes() -> int:
+    """What is still referenced (a refusal's traceback holds its request's frames in a
+    cycle until the collector runs: garbage, not kept)."""
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+def test_a_kept_key_costs_the_same_whatever_the_request_carried(tmp_path: Path) -> None:
+    """Twenty keys with a 1-byte ignored member, then twenty with a 1 MiB one: the
+    journal's answer facts are the same size, and so is what memory keeps of them."""
+    app = Restarts(tmp_path / "journal.db", ManualClock.at("2026-02-17T09:00:00Z"))
+    client = app.start()
+    try:
+        ghost_order(client, "warm-up", "x")
+        tracemalloc.start()
+        try:
+            before = kept_bytes()
+            for index in range(20):
+                ghost_order(client, f"small-{index:02}", "x")
+            small = kept_bytes() - before
+            for index in range(20):
+                ghost_order(client, f"large-{index:02}", "x" * IGNORED_MEMBER)
+            ghost_order(client, "last", "x")  # the idle journal writer holds its last batch
+            large = kept_bytes() - before - small
+        finally:
+            tracemalloc.stop()
+        sizes = {fact["key"]: len(orjson.dumps(fact)) for fact in app.answer_facts()}
+    finally:
+        stop(client)
+    assert {sizes[f"large-{index:02}"] for index in range(20)} == {sizes["small-00"]}
+    assert large < small + 64 * 1024, (small, large)  # not one ignored member kept
+
+
+def test_a_refusal_decided_here_holds_no_request_in_a_cycle(client: AppClient) -> None:
+    """An order of an unknown broker, without a key: had the refusal's traceback and
+    the frame raising it held each other, the request and its body would stay in memory
+    until the garbage collector happened to run."""
+    gc.collect()
+    flags = gc.get_debug()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds unreachable is kept to look at
+    try:
+        result = client.post("/orders", json=order_body(broker_id="ghost", padding="x" * 1000))
+        assert result.json["error"] == "broker_not_found"
+        gc.collect()
+        cycles = [found for found in gc.garbage if isinstance(found, ExchangeError)]
+    finally:
+        gc.set_debug(flags)
+        gc.garbage.clear()
+    assert cycles == []
+
+
+def test_answers_journaled_in_the_earlier_encoding_still_replay(tmp_path: Path) -> None:
+    """Journals written before kept each request's whole fingerprint (base64) where the
+    digest now is; such a journal is read, and its answers replay after the restart."""
+    app = Restarts(tmp_path / "journal.db", ManualClock.at("2026-02-17T09:00:00Z"))
+    bodies = {"placed": order_body(), "ghost": order_body(broker_id="ghost")}
+    client = app.start()
+    try:
+        register(client, "b1", 1000)
+        first = {key: client.post("/orders", json=body, headers=keyed(key))
+                 for key, body in bodies.items()}  # fmt: skip
+    finally:
+        stop(client)
+    with closing(sqlite3.connect(app.path)) as db, db:
+        rows = db.execute("SELECT seq, body FROM facts WHERE kind = 'idempotent_answer'")
+        answer_rows = rows.fetchall()
+        assert len(answer_rows) == 2
+        for seq, fact_body in answer_rows:
+            fact = orjson.loads(fact_body)
+            assert len(base64.b64decode(fact.pop("digest"))) == 32
+            request = parse_json_object("application/json", orjson.dumps(bodies[fact["key"]]))
+            fact["fingerprint"] = base64.b64encode(fingerprint(request)).decode()
+            db.execute("UPDATE facts SET body = ? WHERE seq = ?", (orjson.dumps(fact), seq))
+    client = app.start()
+    try:
+        for key, body in bodies.items():
+            replay = client.post("/orders", json=body, headers=keyed(key))
+            assert (replay.status_code, replay.content) == (
+                first[key].status_code,
+                first[key].content,
+            )
+            assert replay.headers["idempotent-replayed"] == "true"
+        other = client.post("/orders", json=order_body(quantity=6), headers=keyed("placed"))
+        assert other.json["error"] == "idempotency_key_reused"
+        assert client.get("/brokers/b1/orders").json["total"] == 1
+    finally:
+        stop(client)
+
+
+def test_the_served_app_forgets_expired_keys_while_no_request_comes(
+    clock: ManualClock, exchange: Exchange
+) -> None:
+    app = create_app(load_settings({}), clock=clock, exchange=exchange)
+    store = lifespan_of(app).idempotency
+    assert store is not None
+    client = AppClient(app)
+    try:
+        register(client, "b1", 1000)
+        assert client.post("/orders", json=order_body(), headers=keyed("k")).status_code == 201
+        assert len(store) == 1
+        clock.advance(seconds=24 * 3600)
+        # The sweep runs every second on the event loop: one falls due before this wakes.
+        client.run(lambda conductor: asyncio.sleep(1.5))
+        assert len(store) == 0
+    finally:
+        stop(client)

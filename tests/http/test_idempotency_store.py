@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import gc
+import hashlib
+import tracemalloc
 
+import orjson
 import pytest
 
 from miniexchange.http.idempotency import Answer, IdempotencyStore
+from miniexchange.journal.facts import Fact, KeepAnswer
+from miniexchange.journal.recovery import recover
 from miniexchange.model.errors import ExchangeError
 from miniexchange.testing import ManualClock
 
 HOUR_US = 3_600_000_000
+FP = hashlib.sha256(b'{"a":1}').digest()
 
 
 @pytest.fixture
@@ -74,17 +81,92 @@ def test_keys_are_forgotten_after_the_ttl(clock: ManualClock) -> None:
     assert len(store) == 2  # "b" is still kept, "a" in flight again
 
 
-def test_restore_skips_expired_answers(clock: ManualClock) -> None:
+def test_restore_takes_what_recovery_kept_and_skips_expired_answers(clock: ManualClock) -> None:
     store = IdempotencyStore(clock, HOUR_US)
     now = clock.now()
 
-    def fact(key: str, at: int) -> dict[str, object]:
-        return {
-            "endpoint": "/orders", "key": key, "status": 201, "at": at,
-            "fingerprint": base64.b64encode(b"fp").decode(),
-            "body": base64.b64encode(b"{}").decode(),
-        }  # fmt: skip
+    def fact(key: str, at: int) -> Fact:
+        answer_fact = KeepAnswer("/orders", key, FP, at, lambda outcome: (201, b"{}")).fact(None)
+        assert answer_fact is not None
+        return answer_fact
 
-    store.restore([fact("old", now - HOUR_US), fact("new", now - 1)])
+    recovered = recover([fact("old", now - HOUR_US), fact("new", now - 1)])
+    store.restore(recovered.answers)
+    assert len(recovered.answers) == 0  # taken, not copied
     assert store.begin("/orders", "old", b"x") is None
-    assert store.begin("/orders", "new", b"fp") == Answer(b"fp", 201, b"{}", now - 1)
+    assert store.begin("/orders", "new", FP) == Answer(FP, 201, b"{}", now - 1)
+
+
+def keep(store: IdempotencyStore, key: str, body: bytes = b"{}") -> None:
+    assert store.begin("/orders", key, b"fp") is None
+    store.finish("/orders", key, 201, body)
+
+
+def test_past_max_keys_the_oldest_is_forgotten_first(clock: ManualClock) -> None:
+    store = IdempotencyStore(clock, HOUR_US, max_keys=3)
+    for key in ("k1", "k2", "k3"):
+        keep(store, key)
+        clock.advance(seconds=1)
+    keep(store, "k4")
+    assert len(store) == 3
+    assert store.begin("/orders", "k2", b"fp") is not None  # still a replay
+    assert store.begin("/orders", "k1", b"fp") is None  # forgotten: a first use again
+    store.finish("/orders", "k1", 201, b"{}")
+    assert store.begin("/orders", "k2", b"other") is None  # now k2 was the oldest
+
+
+def test_expired_keys_leave_memory_without_a_lookup(clock: ManualClock) -> None:
+    """An answer that ends another first use is no lookup; the expired key goes anyway."""
+    store = IdempotencyStore(clock, HOUR_US)
+    keep(store, "a")
+    clock.advance(seconds=1800)
+    assert store.begin("/orders", "b", b"fp") is None
+    clock.advance(seconds=1800)  # "a" expires while "b" is still in flight
+    store.finish("/orders", "b", 201, b"{}")
+    assert len(store) == 1
+
+
+def test_expired_keys_leave_memory_while_no_request_comes(clock: ManualClock) -> None:
+    """The sweep on the event loop: no request at all, and the expired answers go."""
+    store = IdempotencyStore(clock, HOUR_US)
+    keep(store, "a")
+    clock.advance(seconds=1800)
+    keep(store, "b")
+    clock.advance(seconds=1800)
+    sizes: list[int] = []
+
+    async def serve_idle() -> None:
+        sizes.append(len(store))
+        store.start_sweeping(0)
+        for _ in range(3):  # a few turns of the loop: the sweep ran at least once
+            await asyncio.sleep(0)
+        sizes.append(len(store))
+        clock.advance(seconds=1800)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        store.stop_sweeping()
+        sizes.append(len(store))
+
+    asyncio.run(serve_idle())
+    assert sizes == [2, 1, 0]
+
+
+def test_a_kept_key_costs_a_few_hundred_bytes_beside_its_answer(clock: ManualClock) -> None:
+    """Bytes held per kept key, counted by tracemalloc: the key, the digest, the answer
+    (68 bytes here, rendered by orjson as the app renders it) and the bookkeeping."""
+    store = IdempotencyStore(clock, HOUR_US)
+    keys = [f"{index:08d}-3f1c-4a6e-9b7d-2c5e8f0a1b3c" for index in range(1000)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for key in keys:
+            assert store.begin("/orders", key, FP) is None
+            body = orjson.dumps({"error": "broker_not_found", "message": "Broker g does not exist"})
+            store.finish("/orders", key, 404, body)
+            del body
+        gc.collect()
+        per_key = (tracemalloc.get_traced_memory()[0] - before) / len(keys)
+    finally:
+        tracemalloc.stop()
+    assert per_key < 1024, per_key

@@ -7,6 +7,8 @@ them, and both must hold the same state and answer every later request alike.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,8 +21,8 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Cancel, ReadBook, ReadPrice, Submit
 from miniexchange.clock import SystemClock
 from miniexchange.journal import facts
-from miniexchange.journal.facts import Fact
-from miniexchange.journal.recovery import recover
+from miniexchange.journal.facts import Fact, KeepAnswer
+from miniexchange.journal.recovery import Recovered, Retention, recover
 from miniexchange.model.commands import ASK, BID, LIMIT, MARKET, RegisterBroker, SubmitOrder
 from miniexchange.model.engine import BookView
 from miniexchange.model.errors import ExchangeError
@@ -463,3 +465,66 @@ def test_a_restart_never_reads_the_clock_earlier_than_the_journal() -> None:
     clock = SystemClock()
     clock.not_before(state.last_at)
     assert clock.now() == future_us
+
+
+# -- stored Idempotency-Key answers: bounded in number and time ---------------------------
+
+HOUR = 3600 * SECOND
+REQUEST = hashlib.sha256(b'{"broker_id":"b1"}').digest()
+
+
+def answered(key: str, at: int, body: bytes = b'{"order_id":"o"}') -> Fact:
+    """An answer fact as the exchange journals it."""
+    fact = KeepAnswer("/orders", key, REQUEST, at, lambda outcome: (201, body)).fact(None)
+    assert fact is not None
+    return fact
+
+
+def kept_keys(state: Recovered) -> list[str]:
+    return [key for (_, key), _ in state.answers.items()]
+
+
+def test_recovery_keeps_at_most_max_keys_answers_the_oldest_forgotten_first() -> None:
+    journal = [answered(f"k{index}", T0 + index * SECOND) for index in range(1, 5)]
+    state = recover(journal, None, Retention(idempotency_max_keys=3))
+    assert kept_keys(state) == ["k2", "k3", "k4"]
+    replaced = recover(
+        [*journal, answered("k1", T0 + 5 * SECOND)], None, Retention(idempotency_max_keys=3)
+    )
+    assert kept_keys(replaced) == ["k3", "k4", "k1"]  # a new first use of a forgotten key
+
+
+def test_recovery_returns_no_expired_answer() -> None:
+    """Expired by the latest time the facts record (what a snapshot's fold knows), or by
+    the `now` it is given; `IDEMPOTENCY_TTL` defaults to 24 h."""
+    journal = [
+        answered("a", T0),
+        answered("b", T0 + HOUR),
+        registered("late", 0, T0 + 24 * HOUR),  # a later fact of another kind
+    ]
+    assert kept_keys(recover(journal)) == ["b"]
+    assert kept_keys(recover(journal[:2])) == ["a", "b"]
+    assert kept_keys(recover(journal[:2], now=T0 + 24 * HOUR)) == ["b"]
+    assert (
+        kept_keys(recover(journal, None, Retention(idempotency_ttl_us=HOUR), now=T0 + 2 * HOUR))
+        == []
+    )
+
+
+def test_an_answer_fact_of_the_earlier_encoding_is_read() -> None:
+    """Journals written before kept the whole fingerprint; recovery keeps its digest."""
+    fingerprint = b'{"broker_id":"b1","padding":"' + b"x" * 1000 + b'"}'
+    earlier_body = b'{"error":"broker_not_found"}'
+    earlier = {
+        "endpoint": "/orders", "key": "old", "status": 404, "at": T0,
+        "fingerprint": base64.b64encode(fingerprint).decode(),
+        "body": base64.b64encode(earlier_body).decode(),
+    }  # fmt: skip
+    state = recover([facts.idempotent_answer(earlier), answered("new", T0 + 1)])
+    assert [
+        (key, answer.digest, answer.status, answer.body, answer.first_used_at)
+        for key, answer in state.answers.items()
+    ] == [
+        (("/orders", "old"), hashlib.sha256(fingerprint).digest(), 404, earlier_body, T0),
+        (("/orders", "new"), REQUEST, 201, b'{"order_id":"o"}', T0 + 1),
+    ]

@@ -10,6 +10,7 @@ live exchange.
 
 from __future__ import annotations
 
+import base64
 import random
 import sqlite3
 from collections.abc import Iterator
@@ -55,15 +56,28 @@ def flow_facts(seed: int) -> list[Fact]:
         facts.webhook_saved({"webhook_id": "w2", "broker_id": "b2", "url": "https://a/2"}),
         facts.api_key_issued("b1", "ab" * 32, T0 + 1),
         facts.webhook_secret_issued("b2", "s3cret", T0 + 2),
-        facts.idempotent_answer({"key": "k1", "status": 201, "body": "e30="}),
+        answer_fact("k1", 201, T0 + 4),
         facts.webhook_deleted("w1"),
         facts.api_key_issued("b1", "cd" * 32, T0 + 3),
-        facts.idempotent_answer({"key": "k2", "status": 409, "body": "e30="}),
+        answer_fact("k2", 409, T0 + 5),
     ]
     spacing = len(recorded) // len(extra)
     for n, fact in enumerate(extra):
         recorded.insert(5 + n * spacing, fact)
     return recorded
+
+
+def answer_fact(key: str, status: int, at: int) -> Fact:
+    return facts.idempotent_answer(
+        {
+            "endpoint": "POST /orders",
+            "key": key,
+            "digest": base64.b64encode(bytes(32)).decode(),
+            "status": status,
+            "body": base64.b64encode(b'{"order_id": "o1"}').decode(),
+            "at": at,
+        }
+    )
 
 
 def comparable(state: Recovered) -> dict[str, Any]:
@@ -87,7 +101,7 @@ def comparable(state: Recovered) -> dict[str, Any]:
         "known_symbols": state.known_symbols,
         "webhooks": state.webhooks,
         "credentials": state.credentials,
-        "answers": state.answers,
+        "answers": list(state.answers.items()),
         "fact_count": state.fact_count,
         "last_at": state.last_at,
     }
@@ -142,6 +156,51 @@ def test_the_kept_trades_are_the_tape_and_the_vwap_window_not_the_history() -> N
     assert any(len(state.trades[s]) < len(everything.trades[s]) for s in state.trades)
 
 
+def test_a_snapshot_keeps_the_answers_the_fold_keeps_within_the_cap_and_the_ttl(
+    tmp_path: Path,
+) -> None:
+    """Five answers a second apart, at most three kept, a ten-second TTL: a snapshot
+    taken after any of them and the facts after it keep what one fold keeps."""
+    retention = Retention(idempotency_max_keys=3, idempotency_ttl_us=10 * SECOND)
+    recorded = [answer_fact(f"k{n}", 201, T0 + n * SECOND) for n in range(5)]
+    recorded.append(answer_fact("late", 201, T0 + 12 * SECOND))
+    expected = recover(recorded, None, retention)
+    assert [key for (_, key), _ in expected.answers.items()] == ["k3", "k4", "late"]
+    path = str(tmp_path / "state.snapshot")
+    for cut in range(len(recorded) + 1):
+        write_snapshot(path, cut, fold(recorded[:cut], None, retention))
+        loaded = read_snapshot(path, retention)
+        assert loaded is not None
+        resumed = recover(recorded[cut:], loaded[1], retention)
+        assert list(resumed.answers.items()) == list(expected.answers.items()), cut
+
+
+def test_an_expired_key_leaves_the_journal_with_the_first_snapshot_after_its_ttl(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "exchange.db")
+    retention = Retention(idempotency_ttl_us=10 * SECOND)
+    journal = SqliteJournal(path, retention=retention)
+    journal.start()
+    journal.append(
+        [answer_fact("old", 201, T0), answer_fact("new", 201, T0 + 5 * SECOND)], lambda e: None
+    )
+    later = facts.api_key_issued("b1", "ab" * 32, T0 + 11 * SECOND)  # time goes on
+    journal.append([later], lambda error: None)
+    journal.close()
+    take_snapshot(path, 3, retention)
+    journal = SqliteJournal(path, retention=retention)
+    journal.forget_through(3)
+    journal.start()
+    journal.close()  # the writer forgets before it stops
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM facts").fetchone() == (0,)
+    snapshot, _ = SqliteJournal(path, retention=retention).history()
+    assert snapshot is not None
+    assert [key for (_, key), _ in snapshot.answers.items()] == ["new"]
+    assert b'"old"' not in Path(snapshot_path(path)).read_bytes()
+
+
 # -- the journal: sequence numbers, the snapshot process, forgetting covered facts ------
 
 
@@ -164,7 +223,11 @@ def test_a_restart_reads_the_snapshot_and_replays_only_the_facts_after_it(
     assert isinstance(journal, SqliteJournal)
     covered = journal.committed_seq  # everything committed so far
     schedule = SnapshotSchedule(
-        path, 3600.0, history_retention(300 * SECOND), lambda: covered, journal.forget_through
+        path,
+        3600.0,
+        history_retention(300 * SECOND, 1000, 3600 * SECOND),
+        lambda: covered,
+        journal.forget_through,
     )
     assert schedule.take(covered)  # the real snapshot process
     journal.forget_through(covered)  # as the schedule does once its snapshot is durable
