@@ -8,6 +8,7 @@ The responder creates an asyncio future and hands a reply callback to whoever an
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -21,18 +22,25 @@ def _resolve(future: asyncio.Future[Any], value: Any) -> None:
         future.set_result(value)
 
 
+def _reply(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value: Any) -> None:
+    loop.call_soon_threadsafe(_resolve, future, value)
+
+
 async def answer(send: Callable[[Reply], object]) -> Any:
     """Call `send(reply)` and await what is passed to `reply` (raising a refusal)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
-
-    def reply(value: Any) -> None:
-        loop.call_soon_threadsafe(_resolve, future, value)
-
-    send(reply)
+    send(functools.partial(_reply, loop, future))
     value = await future
     if isinstance(value, BaseException):
-        raise value
+        # A raised refusal's traceback holds this frame: were the refusal (or the future
+        # and callback that hold it) still among its locals, the two would form a cycle
+        # keeping the request and its body alive until the garbage collector runs.
+        del future, send
+        try:
+            raise value
+        finally:
+            del value
     return value
 
 

@@ -401,6 +401,27 @@ def test_a_refusal_decided_here_holds_no_request_in_a_cycle(client: AppClient) -
     assert cycles == []
 
 
+def test_a_refusal_an_actor_decides_holds_no_request_in_a_cycle(client: AppClient) -> None:
+    """A bid the broker cannot fund: the account actor's refusal travels back through
+    the bridge to the event loop, and must not stay in memory in a reference cycle."""
+    register(client, "poor", 0)
+    register(client, "twice", 0)
+    gc.collect()
+    flags = gc.get_debug()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        result = client.post("/orders", json=order_body(broker_id="poor", padding="x" * 1000))
+        assert result.json["error"] == "insufficient_balance"
+        again = {"broker_id": "twice", "initial_cash": 1, "initial_holdings": [], "x": "x" * 1000}
+        assert client.post("/brokers", json=again).json["error"] == "broker_already_exists"
+        gc.collect()
+        cycles = [found for found in gc.garbage if isinstance(found, ExchangeError)]
+    finally:
+        gc.set_debug(flags)
+        gc.garbage.clear()
+    assert cycles == []
+
+
 def test_answers_journaled_in_the_earlier_encoding_still_replay(tmp_path: Path) -> None:
     """Journals written before kept each request's whole fingerprint (base64) where the
     digest now is; such a journal is read, and its answers replay after the restart."""
