@@ -9,7 +9,7 @@ A listing page costs its own entries, never the broker's other orders: each brok
 orders are kept in listing order with, per status, a Fenwick tree of counts over that
 order, so a page without a filter is a slice, and a page of one status finds each of
 its entries in O(log n) tree steps (no other order is visited) and its `total` in
-O(1). A status change updates the trees in O(log n).
+O(1). A status change updates one or two trees in O(log n).
 """
 
 from __future__ import annotations
@@ -18,25 +18,32 @@ import bisect
 import threading
 from array import array
 
-from miniexchange.model.orders import STATUSES, Order
+from miniexchange.model.orders import PENDING, STATUSES, Order
 
 _STATUS_INDEX = {status: index for index, status in enumerate(STATUSES)}
+_PENDING = _STATUS_INDEX[PENDING]
+assert _PENDING == 0  # the one status without a tree: the others are numbered from 1
 
 
 class _Listing:
     """One broker's orders, oldest first (`created_at`, then order of acceptance), and
     how many of each status every prefix holds.
 
-    Per order: its id (one pointer), its `created_at` (8 bytes: finds an order's place
-    by bisection, with no id -> position map) and one 4-byte count per status."""
+    One Fenwick tree per status but pending (the orders no tree counts): a new order
+    and the usual first change (leaving pending) each touch one tree. Per order: its
+    id (one pointer), its `created_at` (8 bytes: an order's place is found by
+    bisection, with no id -> position map) and a node in each of the 4 trees (one
+    pointer: a list, three times cheaper to update than an `array`; counts up to 256
+    are shared int objects, and only the rare nodes spanning more can exceed it)."""
 
     __slots__ = ("created", "ids", "totals", "trees")
 
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.created = array("q")
-        # trees[s][i] (1-based): orders of status s among positions (i - lowbit(i), i]
-        self.trees = [array("i", (0,)) for _ in STATUSES]
+        # trees[s - 1][i] (1-based i): orders of status s among positions
+        # (i - lowbit(i), i]; index 0 of each list is unused
+        self.trees: list[list[int]] = [[0] for _ in STATUSES[1:]]
         self.totals = [0] * len(STATUSES)
 
     def append(self, order_id: str, created_at: int, status: int) -> None:
@@ -48,9 +55,9 @@ class _Listing:
         self._grow(status)
 
     def insert(self, position: int, order_id: str, created_at: int, statuses: list[int]) -> None:
-        """List an order at `position`; `statuses` are those of the orders after it,
-        whose tree nodes are rebuilt (another symbol's actor read the clock earlier but
-        published later: those are the few most recent orders)."""
+        """List an order at `position`; `statuses` are those of the orders from there
+        on, whose tree nodes are rebuilt (another symbol's actor read the clock earlier
+        but published later: those are the few most recent orders)."""
         self.ids.insert(position, order_id)
         self.created.insert(position, created_at)
         self.totals[statuses[0]] += 1
@@ -61,38 +68,51 @@ class _Listing:
 
     def _grow(self, status: int) -> None:
         """Add the tree nodes of the next position, whose order has `status`."""
-        node = len(self.trees[0])
-        low = node - (node & -node)
-        below = []
-        child = node - 1
+        trees = self.trees
+        node = len(trees[0])
+        span = node & -node
+        if span == 1:  # an odd node counts its own position only: half of all nodes
+            for tree in trees:
+                tree.append(0)
+            if status:
+                trees[status - 1][node] = 1
+            return
+        children = []  # the nodes that cover (node - span, node - 1]
+        child, low = node - 1, node - span
         while child > low:
-            below.append(child)
+            children.append(child)
             child &= child - 1
-        for index, tree in enumerate(self.trees):
-            tree.append(sum(tree[child] for child in below) + (index == status))
+        for tree in trees:
+            total = 0
+            for child in children:
+                total += tree[child]
+            tree.append(total)
+        if status:
+            trees[status - 1][node] += 1
 
-    def position(self, order: Order) -> int | None:
-        """Where `order` is listed (None: it is not): bisection on `created_at`, then
-        the orders with that same `created_at`."""
-        ids, created, order_id, created_at = (
-            self.ids,
-            self.created,
-            order.order_id,
-            order.created_at,
-        )
-        position, end = bisect.bisect_left(created, created_at), len(ids)
-        while position < end and created[position] == created_at:
-            if ids[position] == order_id:
-                return position
+    def moved(self, order: Order, old: int, new: int) -> None:
+        """`order` went from status `old` to `new` (nothing if it is not listed here):
+        its place by bisection on `created_at`, then O(log n) tree nodes."""
+        ids, created, order_id = self.ids, self.created, order.order_id
+        size = len(ids)
+        position = bisect.bisect_left(created, order.created_at)
+        while position < size and ids[position] != order_id:  # equal created_at first
+            if created[position] != order.created_at:
+                return
             position += 1
-        return None
-
-    def moved(self, position: int, old: int, new: int) -> None:
-        """The order at `position` went from status `old` to `new`."""
-        self.totals[old] -= 1
-        self.totals[new] += 1
-        old_tree, new_tree = self.trees[old], self.trees[new]
-        node, size = position + 1, len(self.ids)
+        if position == size:
+            return
+        totals = self.totals
+        totals[old] -= 1
+        totals[new] += 1
+        node = position + 1
+        if not old or not new:  # from pending (the usual first change), or back to it
+            tree, step = (self.trees[new - 1], 1) if new else (self.trees[old - 1], -1)
+            while node <= size:
+                tree[node] += step
+                node += node & -node
+            return
+        old_tree, new_tree = self.trees[old - 1], self.trees[new - 1]
         while node <= size:
             old_tree[node] -= 1
             new_tree[node] += 1
@@ -100,14 +120,27 @@ class _Listing:
 
     def nth(self, status: int, rank: int) -> int:
         """The position of the `rank`-th (1-based, oldest first) order of `status`:
-        one descent of its tree, O(log n)."""
-        tree, size = self.trees[status], len(self.ids)
+        one descent of the tree, O(log n) nodes (of all four trees for pending)."""
+        size = len(self.ids)
         position, step = 0, 1 << size.bit_length()
+        if status:
+            tree = self.trees[status - 1]
+            while step:
+                node = position + step
+                if node <= size and tree[node] < rank:
+                    position = node
+                    rank -= tree[node]
+                step >>= 1
+            return position
+        a, b, c, d = self.trees
         while step:
             node = position + step
-            if node <= size and tree[node] < rank:
-                position = node
-                rank -= tree[node]
+            if node <= size:
+                # the node spans `step` positions (`position` is a multiple of 2 * step)
+                pending = step - a[node] - b[node] - c[node] - d[node]
+                if pending < rank:
+                    position = node
+                    rank -= pending
             step >>= 1
         return position
 
@@ -132,12 +165,15 @@ class ReadIndex:
         if previous is None or previous.status == order.status:
             orders[order.order_id] = order
             return
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: half the cost, on the matching path
+        try:
             listing = self._by_broker.get(order.broker_id)
-            position = None if listing is None else listing.position(order)
-            if listing is not None and position is not None:
-                listing.moved(position, _STATUS_INDEX[previous.status], _STATUS_INDEX[order.status])
+            if listing is not None:
+                listing.moved(order, _STATUS_INDEX[previous.status], _STATUS_INDEX[order.status])
             orders[order.order_id] = order
+        finally:
+            lock.release()
 
     def publish_new(self, order: Order) -> None:
         """Publish a newly accepted order and list it under its broker."""
@@ -145,7 +181,9 @@ class ReadIndex:
         order_id = order.order_id
         created_at = order.created_at
         status = _STATUS_INDEX[order.status]
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             orders[order_id] = order
             listing = self._by_broker.get(order.broker_id)
             if listing is None:
@@ -158,6 +196,8 @@ class ReadIndex:
                 position = bisect.bisect_right(created, created_at)
                 later = [_STATUS_INDEX[orders[i].status] for i in listing.ids[position:]]
                 listing.insert(position, order_id, created_at, [status, *later])
+        finally:
+            lock.release()
 
     def page(
         self, broker_id: str, status: str | None, start: int, limit: int
