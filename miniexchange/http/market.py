@@ -93,13 +93,9 @@ class BrokerOrdersResource(Resource):
         exchange = self.exchange
         if not exchange.is_registered(broker_id):
             raise broker_not_found(broker_id)
-        index = exchange.read_index
-        orders = [index.orders[order_id] for order_id in index.broker_order_ids(broker_id)]
-        orders.reverse()  # newest first; equal created_at in reverse order of acceptance
-        if status is not None:
-            orders = [order for order in orders if order.status == status]
-        start = (page - 1) * limit
-        send_json(resp, 200, listing_json(orders[start : start + limit], len(orders), page, limit))
+        # newest first; equal created_at in reverse order of acceptance; one page read
+        orders, total = exchange.read_index.page(broker_id, status, (page - 1) * limit, limit)
+        send_json(resp, 200, listing_json(orders, total, page, limit))
 
 
 def market_routes(

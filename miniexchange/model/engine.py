@@ -121,9 +121,12 @@ class Outcome:
 
 
 def expire_due(state: SymbolState, outcome: Outcome) -> None:
-    """Expire every resting order due at `outcome.at`, in `expires_at` order (§2.6)."""
+    """Expire every resting order due at `outcome.at`, in `expires_at` order (§2.6), and
+    let the VWAP window forget the trades that left it: every step starts here, the
+    expiration sweeps included, so trades leave as time passes, not only when read."""
     for order in state.book.expire_due(outcome.at):
         _close(state, order, outcome)
+    state.trades.advance(outcome.at)
 
 
 HoldFunds = Callable[[str, int, int], bool]

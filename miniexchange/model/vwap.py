@@ -2,7 +2,10 @@
 
 Keeps running sums over the trades inside the VWAP window, so a price read costs the
 trades that left the window since the last read (amortised O(1)), never a rescan of
-the symbol's history.
+the symbol's history. Trades leave as time passes, not only when the price is read:
+each recorded trade and each step of the symbol (`advance`, from the engine's sweep of
+due orders) forgets those older than the window, so a symbol that trades all day
+holds one window of trades however rarely its price is read.
 """
 
 from __future__ import annotations
@@ -31,23 +34,35 @@ class TradeWindow:
         self.last_price: int | None = None
         self.last_at: int | None = None
 
+    def __len__(self) -> int:
+        """The trades held: those inside the window as of the latest `advance`."""
+        return len(self._trades)
+
     def record(self, trade: Trade) -> None:
-        """Add a trade; trades arrive in execution order (the clock never goes back)."""
+        """Add a trade, forgetting those it pushes out of the window; trades arrive in
+        execution order (the clock never goes back)."""
+        executed_at = trade.executed_at
         value = trade.price * trade.quantity
-        self._trades.append((trade.executed_at, value, trade.quantity))
+        self._trades.append((executed_at, value, trade.quantity))
         self._value += value
         self._quantity += trade.quantity
         self.last_price = trade.price
-        self.last_at = trade.executed_at
+        self.last_at = executed_at
+        self.advance(executed_at)
 
-    def price(self, now: int) -> Price:
-        """VWAP of the trades with `now - window <= executed_at <= now`, else the last price."""
+    def advance(self, now: int) -> None:
+        """Time is `now`: forget the trades that left the window (amortised O(1))."""
         trades = self._trades
         oldest = now - self._window
         while trades and trades[0][0] < oldest:
             _, value, quantity = trades.popleft()
             self._value -= value
             self._quantity -= quantity
+
+    def price(self, now: int) -> Price:
+        """VWAP of the trades with `now - window <= executed_at <= now`, else the last price."""
+        self.advance(now)
+        trades = self._trades
         if not trades:
             return Price(self.last_price, 0, self.last_at)
         return Price(self._value // self._quantity, len(trades), self.last_at)

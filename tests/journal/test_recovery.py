@@ -47,6 +47,7 @@ from miniexchange.testing import (
     read_balance,
     run_expiration,
 )
+from tests.allocation import peaks_between, tracing
 from tests.journal.support import ids_after, ids_used
 
 SECOND = 1_000_000
@@ -528,3 +529,29 @@ def test_an_answer_fact_of_the_earlier_encoding_is_read() -> None:
         (("/orders", "old"), hashlib.sha256(fingerprint).digest(), 404, earlier_body, T0),
         (("/orders", "new"), REQUEST, 201, b'{"order_id":"o"}', T0 + 1),
     ]
+
+
+def test_recovering_an_order_filled_10000_times_costs_the_same_per_fill_throughout() -> None:
+    """Each fill fact costs what the first ones cost, however many trades its order
+    already has: replaying N fills is O(N), not O(N²). The work is counted as the bytes
+    each fact's replay allocates (copying an order's trade list allocates 8 bytes per
+    earlier trade: 80 KB per fact near the end here)."""
+    fills = 10_000
+    ask, ask_fact = accepted("ask", "seller", ASK, fills, 100_00, T0, T0 + 3600 * SECOND)
+    journal = [registered("seller", 0, T0, AAPL=fills), registered("buyer", fills * 100_00, T0)]
+    journal.append(ask_fact)
+    for n in range(fills):
+        bid, bid_fact = accepted(f"bid-{n}", "buyer", BID, 1, 100_00, T0 + 1 + n, ask.expires_at)
+        journal += [
+            bid_fact,
+            facts.trade_executed(traded(f"trd-{n}", bid, ask, 100_00, 1, T0 + 1 + n)),
+        ]
+    peaks: list[int] = []
+    with tracing():
+        state = recover(peaks_between(journal, peaks))
+    assert len(state.orders["ask"].trades) == fills and state.orders["ask"].status == FILLED
+    per_fill = [
+        peak for (kind, _), peak in zip(journal, peaks, strict=True) if kind == facts.TRADE_EXECUTED
+    ]
+    first, last = per_fill[:1000], per_fill[-1000:]
+    assert sum(last) / len(last) < sum(first) / len(first) + 1024
