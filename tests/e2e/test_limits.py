@@ -1,7 +1,7 @@
 """The HTTP limits on the real server, through raw sockets: header size and time, body
-time and declared size, connections served at once.
+time and declared size, connections and event streams served at once.
 
-The servers run with small limits (READ_TIMEOUT=1s, MAX_CONNECTIONS=3) so
+The servers run with small limits (READ_TIMEOUT=1s, MAX_CONNECTIONS=3, MAX_STREAMS=1) so
 that the tests are quick. No test measures time: the order of events shows what was
 waited for (a 413 arrives while a request sent before it still waits for its 408; a
 connection closed for its half header section while an older idle one still serves).
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+import requests
 
 from tests.e2e.conftest import Server
 
@@ -276,7 +277,7 @@ def test_a_complete_body_is_served_and_the_connection_goes_on(server: Server) ->
         assert read_response(sock).status == 200
 
 
-# -- connections ---------------------------------------------------------------------------
+# -- connections and streams ---------------------------------------------------------------
 
 
 def served(server: Server, attempts: int = 100) -> socket.socket:
@@ -313,5 +314,36 @@ def test_past_max_connections_a_new_connection_gets_503_and_is_closed(tmp_path: 
             final_response(extra, 503)
         for sock in held:
             sock.close()
+    finally:
+        server.stop()
+
+
+def test_a_stream_past_max_streams_gets_the_same_503(tmp_path: Path) -> None:
+    server = start(tmp_path, MAX_STREAMS="1")
+    try:
+        registration = {
+            "broker_id": "broker-1",
+            "initial_cash": 0,
+            "initial_holdings": [{"symbol": "AAPL", "quantity": 1}],
+        }
+        created = requests.post(f"{server.url}/brokers", json=registration, timeout=GUARD_S)
+        assert created.status_code == 201
+        with connect(server) as first:
+            first.sendall(get("/stocks/AAPL/stream"))
+            assert first.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+            with connect(server) as second:
+                second.sendall(get("/stocks/AAPL/stream"))
+                response = final_response(second, 503)
+            assert response.json() == OVERLOADED
+            assert response.headers["retry-after"] == "1"
+        # the first stream has ended: its place is free again
+        for _ in range(100):
+            with connect(server) as third:
+                third.sendall(get("/stocks/AAPL/stream"))
+                if third.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n"):
+                    break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the stream's place was not freed")
     finally:
         server.stop()
