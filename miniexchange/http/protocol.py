@@ -68,6 +68,7 @@ UVICORN_VERSION: Final = "0.54.0"
 """The uvicorn whose `HttpToolsProtocol` this subclass was written against."""
 
 HEAD_END: Final = b"\r\n\r\n"
+HEAD_END_LEN: Final = 4
 UNREAD: Final = -1
 """`_body_left` before the declared length was looked up."""
 CHUNKED: Final = -2
@@ -120,6 +121,22 @@ class _Refusal:
 
     def on_headers_complete(self) -> None:
         self.protocol.refuse(503, "overloaded", OVERLOADED_MESSAGE, self.request_id)
+
+
+def _raw_length(data: bytes, end: int) -> int:
+    """The `Content-Length` of the header section `data[:end]`, read from the raw bytes
+    in its two usual spellings, or -1 (none found, or not a number: the slow path
+    decides). llhttp refuses a section with two, or with a bad one."""
+    found = data.find(b"\r\nContent-Length:")  # unbounded finds: cheaper arguments
+    if not 0 <= found < end:
+        found = data.find(b"\r\ncontent-length:")
+        if not 0 <= found < end:
+            return -1
+    value_at = found + 17
+    try:
+        return int(data[value_at : data.find(b"\r\n", value_at)])
+    except ValueError:
+        return -1
 
 
 class ExchangeProtocol(HttpToolsProtocol):
@@ -185,6 +202,24 @@ class ExchangeProtocol(HttpToolsProtocol):
         if self._stopped:
             return  # a refused connection: what it still sends is read and dropped
         self._unset_keepalive_if_required()
+        if self._in_head and not self._head_bytes:
+            # The common read first: one whole request, or one request's start (its whole
+            # header section, then body bytes only). One feed, no slices.
+            size = len(data)
+            end = data.find(HEAD_END) + HEAD_END_LEN
+            # found, within the limit, and not within empty lines before a request line
+            if HEAD_END_LEN < end <= MAX_HEADER_BYTES:
+                left = UNREAD if end == size else _raw_length(data, end)
+                if end == size or left >= size - end:
+                    if self._feed(data) and not self._in_head:
+                        self._body_left = UNREAD if end == size else left - (size - end)
+                        self._await_body()
+                    return
+        self._read(data)
+
+    def _read(self, data: bytes) -> None:
+        """Any read: header sections counted and fed to their exact end, bodies of a
+        declared length to theirs, so a request that follows starts its own count."""
         size = len(data)
         start = 0
         while start < size:
@@ -204,7 +239,7 @@ class ExchangeProtocol(HttpToolsProtocol):
                 piece = data if start == 0 and end == size else memoryview(data)[start:end]
                 if not self._feed(piece):
                     return
-                if self._in_head:  # empty lines before a request line end with CRLF CRLF too
+                if self._head_bytes:  # still counting: empty lines before a request line
                     self._tail = (self._tail + data[max(start, end - 3) : end])[-3:]
                 start = end
             else:
@@ -231,9 +266,14 @@ class ExchangeProtocol(HttpToolsProtocol):
                     self.limits.read_timeout_s, self._head_timed_out
                 )
         elif self._body_timer is None:
-            self._body_timer = self.loop.call_later(
-                self.limits.read_timeout_s, self._body_timed_out
-            )
+            self._await_body()
+
+    def _await_body(self) -> None:
+        """The headers ended in this read, the body did not: wake the app now (Falcon
+        routes only after the first `http.request` event, which uvicorn sends with body
+        bytes), and time the body."""
+        self.cycle.message_event.set()
+        self._body_timer = self.loop.call_later(self.limits.read_timeout_s, self._body_timed_out)
 
     def _head_end(self, data: bytes, start: int, room: int) -> int:
         """Where the header section ends in `data` (the index after its CRLF CRLF), if it
@@ -242,12 +282,13 @@ class ExchangeProtocol(HttpToolsProtocol):
         if tail:
             found = (tail + data[start : start + 3]).find(HEAD_END)
             if found >= 0:
-                end = start + found + len(HEAD_END) - len(tail)
+                end = start + found + HEAD_END_LEN - len(tail)
                 return end if end - start <= room else -1
         found = data.find(HEAD_END, start, start + room)
-        return -1 if found < 0 else found + len(HEAD_END)
+        return -1 if found < 0 else found + HEAD_END_LEN
 
     def _declared_length(self) -> int:
+        """The current request's `Content-Length` (as parsed), or CHUNKED."""
         for name, value in self.headers:
             if name == b"content-length":
                 return int(value)
@@ -277,26 +318,23 @@ class ExchangeProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_bytes = 0
         self._tail = b""
-        self._body_left = UNREAD
         timer = self._head_timer
         if timer is not None:
             timer.cancel()
             self._head_timer = None
-        super().on_headers_complete()
-        # Falcon routes only after the first `http.request` event, and uvicorn sends it
-        # with the first body bytes: the app starts now, whether or not a body comes.
-        self.cycle.message_event.set()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._in_head = True
+        self._body_left = UNREAD
         timer = self._body_timer
         if timer is not None:
             timer.cancel()
             self._body_timer = None
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        HttpToolsProtocol.on_response_complete(self)
         if self._unsent_refusal:  # a refused request waits for the answers before it
             if self._idle() and not self.transport.is_closing():
                 self._unset_keepalive_if_required()
