@@ -31,7 +31,8 @@ except SettingsError as error:
 SHUTDOWN_MARGIN_S = 5
 
 wsgi_app = "miniexchange.http.app:app"  # the Falcon ASGI app, despite gunicorn's name
-worker_class = "uvicorn_worker.UvicornWorker"  # loop "auto" -> uvloop, http "auto" -> httptools
+# loop "auto" -> uvloop; http: `post_worker_init` sets the exchange's httptools protocol
+worker_class = "uvicorn_worker.UvicornWorker"
 # All exchange state (books, balances, subscriptions) lives in the one worker process.
 workers = 1
 preload_app = False  # actors start in the worker's lifespan, never in the master
@@ -43,7 +44,8 @@ bind = f"0.0.0.0:{settings.port}"
 # from its event loop, so this bounds a blocked loop, and also app import + lifespan startup
 # (journal recovery): keep recovery well below it.
 timeout = 120
-keepalive = math.ceil(to_seconds(settings.idle_timeout_us))  # uvicorn's timeout_keep_alive
+# uvicorn's timeout_keep_alive; the exchange's protocol uses IDLE_TIMEOUT itself, unrounded
+keepalive = math.ceil(to_seconds(settings.idle_timeout_us))
 graceful_timeout = math.ceil(to_seconds(settings.shutdown_timeout_us)) + SHUTDOWN_MARGIN_S
 
 loglevel = {"warn": "warning"}.get(settings.log_level, settings.log_level)
@@ -99,11 +101,17 @@ def nworkers_changed(server: Arbiter, new_value: int, old_value: int | None) -> 
 
 
 def post_worker_init(worker: Worker) -> None:
-    """Bound uvicorn's wait for in-flight requests at shutdown by SHUTDOWN_TIMEOUT (§5.3).
+    """Bound uvicorn's wait for in-flight requests at shutdown by SHUTDOWN_TIMEOUT (§5.3),
+    and serve connections with the exchange's protocol (limits of §5.5).
 
     The uvicorn worker passes no graceful-shutdown timeout of its own: without this it
     waits for open requests until gunicorn kills it, and the lifespan shutdown never runs.
+    Its config is loaded (the protocol class resolved) only when the server starts, after
+    this hook.
     """
     config = getattr(worker, "config", None)  # uvicorn.Config, read again at shutdown
     if config is not None:
+        from miniexchange.http.protocol import serving_protocol  # in the worker only
+
         config.timeout_graceful_shutdown = to_seconds(settings.shutdown_timeout_us)
+        config.http = serving_protocol(settings)

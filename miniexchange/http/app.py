@@ -179,7 +179,7 @@ def create_app(
         )
     if sys.getrecursionlimit() < JSON_DEPTH_RECURSION_LIMIT:
         sys.setrecursionlimit(JSON_DEPTH_RECURSION_LIMIT)
-    streams = StreamHub(exchange, clock)
+    streams = StreamHub(exchange, clock, settings.max_streams)
     answers = IdempotencyStore(clock, settings.idempotency_ttl_us, settings.idempotency_max_keys)
     idempotency = Idempotency(answers, lambda: exchange.journal)
     metrics = exchange.metrics

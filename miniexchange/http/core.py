@@ -53,7 +53,11 @@ class Resource:
 
 
 class JsonBodyReader:
-    """Reads a request body within the size limit and `READ_TIMEOUT` (§1.1, §5.2)."""
+    """Reads a request body within the size limit and `READ_TIMEOUT` (§1.1, §5.2).
+
+    The served app is called at the end of the headers, body or not (`http.protocol`):
+    a declared length over the limit is refused before any of the body comes, and the
+    deadline runs from about the end of the headers."""
 
     def __init__(self, read_timeout_s: float, read_timeout_text: str) -> None:
         self.read_timeout_s = read_timeout_s

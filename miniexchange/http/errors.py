@@ -40,7 +40,19 @@ STATUS_OF_CODE: dict[str, int] = {
     "journal_unavailable": 503,
     "symbol_unavailable": 503,
     "unavailable": 503,
+    "headers_too_large": 431,
+    "overloaded": 503,
 }
+
+MAX_HEADER_BYTES = 16_384
+"""A request's header section, request line included, at most (`http.protocol`)."""
+HEADERS_TOO_LARGE_MESSAGE = f"Request headers must not exceed {MAX_HEADER_BYTES} bytes"
+OVERLOADED_MESSAGE = "The exchange is at its connection limit; retry later"
+
+
+def overloaded() -> ExchangeError:
+    """Past MAX_CONNECTIONS (answered by `http.protocol`) or MAX_STREAMS (`http.stream`)."""
+    return ExchangeError("overloaded", OVERLOADED_MESSAGE)
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -76,8 +88,14 @@ async def handle_exchange_error(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, error: ExchangeError, params: dict
 ) -> None:
     render_error(resp, error.code, error.message)
-    if error.code == "unauthorized":
+    code = error.code
+    if code == "unauthorized":
         resp.set_header("WWW-Authenticate", "Bearer")
+    elif code == "request_timeout":
+        resp.set_header("Connection", "close")  # the body's rest never reaches a request
+    elif code == "overloaded":
+        resp.set_header("Retry-After", "1")
+        resp.set_header("Connection", "close")
 
 
 async def handle_http_error(

@@ -14,6 +14,10 @@ How news travels, and why a slow reader never slows matching:
 - The response is Falcon's SSE (`resp.sse`), fed by `StreamHub.events`. A comment line
   goes out every 15 s so that idle proxies keep the connection.
 
+At most `MAX_STREAMS` streams are open at once (`StreamHub.admit`); one more is answered
+503 `overloaded`, as a connection past `MAX_CONNECTIONS` is (`http.protocol`). A stream
+counts from its request until that request's task ends, however it ends.
+
 Ending a stream: the reader disconnects (seen at once through `EventStreamGuard`, which
 watches the request's `receive`), its backlog overflows, or the server shuts down:
 `StreamHub.start` hooks SIGTERM/SIGINT so that open streams close at once, before the
@@ -46,6 +50,7 @@ from miniexchange.actors.market_data import SymbolFeed
 from miniexchange.actors.messages import ReadBook
 from miniexchange.clock import Clock
 from miniexchange.http.bridge import call
+from miniexchange.http.errors import overloaded
 from miniexchange.http.market import SymbolResource
 from miniexchange.http.render import book_json, trade_dict
 from miniexchange.http.timeouts import STREAMING
@@ -105,6 +110,7 @@ class Subscriber:
         "_wake",
         "aborted",
         "closed",
+        "counted",
         "ended",
         "path",
         "reason",
@@ -119,6 +125,7 @@ class Subscriber:
         self.started = time.monotonic()
         self.closed = False  # no more events: the generator ends at its next step
         self.ended = False  # left the hub and logged (once)
+        self.counted = False  # among the hub's open streams
         self.reason = "client"
         self.writing = False  # a chunk was handed to the server and its write is pending
         self.aborted = False  # its request was cancelled (read by `EventStreamGuard`)
@@ -285,9 +292,11 @@ class SymbolFanout:
 class StreamHub:
     """Every open stream of the app, by symbol; closes them all at shutdown."""
 
-    def __init__(self, exchange: Exchange, clock: Clock) -> None:
+    def __init__(self, exchange: Exchange, clock: Clock, max_streams: int = 100) -> None:
         self.exchange = exchange
         self.clock = clock
+        self.max_streams = max_streams
+        self.open_streams = 0
         self.closed = False
         self._fanouts: dict[str, SymbolFanout] = {}
         self._reads = 0
@@ -343,6 +352,17 @@ class StreamHub:
         view = await call(actor, partial(ReadBook, BOOK_DEPTH))
         return seq, sse("book", book_json(symbol, view.bids, view.asks, view.snapshot_at))
 
+    def full(self) -> bool:
+        return self.open_streams >= self.max_streams
+
+    def admit(self, subscriber: Subscriber) -> None:
+        """Count the stream until its request's task ends (whether or not its body ran)."""
+        self.open_streams += 1
+        subscriber.counted = True
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(lambda _: self._leave(subscriber))
+
     def _join(self, subscriber: Subscriber) -> None:
         symbol = subscriber.symbol
         fanout = self._fanouts.get(symbol)
@@ -358,6 +378,9 @@ class StreamHub:
             return
         subscriber.ended = True
         subscriber.closed = True
+        if subscriber.counted:
+            subscriber.counted = False
+            self.open_streams -= 1
         subscriber.stop_pings()
         fanout = self._fanouts.get(subscriber.symbol)
         if fanout is not None:
@@ -420,8 +443,11 @@ class StreamResource(SymbolResource):
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, symbol: str
     ) -> None:
+        if self.hub.full():  # a connection limit: before anything else (§1.2)
+            raise overloaded()
         self.actor_of_known(symbol)  # 404 symbol_not_found before anything streams
         subscriber = Subscriber(symbol, req.path)
+        self.hub.admit(subscriber)
         req.scope[STREAMING] = subscriber  # no WRITE_TIMEOUT; seen by `EventStreamGuard`
         resp.set_header("Cache-Control", "no-store")
         resp.set_header("X-Accel-Buffering", "no")  # proxies must not hold events back

@@ -262,6 +262,7 @@ def test_error_codes_are_the_contracts(document: dict[str, Any]) -> None:
         "no_liquidity", "order_not_cancellable", "payload_too_large",
         "idempotency_key_in_progress", "idempotency_key_reused", "journal_unavailable",
         "request_timeout", "symbol_limit_reached", "symbol_unavailable",
+        "headers_too_large", "overloaded",
     }  # fmt: skip
 
 
