@@ -27,7 +27,6 @@ import gc
 import json
 import os
 import resource
-import shutil
 import socket
 import sqlite3
 import statistics
@@ -48,6 +47,7 @@ from bench.flow import (
     order_flow,
 )
 from bench.report import Row, percentile, render
+from bench.server import pinned
 from miniexchange.actors.exchange import Exchange
 from miniexchange.clock import SystemClock
 from miniexchange.ids import RandomIds
@@ -194,7 +194,7 @@ def server_start_s(path: str) -> float:
     env = {**os.environ, "PORT": str(port), "DATABASE_PATH": path, "LOG_LEVEL": "warn"}
     started = time.perf_counter()
     process = subprocess.Popen(
-        _pinned([str(GUNICORN), "-c", "config/gunicorn.conf.py"]),
+        pinned([str(GUNICORN), "-c", "config/gunicorn.conf.py"], core=0),
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -223,14 +223,8 @@ def server_start_s(path: str) -> float:
 # -- running them and reporting ---------------------------------------------------------
 
 
-def _pinned(command: list[str]) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        return ["taskset", "-c", "0", *command]
-    return command
-
-
 def _measure(args: list[str]) -> dict[str, Any]:
-    command = _pinned([sys.executable, "-m", "bench.journal", *args])
+    command = pinned([sys.executable, "-m", "bench.journal", *args], core=0)
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")

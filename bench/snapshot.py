@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.server import pinned
 from miniexchange.actors.exchange import Exchange, history_retention
 from miniexchange.clock import SystemClock
 from miniexchange.ids import RandomIds
@@ -149,14 +148,8 @@ def run_snapshot(path: str, upto: int) -> dict[str, Any]:
     return result
 
 
-def _pinned(command: list[str]) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        return ["taskset", "-c", "0", *command]
-    return command
-
-
 def _measure(args: list[str]) -> dict[str, Any]:
-    command = _pinned([sys.executable, "-m", "bench.snapshot", *args])
+    command = pinned([sys.executable, "-m", "bench.snapshot", *args], core=0)
     done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -18,6 +18,7 @@ from miniexchange.model.orders import (
     Trade,
     new_order,
 )
+from miniexchange.testing import CountingDict
 from tests.actors.conftest import SECOND, T0
 
 
@@ -104,20 +105,6 @@ def next_state(current: Order, rng: random.Random) -> Order:
     if choice == 4:
         return current.closed(EXPIRED, None, current.expires_at)
     return current._replace(status=PENDING)
-
-
-class CountingDict(dict[str, Order]):
-    """The index's published orders, counting the entries read."""
-
-    reads = 0
-
-    def __getitem__(self, key: str) -> Order:
-        self.reads += 1
-        return super().__getitem__(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.reads += 1
-        return super().get(key, default)
 
 
 class CountingList(list[str]):

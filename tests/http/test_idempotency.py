@@ -8,6 +8,7 @@ import gc
 import sqlite3
 import threading
 import tracemalloc
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -270,6 +271,15 @@ def stop(client: AppClient) -> None:
     pykka.ActorRegistry.stop_all()
 
 
+def assert_replays(client: AppClient, key: str, answered: Any) -> None:
+    """The same order under `key` is the stored answer, replayed byte for byte."""
+    replay = client.post("/orders", json=order_body(), headers=keyed(key))
+    assert (replay.content, replay.headers.get("idempotent-replayed")) == (
+        answered.content,
+        "true",
+    )
+
+
 def test_past_max_keys_the_oldest_key_is_forgotten_also_after_a_restart(tmp_path: Path) -> None:
     clock = ManualClock.at("2026-02-17T09:00:00Z")
     app = Restarts(tmp_path / "journal.db", clock, IDEMPOTENCY_MAX_KEYS="3")
@@ -282,11 +292,7 @@ def test_past_max_keys_the_oldest_key_is_forgotten_also_after_a_restart(tmp_path
             assert first[key].status_code == 201
             clock.advance(seconds=1)
         for key in ("k2", "k3", "k4"):
-            replay = client.post("/orders", json=order_body(), headers=keyed(key))
-            assert (replay.content, replay.headers.get("idempotent-replayed")) == (
-                first[key].content,
-                "true",
-            )
+            assert_replays(client, key, first[key])
         anew = client.post("/orders", json=order_body(), headers=keyed("k1"))
         assert (anew.status_code, anew.headers.get("idempotent-replayed")) == (201, None)
         assert anew.json["order_id"] != first["k1"].json["order_id"]  # a fifth order
@@ -298,11 +304,7 @@ def test_past_max_keys_the_oldest_key_is_forgotten_also_after_a_restart(tmp_path
     try:
         assert app.exchange is not None and len(app.exchange.recovered_answers) == 0
         for key, answered in (("k3", first["k3"]), ("k4", first["k4"]), ("k1", anew)):
-            replay = client.post("/orders", json=order_body(), headers=keyed(key))
-            assert (replay.content, replay.headers.get("idempotent-replayed")) == (
-                answered.content,
-                "true",
-            )
+            assert_replays(client, key, answered)
         again = client.post("/orders", json=order_body(), headers=keyed("k2"))
         assert (again.status_code, again.headers.get("idempotent-replayed")) == (201, None)
         assert client.get("/brokers/b1/orders").json["total"] == 6
@@ -327,11 +329,7 @@ def test_a_restart_forgets_what_is_over_max_keys_in_the_journal(tmp_path: Path) 
     client = app.start()
     try:
         for key in ("k2", "k3", "k4"):
-            replay = client.post("/orders", json=order_body(), headers=keyed(key))
-            assert (replay.content, replay.headers.get("idempotent-replayed")) == (
-                first[key].content,
-                "true",
-            )
+            assert_replays(client, key, first[key])
         anew = client.post("/orders", json=order_body(), headers=keyed("k1"))
         assert (anew.status_code, anew.headers.get("idempotent-replayed")) == (201, None)
         assert client.get("/brokers/b1/orders").json["total"] == 5
@@ -383,43 +381,45 @@ def test_a_kept_key_costs_the_same_whatever_the_request_carried(tmp_path: Path) 
     assert large < small + 64 * 1024, (small, large)  # not one ignored member kept
 
 
-def test_a_refusal_decided_here_holds_no_request_in_a_cycle(client: AppClient) -> None:
-    """An order of an unknown broker, without a key: had the refusal's traceback and
-    the frame raising it held each other, the request and its body would stay in memory
-    until the garbage collector happened to run."""
+def refusals_left_in_cycles(requests: Callable[[], None]) -> list[ExchangeError]:
+    """The refusals the collector finds unreachable (in a cycle) after `requests`: had
+    a refusal's traceback and the frame raising it held each other, the request and its
+    body would stay in memory until the garbage collector happened to run."""
     gc.collect()
     flags = gc.get_debug()
     gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds unreachable is kept to look at
     try:
-        result = client.post("/orders", json=order_body(broker_id="ghost", padding="x" * 1000))
-        assert result.json["error"] == "broker_not_found"
+        requests()
         gc.collect()
-        cycles = [found for found in gc.garbage if isinstance(found, ExchangeError)]
+        return [found for found in gc.garbage if isinstance(found, ExchangeError)]
     finally:
         gc.set_debug(flags)
         gc.garbage.clear()
-    assert cycles == []
+
+
+def test_a_refusal_decided_here_holds_no_request_in_a_cycle(client: AppClient) -> None:
+    """An order of an unknown broker, without a key (decided by the HTTP layer)."""
+
+    def requests() -> None:
+        result = client.post("/orders", json=order_body(broker_id="ghost", padding="x" * 1000))
+        assert result.json["error"] == "broker_not_found"
+
+    assert refusals_left_in_cycles(requests) == []
 
 
 def test_a_refusal_an_actor_decides_holds_no_request_in_a_cycle(client: AppClient) -> None:
-    """A bid the broker cannot fund: the account actor's refusal travels back through
-    the bridge to the event loop, and must not stay in memory in a reference cycle."""
+    """A bid the broker cannot fund, a registration twice: the actors' refusals travel
+    back through the bridge to the event loop."""
     register(client, "poor", 0)
     register(client, "twice", 0)
-    gc.collect()
-    flags = gc.get_debug()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
+
+    def requests() -> None:
         result = client.post("/orders", json=order_body(broker_id="poor", padding="x" * 1000))
         assert result.json["error"] == "insufficient_balance"
         again = {"broker_id": "twice", "initial_cash": 1, "initial_holdings": [], "x": "x" * 1000}
         assert client.post("/brokers", json=again).json["error"] == "broker_already_exists"
-        gc.collect()
-        cycles = [found for found in gc.garbage if isinstance(found, ExchangeError)]
-    finally:
-        gc.set_debug(flags)
-        gc.garbage.clear()
-    assert cycles == []
+
+    assert refusals_left_in_cycles(requests) == []
 
 
 def test_answers_journaled_in_the_earlier_encoding_still_replay(tmp_path: Path) -> None:

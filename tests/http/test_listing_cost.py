@@ -3,33 +3,17 @@ published order values it reads are counted, through the real app and read index
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from miniexchange.actors.exchange import Exchange
 from miniexchange.model.commands import BID, LIMIT, SubmitOrder
-from miniexchange.model.orders import CANCELLED, Order, new_order
-from miniexchange.testing import ManualClock
+from miniexchange.model.orders import CANCELLED, new_order
+from miniexchange.testing import CountingDict, ManualClock
 from tests.conftest import START, AppClient
 from tests.http.helpers import register
 
 T0 = ManualClock.at(START).now()
 ORDERS = 5000
-
-
-class CountingDict(dict[str, Order]):
-    """The read index's published orders, counting the entries read."""
-
-    reads = 0
-
-    def __getitem__(self, key: str) -> Order:
-        self.reads += 1
-        return super().__getitem__(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.reads += 1
-        return super().get(key, default)
 
 
 @pytest.fixture
