@@ -45,7 +45,7 @@ class StaticFile:
 
 def load_static_files() -> dict[str, StaticFile]:
     directory = resources.files("miniexchange.http") / "static"
-    loaded = {}
+    loaded: dict[str, StaticFile] = {}
     for path, content_type in FILES.items():
         node = directory
         for part in path.split("/"):
