@@ -26,6 +26,7 @@ from miniexchange.http.idempotency import Idempotency, IdempotencyStore
 from miniexchange.http.market import market_routes
 from miniexchange.http.observability import LogLifespan, MetricsResource, RequestObserver
 from miniexchange.http.page import MarketPageResource
+from miniexchange.http.static_files import StaticFileResource, load_static_files
 from miniexchange.http.stocks import stocks_routes
 from miniexchange.http.stream import EventStreamGuard, StreamHub
 from miniexchange.http.timeouts import WriteTimeout
@@ -208,7 +209,8 @@ def create_app(
         *core_routes(exchange, body, clock, idempotency, api_keys),
         *market_routes(exchange, clock, window),
         *stocks_routes(exchange, clock, streams),
-        ("/", MarketPageResource()),
+        ("/", MarketPageResource(static_files := load_static_files())),
+        ("/static/{path:path}", StaticFileResource(static_files)),
         *webhook_routes(exchange, body, idempotency),
         ("/metrics", MetricsResource(metrics)),
     ]

@@ -1,9 +1,10 @@
 """`GET /`: the market page (contract §6.6), served by the exchange itself.
 
-The page is kept as three files in `static/` (HTML, CSS, vanilla JavaScript) so that
-each can be edited and read as what it is. They are read once when the app is built
-and served as ONE document, the stylesheet and the script inlined where the HTML links
-them: one request, no further routes beside the contract's, no network access.
+The page is kept as files in `static/` (HTML, CSS, vanilla JavaScript, the vendored chart
+library) so that each can be edited and read as what it is. `index.html` links its script,
+stylesheet and library under `/static/` (`http.static_files`); each link gets the file's
+digest as `?v=` when the app is built, so that browsers may cache them for a day and still
+never run an old script against a new page. No network access beyond the exchange.
 """
 
 from __future__ import annotations
@@ -15,23 +16,19 @@ import falcon.asgi
 
 from miniexchange.http.auth import PUBLIC
 from miniexchange.http.core import Resource
-
-STYLESHEET_LINK = '<link rel="stylesheet" href="market.css">'
-SCRIPT_TAG = '<script src="market.js"></script>'
+from miniexchange.http.static_files import StaticFile
 
 
-def market_page() -> bytes:
-    """index.html with market.css and market.js inlined in place of their links."""
-    static = resources.files("miniexchange.http") / "static"
-    html = (static / "index.html").read_text(encoding="utf-8")
-    css = (static / "market.css").read_text(encoding="utf-8")
-    script = (static / "market.js").read_text(encoding="utf-8")
-    if STYLESHEET_LINK not in html or SCRIPT_TAG not in html:
-        raise RuntimeError("static/index.html must link market.css and market.js")
-    if "</style" in css or "</script" in script:
-        raise RuntimeError("market.css and market.js must not close their own tag")
-    html = html.replace(STYLESHEET_LINK, f"<style>\n{css}</style>")
-    html = html.replace(SCRIPT_TAG, f"<script>\n{script}</script>")
+def market_page(files: dict[str, StaticFile]) -> bytes:
+    """index.html with each `/static/` link naming its file's version."""
+    html = (resources.files("miniexchange.http") / "static" / "index.html").read_text(
+        encoding="utf-8"
+    )
+    for path, entry in files.items():
+        link = f'"/static/{path}"'
+        if path.endswith((".js", ".css")) and link not in html:
+            raise RuntimeError(f"static/index.html must link /static/{path}")
+        html = html.replace(link, f'"/static/{path}?v={entry.version}"')
     return html.encode()
 
 
@@ -39,8 +36,8 @@ class MarketPageResource(Resource):
     methods = ("GET",)
     access = PUBLIC
 
-    def __init__(self) -> None:
-        self.page = market_page()
+    def __init__(self, files: dict[str, StaticFile]) -> None:
+        self.page = market_page(files)
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         resp.status = 200

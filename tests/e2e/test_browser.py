@@ -3,13 +3,15 @@
 here downloads a browser; `make test` installs the package when it can, see
 scripts/test-deps).
 
-Orders go in through the API; the page must show the book rows, the spread and the
-trade, then change live, without a reload, when more orders cross. Screenshots of a
-phone and a wide screen are saved to test-artifacts/.
+Orders go in through the API; the page must show the book rows, the spread, the trade
+and its candle, then change live, without a reload, when more orders cross. Screenshots
+of a phone and a wide screen are saved to test-artifacts/; with
+UPDATE_MARKET_PAGE_PICTURE=1 the wide one replaces the README's docs/market-page.png.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -19,6 +21,7 @@ from tests.e2e.conftest import ROOT, Server, require
 from tests.e2e.test_stream import Api
 
 ARTIFACTS = ROOT / "test-artifacts"
+README_PICTURE = ROOT / "docs" / "market-page.png"
 WAIT_MS = 30_000  # how long a live change may take before the test gives up (a hang guard)
 
 
@@ -54,6 +57,8 @@ class Page:
         self.page.set_default_timeout(WAIT_MS)
         self.errors: list[str] = []
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.candle_misses = 0
+        self.page.on("console", self._console)
         self.page.on(
             "request",
             lambda request: (
@@ -63,12 +68,42 @@ class Page:
             ),
         )
 
+    def _console(self, message: Any) -> None:
+        if message.type != "error":
+            return
+        url = message.location.get("url", "")
+        if "/candles?" in url:
+            self.candle_misses += 1  # allowed only if the page drew from the tape, see close()
+        else:
+            self.errors.append(f"console: {message.text} ({url})")
+
+    def chart(self) -> list[dict[str, Any]]:
+        """The candles the chart's series holds, oldest first, with their volumes."""
+        candles = self.page.evaluate("window.marketChart.candles()")
+        volumes = self.page.evaluate("window.marketChart.volumes()")
+        return [
+            {**candle, "volume": volume} for candle, volume in zip(candles, volumes, strict=True)
+        ]
+
+    def wait_for_chart(self, volume: int) -> list[dict[str, Any]]:
+        """Once the chart holds `volume` shares in all (its canvas drawn), its candles."""
+        self.expect(self.page.locator("#chart canvas").first).to_be_visible()
+        self.page.wait_for_function(
+            "volume => window.marketChart.volumes().reduce((a, b) => a + b, 0) === volume",
+            arg=volume,
+        )
+        return self.chart()
+
     def texts(self, selector: str) -> list[str]:
         return [text.strip() for text in self.page.locator(selector).all_inner_texts()]
 
     def close(self) -> None:
+        # An exchange without the candles endpoint answers 404 `not_found`, on which the
+        # page draws its candles from the tape: those failed loads are expected then.
+        source = self.page.evaluate("window.marketChart && window.marketChart.source()")
         self.context.close()
         assert self.errors == []
+        assert self.candle_misses == 0 or source == "trades"
 
 
 def level_texts(page: Page, side: str) -> list[list[str]]:
@@ -88,7 +123,7 @@ def test_the_page_shows_the_book_and_trades_and_follows_them_live(
     page, expect = wide.page, wide.expect
     page.goto(f"{server.url}/")  # no symbol in the URL: the first one, AAPL
 
-    expect(page).to_have_url(re.compile(r"/\?symbol=AAPL$"))
+    expect(page).to_have_url(re.compile(r"/\?symbol=AAPL&interval=1m$"))
     expect(page.locator("#symbol-name")).to_have_text("AAPL")
     expect(page.locator("#asks .level")).to_have_count(3)
     expect(page.locator("#bids .level")).to_have_count(2)
@@ -107,12 +142,24 @@ def test_the_page_shows_the_book_and_trades_and_follows_them_live(
     expect(page.locator('#symbols a[data-symbol="MSFT"] .price')).to_have_text("300.00")
     expect(page.locator("#vwap")).to_have_text("151.00")
     expect(page.locator("#status")).to_have_attribute("data-state", "live")
+    [candle] = wide.wait_for_chart(30)  # the seeded trade: one candle
+    assert {k: candle[k] for k in ("open", "high", "low", "close", "volume")} == {
+        "open": 151.0, "high": 151.0, "low": 151.0, "close": 151.0, "volume": 30
+    }  # fmt: skip
+    assert candle["time"] % 60 == 0  # a minute's candle, aligned to the epoch
 
     # More orders cross; the page follows from its stream without a reload.
     page.evaluate("window.stillTheSamePage = true")
     sweep = market.order("B", "bid", 300, 151.5)
     assert [t["quantity"] for t in sweep["trades"]] == [70, 230]
     expect(page.locator("#trades li")).to_have_count(3)
+    # the current candle moved: 70 at 151.00 then 230 at 151.50 (a minute may have begun
+    # between the seeded trade and these: then they opened a new candle)
+    candles = wide.wait_for_chart(330)
+    assert candles[-1]["close"] == 151.5 and candles[-1]["high"] == 151.5
+    assert len(candles) in (1, 2)
+    assert min(c["low"] for c in candles) == 151.0
+    expect(page.locator("#trades li[data-tick=up] .price")).to_have_text(["151.50"])
     expect(page.locator("#book-spread")).to_have_text("1.50")  # 151.50 − 150.00
     expect(page.locator("#asks .level")).to_have_count(2)
     assert level_texts(wide, "asks") == [["152.00", "50", "1"], ["151.50", "20", "1"]]
@@ -135,17 +182,59 @@ def test_the_page_shows_the_book_and_trades_and_follows_them_live(
     expect(page.locator("#asks .level")).to_have_count(7)
     expect(page.locator("#bids .level")).to_have_count(8)
     expect(page.locator("#volume")).to_have_text("367")
+    wide.wait_for_chart(367)
+    # each price against the trade before it (newest first): ▲ up, ▼ down, nothing if equal
+    assert wide.texts("#trades li .price") == [
+        "151.50", "150.50", "150.50", "151.50", "151.00", "151.00"
+    ]  # fmt: skip
+    ticks = page.evaluate(
+        """() => [...document.querySelectorAll('#trades li .price')].map((cell) =>
+            [cell.parentElement.dataset.tick || '', getComputedStyle(cell, '::before').content])"""
+    )
+    assert ticks == [
+        ["up", '"▲"'], ["", "none"], ["down", '"▼"'], ["up", '"▲"'], ["", "none"], ["", "none"]
+    ]  # fmt: skip
+    assert_bars_clear_of_counts(wide)
     page.screenshot(path=str(ARTIFACTS / "market-wide.png"), animations="disabled")
+    if os.environ.get("UPDATE_MARKET_PAGE_PICTURE") == "1":  # never a side effect of make test
+        README_PICTURE.write_bytes((ARTIFACTS / "market-wide.png").read_bytes())
+
+    # Another interval, chosen on the page: in the URL, the candles of 1 s.
+    page.locator('#intervals button[data-interval="1s"]').click()
+    expect(page).to_have_url(re.compile(r"/\?symbol=AAPL&interval=1s$"))
+    before = wide.wait_for_chart(367)
+    assert all(candle["time"] % 1 == 0 for candle in before)
+    # a trade in a later second than the last candle's opens a new candle
+    page.wait_for_function("t => Date.now() / 1000 >= t + 1.05", arg=before[-1]["time"])
+    market.order("B", "bid", 7, 151.5)
+    after = wide.wait_for_chart(374)
+    assert len(after) == len(before) + 1
+    assert after[:-1] == before
+    assert (after[-1]["open"], after[-1]["close"], after[-1]["volume"]) == (151.5, 151.5, 7)
 
     # Another symbol, chosen from the list: its own book and trades, in the URL.
     page.locator('#symbols a[data-symbol="MSFT"]').click()
-    expect(page).to_have_url(re.compile(r"/\?symbol=MSFT$"))
+    expect(page).to_have_url(re.compile(r"/\?symbol=MSFT&interval=1s$"))
     expect(page.locator("#bids .level")).to_have_count(1)
     expect(page.locator("#asks .level")).to_have_count(0)
     expect(page.locator("#book-spread")).to_have_text("—")
     expect(page.locator("#trades li")).to_have_count(1)
+    [candle] = wide.wait_for_chart(5)
+    assert candle["close"] == 300.0
     assert page.evaluate("window.stillTheSamePage") is True
     wide.close()
+
+
+def assert_bars_clear_of_counts(page: Page) -> None:
+    """Each depth bar ends before the order-count column begins."""
+    gaps = page.page.evaluate(
+        """() => [...document.querySelectorAll('.level')].map((row) => {
+            const bar = getComputedStyle(row, '::before');
+            const right = row.getBoundingClientRect().right - parseFloat(bar.right);
+            return row.querySelector('.orders').getBoundingClientRect().left - right;
+        })"""
+    )
+    assert gaps and min(gaps) >= 0, gaps
 
 
 def test_the_page_on_a_phone(chromium: Any, server: Server, market: Api) -> None:
@@ -160,13 +249,19 @@ def test_the_page_on_a_phone(chromium: Any, server: Server, market: Api) -> None
         has_touch=True,
     )
     page, expect = phone.page, phone.expect
-    page.goto(f"{server.url}/?symbol=AAPL")
+    page.goto(f"{server.url}/?symbol=AAPL&interval=5m")
+    expect(page.locator('#intervals button[aria-pressed="true"]')).to_have_text("5m")
     expect(page.locator("#asks .level")).to_have_count(3)
     expect(page.locator("#trades li")).to_have_count(1)
     expect(page.locator("#vwap")).to_have_text("151.00")
     market.order("B", "bid", 20, 151.0)
     expect(page.locator("#trades li")).to_have_count(2)
     expect(page.locator("#volume")).to_have_text("50")  # refreshed after the trade
+    candles = phone.wait_for_chart(50)
+    assert candles[-1]["close"] == 151.0 and candles[-1]["time"] % 300 == 0
+    box = page.locator("#chart").bounding_box()
+    assert box is not None and box["width"] > 300 and box["height"] >= 200
+    assert_bars_clear_of_counts(phone)
     # Nothing wider than the screen: no sideways scrolling of the page.
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.screenshot(path=str(ARTIFACTS / "market-phone.png"), full_page=True, animations="disabled")

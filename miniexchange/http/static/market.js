@@ -1,6 +1,7 @@
-// The market page: the symbol list (GET /stocks), and for the chosen symbol the L2 book
-// and the latest trades live from GET /stocks/{symbol}/stream, the VWAP from
-// GET /stocks/{symbol}/price. Plain JavaScript, no library, no network beyond the exchange.
+// The market page: the symbol list (GET /stocks), and for the chosen symbol a candlestick
+// chart (GET /stocks/{symbol}/candles, drawn by the vendored lightweight-charts), the L2
+// book and the latest trades live from GET /stocks/{symbol}/stream, the VWAP from
+// GET /stocks/{symbol}/price. No network beyond the exchange.
 "use strict";
 
 (() => {
@@ -9,6 +10,11 @@
   const REOPEN_AFTER_MS = 2000; // when the browser gives up on a stream, try again
   const MAX_TRADES = 50;
   const AFTER_TRADES_MS = 300; // volume and VWAP follow a burst of trades this soon
+  const INTERVALS = { "1s": 1, "1m": 60, "5m": 300, "1h": 3600, "1d": 86400 }; // seconds
+  const DEFAULT_INTERVAL = "1m";
+  const MAX_CANDLES = 300;
+  const UP = "#2ebd85";
+  const DOWN = "#f6465d";
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -19,6 +25,10 @@
     lastBook: new Map(), // "side:price" -> total_quantity, to flash what changed
     reopenTimer: null,
     refreshTimer: null,
+    interval: DEFAULT_INTERVAL, // the chart's candle interval
+    candles: [], // oldest first, as the chart draws them: {time, open, high, low, close, volume}
+    candlesFor: null, // "symbol interval" the candles are of; null while loading
+    candlesFrom: null, // "candles" (the endpoint) or "trades" (the tape, without it)
   };
 
   // -- formatting -----------------------------------------------------------------
@@ -78,7 +88,7 @@
     list.replaceChildren(
       ...state.symbols.map((entry) => {
         const link = element("a");
-        link.href = `/?symbol=${encodeURIComponent(entry.symbol)}`;
+        link.href = pageUrl(entry.symbol, state.interval);
         link.dataset.symbol = entry.symbol;
         if (entry.symbol === state.symbol) link.setAttribute("aria-current", "page");
         link.append(element("span", "ticker", entry.symbol), element("span", "price", price(entry.last_price)));
@@ -109,8 +119,11 @@
 
   // -- the chosen symbol --------------------------------------------------------------
 
+  const pageUrl = (symbol, interval) =>
+    `/?symbol=${encodeURIComponent(symbol)}&interval=${encodeURIComponent(interval)}`;
+
   function choose(symbol, { replace = false } = {}) {
-    const url = `/?symbol=${encodeURIComponent(symbol)}`;
+    const url = pageUrl(symbol, state.interval);
     if (replace) history.replaceState({ symbol }, "", url);
     else if (symbol !== state.symbol) history.pushState({ symbol }, "", url);
     show(symbol);
@@ -127,6 +140,7 @@
       state.lastBook = new Map();
       renderTrades(new Set());
       renderBook({ bids: [], asks: [], spread: null, snapshot_at: "" });
+      setCandles([], null);
       for (const id of ["last-price", "vwap", "vwap-trades", "volume"]) $(id).textContent = "";
       setWindow("");
       $("last-price").dataset.value = "";
@@ -135,6 +149,7 @@
     if (!isListed(symbol)) {
       notice(`Symbol ${symbol} is not listed on this exchange.`);
       closeStream();
+      setCandles([], null);
       return;
     }
     notice("");
@@ -158,6 +173,7 @@
       if (!current()) return;
       setStatus("live");
       loadTrades(symbol); // fill what a reconnect missed; the stream's first book replaces ours
+      loadCandles(symbol, state.interval);
     });
     source.addEventListener("book", (event) => {
       if (current()) renderBook(JSON.parse(event.data));
@@ -190,7 +206,7 @@
         seen.set(key, level.total_quantity);
         const row = element("div", "level");
         row.dataset.price = price(level.price);
-        row.style.setProperty("--depth", `${((100 * level.total_quantity) / deepest).toFixed(1)}%`);
+        row.style.setProperty("--depth", (level.total_quantity / deepest).toFixed(3));
         if (state.lastBook.size && state.lastBook.get(key) !== level.total_quantity) row.classList.add("changed");
         row.append(
           element("span", "price", price(level.price)),
@@ -236,6 +252,7 @@
 
   function addTrade(trade) {
     if (state.trades.some((known) => known.trade_id === trade.trade_id)) return;
+    chartTrade(trade);
     state.trades.unshift(trade);
     state.trades.length = Math.min(state.trades.length, MAX_TRADES);
     renderTrades(new Set([trade.trade_id]));
@@ -259,10 +276,16 @@
     $("trades").replaceChildren(
       ...trades.map((trade, index) => {
         const older = trades[index + 1];
-        const tick = !older || older.price === trade.price ? "" : trade.price > older.price ? "up" : "down";
+        const tick =
+          !older || Number(older.price) === Number(trade.price)
+            ? ""
+            : Number(trade.price) > Number(older.price)
+              ? "up"
+              : "down";
         const item = element("li", [tick, fresh.has(trade.trade_id) ? "new" : ""].join(" ").trim());
         item.dataset.tradeId = trade.trade_id;
         item.title = trade.executed_at;
+        if (tick) item.dataset.tick = tick;
         item.append(
           element("span", "time", clockTime(trade.executed_at)),
           element("span", "price", price(trade.price)),
@@ -294,14 +317,175 @@
     for (const node of document.querySelectorAll(".vwap-window")) node.textContent = text;
   }
 
+  // -- chart ----------------------------------------------------------------------------
+
+  const chart = { api: null, candles: null, volume: null };
+
+  function makeChart() {
+    const charts = window.LightweightCharts;
+    if (!charts) return; // the library did not load: the rest of the page still works
+    chart.api = charts.createChart($("chart"), {
+      autoSize: true,
+      layout: { background: { color: "transparent" }, textColor: "#8490a6", fontSize: 12 },
+      grid: { vertLines: { color: "#1a2132" }, horzLines: { color: "#1a2132" } },
+      rightPriceScale: { borderColor: "#222b3d" },
+      timeScale: { borderColor: "#222b3d", timeVisible: true, rightOffset: 2 },
+      crosshair: { mode: charts.CrosshairMode.Normal },
+      localization: { priceFormatter: (value) => value.toFixed(2) },
+    });
+    chart.candles = chart.api.addSeries(charts.CandlestickSeries, {
+      upColor: UP,
+      downColor: DOWN,
+      borderVisible: false,
+      wickUpColor: UP,
+      wickDownColor: DOWN,
+    });
+    chart.candles.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.28 } });
+    chart.volume = chart.api.addSeries(charts.HistogramSeries, {
+      priceFormat: { type: "volume" },
+      priceScaleId: "volume",
+      lastValueVisible: false,
+      priceLineVisible: false,
+    });
+    chart.volume.priceScale().applyOptions({ scaleMargins: { top: 0.78, bottom: 0 } });
+  }
+
+  const volumeBar = (candle) => ({
+    time: candle.time,
+    value: candle.volume,
+    color: candle.close >= candle.open ? "rgba(46, 189, 133, 0.45)" : "rgba(246, 70, 93, 0.45)",
+  });
+
+  function setCandles(candles, from) {
+    state.candles = candles;
+    state.candlesFrom = from;
+    if (chart.api) {
+      chart.api.applyOptions({ timeScale: { secondsVisible: state.interval === "1s" } });
+      chart.candles.setData(candles.map(({ volume, ...ohlc }) => ohlc));
+      chart.volume.setData(candles.map(volumeBar));
+      if (candles.length) chart.api.timeScale().scrollToRealTime();
+    }
+    $("chart-empty").hidden = candles.length > 0 || from === null;
+  }
+
+  const fromCandle = (candle) => ({
+    time: Math.floor(Date.parse(candle.start) / 1000),
+    open: Number(candle.open),
+    high: Number(candle.high),
+    low: Number(candle.low),
+    close: Number(candle.close),
+    volume: Number(candle.volume),
+  });
+
+  // Without the candles endpoint, the tape's latest trades give the first candles.
+  function candlesOfTrades(trades, interval) {
+    const candles = [];
+    for (const trade of trades) foldTrade(candles, trade, interval);
+    return candles;
+  }
+
+  // A trade into the last candle of `candles`, or a new one when its interval began.
+  // Returns the candle it changed, or null for a trade older than the last candle.
+  function foldTrade(candles, trade, interval) {
+    const seconds = INTERVALS[interval];
+    const time = Math.floor(Date.parse(trade.executed_at) / 1000 / seconds) * seconds;
+    const value = Number(trade.price);
+    const size = Number(trade.quantity);
+    const last = candles[candles.length - 1];
+    if (last && last.time === time) {
+      last.high = Math.max(last.high, value);
+      last.low = Math.min(last.low, value);
+      last.close = value;
+      last.volume += size;
+      return last;
+    }
+    if (last && time < last.time) return null;
+    const candle = { time, open: value, high: value, low: value, close: value, volume: size };
+    candles.push(candle);
+    if (candles.length > MAX_CANDLES) candles.shift();
+    return candle;
+  }
+
+  async function loadCandles(symbol, interval) {
+    const key = `${symbol} ${interval}`;
+    // Stream trades are not folded in while the answer is on its way: most are in it.
+    state.candlesFor = null;
+    const base = `/stocks/${encodeURIComponent(symbol)}`;
+    try {
+      const response = await fetch(`${base}/candles?interval=${interval}&limit=${MAX_CANDLES}`, {
+        cache: "no-store",
+      });
+      let candles;
+      let from = "candles";
+      if (response.ok) {
+        candles = (await response.json()).candles.map(fromCandle);
+      } else if (response.status === 404 && (await response.json()).error === "not_found") {
+        // An exchange without the candles endpoint: build them from the tape.
+        const body = await getJson(`${base}/trades?limit=500`);
+        candles = candlesOfTrades(body.trades.slice().reverse(), interval);
+        from = "trades";
+      } else {
+        throw new Error(`candles: ${response.status}`);
+      }
+      if (symbol !== state.symbol || interval !== state.interval) return;
+      state.candlesFor = key;
+      setCandles(candles, from);
+    } catch (error) {
+      // The next reconnect or interval change loads them again.
+    }
+  }
+
+  function chartTrade(trade) {
+    if (state.candlesFor !== `${state.symbol} ${state.interval}`) return;
+    const candle = foldTrade(state.candles, trade, state.interval);
+    if (candle === null || !chart.api) return;
+    const { volume, ...ohlc } = candle;
+    chart.candles.update(ohlc);
+    chart.volume.update(volumeBar(candle));
+    $("chart-empty").hidden = true;
+  }
+
+  function chooseInterval(interval, { push = true } = {}) {
+    if (!(interval in INTERVALS)) interval = DEFAULT_INTERVAL;
+    const changed = interval !== state.interval;
+    state.interval = interval;
+    for (const button of $("intervals").querySelectorAll("button")) {
+      button.setAttribute("aria-pressed", String(button.dataset.interval === interval));
+    }
+    if (!changed) return;
+    if (push && state.symbol !== null) history.pushState({}, "", pageUrl(state.symbol, interval));
+    renderSymbols();
+    setCandles([], null);
+    if (state.symbol !== null && isListed(state.symbol)) loadCandles(state.symbol, interval);
+  }
+
+  $("intervals").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-interval]");
+    if (button) chooseInterval(button.dataset.interval);
+  });
+
+  // For the browser test: what the chart was given, read back from the library's series.
+  window.marketChart = {
+    candles: () => (chart.candles ? chart.candles.data().map((bar) => ({ ...bar })) : []),
+    volumes: () => (chart.volume ? chart.volume.data().map((bar) => bar.value) : []),
+    source: () => state.candlesFrom,
+    interval: () => state.interval,
+  };
+
   // -- start ----------------------------------------------------------------------------
 
   window.addEventListener("popstate", () => {
-    const symbol = new URLSearchParams(location.search).get("symbol");
+    const query = new URLSearchParams(location.search);
+    chooseInterval(query.get("interval") || DEFAULT_INTERVAL, { push: false });
+    const symbol = query.get("symbol");
     if (symbol) show(symbol);
   });
 
-  const wanted = new URLSearchParams(location.search).get("symbol");
+  makeChart();
+  const query = new URLSearchParams(location.search);
+  state.interval = query.get("interval") in INTERVALS ? query.get("interval") : DEFAULT_INTERVAL;
+  chooseInterval(state.interval, { push: false });
+  const wanted = query.get("symbol");
   if (wanted) {
     state.symbol = wanted;
     $("symbol-name").textContent = wanted;
