@@ -239,6 +239,8 @@ class Exchange:
                 book.next_expiry(),
                 recovered.volumes.get(symbol, 0),
             )
+            # every recovered trade's candles, not those of the tape just published
+            self._market_data.feed(symbol).restore_candles(recovered.candles.get(symbol))
             self._symbols[symbol] = SymbolActor.start(symbol, self._context, state)
 
     def stop(self) -> None:

@@ -7,7 +7,7 @@ actor thread without persistence). A feed has one writer at a time, the steps of
 symbol in commit order, and many readers on the event loop.
 
 What a step publishes costs the matching path next to nothing: the step's trades
-(appended to a bounded tape), a tiny `Summary` built from values the book keeps at
+(appended to a bounded tape and counted in the symbol's candles, O(1) per trade), a tiny `Summary` built from values the book keeps at
 hand (best prices, earliest expiry: no L2 snapshot), and a version bump that says
 "the book changed". A wake-up crosses to the event loop only while someone streams
 the symbol, and at most once until the loop has taken what was published
@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from miniexchange.actors.listeners import Step, StepListener
+from miniexchange.model.candles import Candle, SymbolCandles
 from miniexchange.model.orders import Trade
 
 TAPE_LENGTH = 500
@@ -56,6 +57,7 @@ class SymbolFeed:
     """What one symbol publishes: its summary, its tape, and news for its streams."""
 
     __slots__ = (
+        "_candles",
         "_listener",
         "_lock",
         "_overflowed",
@@ -72,6 +74,7 @@ class SymbolFeed:
         self.summary = EMPTY_SUMMARY
         self.book_version = 0  # +1 per published step: every step with facts moved the book
         self._tape: deque[Trade] = deque(maxlen=TAPE_LENGTH)
+        self._candles = SymbolCandles()  # changed and read only under the lock
         self._lock = threading.Lock()
         self._listener: Callable[[], None] | None = None
         self._pending: list[Trade] = []  # trades the streams have not taken yet
@@ -103,6 +106,9 @@ class SymbolFeed:
         with self._lock:
             self.summary = Summary(last_price, volume, best_bid, best_ask, next_expiry)
             self._tape.extend(trades)
+            candles = self._candles
+            for trade in trades:
+                candles.add(trade.price, trade.quantity, trade.executed_at)
             self.book_version += 1
             wake = self._listener
             if wake is None:  # nobody streams the symbol: no news to keep, no wake-up
@@ -118,7 +124,18 @@ class SymbolFeed:
             self._wake_pending = True
         wake()
 
+    def restore_candles(self, candles: SymbolCandles | None) -> None:
+        """Start from recovered candles (every trade before the restart; None: no
+        trade) instead of those of the trades published so far."""
+        with self._lock:
+            self._candles = SymbolCandles() if candles is None else candles
+
     # -- readers ------------------------------------------------------------------
+
+    def latest_candles(self, interval: str, limit: int) -> list[Candle]:
+        """Up to `limit` candles of `interval`, oldest first (immutable values)."""
+        with self._lock:
+            return self._candles.latest(interval, limit)
 
     def latest_trades(self, limit: int) -> list[Trade]:
         """Up to `limit` trades, newest first (the later fill of one pass first)."""

@@ -17,6 +17,7 @@ from urllib.parse import unquote_plus
 
 import orjson
 
+from miniexchange.model.candles import CANDLES_KEPT, INTERVALS
 from miniexchange.model.commands import ASK, BID, LIMIT, MARKET, RegisterBroker, SubmitOrder
 from miniexchange.model.errors import ExchangeError, validation_error
 from miniexchange.model.values import (
@@ -600,6 +601,23 @@ def validate_trades_limit(params: dict[str, str]) -> int:
     if limit is None:
         raise validation_error("limit must be an integer between 1 and 500")
     return limit
+
+
+CANDLE_INTERVAL_MESSAGE: Final = "interval must be one of 1s, 1m, 5m, 1h, 1d"
+
+
+def validate_candles(params: dict[str, str]) -> tuple[str, int]:
+    """§6.6 candles: (interval, limit), interval checked first; defaults 1m and 300."""
+    interval = params.get("interval", "1m")
+    if interval not in INTERVALS:
+        raise validation_error(CANDLE_INTERVAL_MESSAGE)
+    text = params.get("limit")
+    if text is None:
+        return interval, 300
+    limit = _int_in_range(text, 1, CANDLES_KEPT)
+    if limit is None:
+        raise validation_error(f"limit must be an integer between 1 and {CANDLES_KEPT}")
+    return interval, limit
 
 
 def validate_webhook_broker_query(params: dict[str, str]) -> str:

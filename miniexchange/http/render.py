@@ -13,6 +13,7 @@ import orjson
 from miniexchange.actors.market_data import Summary
 from miniexchange.actors.messages import Issued
 from miniexchange.model.book import Level
+from miniexchange.model.candles import Candle
 from miniexchange.model.commands import LIMIT
 from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import Order, Trade
@@ -217,3 +218,25 @@ def stocks_json(entries: list[tuple[str, Summary]]) -> bytes:
 def trades_json(symbol: str, trades: list[Trade]) -> bytes:
     """The public tape (§6.6): anonymous trades, in the order given (newest first)."""
     return orjson.dumps({"symbol": symbol, "trades": [trade_dict(trade) for trade in trades]})
+
+
+def candles_json(symbol: str, interval: str, candles: list[Candle]) -> bytes:
+    """§6.6 candles, oldest first; each `start` its interval's start."""
+    return orjson.dumps(
+        {
+            "symbol": symbol,
+            "interval": interval,
+            "candles": [
+                {
+                    "start": format_timestamp(candle.start),
+                    "open": money(candle.open),
+                    "high": money(candle.high),
+                    "low": money(candle.low),
+                    "close": money(candle.close),
+                    "volume": candle.volume,
+                    "trades": candle.trades,
+                }
+                for candle in candles
+            ],
+        }
+    )

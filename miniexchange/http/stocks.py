@@ -1,4 +1,5 @@
-"""`GET /stocks` and the public tape `GET /stocks/{symbol}/trades` (contract §6.6).
+"""`GET /stocks`, the public tape `GET /stocks/{symbol}/trades` and the candles
+`GET /stocks/{symbol}/candles` (contract §6.6).
 
 Both read what the symbol actors publish (`actors.market_data`), so they never queue
 behind matching. The one exception keeps §2.6 exact: a published summary whose book
@@ -23,8 +24,8 @@ from miniexchange.http.auth import PUBLIC
 from miniexchange.http.bridge import call
 from miniexchange.http.core import Resource, send_json
 from miniexchange.http.market import SymbolResource
-from miniexchange.http.parsing import parse_query, validate_trades_limit
-from miniexchange.http.render import stocks_json, trades_json
+from miniexchange.http.parsing import parse_query, validate_candles, validate_trades_limit
+from miniexchange.http.render import candles_json, stocks_json, trades_json
 from miniexchange.http.stream import StreamHub, StreamResource
 
 
@@ -78,11 +79,23 @@ class TradesResource(SymbolResource):
         send_json(resp, 200, trades_json(symbol, trades))
 
 
+class CandlesResource(SymbolResource):
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, symbol: str
+    ) -> None:
+        interval, limit = validate_candles(parse_query(req.query_string))  # before the symbol
+        self.actor_of_known(symbol)
+        feed = self.exchange.market_data.get(symbol)
+        candles = [] if feed is None else feed.latest_candles(interval, limit)
+        send_json(resp, 200, candles_json(symbol, interval, candles))
+
+
 def stocks_routes(
     exchange: Exchange, clock: Clock, streams: StreamHub
 ) -> tuple[tuple[str, Resource], ...]:
     return (
         ("/stocks", StocksResource(exchange, clock)),
         ("/stocks/{symbol}/trades", TradesResource(exchange, clock)),
+        ("/stocks/{symbol}/candles", CandlesResource(exchange, clock)),
         ("/stocks/{symbol}/stream", StreamResource(exchange, clock, streams)),
     )

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from miniexchange.journal import facts as kinds
 from miniexchange.journal.facts import decode, stored_answer
+from miniexchange.model.candles import SymbolCandles
 from miniexchange.model.commands import ASK, BID, MARKET, SubmitOrder
 from miniexchange.model.credentials import Credentials
 from miniexchange.model.idempotency import KeptAnswers
@@ -59,6 +60,7 @@ class Recovered:
     orders: dict[str, Order] = field(default_factory=dict)  # in order of acceptance
     trades: dict[str, deque[Trade]] = field(default_factory=dict)  # per symbol: see Retention
     volumes: dict[str, int] = field(default_factory=dict)  # shares traded per symbol, all time
+    candles: dict[str, SymbolCandles] = field(default_factory=dict)  # per symbol, every trade's
     known_symbols: set[str] = field(default_factory=set)
     webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> subscription
     credentials: dict[str, Credentials] = field(default_factory=dict)  # broker -> its latest
@@ -165,10 +167,14 @@ def fold(
 
 
 def keep_trade(state: Recovered, trade: Trade, retention: Retention) -> None:
-    """Count the trade in its symbol's volume and keep it while the tape or the VWAP
-    window of the symbol's latest trade may still show it."""
+    """Count the trade in its symbol's volume and candles and keep it while the tape or
+    the VWAP window of the symbol's latest trade may still show it."""
     symbol = trade.symbol
     state.volumes[symbol] = state.volumes.get(symbol, 0) + trade.quantity
+    candles = state.candles.get(symbol)
+    if candles is None:
+        candles = state.candles[symbol] = SymbolCandles()
+    candles.add(trade.price, trade.quantity, trade.executed_at)
     kept = state.trades.get(symbol)
     if kept is None:
         kept = state.trades[symbol] = deque()

@@ -10,10 +10,15 @@ snapshot covers, a few thousand rows per writer pass.
 
 A start loads the latest snapshot and replays only the facts after it. The file is one
 JSON header line, then one JSON array per record (ledgers, credentials, subscriptions,
-trades, orders, symbols, stored answers) and an `end` line with the record count; it is
-written to a temporary file, synced and renamed, so a crash leaves the old one or the
-new one, never half of one. A snapshot of another format is refused at start with one
-line naming the file: it is never guessed at.
+trades, orders, symbols, candles, stored answers) and an `end` line with the record
+count; it is written to a temporary file, synced and renamed, so a crash leaves the old
+one or the new one, never half of one. A snapshot of another format is refused at start
+with one line naming the file: it is never guessed at.
+
+Version 2 added the candles (one record per symbol and interval). A version 1 snapshot
+is still read: it has no candles, and the trades it covers are no longer in the journal
+to rebuild them from, so the candles then start with the facts after it (history before
+such a snapshot has no candles; the next snapshot, version 2, carries what there is).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import IO, Any
 import orjson
 
 from miniexchange.journal.recovery import DEFAULT_RETENTION, Recovered, Retention, fold
+from miniexchange.model.candles import Candle, SymbolCandles
 from miniexchange.model.commands import BID, SubmitOrder
 from miniexchange.model.credentials import Credentials
 from miniexchange.model.idempotency import StoredAnswer
@@ -44,8 +50,10 @@ from miniexchange.model.orders import CANCELLED, EXPIRED, Order, Trade, new_orde
 log = logging.getLogger("miniexchange.journal")
 
 FORMAT = "miniexchange-snapshot"
-VERSION = 1
-"""The format this code writes and reads; any other is refused at start."""
+VERSION = 2
+"""The format this code writes; it reads this one and those in `READS`."""
+READS = (1, 2)
+"""The versions this code reads (1: before the candles); any other is refused at start."""
 
 
 class SnapshotError(Exception):
@@ -134,6 +142,10 @@ def _records(state: Recovered) -> Iterator[list[Any]]:
     for symbol in sorted(state.known_symbols):
         kept = state.trades.get(symbol, ())
         yield ["symbol", symbol, state.volumes.get(symbol, 0), [t.trade_id for t in kept]]
+    for symbol, candles in state.candles.items():
+        for interval, kept in candles.items():
+            if kept:
+                yield ["candles", symbol, interval, [list(candle) for candle in kept]]
     for (endpoint, key), answer in state.answers.items():  # oldest first use first
         yield [
             "answer",
@@ -190,10 +202,10 @@ def _header(path: str, line: bytes) -> dict[str, Any]:
         header = None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise SnapshotError(f"{path}: not a miniexchange snapshot")
-    if header.get("version") != VERSION:
+    if header.get("version") not in READS:
         raise SnapshotError(
             f"{path}: snapshot format version {header.get('version')!r}, this version reads "
-            f"only {VERSION}; move the file away to recover from the journal alone "
+            f"{' and '.join(map(str, READS))}; move the file away to recover from the journal alone "
             "(if it still holds every fact)"
         )
     return header
@@ -227,6 +239,14 @@ def _read_records(lines: Iterable[bytes], state: Recovered) -> int | None:
                 state.volumes[symbol] = volume
             if kept:
                 state.trades[symbol] = deque(trades[trade_id] for trade_id in kept)
+        elif tag == "candles":
+            _, symbol, interval, kept = record
+            candles = state.candles.get(symbol)
+            if candles is None:
+                candles = state.candles[symbol] = SymbolCandles()
+            if interval not in candles.series:
+                raise ValueError(f"unknown candle interval {interval!r}")
+            candles.series[interval].extend(Candle(*candle) for candle in kept)
         elif tag == "answer":
             _, endpoint, key, digest, status, body, first_used_at = record
             answer = StoredAnswer(

@@ -41,3 +41,7 @@ def test_walkthrough_runs_against_the_real_server(server: Server) -> None:
     assert orders[-1]["status"] == "cancelled"
     price = next(line for line in lines if "current_price" in line)
     assert price["trades_in_window"] == 3
+    candles = next(line for line in lines if "candles" in line)
+    assert (candles["symbol"], candles["interval"]) == ("AAPL", "1m")
+    assert sum(c["trades"] for c in candles["candles"]) == 3  # 100 @ 148, then the sweep
+    assert sum(c["volume"] for c in candles["candles"]) == 350

@@ -57,7 +57,7 @@ def test_a_snapshot_of_another_version_stops_the_start_with_one_line(tmp_path: P
     assert status == 3, output
     assert (
         f"miniexchange: {database}.snapshot: snapshot format version 0, this version reads "
-        "only 1; move the file away to recover from the journal alone (if it still holds "
+        "1 and 2; move the file away to recover from the journal alone (if it still holds "
         "every fact)\n"
     ) in output
     assert "Traceback" not in output

@@ -102,6 +102,11 @@ ENDPOINT_INDEX: dict[tuple[str, str], dict[int, set[str]]] = {
         400: {"validation_error"},
         404: {"symbol_not_found"},
     },
+    ("GET", "/stocks/{symbol}/candles"): {
+        200: set(),
+        400: {"validation_error"},
+        404: {"symbol_not_found"},
+    },
     ("GET", "/stocks/{symbol}/stream"): {200: set(), 404: {"symbol_not_found"}},
     ("GET", "/metrics"): {200: set()},
     ("GET", "/openapi.json"): {200: set()},

@@ -23,6 +23,7 @@ from miniexchange.clock import SystemClock
 from miniexchange.journal import facts
 from miniexchange.journal.facts import Fact, KeepAnswer
 from miniexchange.journal.recovery import Recovered, Retention, recover
+from miniexchange.model.candles import CANDLES_KEPT, INTERVALS, Candle
 from miniexchange.model.commands import ASK, BID, LIMIT, MARKET, RegisterBroker, SubmitOrder
 from miniexchange.model.engine import BookView
 from miniexchange.model.errors import ExchangeError
@@ -310,7 +311,15 @@ class Twin:
             "books": {s: self.book(s) for s in SYMBOLS},
             "prices": {s: self.price(s) for s in SYMBOLS},
             "known": set(self.exchange.known_symbols),
+            "candles": {s: self.candles(s) for s in SYMBOLS},
         }
+
+    def candles(self, symbol: str) -> dict[str, list[Candle]]:
+        """The published candles of every interval, all that are kept."""
+        feed = self.exchange.market_data.get(symbol)
+        if feed is None:
+            return {}
+        return {name: feed.latest_candles(name, CANDLES_KEPT) for name in INTERVALS}
 
     def stop(self) -> None:
         self.exchange.stop()
@@ -374,6 +383,11 @@ def test_the_recovered_exchange_equals_the_live_one_and_answers_alike(seed: int)
     live, ids, rng = begin(seed)
     before = live.state()
     assert sum(isinstance(o, Order) for o in before["orders"].values()) > 150
+    for symbol, candles in before["candles"].items():  # every trade, in some 1m candles
+        assert len(candles["1m"]) > 1
+        assert (
+            sum(c.volume for c in candles["1d"]) == live.exchange.market_data.summary(symbol).volume
+        )
     used = ids_used(ids)
     twin = Twin.start(
         ManualClock(live.clock.now()), ids_after(used), RecordingJournal(live.journal.recorded)

@@ -98,6 +98,7 @@ def comparable(state: Recovered) -> dict[str, Any]:
         "orders": list(state.orders.items()),  # in order of acceptance
         "trades": {symbol: list(kept) for symbol, kept in state.trades.items()},
         "volumes": state.volumes,
+        "candles": state.candles,
         "known_symbols": state.known_symbols,
         "webhooks": state.webhooks,
         "credentials": state.credentials,
@@ -290,14 +291,53 @@ def test_take_snapshot_folds_only_committed_facts_up_to_its_bound(tmp_path: Path
 def test_a_snapshot_of_another_format_version_is_refused_with_one_line(tmp_path: Path) -> None:
     path = str(tmp_path / "exchange.db")
     with open(snapshot_path(path), "wb") as out:
-        out.write(orjson.dumps({"format": "miniexchange-snapshot", "version": 2, "seq": 1}))
+        out.write(orjson.dumps({"format": "miniexchange-snapshot", "version": 3, "seq": 1}))
         out.write(b"\n")
     with pytest.raises(JournalFormatError) as refused:
         SqliteJournal(path).history()
     assert str(refused.value) == (
-        f"{path}.snapshot: snapshot format version 2, this version reads only 1; move the "
+        f"{path}.snapshot: snapshot format version 3, this version reads 1 and 2; move the "
         "file away to recover from the journal alone (if it still holds every fact)"
     )
+
+
+def test_a_version_1_snapshot_is_read_and_candles_start_with_the_facts_after_it(
+    tmp_path: Path,
+) -> None:
+    """Version 1 had no candle records: the state is read whole, and the candles hold
+    the trades after the snapshot only (those before it left the journal)."""
+    recorded = flow_facts(2)
+    cut = len(recorded) // 2
+    path = str(tmp_path / "state.snapshot")
+    write_snapshot(path, cut, fold(recorded[:cut]))
+    lines = Path(path).read_bytes().splitlines()
+    header = orjson.loads(lines[0])
+    assert header["version"] == 2
+    records = [line for line in lines[1:-1] if orjson.loads(line)[0] != "candles"]
+    assert len(records) < len(lines) - 2  # the version 2 snapshot had candle records
+    header["version"] = 1
+    Path(path).write_bytes(
+        b"\n".join([orjson.dumps(header), *records, orjson.dumps(["end", len(records)])]) + b"\n"
+    )
+    loaded = read_snapshot(path)
+    assert loaded is not None
+    state = loaded[1]
+    assert state.candles == {}
+    everything = comparable(recover(recorded))
+    recovered = comparable(recover(recorded[cut:], state))
+    assert {k: v for k, v in recovered.items() if k != "candles"} == {
+        k: v for k, v in everything.items() if k != "candles"
+    }
+    after: dict[str, int] = {}
+    for kind, body in recorded[cut:]:
+        if kind == facts.TRADE_EXECUTED:
+            trade = orjson.loads(body)
+            after[trade["symbol"]] = after.get(trade["symbol"], 0) + trade["quantity"]
+    assert after  # the tail has trades
+    assert {
+        symbol: sum(c.volume for c in candles.series["1d"])
+        for symbol, candles in recovered["candles"].items()
+    } == after
 
 
 @pytest.mark.parametrize(
