@@ -72,15 +72,17 @@ def test_snapshots_are_written_while_facts_arrive_and_logged(tmp_path: Path) -> 
             body = {"broker_id": f"snap-{n}", "initial_cash": 100.0, "initial_holdings": []}
             response = requests.post(f"{server.url}/brokers", json=body, timeout=WAIT_S)
             assert response.status_code == 201, response.text
+        # snapshots follow each other while facts arrive: on a busy machine one may come
+        # between two registrations; each folds only the facts after the previous one
         deadline = time.monotonic() + WAIT_S
         written: list[dict[str, object]] = []
-        while not written:
+        while not written or written[-1]["seq"] != 3:
             assert time.monotonic() < deadline, server.output()
             time.sleep(0.1)
             lines = [orjson.loads(line) for line in server.output().splitlines() if line]
             written = [line for line in lines if line.get("event") == "snapshot_written"]
-        assert written[0]["seq"] == 3 and written[0]["facts"] == 3, written
-        assert written[0]["level"] == "info"
+        assert sum(line["facts"] for line in written) == 3, written  # type: ignore[misc]
+        assert [line["level"] for line in written] == ["info"] * len(written)
         # the facts it covers leave the journal
         deadline = time.monotonic() + WAIT_S
         while True:

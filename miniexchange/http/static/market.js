@@ -28,7 +28,7 @@
     interval: DEFAULT_INTERVAL, // the chart's candle interval
     candles: [], // oldest first, as the chart draws them: {time, open, high, low, close, volume}
     candlesFor: null, // "symbol interval" the candles are of; null while loading
-    candlesFrom: null, // "candles" (the endpoint) or "trades" (the tape, without it)
+    candlesLoaded: false, // the chosen symbol's candles came from /candles
   };
 
   // -- formatting -----------------------------------------------------------------
@@ -140,7 +140,7 @@
       state.lastBook = new Map();
       renderTrades(new Set());
       renderBook({ bids: [], asks: [], spread: null, snapshot_at: "" });
-      setCandles([], null);
+      setCandles([], false);
       for (const id of ["last-price", "vwap", "vwap-trades", "volume"]) $(id).textContent = "";
       setWindow("");
       $("last-price").dataset.value = "";
@@ -149,7 +149,7 @@
     if (!isListed(symbol)) {
       notice(`Symbol ${symbol} is not listed on this exchange.`);
       closeStream();
-      setCandles([], null);
+      setCandles([], false);
       return;
     }
     notice("");
@@ -356,16 +356,16 @@
     color: candle.close >= candle.open ? "rgba(46, 189, 133, 0.45)" : "rgba(246, 70, 93, 0.45)",
   });
 
-  function setCandles(candles, from) {
+  function setCandles(candles, loaded) {
     state.candles = candles;
-    state.candlesFrom = from;
+    state.candlesLoaded = loaded;
     if (chart.api) {
       chart.api.applyOptions({ timeScale: { secondsVisible: state.interval === "1s" } });
       chart.candles.setData(candles.map(({ volume, ...ohlc }) => ohlc));
       chart.volume.setData(candles.map(volumeBar));
       if (candles.length) chart.api.timeScale().scrollToRealTime();
     }
-    $("chart-empty").hidden = candles.length > 0 || from === null;
+    $("chart-empty").hidden = candles.length > 0 || !loaded;
   }
 
   const fromCandle = (candle) => ({
@@ -376,13 +376,6 @@
     close: Number(candle.close),
     volume: Number(candle.volume),
   });
-
-  // Without the candles endpoint, the tape's latest trades give the first candles.
-  function candlesOfTrades(trades, interval) {
-    const candles = [];
-    for (const trade of trades) foldTrade(candles, trade, interval);
-    return candles;
-  }
 
   // A trade into the last candle of `candles`, or a new one when its interval began.
   // Returns the candle it changed, or null for a trade older than the last candle.
@@ -412,24 +405,10 @@
     state.candlesFor = null;
     const base = `/stocks/${encodeURIComponent(symbol)}`;
     try {
-      const response = await fetch(`${base}/candles?interval=${interval}&limit=${MAX_CANDLES}`, {
-        cache: "no-store",
-      });
-      let candles;
-      let from = "candles";
-      if (response.ok) {
-        candles = (await response.json()).candles.map(fromCandle);
-      } else if (response.status === 404 && (await response.json()).error === "not_found") {
-        // An exchange without the candles endpoint: build them from the tape.
-        const body = await getJson(`${base}/trades?limit=500`);
-        candles = candlesOfTrades(body.trades.slice().reverse(), interval);
-        from = "trades";
-      } else {
-        throw new Error(`candles: ${response.status}`);
-      }
+      const body = await getJson(`${base}/candles?interval=${interval}&limit=${MAX_CANDLES}`);
       if (symbol !== state.symbol || interval !== state.interval) return;
       state.candlesFor = key;
-      setCandles(candles, from);
+      setCandles(body.candles.map(fromCandle), true);
     } catch (error) {
       // The next reconnect or interval change loads them again.
     }
@@ -455,7 +434,7 @@
     if (!changed) return;
     if (push && state.symbol !== null) history.pushState({}, "", pageUrl(state.symbol, interval));
     renderSymbols();
-    setCandles([], null);
+    setCandles([], false);
     if (state.symbol !== null && isListed(state.symbol)) loadCandles(state.symbol, interval);
   }
 
@@ -468,7 +447,7 @@
   window.marketChart = {
     candles: () => (chart.candles ? chart.candles.data().map((bar) => ({ ...bar })) : []),
     volumes: () => (chart.volume ? chart.volume.data().map((bar) => bar.value) : []),
-    source: () => state.candlesFrom,
+    loaded: () => state.candlesLoaded,
     interval: () => state.interval,
   };
 
