@@ -517,9 +517,12 @@ def parse_query(query_string: str) -> dict[str, str]:
 
 def _int_in_range(text: str, low: int, high: int) -> int | None:
     """`^[0-9]+$` and low..high, else None; long digit strings never reach int()."""
-    if _DIGITS_RE.fullmatch(text) is None or len(text.lstrip("0")) > 18:
+    if _DIGITS_RE.fullmatch(text) is None:
         return None
-    number = int(text)
+    digits = text.lstrip("0")  # leading zeros, however many, never reach int() either
+    if len(digits) > 18:
+        return None
+    number = int(digits) if digits else 0
     return number if low <= number <= high else None
 
 
@@ -574,14 +577,12 @@ def validate_listing(params: dict[str, str]) -> tuple[str | None, int, int]:
     page = 1
     text = params.get("page")
     if text is not None:
-        if _DIGITS_RE.fullmatch(text) is None:
+        if _DIGITS_RE.fullmatch(text) is None or not text.lstrip("0"):
             raise validation_error("page must be an integer >= 1")
-        digits = text.lstrip("0")
-        if not digits:
-            raise validation_error("page must be an integer >= 1")
-        if len(digits) > len(str(MAX_PAGE)) or int(digits) > MAX_PAGE:
+        checked = _int_in_range(text, 1, MAX_PAGE)
+        if checked is None:
             raise validation_error(f"page must be an integer <= {MAX_PAGE}")
-        page = int(digits)
+        page = checked
     limit = 20
     text = params.get("limit")
     if text is not None:
@@ -603,7 +604,7 @@ def validate_trades_limit(params: dict[str, str]) -> int:
     return limit
 
 
-CANDLE_INTERVAL_MESSAGE: Final = "interval must be one of 1s, 1m, 5m, 1h, 1d"
+CANDLE_INTERVAL_MESSAGE: Final = f"interval must be one of {', '.join(INTERVALS)}"
 
 
 def validate_candles(params: dict[str, str]) -> tuple[str, int]:

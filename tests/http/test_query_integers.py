@@ -43,3 +43,25 @@ def test_the_largest_page_is_an_empty_page(listed: AppClient) -> None:
     result = listed.get("/brokers/b1/orders", query="page=0001000000000")
     assert result.status_code == 200
     assert result.json == {"orders": [], "total": 1, "page": 1_000_000_000, "limit": 20}
+
+
+ZEROS = "0" * 5000  # past Python's int-from-text limit, with a small value after them
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "shown"),
+    [
+        ("/brokers/b1/orders", f"page={ZEROS}1&limit={ZEROS}5", ("limit", 5)),
+        ("/stocks/AAPL/book", f"depth={ZEROS}3", None),
+        ("/stocks/AAPL/trades", f"limit={ZEROS}2", None),
+        ("/stocks/AAPL/candles", f"interval=1m&limit={ZEROS}2", None),
+    ],
+)
+def test_leading_zeros_however_many_are_the_same_integer(
+    listed: AppClient, path: str, query: str, shown: tuple[str, int] | None
+) -> None:
+    result = listed.get(path, query=query)
+    assert result.status_code == 200, result.text
+    if shown is not None:
+        assert result.json[shown[0]] == shown[1]
+    assert result.json == listed.get(path, query=query.replace(ZEROS, "")).json
