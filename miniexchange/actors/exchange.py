@@ -232,15 +232,14 @@ class Exchange:
             trades = recovered.trades.get(symbol, ())
             state = SymbolState(symbol, self._context.vwap_window_us, orders, trades)
             book = state.book  # its summary and tape, as recovered
-            self._market_data.feed(symbol).publish(
+            self._market_data.feed(symbol).restore(
                 trades,
+                recovered.volumes.get(symbol, 0),
+                recovered.candles.get(symbol),
                 book.best_price(BID),
                 book.best_price(ASK),
                 book.next_expiry(),
-                recovered.volumes.get(symbol, 0),
             )
-            # every recovered trade's candles, not those of the tape just published
-            self._market_data.feed(symbol).restore_candles(recovered.candles.get(symbol))
             self._symbols[symbol] = SymbolActor.start(symbol, self._context, state)
 
     def stop(self) -> None:

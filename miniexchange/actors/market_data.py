@@ -89,20 +89,14 @@ class SymbolFeed:
         best_bid: int | None,
         best_ask: int | None,
         next_expiry: int | None,
-        volume: int | None = None,
     ) -> None:
-        """Publish a step's trades and the book's state at the end of that step.
-
-        `volume`: the all-time volume after these trades, for a recovered symbol whose
-        older trades are not all given; None: the published one plus these trades'."""
+        """Publish a step's trades and the book's state at the end of that step."""
         trades = list(trades)
         summary = self.summary
-        last_price, traded = summary.last_price, summary.volume
+        last_price, volume = summary.last_price, summary.volume
         if trades:
             last_price = trades[-1].price
-            traded += sum(trade.quantity for trade in trades)
-        if volume is None:
-            volume = traded
+            volume += sum(trade.quantity for trade in trades)
         with self._lock:
             self.summary = Summary(last_price, volume, best_bid, best_ask, next_expiry)
             self._tape.extend(trades)
@@ -124,11 +118,25 @@ class SymbolFeed:
             self._wake_pending = True
         wake()
 
-    def restore_candles(self, candles: SymbolCandles | None) -> None:
-        """Start from recovered candles (every trade before the restart; None: no
-        trade) instead of those of the trades published so far."""
+    def restore(
+        self,
+        tape: Iterable[Trade],
+        volume: int,
+        candles: SymbolCandles | None,
+        best_bid: int | None,
+        best_ask: int | None,
+        next_expiry: int | None,
+    ) -> None:
+        """Start a recovered symbol from what recovery kept: its latest trades, its
+        all-time volume and its candles of every trade (None: it never traded), which
+        the kept trades alone could not give. Before anyone listens (no news kept)."""
+        tape = list(tape)
+        last_price = tape[-1].price if tape else None
         with self._lock:
+            self.summary = Summary(last_price, volume, best_bid, best_ask, next_expiry)
+            self._tape.extend(tape)
             self._candles = SymbolCandles() if candles is None else candles
+            self.book_version += 1
 
     # -- readers ------------------------------------------------------------------
 

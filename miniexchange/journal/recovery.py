@@ -65,9 +65,7 @@ class Recovered:
     webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> subscription
     credentials: dict[str, Credentials] = field(default_factory=dict)  # broker -> its latest
     answers: KeptAnswers = field(  # stored idempotent answers, bounded as the live store
-        default_factory=lambda: KeptAnswers(
-            _DEFAULTS.idempotency_max_keys, _DEFAULTS.idempotency_ttl_us
-        )
+        default_factory=DEFAULT_RETENTION.kept_answers
     )
     fact_count: int = 0
     last_at: int = 0  # the latest time any fact records

@@ -381,9 +381,11 @@ class SnapshotSchedule:
         retention: Retention,
         committed: Callable[[], int],
         covered: Callable[[int], None],
+        seq: int = 0,
     ) -> None:
         """`committed()`: the last committed fact's sequence number; `covered(seq)`:
-        told once the facts up to `seq` are in a durable snapshot."""
+        told once the facts up to `seq` are in a durable snapshot; `seq`: what the
+        latest snapshot covers (0: there is none)."""
         self._database_path = database_path
         self._interval_s = interval_s
         self._retention = retention
@@ -393,8 +395,7 @@ class SnapshotSchedule:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._thread = threading.Thread(target=self._run, name="journal-snapshots", daemon=True)
-        header = read_header(snapshot_path(database_path))
-        self.seq = header["seq"] if header is not None else 0
+        self.seq = seq
         """The sequence number the latest snapshot covers."""
 
     def start(self) -> None:

@@ -121,6 +121,7 @@ class SqliteJournal:
         self._retention = retention
         self._snapshots: SnapshotSchedule | None = None
         self._last_seq = 0  # the last fact's sequence number, written by the writer only
+        self._snapshot_seq = 0  # what the snapshot found at start covers
         self._synchronous = "FULL" if synchronous == "full" else "NORMAL"
         self._connection: sqlite3.Connection | None = None
         self._queue: queue.SimpleQueue[tuple[Sequence[Fact], Durable] | _Forget | None] = (
@@ -154,7 +155,8 @@ class SqliteJournal:
             except SnapshotError as error:
                 connection.close()
                 raise JournalFormatError(str(error)) from None
-            self._last_seq = max(last, header["seq"] if header is not None else 0)
+            self._snapshot_seq = header["seq"] if header is not None else 0
+            self._last_seq = max(last, self._snapshot_seq)
             self._connection = connection
         return self._connection
 
@@ -192,6 +194,7 @@ class SqliteJournal:
                 self._retention,
                 committed=lambda: self.committed_seq,
                 covered=self.forget_through,
+                seq=self._snapshot_seq,
             )
             self._snapshots.start()
 

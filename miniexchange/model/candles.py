@@ -11,7 +11,7 @@ oldest goes when a new interval opens past it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from itertools import islice
 from typing import Final, NamedTuple
 
@@ -44,10 +44,9 @@ class SymbolCandles:
 
     __slots__ = ("series",)
 
-    def __init__(self, series: dict[str, Iterable[Candle]] | None = None) -> None:
-        given = series or {}
+    def __init__(self) -> None:
         self.series: dict[str, deque[Candle]] = {
-            name: deque(given.get(name, ()), maxlen=CANDLES_KEPT) for name in INTERVALS
+            name: deque(maxlen=CANDLES_KEPT) for name in INTERVALS
         }
 
     def add(self, price: int, quantity: int, executed_at: int) -> None:
