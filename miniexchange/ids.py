@@ -1,4 +1,4 @@
-"""Identifier generation: `ord-`, `trd-`, `wh-` + a lowercase random (v4) UUID (§1.7).
+"""Identifier generation: `ord-`, `trd-`, `wh-` + a lowercase random (v4) UUID; opaque to clients.
 
 `uuid.uuid4()` asks the OS for 16 random bytes each time and builds a `UUID` object
 to print it; with an order id, a trade id per fill and a request id per request, that

@@ -1,4 +1,4 @@
-"""Environment variables -> one frozen `Settings` object (contract §5.2).
+"""Environment variables -> one frozen `Settings` object (the README's "Configuration").
 
 The environment is read once, at start. An unset or empty variable takes its default;
 anything else that does not parse stops the process with a one-line `SettingsError`
@@ -84,7 +84,7 @@ def parse_duration(text: str) -> int:
 
 
 def format_duration(us: int) -> str:
-    """Write microseconds compactly with units h, m, s, ms, zero units left out (§4.1).
+    """Write microseconds compactly with units h, m, s, ms, zero units left out (`5m`, `1h30m`).
 
     `parse_duration(format_duration(us)) == us` for every positive `us`; a part below a
     millisecond is written as a decimal fraction of `ms` (`1.5ms`).
@@ -112,7 +112,7 @@ def to_seconds(us: int) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Every setting of contract §5.2, parsed and validated; durations in microseconds."""
+    """Every setting of the README's table, parsed and validated; durations in microseconds."""
 
     port: int = 8080
     log_level: LogLevel = "info"
@@ -157,13 +157,13 @@ class Settings:
 
     @property
     def journal_enabled(self) -> bool:
-        """False when DATABASE_PATH is `:memory:` (no persistence, §5.4)."""
+        """False when DATABASE_PATH is `:memory:` (no persistence: a restart starts empty)."""
         return self.database_path != ":memory:"
 
     def public_items(self) -> dict[str, object]:
-        """Every setting for the `startup` log event (§6.3), secrets shown as `"<set>"`.
+        """Every setting for the `startup` log event, secrets shown as `"<set>"`.
 
-        Keys are the lower-cased variable names; durations are written as in §5.2.
+        Keys are the lower-cased variable names; durations as a variable writes them (`1h30m`).
         """
         return {
             "port": self.port,
@@ -205,7 +205,7 @@ _ADMIN_TOKEN_FORM: Final = "expected at least 32 visible ASCII characters"
 
 
 def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
-    """Read every variable of §5.2 from `environ` once; raise SettingsError on the first bad one."""
+    """Read every setting from `environ` once; raise SettingsError on the first bad one."""
 
     def read(name: str, parse: Callable[[str, str], _T], default: _T) -> _T:
         raw = environ.get(name, "")

@@ -1,4 +1,4 @@
-"""Production ids (§1.7): a prefix and a lowercase random version-4 UUID."""
+"""Production ids: a prefix and a lowercase random version-4 UUID."""
 
 from __future__ import annotations
 

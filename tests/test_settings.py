@@ -1,5 +1,6 @@
-"""Settings (contract §5.2): defaults, every variable's valid and invalid values, durations,
-and the gunicorn configuration that stops the start on a bad value or a second worker."""
+"""Settings (the README's "Configuration"): defaults, every variable's valid and invalid
+values, durations, and the gunicorn configuration that stops the start on a bad value or
+a second worker."""
 
 from __future__ import annotations
 

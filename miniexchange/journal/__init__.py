@@ -1,1 +1,1 @@
-"""The write-ahead journal: facts are durable before anyone hears of them (§5.4)."""
+"""The write-ahead journal: facts are durable before anyone hears of them (docs/design.md)."""

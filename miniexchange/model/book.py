@@ -1,10 +1,10 @@
-"""One symbol's central limit order book and its match loop (contract §3).
+"""One symbol's central limit order book and its match loop: price-time priority.
 
 Each side keeps its price levels best first: a `SortedList` of price keys (bids keyed
 by the negated price, so both sides iterate best-first ascending) and, per price, a
 `_Level` holding the resting orders' ids in time priority with the level's total
 quantity and order count. The key (price, created_at, order_id) orders each side
-totally and independently of insertion order (§3.1, invariant 7): within a level,
+totally and independently of insertion order (no two entries share a key): within a level,
 entries are kept sorted by (created_at, order_id); in practice every new order is the
 latest and is appended, and only a same-microsecond tie with a smaller id or a restore
 out of order is inserted before the tail (a bisect, and a C-level move of the
@@ -66,7 +66,7 @@ class Level(NamedTuple):
 
 
 def _time_key(order: Order) -> tuple[int, str]:
-    """Time priority within a price level (§3.1)."""
+    """Time priority within a price level: earlier `created_at` first, then `order_id`."""
     return order.created_at, order.order_id
 
 
@@ -241,7 +241,7 @@ class OrderBook:
         return expiry[0][0] if expiry else None
 
     def levels(self, side: str, depth: int) -> list[Level]:
-        """The best `depth` L2 levels of a side, best first (contract §4.2)."""
+        """The best `depth` L2 levels of a side, best first (`GET /stocks/{symbol}/book`)."""
         out = []
         for price, level in (self._bids if side == BID else self._asks).best_levels():
             if len(out) == depth:
@@ -250,7 +250,7 @@ class OrderBook:
         return out
 
     def sweep(self, incoming_side: str, quantity: int) -> list[Level]:
-        """What a market order of `quantity` would take, level by level (§4.6, §4.7).
+        """What a market order of `quantity` would take, level by level (its hold, the quote).
 
         Each returned level's `quantity` is what the sweep takes from it.
         """
@@ -267,7 +267,7 @@ class OrderBook:
     # -- writes ------------------------------------------------------------------
 
     def expire_due(self, now: int) -> list[Order]:
-        """Expire every resting order with `expires_at <= now`, in `expires_at` order (§2.6)."""
+        """Expire every resting order with `expires_at <= now`, in `expires_at` order."""
         expired = []
         expiry, orders = self._expiry, self._orders
         while expiry and expiry[0][0] <= now:
@@ -281,7 +281,7 @@ class OrderBook:
         return expired
 
     def cancel(self, order_id: str, now: int) -> Order | None:
-        """Cancel a resting order (§2.5); None if it is not on the book."""
+        """Cancel a resting order (it leaves the book); None if it is not on the book."""
         orders = self._orders
         order = orders.pop(order_id, None)
         if order is None:

@@ -1,5 +1,5 @@
 """The matching engine's procedures as plain functions of a symbol's state: submit a
-limit or market order, cancel, expire (contract §2.6, §3.4, §3.6, §2.5).
+limit or market order, cancel, expire (see docs/design.md, "The order path").
 
 Each call reads `now` and ids from its arguments and records what it decided in an
 `Outcome`: the order states, the trades, the ledger changes for the account actors
@@ -105,7 +105,7 @@ class Outcome:
 
     def __init__(self, at: int, request_id: str | None = None) -> None:
         self.at = at  # the step's one clock reading
-        self.request_id = request_id  # of the submission or cancel, for its events (§6.2)
+        self.request_id = request_id  # of the submission or cancel, for its events' logs
         self.closed: list[Order] = []  # cancelled or expired, in order
         self.accepted: Order | None = None  # the submitted order as the step left it
         self.fills: tuple[Fill, ...] = ()  # the submission's pass, both orders per trade
@@ -121,7 +121,7 @@ class Outcome:
 
 
 def expire_due(state: SymbolState, outcome: Outcome) -> None:
-    """Expire every resting order due at `outcome.at`, in `expires_at` order (§2.6), and
+    """Expire every resting order due at `outcome.at`, in `expires_at` order, and
     let the VWAP window forget the trades that left it: every step starts here, the
     expiration sweeps included, so trades leave as time passes, not only when read."""
     for order in state.book.expire_due(outcome.at):
@@ -137,10 +137,10 @@ broker does not have them available."""
 def submit(
     state: SymbolState, command: SubmitOrder, ids: IdFactory, outcome: Outcome, hold: HoldFunds
 ) -> Order | ExchangeError:
-    """One submission (§3.4, §3.6): expire the due orders, check and hold a market
-    order's funds with `hold` (a limit order's are held already), create the order and
-    match it. Returns the order as the step leaves it, or the refusal; a refused limit
-    order gives its hold back."""
+    """One submission: expire the due orders (none may trade at or after its expiry),
+    check and hold a market order's funds with `hold` (a limit order's are held
+    already), create the order and match it. Returns the order as the step leaves it,
+    or the refusal; a refused limit order gives its hold back."""
     expire_due(state, outcome)
     try:
         if command.type != LIMIT:
@@ -155,21 +155,21 @@ def submit(
 
 
 def read_book(state: SymbolState, depth: int, outcome: Outcome) -> BookView:
-    """The L2 book without the orders due now (§2.6, §4.2): they are expired first."""
+    """The L2 book without the orders due now: they are expired first."""
     expire_due(state, outcome)
     book = state.book
     return BookView(book.levels(BID, depth), book.levels(ASK, depth), outcome.at)
 
 
 def read_quote(state: SymbolState, side: str, quantity: int, outcome: Outcome) -> QuoteView:
-    """What a market order would take now (§4.7), due orders expired first."""
+    """What a market order would take now, due orders expired first."""
     expire_due(state, outcome)
     return QuoteView(state.book.sweep(side, quantity), outcome.at)
 
 
 def market_hold(state: SymbolState, command: SubmitOrder) -> tuple[int, int]:
     """(cash, shares) a market order must hold for its pass: a bid's exact sweep cost,
-    an ask's quantity (§3.6); no_liquidity on an empty opposite side."""
+    an ask's quantity, held during the pass; no_liquidity on an empty opposite side."""
     if not state.book.has_liquidity_for(command.side):
         raise no_liquidity(state.symbol)
     if command.side == BID:
@@ -187,7 +187,7 @@ def give_back_hold(state: SymbolState, command: SubmitOrder, outcome: Outcome) -
 def accept_and_match(
     state: SymbolState, command: SubmitOrder, ids: IdFactory, outcome: Outcome
 ) -> Order:
-    """Create the order at `outcome.at` and run the match loop (§3.4 steps 1-6, §3.6);
+    """Create the order at `outcome.at` and run the match loop (a market remainder is cancelled);
     its funds are held. Returns the order as the step leaves it."""
     now = outcome.at
     if command.type == LIMIT and command.expires_at <= now:  # type: ignore[operator]
@@ -219,7 +219,7 @@ def accept_and_match(
 
 
 def cancel(state: SymbolState, order_id: str, outcome: Outcome) -> Order | ExchangeError:
-    """Expire the due orders, then cancel a resting order (§2.5): the cancelled order,
+    """Expire the due orders, then cancel a resting order: the cancelled order,
     or order_not_found, or not_cancellable with the message of its terminal status."""
     expire_due(state, outcome)
     cancelled = state.book.cancel(order_id, outcome.at)

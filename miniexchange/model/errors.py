@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class ExchangeError(Exception):
-    """A refusal with a stable contract code and its exact human message.
+    """A refusal with a stable error code and its exact human message.
 
     The HTTP layer maps `code` to a status (see `miniexchange.http.errors`).
     """
@@ -68,7 +68,7 @@ def insufficient_funds(broker_id: str, side: str, symbol: str) -> ExchangeError:
 
 
 def not_cancellable(order_id: str, status: str) -> ExchangeError:
-    """The 409 for cancelling an order in a terminal state (contract §2.5)."""
+    """The 409 for cancelling an order in a terminal state (filled, cancelled, expired)."""
     if status == "filled":
         text = f"Order {order_id} is already filled and cannot be cancelled"
     elif status == "cancelled":

@@ -1,8 +1,8 @@
-"""What happened, as the webhook dispatcher needs to hear it (contract §4.5).
+"""What happened, as the webhook dispatcher needs to hear it (the deliveries' events).
 
 A symbol actor collects these during an atomic operation and hands them over after it;
 each carries the order state to report, so no one has to look it up later, and the
-id of the request that caused it (`request_id`, §6.2), which the webhook deliveries
+id of the request that caused it (`request_id`, its `X-Request-Id`), which the webhook deliveries
 log; None for an expiry.
 """
 

@@ -1,4 +1,4 @@
-"""A broker's cash, holdings and reservations (contract §2.2, §3.5, §4.3).
+"""A broker's cash, holdings and reservations: what its balance shows.
 
 All amounts are integer cents and integer shares. A reservation is made only if the
 available amount covers it, so available cash and shares never go negative; each
@@ -162,7 +162,7 @@ class Ledger:
             _add(self.reserved_shares, symbol, quantity)
 
     def settle(self, symbol: str, legs: tuple[SettlementLeg, ...], now: int) -> None:
-        """Apply this broker's legs of the trades of one matching pass (§3.5)."""
+        """Apply this broker's legs of one matching pass (each at its trade's price)."""
         holdings = self.holdings
         for leg in legs:
             if leg.side == BID:

@@ -164,7 +164,7 @@ class Order(NamedTuple):
 
     @property
     def average_price(self) -> int | None:
-        """Average execution price in cents, truncated toward zero (contract §1.5)."""
+        """Average execution price in cents, truncated toward zero (integer division)."""
         if not self.filled_quantity:
             return None
         return self.filled_value // self.filled_quantity

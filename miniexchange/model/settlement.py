@@ -1,5 +1,5 @@
 """The money side of the engine: what an order must reserve, what a pass settles, and
-what a closed order releases (contract §2.2, §3.5, §3.6).
+what a closed order releases: each gives back exactly what its hold took.
 
 Pure functions shared by the symbol actor and the model's own tests, so the arithmetic
 exists once.
@@ -15,7 +15,7 @@ from miniexchange.model.orders import Order
 
 def reservation(side: str, price: int, quantity: int) -> tuple[int, int]:
     """(cash, shares) a limit order reserves for `quantity` of itself: their value at its
-    own price for a bid (§2.2), the shares for an ask."""
+    own price for a bid, the shares for an ask."""
     if side == BID:
         return price * quantity, 0
     return 0, quantity
@@ -45,14 +45,14 @@ def reserve_limit(ledger: Ledger, command: SubmitOrder, final: bool) -> str:
 
 def cash_to_reserve(book: OrderBook, command: SubmitOrder) -> int:
     """Cash a bid must hold while it matches or rests: its limit value, or for a market
-    bid the exact cost of sweeping the current book (§4.6)."""
+    bid the exact cost of sweeping the current book (the book cannot move meanwhile)."""
     if command.type == LIMIT:
         return limit_hold(command)[0]
     return sum(level.price * level.quantity for level in book.sweep(BID, command.quantity))
 
 
 def settlement_legs(result: MatchResult) -> dict[str, list[SettlementLeg]]:
-    """Each broker's legs of one matching pass, in match order (§3.5)."""
+    """Each broker's legs of one matching pass, in match order, at each trade's price."""
     legs: dict[str, list[SettlementLeg]] = {}
     for fill in result.fills:
         trade = fill.trade

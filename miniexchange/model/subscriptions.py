@@ -1,4 +1,4 @@
-"""Webhook subscriptions as a plain table: the upsert, list and delete rules of §4.5.
+"""Webhook subscriptions as a plain table: upsert, list and delete.
 
 The key is `(broker_id, event)`: a broker has at most one URL per event. Time and ids
 are passed in, so the rules are tested without threads; the dispatcher actor owns one
@@ -54,7 +54,7 @@ class Subscriptions:
         now: int,
         new_id: Callable[[], str],
     ) -> Upserted:
-        """Create or update one subscription per distinct event (§4.5 upsert rules).
+        """Create or update one subscription per distinct event.
 
         A new key gets a new id with `created_at = updated_at = now`; another URL
         replaces the URL and sets `updated_at`; the same URL changes nothing.

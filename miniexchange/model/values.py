@@ -25,7 +25,7 @@ from decimal import (
 from typing import Final
 
 # --- identifiers ------------------------------------------------------------------------
-# The contract's patterns, as text for messages (`symbol must match ^[A-Z]{1,10}$`) and
+# The API's patterns, as text for messages (`symbol must match ^[A-Z]{1,10}$`) and
 # compiled for `fullmatch` with re.ASCII: whole string only, so "AAPL\n" never matches
 # (a `$` anchor with `match` would accept that trailing newline).
 
@@ -48,7 +48,7 @@ def is_broker_id(text: str) -> bool:
     return BROKER_ID_RE.fullmatch(text) is not None
 
 
-# --- bounds (contract §1.5) -------------------------------------------------------------
+# --- bounds ----------------------------------------------------------------------------
 # Chosen so that price x quantity stays below 10**17 cents, far inside a signed 64-bit int.
 
 MAX_PRICE_CENTS: Final = 100_000_000  # 1000000.00
@@ -162,7 +162,7 @@ _PARSE_CACHE_SIZE: Final = 4096
 def parse_rfc3339(text: str) -> int | None:
     """Microseconds since the epoch (UTC) of an RFC 3339 date-time, or None if invalid.
 
-    Rejected (contract §1.6): no offset, an impossible date, hour > 23, minute > 59, a
+    Rejected: no offset, an impossible date, hour > 23, minute > 59, a
     leap second (`:60`: it has no place on the POSIX timeline we keep), more than 6
     fractional digits, an offset hour > 23 or minute > 59, and a UTC value outside years
     1..9999 (judged after conversion: `0000-12-31T23:30:00-00:30` is year 1 in UTC and

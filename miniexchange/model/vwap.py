@@ -1,4 +1,4 @@
-"""The trade history behind a symbol's current price (contract §4.1).
+"""The trade history behind a symbol's current price, the VWAP of a window.
 
 Keeps running sums over the trades inside the VWAP window, so a price read costs the
 trades that left the window since the last read (amortised O(1)), never a rescan of

@@ -1,4 +1,4 @@
-"""`GET /metrics` (contract §6.4): every family with its labels from the start, and
+"""`GET /metrics`: every Prometheus family with its labels from the start, and
 counters that move by exactly what a scripted sequence of requests implies."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Market data for people through the ASGI app (contract §6.6, §1.8, §2.6): every outcome
-of `GET /stocks` and of the public tape, the stream's 404 and its first events, and the
-read side they are served from, including what recovery seeds into it.
+"""Market data for people through the ASGI app (listed symbols only, due orders left
+out): every outcome of `GET /stocks` and of the public tape, the stream's 404 and its
+first events, and the read side they are served from, including what recovery seeds
+into it.
 
 Bodies are parsed with `Money` for every JSON number with a fraction, so comparing a
 parsed body with an expected dict checks the exact literal (`150.50`, never `150.5`).

@@ -1,4 +1,4 @@
-"""Every outcome of POST/GET/DELETE /webhooks (contract §4.5) through the ASGI app, and
+"""Every outcome of POST/GET/DELETE /webhooks through the ASGI app, and
 which deliveries the app's events produce (recorded by a fake pool: no network here)."""
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def test_all_existing_url_changed_is_200_with_new_url_and_updated_at(
 
 
 def test_some_new_some_existing_is_201(client: AppClient, clock: ManualClock, broker: str) -> None:
-    """The contract's example: trade.executed existed with another URL."""
+    """Some new, some existing: trade.executed existed with another URL."""
     existing = subscribe(client, events=["trade.executed"]).json["webhooks"][0]
     clock.advance(seconds=10)
     result = subscribe(client, url=NEW_URL)

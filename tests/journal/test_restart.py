@@ -1,4 +1,4 @@
-"""Restart round trips through the public API (contract §5.4).
+"""Restart round trips through the public API: nothing acknowledged is lost.
 
 Each test runs the in-process app with real actors and an SQLite journal on a temporary
 file, stops it, builds a fresh app on the same file and compares what every endpoint

@@ -1,4 +1,4 @@
-"""The candle aggregation (§6.6): epoch-aligned intervals, execution order within one,
+"""The candle aggregation: epoch-aligned intervals, execution order within one,
 the 1000 bound, and the latest N oldest first."""
 
 from __future__ import annotations

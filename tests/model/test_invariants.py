@@ -1,4 +1,5 @@
-"""Property tests: random trading on several symbols keeps every invariant of §3.8.
+"""Property tests: random trading on several symbols keeps every rule of docs/design.md,
+"Rules the engine keeps".
 
 A hypothesis state machine drives the real engine step and ledgers through `Trading`
 (wired as the actors wire them, without messages): limit and market bids and asks from three
@@ -59,13 +60,13 @@ steps = st.sampled_from((1_000_000, 3_000_000, 250_000, 1, 0))
 
 
 def priority(order: Order) -> tuple[int, int, str]:
-    """The book key of §3.1: best price first, then created_at, then order_id."""
+    """The book key: best price first, then created_at, then order_id."""
     price: int = order.price  # type: ignore[assignment]
     return (-price if order.side == BID else price, order.created_at, order.order_id)
 
 
 def reference_fills(resting: list[Order], command: SubmitOrder) -> list[tuple[str, int, int]]:
-    """(resting order id, price, quantity) a pass must produce, by brute force (§3.2, §3.4)."""
+    """(resting order id, price, quantity) a pass must produce, by brute force."""
     opposite = sorted((o for o in resting if o.side != command.side), key=priority)
     left = command.quantity
     out = []
@@ -145,7 +146,7 @@ class TradingMachine(RuleBasedStateMachine):
     # -- rules ----------------------------------------------------------------------------
 
     # Each submission first lets time pass without a sweep: the submission itself must
-    # then expire what is due before it matches (§2.6).
+    # then expire what is due before it matches (none trades once due).
 
     @rule(
         broker=brokers,
@@ -217,7 +218,7 @@ class TradingMachine(RuleBasedStateMachine):
         step: int,
     ) -> None:
         """A limit order sized to the broker's available cash or shares, or one over:
-        the funds check's boundary, where available and total differ (§2.2)."""
+        the funds check's boundary, where available and total differ (available decides)."""
         self.now += step
         self._expire(symbol)  # so that "available" is what the submission will see
         ledger = self.ledgers[broker]
@@ -269,14 +270,14 @@ class TradingMachine(RuleBasedStateMachine):
 
     @rule(step=steps)
     def expiration_sweep(self, step: int) -> None:
-        """Time passes, then the expiration process runs on every symbol (§2.6)."""
+        """Time passes, then the expiration process runs on every symbol."""
         self.now += step
         for symbol in SYMBOLS:
             self._expire(symbol)
 
     @rule(symbol=symbols, data=st.data())
     def recover(self, symbol: str, data: st.DataObject) -> None:
-        """Rebuild a book from its resting orders, restored in any order (§5.4, inv. 7)."""
+        """Rebuild a book from its resting orders, restored in any order (the key is total)."""
         book = self.exchange.books[symbol]
         resting = data.draw(st.permutations(book.resting_orders()), label="restore order")
         rebuilt = OrderBook(symbol)
@@ -312,7 +313,8 @@ class TradingMachine(RuleBasedStateMachine):
         self.swept_at[symbol] = self.now
 
     def _expected_refusal(self, command: SubmitOrder, resting: list[Order]) -> str | None:
-        """What §2.2 says the submission must get, from brute-force figures.
+        """The refusal the submission must get (funds against available amounts), from
+        brute-force figures.
 
         A limit order's funds are checked by R1 before the symbol actor sees it; an
         `expires_at` not after now is refused by the HTTP layer before either, so the
@@ -367,7 +369,7 @@ class TradingMachine(RuleBasedStateMachine):
         self._check_pass(command, result, expected, balances_before)
         event(f"{command.type} {result.order.status}, {min(len(result.fills), 3)}+ fills")
         if command.type == MARKET and command.side == BID:
-            # The hold was the simulated sweep cost (§4.6); the fills cost exactly that,
+            # The hold was the simulated sweep cost; the fills cost exactly that,
             # so the buyer's reservation is back where it was.
             sweep = reference_sweep(resting, BID, command.quantity)
             assert result.order.filled_value == sum(lv.price * lv.quantity for lv in sweep)
@@ -406,7 +408,7 @@ class TradingMachine(RuleBasedStateMachine):
         for fill in result.fills:
             trade = fill.trade
             bid, ask = fill.bid, fill.ask
-            # §3.2 relative to both orders.
+            # Two limits trade at the ask's price, a market order at the resting one's.
             if bid.type == LIMIT and ask.type == LIMIT:
                 assert trade.price == ask.price and bid.price >= ask.price  # type: ignore[operator]
             elif bid.type == MARKET:
@@ -414,7 +416,7 @@ class TradingMachine(RuleBasedStateMachine):
             else:
                 assert trade.price == bid.price
             assert trade.executed_at == self.now >= fill.resting.created_at
-            # No trade involves an order at or past its expires_at (§2.6).
+            # No trade involves an order at or past its expires_at.
             assert fill.resting.expires_at > trade.executed_at  # type: ignore[operator]
             assert (trade.bid_order_id, trade.ask_order_id) == (bid.order_id, ask.order_id)
             assert (trade.bid_broker_id, trade.ask_broker_id) == (bid.broker_id, ask.broker_id)

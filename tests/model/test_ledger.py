@@ -1,4 +1,4 @@
-"""Broker ledgers and the settlement arithmetic (contract §2.2, §3.5, §3.6, §4.3)."""
+"""Broker ledgers and the settlement arithmetic: holds, fills, releases, balances."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _shares(ledger: Ledger, symbol: str = "AAPL") -> tuple[int, int, int] | None
     return None
 
 
-# -- reservations check the available amount, never the total (§2.2) ----------------------
+# -- reservations check the available amount, never the total ---------------------------
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_release_gives_back_exactly_what_was_reserved() -> None:
     assert ledger.reserved_shares == {}  # no zero entries left behind
 
 
-# -- settlement arithmetic (§3.5) ---------------------------------------------------------
+# -- settlement arithmetic ----------------------------------------------------------------
 
 
 def test_worked_example_of_3_5() -> None:
@@ -365,7 +365,7 @@ def test_market_bid_legs_release_the_execution_cost() -> None:
     assert settlement_legs(result)["b"] == [SettlementLeg(BID, 30, 30_000, 30_000)]
 
 
-# -- holdings listing and updated_at (§4.3) -------------------------------------------------
+# -- holdings listing and updated_at ------------------------------------------------------
 
 
 def test_holdings_sorted_by_symbol_and_zero_quantities_dropped() -> None:

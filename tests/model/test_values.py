@@ -1,4 +1,4 @@
-"""Domain values: identifier patterns, money in cents, timestamp text (contract §1.4-§1.8)."""
+"""Domain values: identifier patterns, money in cents, timestamp text, exactly."""
 
 from __future__ import annotations
 
@@ -240,7 +240,7 @@ def test_format_timestamp_cache_stays_bounded() -> None:
     assert format_timestamp(0) == "1970-01-01T00:00:00Z"
 
 
-# --- timestamps: input (§1.6) -----------------------------------------------------------
+# --- timestamps: input (RFC 3339 with an offset) ----------------------------------------
 
 BASE = us_of(datetime(2026, 2, 20, 18, 0, 0))
 
