@@ -14,7 +14,8 @@ The writer numbers the facts itself (`seq`, never reused, also past a snapshot w
 facts a power loss took from the file), and with snapshots on it deletes the facts a
 durable snapshot covers, a bounded chunk per pass so that commits go on between them.
 The file's `user_version` says its format: 0 (before it was stamped) and 1 are read,
-anything newer is refused at start with one line naming the file.
+anything newer is refused at start with one line naming the file; so is a file SQLite
+cannot read (garbage, cut short), rather than a traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeGuard
 
 from miniexchange.journal.facts import Fact
 from miniexchange.journal.recovery import DEFAULT_RETENTION, Recovered, Retention
@@ -63,7 +65,25 @@ class JournalUnavailable(Exception):
 
 
 class JournalFormatError(Exception):
-    """The journal or its snapshot was written by another version; one line naming the file."""
+    """The journal or its snapshot cannot be read (another version wrote it, or it is
+    damaged); its message is one line naming the file, shown instead of a traceback."""
+
+
+def damaged(error: BaseException) -> TypeGuard[sqlite3.DatabaseError]:
+    """SQLite says the file is not a database or is corrupt (garbage, cut short); a
+    locked or unopenable file is another matter and keeps its own error."""
+    return isinstance(error, sqlite3.DatabaseError) and (
+        error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    )
+
+
+def unreadable(path: str, error: sqlite3.Error) -> JournalFormatError:
+    """SQLite's own reason ("file is not a database", "database disk image is
+    malformed"), with the file it concerns and what the operator can do."""
+    return JournalFormatError(
+        f"{path}: the journal cannot be read ({error}); restore it from a copy, or move "
+        "it away to start an empty exchange"
+    )
 
 
 class _Forget:
@@ -137,38 +157,52 @@ class SqliteJournal:
         if self._connection is None:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            (version,) = connection.execute("PRAGMA user_version").fetchone()
-            if version > JOURNAL_FORMAT:
-                connection.close()
-                raise JournalFormatError(
-                    f"{self.path}: journal format {version}, this version reads formats 0 "
-                    f"to {JOURNAL_FORMAT}; run the version that wrote it"
-                )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute(f"PRAGMA synchronous={self._synchronous}")
-            connection.execute(SCHEMA)
-            if version < JOURNAL_FORMAT:
-                connection.execute(f"PRAGMA user_version={JOURNAL_FORMAT}")
-            (last,) = connection.execute("SELECT coalesce(max(seq), 0) FROM facts").fetchone()
             try:
-                header = read_header(snapshot_path(self.path))
-            except SnapshotError as error:
+                self._open(connection)
+            except BaseException as error:
                 connection.close()
-                raise JournalFormatError(str(error)) from None
-            self._snapshot_seq = header["seq"] if header is not None else 0
-            self._last_seq = max(last, self._snapshot_seq)
+                if damaged(error):
+                    raise unreadable(self.path, error) from None
+                raise
             self._connection = connection
         return self._connection
+
+    def _open(self, connection: sqlite3.Connection) -> None:
+        """Check the file's format, set it up for writing, and find the last `seq`."""
+        (version,) = connection.execute("PRAGMA user_version").fetchone()
+        if version > JOURNAL_FORMAT:
+            raise JournalFormatError(
+                f"{self.path}: journal format {version}, this version reads formats 0 "
+                f"to {JOURNAL_FORMAT}; run the version that wrote it"
+            )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={self._synchronous}")
+        connection.execute(SCHEMA)
+        if version < JOURNAL_FORMAT:
+            connection.execute(f"PRAGMA user_version={JOURNAL_FORMAT}")
+        (last,) = connection.execute("SELECT coalesce(max(seq), 0) FROM facts").fetchone()
+        try:
+            header = read_header(snapshot_path(self.path))
+        except SnapshotError as error:
+            raise JournalFormatError(str(error)) from None
+        self._snapshot_seq = header["seq"] if header is not None else 0
+        self._last_seq = max(last, self._snapshot_seq)
 
     # -- reading (recovery, before start) ----------------------------------------
 
     def facts(self, after: int = 0) -> Iterator[tuple[str, bytes]]:
         """Every recorded fact after sequence number `after`, in commit order."""
-        cursor = self._connect().execute(
-            "SELECT kind, body FROM facts WHERE seq > ? ORDER BY seq", (after,)
-        )
-        while rows := cursor.fetchmany(4096):
-            yield from rows
+        connection = self._connect()
+        try:
+            cursor = connection.execute(
+                "SELECT kind, body FROM facts WHERE seq > ? ORDER BY seq", (after,)
+            )
+            while rows := cursor.fetchmany(4096):
+                yield from rows
+        except sqlite3.DatabaseError as error:
+            if damaged(error):  # a page past the damage, found while reading
+                raise unreadable(self.path, error) from None
+            raise
 
     def history(self) -> tuple[Recovered | None, Iterator[tuple[str, bytes]]]:
         """The latest snapshot's folded state (None: none) and the facts after it."""

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +130,51 @@ def require(chromium: Any) -> Any:
             f"{CHROMIUM} is missing: run `apt-get install -y chromium` (as root)", pytrace=False
         )
     return chromium
+
+
+# -- a server whose output goes through a pipe (the journal's fault tests) ---------------
+
+
+class PipedServer(Server):
+    """A `Server` whose standard output and error reach `log_path` through a pipe: a pipe
+    is not a file, so a file-size limit put on the worker (RLIMIT_FSIZE) fails the
+    journal's writes and none of its log lines."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self._stderr = None
+        self.process = subprocess.Popen(
+            [str(GUNICORN), "-c", "config/gunicorn.conf.py"],
+            cwd=ROOT,
+            env={**os.environ, "PORT": str(self.port), **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self._copier = threading.Thread(target=self._copy, daemon=True)
+        self._copier.start()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _copy(self) -> None:
+        pipe = self.process.stdout
+        assert pipe is not None
+        while chunk := pipe.read1(65536):
+            self._log.write(chunk)
+            self._log.flush()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._copier.join(timeout=30)  # every line is in the file before it closes
+        return super().stop()
