@@ -1,7 +1,7 @@
 """Model values to JSON bytes: money as numbers with exactly two decimals, never a float.
 
-Amounts become `orjson.Fragment`s holding the pre-formatted literal (`148.50`), and
-timestamps the contract's `YYYY-MM-DDTHH:MM:SSZ` (sub-seconds truncated).
+The two formats themselves (`money`, `timestamp`) live in `miniexchange.model.formats`,
+shared with the webhook payloads.
 """
 
 from __future__ import annotations
@@ -15,20 +15,11 @@ from miniexchange.actors.messages import Issued
 from miniexchange.model.book import Level
 from miniexchange.model.candles import Candle
 from miniexchange.model.commands import LIMIT
+from miniexchange.model.formats import money, timestamp
 from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import Order, Trade
-from miniexchange.model.values import format_cents, format_timestamp
+from miniexchange.model.values import format_timestamp
 from miniexchange.model.vwap import Price
-
-
-def money(cents: int | None) -> orjson.Fragment | None:
-    if cents is None:
-        return None
-    return orjson.Fragment(format_cents(cents).encode())
-
-
-def timestamp(us: int | None) -> str | None:
-    return None if us is None else format_timestamp(us)
 
 
 def trade_dict(trade: Trade) -> dict[str, Any]:
