@@ -1,4 +1,4 @@
-"""`GET /metrics` (contract §6.4): every family with its labels from the start, and
+"""`GET /metrics`: every family with its labels from the start, and
 counters that move by exactly what a scripted sequence of requests implies."""
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from miniexchange.http.parsing import validate_order
 from miniexchange.metrics import Metrics
 from miniexchange.settings import load_settings
 from miniexchange.testing import ManualClock, Replies, run_expiration
-from miniexchange.webhooks.delivery import DURATION_BUCKETS_S, DeliveryStats, Durations
-from tests.conftest import AppClient
+from tests.conftest import START, AppClient
 from tests.http.helpers import limit, market, register
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -284,31 +283,48 @@ def test_webhook_outcomes_come_from_the_delivery_pool(client: AppClient) -> None
     assert scrape(client).samples("miniexchange_webhook_delivery_duration_seconds", "_count") == {}
 
 
+def test_the_served_apps_delivery_pool_counts_into_its_metrics(tmp_path: Path) -> None:
+    """The app as `create_app` composes it (its own pool, from its settings): the pool's
+    outcomes reach the app's `/metrics`."""
+    settings = load_settings({"DATABASE_PATH": str(tmp_path / "journal.db")})
+    client = AppClient(create_app(settings, clock=ManualClock.at(START)))
+    try:
+        register(client, "S", 0, AAPL=10)
+        register(client, "B", 1_000_000)
+        hook = {"broker_id": "B", "url": "https://127.0.0.1:9/hook", "events": ["trade.executed"]}
+        assert client.post("/webhooks", json=hook).status_code == 201
+        limit(client, "S", "ask", 10, 5)
+        limit(client, "B", "bid", 10, 2)
+        refused = labels(event="trade.executed", outcome="refused")
+        deadline = time.monotonic() + 10
+        while (seen := scrape(client).samples("miniexchange_webhook_deliveries")) != {refused: 1}:
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.02)
+    finally:
+        client.close()
+        pykka.ActorRegistry.stop_all()
+
+
 def test_delivery_durations_are_exposed_as_cumulative_buckets() -> None:
     metrics = Metrics()
-    durations = Durations()
-    for seconds in (0.003, 0.02, 0.02, 7.0, 60.0):
-        durations.observe(seconds)
-    stats = DeliveryStats(
-        {("trade.executed", "delivered"): 4, ("trade.executed", "failed"): 1},
-        {"trade.executed": durations},
-        queued=0,
-        in_flight=0,
-    )
-    metrics.watch_deliveries(lambda: stats)
+    for seconds in (0.003, 0.02, 0.02, 7.0):
+        metrics.count_delivery("trade.executed", "delivered", seconds)
+    metrics.count_delivery("trade.executed", "failed", 60.0)
+    metrics.count_delivery("trade.executed", "refused", None)  # no attempt: no duration
     result = Scrape(metrics.render().decode())
     assert result.samples("miniexchange_webhook_deliveries") == {
         labels(event="trade.executed", outcome="delivered"): 4,
         labels(event="trade.executed", outcome="failed"): 1,
+        labels(event="trade.executed", outcome="refused"): 1,
     }
     buckets = result.samples("miniexchange_webhook_delivery_duration_seconds", "_bucket")
-    expected_le = {0.005: 1, 0.01: 1, 0.025: 3, 5: 3, 10: 4, float("inf"): 5}
-    for bound in (*DURATION_BUCKETS_S, float("inf")):
-        le = "+Inf" if bound == float("inf") else repr(float(bound))
-        key = labels(event="trade.executed", le=le)
-        assert key in buckets, key
-        if bound in expected_le:
-            assert buckets[key] == expected_le[bound], bound
+    cumulative = {
+        "0.005": 1, "0.01": 1, "0.025": 3, "0.05": 3, "0.1": 3, "0.25": 3, "0.5": 3,
+        "1.0": 3, "2.5": 3, "5.0": 3, "10.0": 4, "+Inf": 5,
+    }  # fmt: skip
+    assert buckets == {labels(event="trade.executed", le=le): n for le, n in cumulative.items()}
+    counts = result.samples("miniexchange_webhook_delivery_duration_seconds", "_count")
+    assert counts == {labels(event="trade.executed"): 5}
     sums = result.samples("miniexchange_webhook_delivery_duration_seconds", "_sum")
     assert sums[labels(event="trade.executed")] == pytest.approx(67.043)
 
