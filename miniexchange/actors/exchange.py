@@ -90,7 +90,7 @@ class Exchange:
         `events` also hears every event (the webhook dispatcher always does).
         `deliveries` sends the webhooks: the composition root's pool (`http.app`), or
         a `testing.FakeDeliveries`.
-        `metrics`: this exchange's Prometheus families (§6.4); None: a fresh set.
+        `metrics`: this exchange's Prometheus families; None: a fresh set.
         `account_actors`: how many account actors share the brokers (`ACCOUNT_ACTORS`).
         `max_symbols`: how many symbols may be listed (`MAX_SYMBOLS`).
         `idempotency_max_keys`, `idempotency_ttl_us`: what recovery keeps of the stored
@@ -240,8 +240,9 @@ class Exchange:
 
     def stop(self) -> None:
         """Stop the clock (a running sweep completes first), then every actor, then the
-        delivery pool (queued deliveries are abandoned, §5.3), then the journal (after
-        committing what the actors appended; events it releases then are dropped)."""
+        delivery pool (queued deliveries are abandoned: a shutdown sends no more), then
+        the journal (after committing what the actors appended; events it releases then
+        are dropped)."""
         with self._lock:
             self._stopped = True
         if self._ticker is not None:

@@ -44,7 +44,7 @@ from miniexchange.model.ledger import (
 from miniexchange.testing import ManualClock, RecordingJournal, Replies
 from tests.actors.conftest import SECOND, T0, WAIT_S, RecordingActor, recorded
 
-CASH = 10_000_000  # 100000.00, the contract's worked example (§3.5)
+CASH = 10_000_000  # 100000.00
 E1 = T0 + 3600 * SECOND
 
 
@@ -323,7 +323,8 @@ def test_a_market_hold_answers_whether_it_could(desk: Desk) -> None:
 
 
 def test_the_worked_example_settles_as_told(desk: Desk) -> None:
-    """§3.5: B bids 100 @ 150.00 (held by R1), 60 fill @ 148.00 against S."""
+    """A bid that crosses a cheaper ask: B bids 100 @ 150.00 (held by R1), 60 fill @
+    148.00 against S."""
     desk.register("B", CASH)
     desk.register("S", 0, AAPL=60)
     desk.actor.tell(Submit(limit(ASK, 148_00, 60, "S"), Replies()))

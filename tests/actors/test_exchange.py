@@ -166,7 +166,7 @@ def test_concurrent_first_uses_start_one_actor(exchange: Exchange) -> None:
 def test_a_trade_through_real_actors_settles_the_worked_example(
     exchange: Exchange, clock: ManualClock
 ) -> None:
-    """§3.5: B bids 100 @ 150.00 against S's 60 @ 148.00."""
+    """A bid that crosses a cheaper ask: B bids 100 @ 150.00 against S's 60 @ 148.00."""
     register(exchange, "B", 10_000_000)
     register(exchange, "S", 0, AAPL=60)
     submit(exchange, limit(ASK, 148_00, 60, "S"))

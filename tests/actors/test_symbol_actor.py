@@ -291,7 +291,7 @@ def test_a_limit_ask_that_rests_is_accepted(venue: Venue) -> None:
 def test_a_crossing_limit_bid_reserves_at_its_price_and_settles_at_the_ask_price(
     venue: Venue, clock: ManualClock
 ) -> None:
-    """The contract's worked example (§3.5): 100 @ 150.00 against 60 @ 148.00."""
+    """A bid that crosses a cheaper ask: 100 @ 150.00 against 60 @ 148.00."""
     venue.add_broker("buyer")
     venue.add_broker("seller")
     venue.submit(limit(ASK, 148_00, 60, "seller"))

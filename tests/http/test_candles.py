@@ -1,4 +1,4 @@
-"""`GET /stocks/{symbol}/candles` through the ASGI app (contract §6.6): every outcome,
+"""`GET /stocks/{symbol}/candles` through the ASGI app: every outcome,
 the check order interval → limit → symbol, and what a restart recovers.
 
 Bodies are parsed with `Money` for every JSON number with a fraction, so a candle's
