@@ -4,6 +4,7 @@ counters that move by exactly what a scripted sequence of requests implies."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pykka
@@ -265,44 +266,39 @@ def test_http_requests_are_counted_by_method_route_and_status(client: AppClient)
 # -- webhooks -------------------------------------------------------------------------------
 
 
-def test_webhook_outcomes_come_from_the_delivery_pool(client: AppClient) -> None:
-    """Deliveries to a loopback address are refused (WEBHOOK_ALLOW_PRIVATE is false)."""
-    register(client, "S", 0, AAPL=10)
-    register(client, "B", 1_000_000)
-    hook = {"broker_id": "B", "url": "https://127.0.0.1:9/hook", "events": ["trade.executed"]}
-    assert client.post("/webhooks", json=hook).status_code == 201
-    limit(client, "S", "ask", 10, 5)
-    limit(client, "B", "bid", 10, 2)
-    limit(client, "B", "bid", 10, 1)
-    refused = labels(event="trade.executed", outcome="refused")
-    deadline = time.monotonic() + 10
-    while (seen := scrape(client).samples("miniexchange_webhook_deliveries")) != {refused: 2}:
-        assert time.monotonic() < deadline, seen
-        time.sleep(0.02)
-    # a refusal makes no attempt: no duration
-    assert scrape(client).samples("miniexchange_webhook_delivery_duration_seconds", "_count") == {}
-
-
-def test_the_served_apps_delivery_pool_counts_into_its_metrics(tmp_path: Path) -> None:
-    """The app as `create_app` composes it (its own pool, from its settings): the pool's
-    outcomes reach the app's `/metrics`."""
+@pytest.fixture(params=["composed by create_app", "a ready exchange"])
+def wired(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AppClient]:
+    """An app whose delivery pool counts into its metrics: as `create_app` composes the
+    served app (its own exchange, journal and pool, from its settings), or as the
+    fixtures do."""
+    if request.param == "a ready exchange":
+        yield request.getfixturevalue("client")
+        return
     settings = load_settings({"DATABASE_PATH": str(tmp_path / "journal.db")})
     client = AppClient(create_app(settings, clock=ManualClock.at(START)))
     try:
-        register(client, "S", 0, AAPL=10)
-        register(client, "B", 1_000_000)
-        hook = {"broker_id": "B", "url": "https://127.0.0.1:9/hook", "events": ["trade.executed"]}
-        assert client.post("/webhooks", json=hook).status_code == 201
-        limit(client, "S", "ask", 10, 5)
-        limit(client, "B", "bid", 10, 2)
-        refused = labels(event="trade.executed", outcome="refused")
-        deadline = time.monotonic() + 10
-        while (seen := scrape(client).samples("miniexchange_webhook_deliveries")) != {refused: 1}:
-            assert time.monotonic() < deadline, seen
-            time.sleep(0.02)
+        yield client
     finally:
         client.close()
         pykka.ActorRegistry.stop_all()
+
+
+def test_webhook_outcomes_come_from_the_delivery_pool(wired: AppClient) -> None:
+    """Deliveries to a loopback address are refused (WEBHOOK_ALLOW_PRIVATE is false)."""
+    register(wired, "S", 0, AAPL=10)
+    register(wired, "B", 1_000_000)
+    hook = {"broker_id": "B", "url": "https://127.0.0.1:9/hook", "events": ["trade.executed"]}
+    assert wired.post("/webhooks", json=hook).status_code == 201
+    limit(wired, "S", "ask", 10, 5)
+    limit(wired, "B", "bid", 10, 2)
+    limit(wired, "B", "bid", 10, 1)
+    refused = labels(event="trade.executed", outcome="refused")
+    deadline = time.monotonic() + 10
+    while (seen := scrape(wired).samples("miniexchange_webhook_deliveries")) != {refused: 2}:
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.02)
+    # a refusal makes no attempt: no duration
+    assert scrape(wired).samples("miniexchange_webhook_delivery_duration_seconds", "_count") == {}
 
 
 def test_delivery_durations_are_exposed_as_cumulative_buckets() -> None:
