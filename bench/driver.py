@@ -24,7 +24,7 @@ from miniexchange.ids import IdFactory
 from miniexchange.journal.store import Journal
 from miniexchange.model.commands import RegisterBroker
 from miniexchange.model.orders import Order
-from miniexchange.testing import Replies
+from miniexchange.testing import FakeDeliveries, Replies
 
 REPLY_TIMEOUT_S = 60  # an actor that never answers must fail the run, not hang it
 
@@ -34,7 +34,9 @@ Answer = tuple[int, int, int, Any]  # (op kind, sent ns, answered ns, answer)
 def start_exchange(journal: Journal, ids: IdFactory) -> Exchange:
     """A started exchange with the flow's brokers registered (unless recovered) and an
     actor for each of the flow's symbols."""
-    exchange = Exchange(SystemClock(), ids, expiration_interval_s=None, journal=journal)
+    exchange = Exchange(
+        SystemClock(), ids, FakeDeliveries(), expiration_interval_s=None, journal=journal
+    )
     exchange.start()
     holdings = tuple((symbol, INITIAL_SHARES) for symbol in sorted(SYMBOLS))
     for broker in BROKERS:

@@ -37,7 +37,7 @@ from miniexchange.clock import SystemClock
 from miniexchange.http.app import settle_garbage_collector
 from miniexchange.ids import RandomIds
 from miniexchange.model.commands import BID, LIMIT, RegisterBroker, SubmitOrder
-from miniexchange.testing import Replies
+from miniexchange.testing import FakeDeliveries, Replies
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTS = {"symbols": 2_000, "brokers": 100_000, "resting": 100_000}
@@ -111,6 +111,7 @@ def measure(kind: str, count: int) -> dict[str, Any]:
     exchange = Exchange(
         SystemClock(),
         RandomIds(),
+        FakeDeliveries(),
         expiration_interval_s=None,
         max_symbols=count + len(WARM_SYMBOLS),
     )

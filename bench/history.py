@@ -31,7 +31,7 @@ from miniexchange.journal.recovery import recover
 from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
 from miniexchange.model.orders import CANCELLED, FILLED, Trade, new_order
 from miniexchange.settings import load_settings
-from miniexchange.testing import ManualClock, SequentialIds
+from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
 
 START = "2026-02-17T09:00:00Z"
 T0 = ManualClock.at(START).now()
@@ -76,7 +76,7 @@ def recovery(fills: int) -> None:
 
 def listing(orders: int) -> None:
     clock = ManualClock.at(START)
-    exchange = Exchange(clock, SequentialIds(), expiration_interval_s=None)
+    exchange = Exchange(clock, SequentialIds(), FakeDeliveries(), expiration_interval_s=None)
     app = create_app(load_settings({}), clock=clock, exchange=exchange)
 
     async def measure() -> None:

@@ -54,7 +54,7 @@ from miniexchange.ids import RandomIds
 from miniexchange.journal.recovery import recover
 from miniexchange.journal.store import Journal, MemoryJournal, SqliteJournal
 from miniexchange.model.orders import Order
-from miniexchange.testing import SequentialIds
+from miniexchange.testing import FakeDeliveries, SequentialIds
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
@@ -173,7 +173,13 @@ def run_restart(path: str, part: str) -> dict[str, Any]:
         journal.close()
         result: dict[str, Any] = {"orders": len(state.orders), "facts": state.fact_count}
     else:
-        exchange = Exchange(SystemClock(), RandomIds(), expiration_interval_s=None, journal=journal)
+        exchange = Exchange(
+            SystemClock(),
+            RandomIds(),
+            FakeDeliveries(),
+            expiration_interval_s=None,
+            journal=journal,
+        )
         exchange.start()
         elapsed = time.perf_counter() - started
         result = {

@@ -42,6 +42,7 @@ from miniexchange.journal.store import SqliteJournal
 from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
 from miniexchange.model.orders import CANCELLED, new_order
 from miniexchange.settings import Settings
+from miniexchange.testing import FakeDeliveries
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "snapshot.md"
@@ -122,6 +123,7 @@ def run_start(path: str) -> dict[str, Any]:
     exchange = Exchange(
         SystemClock(),
         RandomIds(),
+        FakeDeliveries(),
         expiration_interval_s=None,
         vwap_window_us=VWAP_WINDOW_US,
         journal=journal,

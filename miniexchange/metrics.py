@@ -1,4 +1,4 @@
-"""Every Prometheus family of contract §6.4, in one registry per exchange.
+"""Every Prometheus family the exchange exposes at `GET /metrics`, in one registry per exchange.
 
 Why one `Metrics` object (with its own `CollectorRegistry`) per exchange rather than
 prometheus-client's module-level default registry: the test suite builds many apps in
@@ -14,10 +14,8 @@ another's counters:
   (`actors.listeners.CountTrades`): `count_trades`; the symbol actors: `watch_resting` (their books'
   sizes, read at scrape time rather than set after every step);
 - the journal writer: `observe_journal_commit` (its `on_commit` hook);
-- the delivery pool keeps its own counters and histogram (`DeliveryPool.stats()`,
-  under its lock, on every outcome): they are read at scrape time by a collector
-  (`watch_deliveries`) instead of being counted twice, so the delivery path costs no
-  extra lock and the pool needs no knowledge of Prometheus.
+- the delivery pool: `count_delivery` (its `on_outcome` hook, on every outcome), so
+  the pool needs no knowledge of Prometheus and this module none of the pool.
 
 Every family is exposed with its `# HELP` and `# TYPE` from the start, before it has a
 series; the journal's histogram exists only when the journal is on.
@@ -25,7 +23,7 @@ series; the journal's histogram exists only when the journal is on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from prometheus_client import (
@@ -35,25 +33,22 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from miniexchange.model.commands import SubmitOrder
 from miniexchange.model.errors import ExchangeError
 from miniexchange.model.orders import Trade
-from miniexchange.webhooks.delivery import DURATION_BUCKETS_S, DeliveryStats
 
 __all__ = [
     "CONTENT_TYPE",
+    "DELIVERY_BUCKETS_S",
     "HTTP_BUCKETS_S",
     "JOURNAL_BUCKETS_S",
     "Metrics",
 ]
 
 CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
-"""`text/plain; version=0.0.4; charset=utf-8` (§6.4)."""
+"""`text/plain; version=0.0.4; charset=utf-8`: the text exposition format 0.0.4."""
 
 HTTP_BUCKETS_S: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -65,6 +60,9 @@ JOURNAL_BUCKETS_S: Final = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 )  # fmt: skip
 """A group commit is an fsync: tens of microseconds on a fast disk, milliseconds on most."""
+
+DELIVERY_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""A webhook delivery is a network round trip: Prometheus' default buckets."""
 
 # prometheus-client adds a `<family>_created` gauge beside every counter and histogram
 # series by default: a second family per family that the contract does not ask for and
@@ -118,8 +116,19 @@ class Metrics:
             ("symbol", "side"),
             registry=registry,
         )
-        self._deliveries = _DeliveryCollector()
-        registry.register(self._deliveries)
+        self._deliveries = Counter(
+            "miniexchange_webhook_deliveries",
+            "Webhook deliveries by event type and outcome (delivered, failed, refused, dropped).",
+            ("event", "outcome"),
+            registry=registry,
+        )
+        self._delivery_duration = Histogram(
+            "miniexchange_webhook_delivery_duration_seconds",
+            "Time of each delivery attempt made (delivered or failed), by event type.",
+            ("event",),
+            buckets=DELIVERY_BUCKETS_S,
+            registry=registry,
+        )
         self._journal_commits: Histogram | None = None
         if journal:
             self._journal_commits = Histogram(
@@ -191,9 +200,12 @@ class Metrics:
 
     # -- webhooks, journal -----------------------------------------------------------
 
-    def watch_deliveries(self, stats: Callable[[], DeliveryStats] | None) -> None:
-        """Expose the delivery pool's counters (its `stats`) at each scrape."""
-        self._deliveries.stats = stats
+    def count_delivery(self, event_type: str, outcome: str, seconds: float | None) -> None:
+        """The delivery pool's `on_outcome` hook (on its threads): one delivery's outcome
+        and, when an attempt was made (delivered or failed), its duration."""
+        self._deliveries.labels(event_type, outcome).inc()
+        if seconds is not None:
+            self._delivery_duration.labels(event_type).observe(seconds)
 
     def observe_journal_commit(self, seconds: float, fact_count: int) -> None:
         """The journal's `on_commit` hook (called on the writer thread)."""
@@ -205,44 +217,3 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format, version 0.0.4 (`CONTENT_TYPE`)."""
         return generate_latest(self.registry)
-
-
-class _DeliveryCollector(Collector):
-    """`miniexchange_webhook_deliveries_total` and `..._delivery_duration_seconds`,
-    read from the delivery pool's own accounting at scrape time."""
-
-    def __init__(self) -> None:
-        self.stats: Callable[[], DeliveryStats] | None = None
-
-    def describe(self) -> Iterator[Metric]:
-        yield from self._families(None)
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._families(self.stats() if self.stats is not None else None)
-
-    @staticmethod
-    def _families(stats: DeliveryStats | None) -> Iterator[Metric]:
-        outcomes = CounterMetricFamily(
-            "miniexchange_webhook_deliveries",
-            "Webhook deliveries by event type and outcome (delivered, failed, refused, dropped).",
-            labels=("event", "outcome"),
-        )
-        durations = HistogramMetricFamily(
-            "miniexchange_webhook_delivery_duration_seconds",
-            "Time of each delivery attempt made (delivered or failed), by event type.",
-            labels=("event",),
-        )
-        if stats is not None:
-            for (event, outcome), count in sorted(stats.outcomes.items()):
-                outcomes.add_metric((event, outcome), count)
-            for event, histogram in sorted(stats.durations.items()):
-                cumulative = 0
-                buckets: list[tuple[str, float]] = []
-                for bound, count in zip(
-                    (*DURATION_BUCKETS_S, float("inf")), histogram.buckets, strict=True
-                ):
-                    cumulative += count
-                    buckets.append((floatToGoString(bound), cumulative))
-                durations.add_metric((event,), buckets, sum_value=histogram.sum_s)
-        yield outcomes
-        yield durations

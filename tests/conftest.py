@@ -19,9 +19,10 @@ from falcon import testing
 from miniexchange.actors.exchange import Exchange
 from miniexchange.http.app import create_app
 from miniexchange.http.stream import EventStreamGuard
+from miniexchange.metrics import Metrics
 from miniexchange.settings import load_settings
 from miniexchange.testing import ManualClock, SequentialIds
-from miniexchange.webhooks.delivery import Deliveries
+from miniexchange.webhooks.delivery import Deliveries, DeliveryPool
 
 START = "2026-02-17T09:00:00Z"
 
@@ -83,16 +84,23 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def deliveries() -> Deliveries | None:
-    """None: the exchange's own delivery pool. A module that checks the webhooks it
-    sends overrides this with a `FakeDeliveries`, which records them instead."""
-    return None
+def metrics() -> Metrics:
+    """The exchange's Prometheus families; the delivery pool counts into them too."""
+    return Metrics()
 
 
 @pytest.fixture
-def exchange(clock: ManualClock, deliveries: Deliveries | None) -> Exchange:
+def deliveries(metrics: Metrics) -> Deliveries:
+    """A real delivery pool with the default settings, wired as the app wires its own. A
+    module that checks the webhooks it sends overrides this with a `FakeDeliveries`,
+    which records them instead."""
+    return DeliveryPool(load_settings({}), on_outcome=metrics.count_delivery)
+
+
+@pytest.fixture
+def exchange(clock: ManualClock, deliveries: Deliveries, metrics: Metrics) -> Exchange:
     """Real actors, a manual clock, no ticker: tests expire by moving the clock."""
-    return Exchange(clock, SequentialIds(), expiration_interval_s=None, deliveries=deliveries)
+    return Exchange(clock, SequentialIds(), deliveries, expiration_interval_s=None, metrics=metrics)
 
 
 def _open(app: Any) -> Iterator[AppClient]:

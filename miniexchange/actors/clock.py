@@ -1,4 +1,5 @@
-"""ClockActor: triggers expirations every `EXPIRATION_INTERVAL` (contract §2.6).
+"""ClockActor: triggers expirations every `EXPIRATION_INTERVAL` (an order past its
+`expires_at` expires at the next sweep, or before any request touches its book).
 
 Symbol actors announce their earliest `expires_at`; the clock actor keeps a heap of
 (due time, symbol) and on each tick sends `ExpireDue` only to the symbols that are

@@ -44,7 +44,7 @@ from miniexchange.actors.webhooks import Listening, WebhookDispatcherActor, Webh
 from miniexchange.clock import Clock
 from miniexchange.ids import IdFactory
 from miniexchange.journal.facts import KeepAnswer
-from miniexchange.journal.recovery import Recovered, Retention, recover
+from miniexchange.journal.recovery import DEFAULT_RETENTION, Recovered, Retention, recover
 from miniexchange.journal.store import Journal, MemoryJournal
 from miniexchange.metrics import Metrics
 from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
@@ -56,8 +56,7 @@ from miniexchange.model.idempotency import KeptAnswers
 from miniexchange.model.ledger import Ledger
 from miniexchange.model.orders import Order
 from miniexchange.model.subscriptions import Subscription
-from miniexchange.settings import Settings
-from miniexchange.webhooks.delivery import Deliveries, DeliveryPool
+from miniexchange.webhooks.delivery import Deliveries
 
 log = logging.getLogger("miniexchange.actors")
 
@@ -75,11 +74,11 @@ class Exchange:
         self,
         clock: Clock,
         ids: IdFactory,
+        deliveries: Deliveries,
         expiration_interval_s: float | None = 1.0,
         vwap_window_us: int = 300_000_000,
         events: Callable[[list[Event]], None] | None = None,
         journal: Journal | None = None,
-        deliveries: Deliveries | None = None,
         metrics: Metrics | None = None,
         account_actors: int = 2,
         max_symbols: int = 10_000,
@@ -89,8 +88,9 @@ class Exchange:
         """`expiration_interval_s=None` starts no ticker: a test sends `Tick` itself.
 
         `events` also hears every event (the webhook dispatcher always does).
-        `deliveries` sends the webhooks; None: a pool with the default settings.
-        `metrics`: this exchange's Prometheus families (§6.4); None: a fresh set.
+        `deliveries` sends the webhooks: the composition root's pool (`http.app`), or
+        a `testing.FakeDeliveries`.
+        `metrics`: this exchange's Prometheus families; None: a fresh set.
         `account_actors`: how many account actors share the brokers (`ACCOUNT_ACTORS`).
         `max_symbols`: how many symbols may be listed (`MAX_SYMBOLS`).
         `idempotency_max_keys`, `idempotency_ttl_us`: what recovery keeps of the stored
@@ -101,11 +101,8 @@ class Exchange:
         self.ids = ids
         self.read_index = ReadIndex()
         self.journal: Journal = journal if journal is not None else MemoryJournal()
-        self.deliveries: Deliveries = (
-            deliveries if deliveries is not None else DeliveryPool(Settings())
-        )
+        self.deliveries = deliveries
         self.metrics = metrics if metrics is not None else Metrics()
-        self.metrics.watch_deliveries(getattr(self.deliveries, "stats", None))  # a fake: none
         self._dispatcher: pykka.ActorRef | None = None
         self._listening = Listening()
         self._market_data = MarketData()
@@ -138,11 +135,10 @@ class Exchange:
         self.clock_actor: pykka.ActorRef | None = None
         self._ticker: Ticker | None = None
         self._stopped = False
-        defaults = Settings()
         self._retention = history_retention(
             vwap_window_us,
-            idempotency_max_keys or defaults.idempotency_max_keys,
-            idempotency_ttl_us or defaults.idempotency_ttl_us,
+            idempotency_max_keys or DEFAULT_RETENTION.idempotency_max_keys,
+            idempotency_ttl_us or DEFAULT_RETENTION.idempotency_ttl_us,
         )
         self.recovered_answers = KeptAnswers(  # the HTTP store drains it
             self._retention.idempotency_max_keys, self._retention.idempotency_ttl_us
@@ -244,8 +240,9 @@ class Exchange:
 
     def stop(self) -> None:
         """Stop the clock (a running sweep completes first), then every actor, then the
-        delivery pool (queued deliveries are abandoned, §5.3), then the journal (after
-        committing what the actors appended; events it releases then are dropped)."""
+        delivery pool (queued deliveries are abandoned: a shutdown sends no more), then
+        the journal (after committing what the actors appended; events it releases then
+        are dropped)."""
         with self._lock:
             self._stopped = True
         if self._ticker is not None:

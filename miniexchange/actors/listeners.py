@@ -46,7 +46,8 @@ class EventsTo(StepListener):
 
 
 class CountTrades(StepListener):
-    """The trade families of the metrics (§6.4)."""
+    """The trade families of the metrics: `miniexchange_trades_total` and
+    `miniexchange_traded_quantity_total`."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics

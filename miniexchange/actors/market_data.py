@@ -1,4 +1,5 @@
-"""The published read side of market data for people (contract §6.6).
+"""The published read side of market data for people: `/stocks`, the tape, candles,
+the event streams.
 
 `GET /stocks`, the public tape and the event streams must not queue behind matching,
 so each symbol actor publishes what they need into a `SymbolFeed` once a step's facts
@@ -32,7 +33,7 @@ TAPE_LENGTH = 500
 STREAM_BACKLOG = 1000
 """Trades that may wait for the event loop while a symbol is streamed. Past it every
 stream of the symbol would hold more than the 1000 unsent trade events a connection
-may have (§6.6), so the backlog is dropped and those streams are closed."""
+may have, so the backlog is dropped and those streams are closed."""
 
 
 class Summary(NamedTuple):
@@ -40,7 +41,8 @@ class Summary(NamedTuple):
 
     `next_expiry` is the book's earliest `expires_at`: once it has passed, `best_bid`
     and `best_ask` may include an order that is due, and a reader must ask the actor
-    (which expires due orders first) instead of trusting them (§2.6, §6.6).
+    (which expires due orders first) instead of trusting them: no read shows an order
+    past its `expires_at`.
     """
 
     last_price: int | None = None

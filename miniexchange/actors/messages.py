@@ -22,7 +22,7 @@ class Submit(NamedTuple):
     command: SubmitOrder
     reply: Reply
     keep: KeepAnswer | None = None  # journal the answer with the facts (Idempotency-Key)
-    request_id: str | None = None  # X-Request-Id (§6.2), carried to the webhook logs
+    request_id: str | None = None  # the request's X-Request-Id, carried to the webhook logs
 
 
 class Reserved(NamedTuple):
@@ -41,7 +41,7 @@ class ExpireThenCheck(NamedTuple):
 class Cancel(NamedTuple):
     order_id: str
     reply: Reply
-    request_id: str | None = None  # X-Request-Id (§6.2)
+    request_id: str | None = None  # the request's X-Request-Id
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ class _Listing:
     and the usual first change (leaving pending) each touch one tree. Per order: its
     id (one pointer), its `created_at` (8 bytes: an order's place is found by
     bisection, with no id -> position map) and a node in each of the 4 trees (one
-    pointer: a list, three times cheaper to update than an `array`; counts up to 256
+    pointer: a list, cheaper to update than an `array`; counts up to 256
     are shared int objects, and only the rare nodes spanning more can exceed it)."""
 
     __slots__ = ("created", "ids", "totals", "trees")
@@ -166,7 +166,7 @@ class ReadIndex:
             orders[order.order_id] = order
             return
         lock = self._lock
-        lock.acquire()  # not `with`: half the cost, on the matching path
+        lock.acquire()  # not `with`: cheaper, and this is the matching path
         try:
             listing = self._by_broker.get(order.broker_id)
             if listing is not None:

@@ -1,4 +1,5 @@
-"""SymbolActor: the only writer of one symbol's book (contract §3.7), the "ME" stage.
+"""SymbolActor: the only writer of one symbol's book (one matching step at a time per
+symbol), the "ME" stage.
 
 A thin shell over the pure engine step (`model.engine`): mailbox -> step -> journal ->
 tell the account actors -> publish -> reply. Each submission, cancellation and expiry
@@ -182,12 +183,12 @@ class SymbolActor(ExchangeActor):
         actors (R2), run `then`, publish the new states, hand the events over, and
         answer. In that order: a request sent after the answer finds the ledgers
         settled and reaches the webhook dispatcher after these events, so a
-        subscription change it makes never applies to them (§4.5). Nothing of the step
+        subscription change it makes never applies to them. Nothing of the step
         is visible to another actor before its facts are durable, so nothing durable
         can rest on a fact the journal could still lose.
 
         `submitted`: the answer is a submission's, counted in
-        `miniexchange_orders_total` (§6.4) as it is given (the order, a refusal, or
+        `miniexchange_orders_total` as it is given (the order, a refusal, or
         journal_unavailable). `keep`: its `Idempotency-Key` answer is journaled with
         the step's facts."""
         next_expiry = self._announce_expiry()

@@ -1,4 +1,4 @@
-"""WebhookDispatcherActor: owns the subscriptions and decides who gets what (§4.5).
+"""WebhookDispatcherActor: owns the subscriptions and decides who gets what.
 
 It answers `POST/GET/DELETE /webhooks` (a change is answered once its fact is
 durable), and on `Notify` looks each event's subscription up *at that moment*: an
@@ -69,7 +69,7 @@ class WebhookEvents(StepListener):
         events = step.outcome.events
         dispatcher = self.dispatcher()
         if dispatcher is not None and events and self.listening.any_of(events):
-            # Once stopping, deliveries not yet made are abandoned (§5.3).
+            # Once stopping, deliveries not yet made are abandoned (a shutdown sends no more).
             with contextlib.suppress(pykka.ActorDeadError):
                 dispatcher.tell(Notify(tuple(events)))
 

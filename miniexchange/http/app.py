@@ -168,10 +168,10 @@ def create_app(
         exchange = Exchange(
             clock,
             ids or RandomIds(),
+            DeliveryPool(settings, on_outcome=metrics.count_delivery),
             expiration_interval_s=settings.expiration_interval_us / 1_000_000,
             vwap_window_us=settings.vwap_window_us,
             journal=journal,
-            deliveries=DeliveryPool(settings),
             metrics=metrics,
             account_actors=settings.account_actors,
             max_symbols=settings.max_symbols,

@@ -1,7 +1,7 @@
 """Model values to JSON bytes: money as numbers with exactly two decimals, never a float.
 
-Amounts become `orjson.Fragment`s holding the pre-formatted literal (`148.50`), and
-timestamps the contract's `YYYY-MM-DDTHH:MM:SSZ` (sub-seconds truncated).
+The two formats themselves (`money`, `timestamp`) live in `miniexchange.model.formats`,
+shared with the webhook payloads.
 """
 
 from __future__ import annotations
@@ -15,20 +15,11 @@ from miniexchange.actors.messages import Issued
 from miniexchange.model.book import Level
 from miniexchange.model.candles import Candle
 from miniexchange.model.commands import LIMIT
+from miniexchange.model.formats import money, timestamp
 from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import Order, Trade
-from miniexchange.model.values import format_cents, format_timestamp
+from miniexchange.model.values import format_timestamp
 from miniexchange.model.vwap import Price
-
-
-def money(cents: int | None) -> orjson.Fragment | None:
-    if cents is None:
-        return None
-    return orjson.Fragment(format_cents(cents).encode())
-
-
-def timestamp(us: int | None) -> str | None:
-    return None if us is None else format_timestamp(us)
 
 
 def trade_dict(trade: Trade) -> dict[str, Any]:
@@ -41,7 +32,8 @@ def trade_dict(trade: Trade) -> dict[str, Any]:
 
 
 def order_dict(order: Order) -> dict[str, Any]:
-    """The full order object of contract §2.3 (market orders omit four keys)."""
+    """The full order object (a market order has no `price`, `expires_at`,
+    `cancelled_at` or `expired_at`)."""
     body: dict[str, Any] = {
         "order_id": order.order_id,
         "type": order.type,
@@ -75,7 +67,8 @@ def holdings_list(balance: Balance) -> list[dict[str, Any]]:
 
 
 def registration_json(balance: Balance, issued: Issued | None = None) -> bytes:
-    """§2.1's body; with `AUTH=api_key` also the broker's new credentials (shown once)."""
+    """A registration's body; with `AUTH=api_key` also the broker's new credentials
+    (shown once)."""
     body: dict[str, Any] = {
         "broker_id": balance.broker_id,
         "cash_balance": money(balance.cash_balance),
@@ -166,7 +159,8 @@ def price_json(symbol: str, price: Price, window: str) -> bytes:
 
 
 def order_summary(order: Order) -> dict[str, Any]:
-    """The listing entry of contract §4.4: no trades, no broker or timestamps but one."""
+    """An order in `GET /brokers/{broker_id}/orders`: no trades, no broker, and of the
+    timestamps only `created_at`."""
     body: dict[str, Any] = {
         "order_id": order.order_id,
         "type": order.type,
@@ -198,7 +192,7 @@ def listing_json(orders: list[Order], total: int, page: int, limit: int) -> byte
 
 
 def stocks_json(entries: list[tuple[str, Summary]]) -> bytes:
-    """`GET /stocks` (§6.6): one entry per known symbol, in the order given."""
+    """`GET /stocks`: one entry per known symbol, in the order given."""
     return orjson.dumps(
         {
             "symbols": [
@@ -216,12 +210,12 @@ def stocks_json(entries: list[tuple[str, Summary]]) -> bytes:
 
 
 def trades_json(symbol: str, trades: list[Trade]) -> bytes:
-    """The public tape (§6.6): anonymous trades, in the order given (newest first)."""
+    """The public tape: anonymous trades, in the order given (newest first)."""
     return orjson.dumps({"symbol": symbol, "trades": [trade_dict(trade) for trade in trades]})
 
 
 def candles_json(symbol: str, interval: str, candles: list[Candle]) -> bytes:
-    """§6.6 candles, oldest first; each `start` its interval's start."""
+    """`GET /stocks/{symbol}/candles`: oldest first; each `start` its interval's start."""
     return orjson.dumps(
         {
             "symbol": symbol,

@@ -2,5 +2,5 @@
 
 The dispatcher actor (`miniexchange.actors.webhooks`) decides who gets what; this
 package turns that into HTTPS POSTs on a few delivery threads, never on an actor's
-time (contract §4.5, ARCHITECTURE "Webhooks").
+time: one attempt per delivery, in event order per subscription (README, "Webhooks").
 """

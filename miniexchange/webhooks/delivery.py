@@ -22,12 +22,13 @@ delivery of the subscription with the most waiting (ties: the one whose oldest w
 delivery is oldest), or is itself dropped when that subscription is its own: a flood
 to one receiver costs that receiver, not the others. A lazy heap finds that
 subscription in O(log n). Each drop is logged and counted. One attempt per delivery,
-no retries, the answer ignored but for its status (§4.5). `stop()` abandons what is
-queued (counted as dropped, §5.3) and waits for the deliveries in flight at most
+no retries, the answer ignored but for its status. `stop()` abandons what is
+queued (counted as dropped: a shutdown sends no more) and waits for the deliveries in flight at most
 `WEBHOOK_TIMEOUT`; the threads are daemons.
 
-`stats()` is a snapshot of the counters a metrics module exposes (§6.4): outcomes per
-(event, outcome) and a duration histogram per event.
+Every outcome, with the attempt's duration when one was made, goes to the `on_outcome`
+hook the composition root gives (`Metrics.count_delivery`); `stats()` is a snapshot of
+the backlog and the threads.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,8 +68,9 @@ REFUSED = "refused"
 DROPPED = "dropped"
 OUTCOMES = (DELIVERED, FAILED, REFUSED, DROPPED)
 
-DURATION_BUCKETS_S: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-"""Upper bounds of the duration histogram (Prometheus' defaults); +Inf is implied."""
+OnOutcome = Callable[[str, str, float | None], None]
+"""Hears each delivery's (event type, outcome, seconds of the attempt or None if none
+was made); called on a delivery thread, under the pool's lock."""
 
 RESPONSE_BYTES_READ = 65_536
 """A receiver's answer is read up to this size, so its connection can be reused;
@@ -126,31 +128,8 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-@dataclass(slots=True)
-class Durations:
-    """A histogram of delivery durations: counts per bucket (not cumulative), sum, count."""
-
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS_S) + 1))
-    sum_s: float = 0.0
-    count: int = 0
-
-    def observe(self, seconds: float) -> None:
-        index = next(
-            (i for i, bound in enumerate(DURATION_BUCKETS_S) if seconds <= bound),
-            len(DURATION_BUCKETS_S),
-        )
-        self.buckets[index] += 1
-        self.sum_s += seconds
-        self.count += 1
-
-    def copy(self) -> Durations:
-        return Durations(list(self.buckets), self.sum_s, self.count)
-
-
 @dataclass(frozen=True, slots=True)
 class DeliveryStats:
-    outcomes: dict[tuple[str, str], int]  # (event type, outcome) -> count
-    durations: dict[str, Durations]  # event type -> attempts made (delivered or failed)
     queued: int  # waiting, all subscriptions together
     in_flight: int
     threads: int = 0  # delivery threads alive, busy or idle
@@ -181,15 +160,17 @@ class DeliveryPool:
         threads: int = DELIVERY_THREADS,
         resolve: Resolver = resolve_host,
         *,
+        on_outcome: OnOutcome,
         probation_limit: int = PROBATION_LIMIT,
         max_threads: int = MAX_THREADS,
     ) -> None:
         """`threads`: kept even when idle. `resolve` is the host lookup (tests map a
-        test name to 127.0.0.1). At least one thread beyond `probation_limit` is needed,
+        test name to 127.0.0.1). `on_outcome` counts the outcomes (`OnOutcome`). At least one thread beyond `probation_limit` is needed,
         or good standing would buy nothing."""
         if not 0 < probation_limit < max_threads or not 0 <= threads <= max_threads:
             raise ValueError("need 0 < probation_limit < max_threads and threads <= max_threads")
         self._settings = settings
+        self._on_outcome = on_outcome
         self._timeout_s = to_seconds(settings.webhook_timeout_us)
         self._limit = settings.webhook_queue_limit
         self._kept = threads
@@ -215,8 +196,6 @@ class DeliveryPool:
         self._stopped = False
         self._idle: list[_Worker] = []  # last in, first out: the extra threads age out
         self._threads: set[threading.Thread] = set()
-        self._outcomes: dict[tuple[str, str], int] = {}
-        self._durations: dict[str, Durations] = {}
         self._context: ssl.SSLContext | None = None  # built on the first delivery
 
     # -- the exchange's side ----------------------------------------------------------
@@ -274,8 +253,6 @@ class DeliveryPool:
     def stats(self) -> DeliveryStats:
         with self._lock:
             return DeliveryStats(
-                dict(self._outcomes),
-                {event: durations.copy() for event, durations in self._durations.items()},
                 self._queued,
                 len(self._busy),
                 len(self._threads),
@@ -517,13 +494,7 @@ class DeliveryPool:
     def _count(self, event_type: str, outcome: str, seconds: float | None) -> None:
         """Count an outcome (under the lock; after its log line, so whoever sees the
         count finds the line)."""
-        key = (event_type, outcome)
-        self._outcomes[key] = self._outcomes.get(key, 0) + 1
-        if seconds is not None:
-            durations = self._durations.get(event_type)
-            if durations is None:
-                durations = self._durations[event_type] = Durations()
-            durations.observe(seconds)
+        self._on_outcome(event_type, outcome, seconds)
 
     def _dropped(self, deliveries: Iterable[Delivery], reason: str) -> None:
         for delivery in deliveries:

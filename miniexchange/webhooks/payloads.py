@@ -1,8 +1,8 @@
-"""Delivery bodies of contract §4.5: `{"event", "timestamp", "data"}` as exact JSON bytes.
+"""Webhook delivery bodies: `{"event", "timestamp", "data"}` as exact JSON bytes.
 
-A payload is part of the HTTP-facing contract, so it is rendered with the API's own
-helpers (`money`: two-decimal number literals, never a float; `timestamp`:
-`YYYY-MM-DDTHH:MM:SSZ`). The bytes rendered here are the bytes sent and signed.
+A payload writes money and timestamps exactly as the API's responses do (the shared
+`model.formats`: two-decimal number literals, never a float; `YYYY-MM-DDTHH:MM:SSZ`).
+The bytes rendered here are the bytes sent and signed.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from miniexchange.http.render import money, timestamp
 from miniexchange.model.events import Event, OrderClosed, TradeExecuted
+from miniexchange.model.formats import money, timestamp
 
 
 def render(event: Event) -> bytes:

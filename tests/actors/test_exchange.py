@@ -36,10 +36,17 @@ THREADS = 8
 
 @pytest.fixture
 def exchange(clock: ManualClock, ids: SequentialIds) -> Iterator[Exchange]:
-    started = Exchange(clock, ids, expiration_interval_s=None)
+    started = Exchange(clock, ids, FakeDeliveries(), expiration_interval_s=None)
     started.start()
     yield started
     started.stop()
+
+
+def test_an_exchange_is_handed_its_delivery_pool(clock: ManualClock, ids: SequentialIds) -> None:
+    """The composition root builds the pool from its settings; the exchange never builds
+    one of its own with default settings."""
+    with pytest.raises(TypeError, match="deliveries"):
+        Exchange(clock, ids, expiration_interval_s=None)  # type: ignore[call-arg]
 
 
 def register(exchange: Exchange, broker_id: str, cash: int = 0, **holdings: int) -> Balance:
@@ -208,7 +215,7 @@ def test_the_ticker_expires_eagerly(clock: ManualClock, ids: SequentialIds) -> N
         for event in events:
             closed.put(event)
 
-    exchange = Exchange(clock, ids, expiration_interval_s=0.01, events=hear)
+    exchange = Exchange(clock, ids, FakeDeliveries(), expiration_interval_s=0.01, events=hear)
     exchange.start()
     try:
         register(exchange, "B", 10_000_000)
@@ -292,7 +299,7 @@ def test_a_submission_handled_while_stopping_still_answers_its_order(
     ActorDeadError: the requester gets that error and the facts are never journaled.
     """
     gate = Gate()
-    exchange = Exchange(clock, ids, expiration_interval_s=None, events=gate)
+    exchange = Exchange(clock, ids, FakeDeliveries(), expiration_interval_s=None, events=gate)
     exchange.start()
     register(exchange, "B", 10_000_000)
     register(exchange, "S", 0, AAPL=60)
@@ -333,7 +340,7 @@ def test_credentials_survive_a_restart_and_a_rotated_key_stays_revoked(
     clock: ManualClock, ids: SequentialIds
 ) -> None:
     journal = RecordingJournal()
-    first = Exchange(clock, ids, expiration_interval_s=None, journal=journal)
+    first = Exchange(clock, ids, FakeDeliveries(), expiration_interval_s=None, journal=journal)
     first.start()
     register(first, "B", 100)
     register(first, "C", 100)
@@ -343,7 +350,11 @@ def test_credentials_survive_a_restart_and_a_rotated_key_stays_revoked(
     first.stop()
 
     again = Exchange(
-        clock, ids, expiration_interval_s=None, journal=RecordingJournal(journal.recorded)
+        clock,
+        ids,
+        FakeDeliveries(),
+        expiration_interval_s=None,
+        journal=RecordingJournal(journal.recorded),
     )
     again.start()
     try:
@@ -364,7 +375,7 @@ def test_a_brokers_deliveries_are_signed_with_the_secret_issued_to_it(
     clock: ManualClock, ids: SequentialIds
 ) -> None:
     deliveries = FakeDeliveries()
-    exchange = Exchange(clock, ids, expiration_interval_s=None, deliveries=deliveries)
+    exchange = Exchange(clock, ids, deliveries, expiration_interval_s=None)
     exchange.start()
     try:
         register(exchange, "B", 10_000_000)

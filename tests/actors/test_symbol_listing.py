@@ -22,6 +22,7 @@ from miniexchange.model.errors import ExchangeError
 from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import Order
 from miniexchange.testing import (
+    FakeDeliveries,
     ManualClock,
     RecordingJournal,
     Replies,
@@ -100,6 +101,7 @@ def start_exchange(
     exchange = Exchange(
         clock,
         SequentialIds(),
+        FakeDeliveries(),
         expiration_interval_s=None,
         journal=journal,
         max_symbols=max_symbols,

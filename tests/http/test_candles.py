@@ -18,7 +18,7 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.http.app import create_app
 from miniexchange.journal.store import SqliteJournal
 from miniexchange.settings import load_settings
-from miniexchange.testing import ManualClock, SequentialIds
+from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
 from tests.conftest import START, AppClient
 from tests.http.helpers import limit, market, register
 from tests.http.test_stocks import M, accepted, body, cross, error
@@ -175,7 +175,11 @@ def test_a_restart_shows_the_same_candles(tmp_path: Path) -> None:
 
     def open_app() -> AppClient:
         exchange = Exchange(
-            clock, SequentialIds(), expiration_interval_s=None, journal=SqliteJournal(path)
+            clock,
+            SequentialIds(),
+            FakeDeliveries(),
+            expiration_interval_s=None,
+            journal=SqliteJournal(path),
         )
         return AppClient(create_app(load_settings({}), clock=clock, exchange=exchange))
 

@@ -189,7 +189,11 @@ def test_replay_after_restart(tmp_path: Path) -> None:
 
     def start() -> AppClient:
         exchange = Exchange(
-            clock, SequentialIds(), expiration_interval_s=None, journal=SqliteJournal(path)
+            clock,
+            SequentialIds(),
+            FakeDeliveries(),
+            expiration_interval_s=None,
+            journal=SqliteJournal(path),
         )
         return AppClient(create_app(load_settings({}), clock=clock, exchange=exchange))
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from miniexchange.actors.exchange import Exchange
 from miniexchange.http.app import create_app
 from miniexchange.settings import load_settings
-from miniexchange.testing import ManualClock, SequentialIds, run_expiration
+from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds, run_expiration
 from tests.conftest import START, AppClient
 from tests.http.helpers import FAR, balance, limit, market, register
 
@@ -307,6 +307,7 @@ def fresh_app(env: dict[str, str] | None = None) -> Iterator[tuple[AppClient, Ma
     exchange = Exchange(
         clock,
         SequentialIds(),
+        FakeDeliveries(),
         expiration_interval_s=None,
         vwap_window_us=app_settings.vwap_window_us,
     )

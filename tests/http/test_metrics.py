@@ -4,6 +4,7 @@ counters that move by exactly what a scripted sequence of requests implies."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pykka
@@ -18,8 +19,7 @@ from miniexchange.http.parsing import validate_order
 from miniexchange.metrics import Metrics
 from miniexchange.settings import load_settings
 from miniexchange.testing import ManualClock, Replies, run_expiration
-from miniexchange.webhooks.delivery import DURATION_BUCKETS_S, DeliveryStats, Durations
-from tests.conftest import AppClient
+from tests.conftest import START, AppClient
 from tests.http.helpers import limit, market, register
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -266,49 +266,61 @@ def test_http_requests_are_counted_by_method_route_and_status(client: AppClient)
 # -- webhooks -------------------------------------------------------------------------------
 
 
-def test_webhook_outcomes_come_from_the_delivery_pool(client: AppClient) -> None:
+@pytest.fixture(params=["composed by create_app", "a ready exchange"])
+def wired(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AppClient]:
+    """An app whose delivery pool counts into its metrics: as `create_app` composes the
+    served app (its own exchange, journal and pool, from its settings), or as the
+    fixtures do."""
+    if request.param == "a ready exchange":
+        yield request.getfixturevalue("client")
+        return
+    settings = load_settings({"DATABASE_PATH": str(tmp_path / "journal.db")})
+    client = AppClient(create_app(settings, clock=ManualClock.at(START)))
+    try:
+        yield client
+    finally:
+        client.close()
+        pykka.ActorRegistry.stop_all()
+
+
+def test_webhook_outcomes_come_from_the_delivery_pool(wired: AppClient) -> None:
     """Deliveries to a loopback address are refused (WEBHOOK_ALLOW_PRIVATE is false)."""
-    register(client, "S", 0, AAPL=10)
-    register(client, "B", 1_000_000)
+    register(wired, "S", 0, AAPL=10)
+    register(wired, "B", 1_000_000)
     hook = {"broker_id": "B", "url": "https://127.0.0.1:9/hook", "events": ["trade.executed"]}
-    assert client.post("/webhooks", json=hook).status_code == 201
-    limit(client, "S", "ask", 10, 5)
-    limit(client, "B", "bid", 10, 2)
-    limit(client, "B", "bid", 10, 1)
+    assert wired.post("/webhooks", json=hook).status_code == 201
+    limit(wired, "S", "ask", 10, 5)
+    limit(wired, "B", "bid", 10, 2)
+    limit(wired, "B", "bid", 10, 1)
     refused = labels(event="trade.executed", outcome="refused")
     deadline = time.monotonic() + 10
-    while (seen := scrape(client).samples("miniexchange_webhook_deliveries")) != {refused: 2}:
+    while (seen := scrape(wired).samples("miniexchange_webhook_deliveries")) != {refused: 2}:
         assert time.monotonic() < deadline, seen
         time.sleep(0.02)
     # a refusal makes no attempt: no duration
-    assert scrape(client).samples("miniexchange_webhook_delivery_duration_seconds", "_count") == {}
+    assert scrape(wired).samples("miniexchange_webhook_delivery_duration_seconds", "_count") == {}
 
 
 def test_delivery_durations_are_exposed_as_cumulative_buckets() -> None:
     metrics = Metrics()
-    durations = Durations()
-    for seconds in (0.003, 0.02, 0.02, 7.0, 60.0):
-        durations.observe(seconds)
-    stats = DeliveryStats(
-        {("trade.executed", "delivered"): 4, ("trade.executed", "failed"): 1},
-        {"trade.executed": durations},
-        queued=0,
-        in_flight=0,
-    )
-    metrics.watch_deliveries(lambda: stats)
+    for seconds in (0.003, 0.02, 0.02, 7.0):
+        metrics.count_delivery("trade.executed", "delivered", seconds)
+    metrics.count_delivery("trade.executed", "failed", 60.0)
+    metrics.count_delivery("trade.executed", "refused", None)  # no attempt: no duration
     result = Scrape(metrics.render().decode())
     assert result.samples("miniexchange_webhook_deliveries") == {
         labels(event="trade.executed", outcome="delivered"): 4,
         labels(event="trade.executed", outcome="failed"): 1,
+        labels(event="trade.executed", outcome="refused"): 1,
     }
     buckets = result.samples("miniexchange_webhook_delivery_duration_seconds", "_bucket")
-    expected_le = {0.005: 1, 0.01: 1, 0.025: 3, 5: 3, 10: 4, float("inf"): 5}
-    for bound in (*DURATION_BUCKETS_S, float("inf")):
-        le = "+Inf" if bound == float("inf") else repr(float(bound))
-        key = labels(event="trade.executed", le=le)
-        assert key in buckets, key
-        if bound in expected_le:
-            assert buckets[key] == expected_le[bound], bound
+    cumulative = {
+        "0.005": 1, "0.01": 1, "0.025": 3, "0.05": 3, "0.1": 3, "0.25": 3, "0.5": 3,
+        "1.0": 3, "2.5": 3, "5.0": 3, "10.0": 4, "+Inf": 5,
+    }  # fmt: skip
+    assert buckets == {labels(event="trade.executed", le=le): n for le, n in cumulative.items()}
+    counts = result.samples("miniexchange_webhook_delivery_duration_seconds", "_count")
+    assert counts == {labels(event="trade.executed"): 5}
     sums = result.samples("miniexchange_webhook_delivery_duration_seconds", "_sum")
     assert sums[labels(event="trade.executed")] == pytest.approx(67.043)
 

@@ -37,7 +37,7 @@ import miniexchange.http
 from miniexchange.actors.exchange import Exchange
 from miniexchange.http.app import create_app
 from miniexchange.settings import load_settings
-from miniexchange.testing import ManualClock, SequentialIds, run_expiration
+from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds, run_expiration
 from tests.conftest import START, AppClient
 from tests.http.helpers import FAR
 
@@ -449,7 +449,7 @@ def served() -> Iterator[WithoutLifespan]:
     the conductor of `AppClient`), with seeded state; shared by the module's tests, so the
     state grows from one operation's run to the next."""
     clock = ManualClock.at(START)
-    exchange = Exchange(clock, SequentialIds(), expiration_interval_s=None)
+    exchange = Exchange(clock, SequentialIds(), FakeDeliveries(), expiration_interval_s=None)
     app = create_app(load_settings({}), clock=clock, exchange=exchange)
     client = AppClient(app)  # lifespan startup: the exchange starts
     try:

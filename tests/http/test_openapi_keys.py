@@ -20,7 +20,7 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.http.app import create_app
 from miniexchange.http.docs import OpenApiResource
 from miniexchange.settings import load_settings
-from miniexchange.testing import ManualClock, SequentialIds
+from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
 from tests.conftest import START, AppClient
 from tests.http import test_openapi as plain
 from tests.http.test_openapi import CHECKS, Seeds, WithoutLifespan, seed
@@ -34,7 +34,9 @@ def _served_document() -> dict[str, Any]:
     """What an app built with API keys serves at `/openapi.json` (no lifespan needed)."""
     clock = ManualClock.at(START)
     app = create_app(
-        SETTINGS, clock=clock, exchange=Exchange(clock, SequentialIds(), expiration_interval_s=None)
+        SETTINGS,
+        clock=clock,
+        exchange=Exchange(clock, SequentialIds(), FakeDeliveries(), expiration_interval_s=None),
     )
     resource, *_ = app._router.find("/openapi.json")
     assert isinstance(resource, OpenApiResource)
@@ -62,7 +64,7 @@ class AdminClient(AppClient):
 @pytest.fixture(scope="module")
 def served() -> Iterator[WithoutLifespan]:
     clock = ManualClock.at(START)
-    exchange = Exchange(clock, SequentialIds(), expiration_interval_s=None)
+    exchange = Exchange(clock, SequentialIds(), FakeDeliveries(), expiration_interval_s=None)
     app = create_app(SETTINGS, clock=clock, exchange=exchange)
     client = AdminClient(app)
     try:

@@ -33,7 +33,7 @@ from miniexchange.http.stream import (
 from miniexchange.journal.store import SqliteJournal
 from miniexchange.model.orders import Trade
 from miniexchange.settings import load_settings
-from miniexchange.testing import ManualClock, SequentialIds
+from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
 from tests.conftest import START, AppClient
 from tests.http.helpers import FAR, limit, market, register
 
@@ -512,7 +512,11 @@ def test_recovery_seeds_the_summaries_and_the_tape(tmp_path: Path) -> None:
 
     def open_app() -> AppClient:
         exchange = Exchange(
-            clock, SequentialIds(), expiration_interval_s=None, journal=SqliteJournal(path)
+            clock,
+            SequentialIds(),
+            FakeDeliveries(),
+            expiration_interval_s=None,
+            journal=SqliteJournal(path),
         )
         return AppClient(create_app(load_settings({}), clock=clock, exchange=exchange))
 

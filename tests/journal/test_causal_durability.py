@@ -35,7 +35,7 @@ from miniexchange.journal.recovery import Recovered, recover
 from miniexchange.journal.store import SqliteJournal
 from miniexchange.model.commands import BID
 from miniexchange.settings import load_settings
-from miniexchange.testing import ManualClock, SequentialIds, WithholdingJournal
+from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds, WithholdingJournal
 from tests.conftest import START, AppClient
 from tests.http.helpers import limit, register
 
@@ -75,7 +75,9 @@ def run_child(path: str) -> None:
 
     clock = ManualClock.at(START)
     journal = WithholdingJournal(SqliteJournal(path), withhold=trade_on_aaa)
-    exchange = Exchange(clock, SequentialIds(), journal=journal, expiration_interval_s=None)
+    exchange = Exchange(
+        clock, SequentialIds(), FakeDeliveries(), journal=journal, expiration_interval_s=None
+    )
     client = AppClient(create_app(load_settings({}), clock=clock, exchange=exchange))
     for broker_id, cash in START_CASH.items():
         register(client, broker_id, cash / 100, **START_HOLDINGS[broker_id])

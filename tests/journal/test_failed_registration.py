@@ -15,7 +15,7 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.http.app import create_app
 from miniexchange.journal.store import Journal, SqliteJournal
 from miniexchange.settings import load_settings
-from miniexchange.testing import ManualClock, SequentialIds
+from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
 from tests.conftest import START, AppClient
 from tests.http.helpers import register
 from tests.journal.support import FailingJournal
@@ -39,7 +39,9 @@ def stop_all_actors() -> Iterator[None]:
 
 
 def open_app(clock: ManualClock, journal: Journal) -> AppClient:
-    exchange = Exchange(clock, SequentialIds(), expiration_interval_s=None, journal=journal)
+    exchange = Exchange(
+        clock, SequentialIds(), FakeDeliveries(), expiration_interval_s=None, journal=journal
+    )
     return AppClient(create_app(load_settings({}), clock=clock, exchange=exchange))
 
 

@@ -41,6 +41,7 @@ from miniexchange.model.orders import (
 )
 from miniexchange.model.vwap import Price
 from miniexchange.testing import (
+    FakeDeliveries,
     ManualClock,
     RecordingJournal,
     Replies,
@@ -260,7 +261,9 @@ class Twin:
         journal: RecordingJournal,
         events: Callable[[list[Event]], None] | None = None,
     ) -> Twin:
-        exchange = Exchange(clock, ids, expiration_interval_s=None, events=events, journal=journal)
+        exchange = Exchange(
+            clock, ids, FakeDeliveries(), expiration_interval_s=None, events=events, journal=journal
+        )
         exchange.start()
         return cls(exchange, clock, journal)
 

@@ -20,7 +20,7 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.http.app import create_app
 from miniexchange.journal.store import Journal, SqliteJournal
 from miniexchange.settings import load_settings
-from miniexchange.testing import ManualClock, SequentialIds
+from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
 from tests.conftest import START, AppClient
 from tests.http.helpers import FAR, balance, limit, market, register
 from tests.journal.support import FailingJournal, SlowJournal, ids_after, ids_used
@@ -39,7 +39,9 @@ def stop_all_actors() -> Iterator[None]:
 
 
 def open_app(clock: ManualClock, journal: Journal, ids: SequentialIds | None = None) -> AppClient:
-    exchange = Exchange(clock, ids or SequentialIds(), expiration_interval_s=None, journal=journal)
+    exchange = Exchange(
+        clock, ids or SequentialIds(), FakeDeliveries(), expiration_interval_s=None, journal=journal
+    )
     return AppClient(create_app(load_settings({}), clock=clock, exchange=exchange))
 
 

@@ -33,7 +33,7 @@ from miniexchange.journal.snapshot import (
     write_snapshot,
 )
 from miniexchange.journal.store import JournalFormatError, SqliteJournal
-from miniexchange.testing import ManualClock, SequentialIds
+from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
 from tests.journal.support import ids_after, ids_used
 from tests.journal.test_recovery import BROKERS, SYMBOLS, T0, Twin, begin, random_flow
 
@@ -206,7 +206,7 @@ def test_an_expired_key_leaves_the_journal_with_the_first_snapshot_after_its_ttl
 
 
 def started(journal: SqliteJournal, clock: ManualClock, ids: SequentialIds) -> Twin:
-    exchange = Exchange(clock, ids, expiration_interval_s=None, journal=journal)
+    exchange = Exchange(clock, ids, FakeDeliveries(), expiration_interval_s=None, journal=journal)
     exchange.start()
     return Twin(exchange, clock, journal)  # type: ignore[arg-type]
 

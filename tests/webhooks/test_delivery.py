@@ -12,12 +12,14 @@ import ssl
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from miniexchange.metrics import Metrics
 from miniexchange.settings import Settings
 from miniexchange.webhooks.delivery import Delivery, DeliveryPool, signature
 from miniexchange.webhooks.transport import (
@@ -37,6 +39,17 @@ WAIT_S = 20.0
 """How long to wait for what must happen; never an upper bound on speed."""
 
 PoolFactory = Callable[..., DeliveryPool]
+
+COUNTED: weakref.WeakKeyDictionary[DeliveryPool, Metrics] = weakref.WeakKeyDictionary()
+"""Each pool's outcomes, counted as the app counts them (`counted_pool`)."""
+
+
+def counted_pool(settings: Settings, threads: int, **options: Any) -> DeliveryPool:
+    """A pool whose outcomes go to a `Metrics` of its own, wired as the app wires it."""
+    metrics = Metrics()
+    pool = DeliveryPool(settings, threads, on_outcome=metrics.count_delivery, **options)
+    COUNTED[pool] = metrics
+    return pool
 
 
 @pytest.fixture
@@ -64,7 +77,7 @@ def make_pool(receiver: Receiver) -> Iterator[PoolFactory]:
             **overrides,
         }
         extra = {} if resolve is None else {"resolve": resolve}
-        pool = DeliveryPool(Settings(**settings), threads, **extra)
+        pool = counted_pool(Settings(**settings), threads, **extra)
         if start:
             pool.start()
         pools.append(pool)
@@ -80,8 +93,23 @@ def delivery(url: str, webhook_id: str = "wh-1", body: bytes = b'{"n":1}') -> De
     return Delivery(str(uuid.uuid4()), webhook_id, url, "trade.executed", body)
 
 
+def sample(pool: DeliveryPool, name: str, **labels: str) -> float | None:
+    """One sample of the pool's delivery families (None: no such series yet)."""
+    return COUNTED[pool].registry.get_sample_value(f"miniexchange_webhook_{name}", labels)
+
+
 def outcome_count(pool: DeliveryPool, outcome: str, event: str = "trade.executed") -> int:
-    return pool.stats().outcomes.get((event, outcome), 0)
+    return int(sample(pool, "deliveries_total", event=event, outcome=outcome) or 0)
+
+
+def outcomes(pool: DeliveryPool) -> dict[tuple[str, str], int]:
+    """(event, outcome) -> count, for every series the pool has counted into."""
+    return {
+        (s.labels["event"], s.labels["outcome"]): int(s.value)
+        for family in COUNTED[pool].registry.collect()
+        for s in family.samples
+        if s.name == "miniexchange_webhook_deliveries_total"
+    }
 
 
 def wait_for_outcome(pool: DeliveryPool, outcome: str, count: int = 1) -> None:
@@ -121,10 +149,9 @@ def test_delivery_headers_body_and_signature(make_pool: PoolFactory, receiver: R
     assert verify_signature(SECRET, got.body, got.headers["x-signature"])
     assert not verify_signature("wrong", got.body, got.headers["x-signature"])
     wait_for_outcome(pool, "delivered")
-    stats = pool.stats()
-    assert stats.outcomes == {("trade.executed", "delivered"): 1}
-    assert stats.durations["trade.executed"].count == 1
-    assert sum(stats.durations["trade.executed"].buckets) == 1
+    assert outcomes(pool) == {("trade.executed", "delivered"): 1}
+    assert sample(pool, "delivery_duration_seconds_count", event="trade.executed") == 1
+    assert sample(pool, "delivery_duration_seconds_bucket", event="trade.executed", le="+Inf") == 1
 
 
 def test_a_brokers_own_secret_signs_instead_of_webhook_secret(
@@ -230,7 +257,7 @@ def test_failing_subscriptions_are_capped_and_good_ones_keep_their_threads(
 ) -> None:
     """With room for 2 failing (or new) subscriptions in flight and 3 threads in all:
     a third hung one waits, a subscription in good standing does not."""
-    pool = DeliveryPool(long_timeout(receiver), 1, probation_limit=2, max_threads=3)
+    pool = counted_pool(long_timeout(receiver), 1, probation_limit=2, max_threads=3)
     pool.start()
     try:
         pool.submit(delivery(receiver.url("/ok"), "wh-ok", b'{"n":1}'))
@@ -258,7 +285,7 @@ def test_a_subscription_whose_last_delivery_failed_is_served_apart(
 ) -> None:
     """Good standing is lost on a failure and won back on a success: with no room for
     subscriptions out of good standing beyond one, a failed one waits its turn there."""
-    pool = DeliveryPool(long_timeout(receiver), 1, probation_limit=1, max_threads=3)
+    pool = counted_pool(long_timeout(receiver), 1, probation_limit=1, max_threads=3)
     pool.start()
     try:
         receiver.answer("/flaky", 500)
@@ -477,7 +504,7 @@ def test_non_public_addresses_are_refused_unless_allowed(
     assert "non-public address" in record.reason  # type: ignore[attr-defined]
     assert record.request_id is None  # type: ignore[attr-defined]
     assert receiver.received("/private") == []
-    assert "delivered" not in {outcome for _, outcome in pool.stats().outcomes}
+    assert outcomes(pool) == {("trade.executed", "refused"): 1}
 
 
 def test_tls_is_verified_without_the_extra_ca(
