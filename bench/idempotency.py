@@ -126,8 +126,8 @@ def app_figures(keys: int = REQUESTS) -> dict[str, float]:
 
 def store_figures() -> dict[str, float]:
     """The store alone (this version): bytes per kept key, and one answer fact's size."""
+    from miniexchange.http.fingerprint import fingerprint
     from miniexchange.http.idempotency import IdempotencyStore
-    from miniexchange.http.parsing import fingerprint
     from miniexchange.journal.facts import KeepAnswer
     from miniexchange.model.idempotency import fingerprint_digest
     from miniexchange.testing import ManualClock

@@ -15,8 +15,9 @@ from miniexchange.clock import Clock
 from miniexchange.http.auth import ADMIN, BROKER, PUBLIC, act_for, may_see
 from miniexchange.http.bridge import answer, call
 from miniexchange.http.errors import answer_or_refusal
-from miniexchange.http.parsing import parse_json_object, validate_order, validate_registration
+from miniexchange.http.json_body import parse_json_object
 from miniexchange.http.render import balance_json, order_json, registration_json
+from miniexchange.http.request_bodies import validate_order, validate_registration
 from miniexchange.http.timeouts import Deadline
 from miniexchange.journal.facts import KeepAnswer
 from miniexchange.model.commands import MARKET

@@ -16,10 +16,11 @@ the store and, while no request comes, on a timer: each goes once, from the fron
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import falcon.asgi
 
@@ -29,10 +30,10 @@ from miniexchange.http.auth import idempotency_scope
 from miniexchange.http.bridge import answer
 from miniexchange.http.core import send_json
 from miniexchange.http.errors import render_refusal
-from miniexchange.http.parsing import fingerprint, validate_idempotency_key
+from miniexchange.http.fingerprint import fingerprint
 from miniexchange.journal.facts import STORED_STATUSES, Fact, KeepAnswer
 from miniexchange.journal.store import Journal
-from miniexchange.model.errors import ExchangeError, journal_unavailable
+from miniexchange.model.errors import ExchangeError, journal_unavailable, validation_error
 from miniexchange.model.idempotency import KeptAnswers, Key, StoredAnswer, fingerprint_digest
 from miniexchange.settings import Settings
 
@@ -138,6 +139,26 @@ class IdempotencyStore:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+
+
+IDEMPOTENCY_KEY_MESSAGE: Final = "Idempotency-Key must be 1 to 255 visible ASCII characters"
+_IDEMPOTENCY_KEY_RE: Final = re.compile(r"[\x21-\x7e]{1,255}", re.ASCII)
+
+
+def validate_idempotency_key(values: list[str]) -> str | None:
+    """The key, None without the header, or 400 (also for more than one header field).
+
+    `values` are the raw field values, one per header line (not a comma-joined merge:
+    a single key may itself contain a comma).
+    """
+    if not values:
+        return None
+    if len(values) > 1:
+        raise validation_error(IDEMPOTENCY_KEY_MESSAGE)
+    key = values[0].strip(" \t")
+    if _IDEMPOTENCY_KEY_RE.fullmatch(key) is None:
+        raise validation_error(IDEMPOTENCY_KEY_MESSAGE)
+    return key
 
 
 Render = Callable[[Any], tuple[int, bytes]]

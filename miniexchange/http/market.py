@@ -19,7 +19,12 @@ from miniexchange.clock import Clock
 from miniexchange.http.auth import PUBLIC, act_for
 from miniexchange.http.bridge import call
 from miniexchange.http.core import Resource, send_json
-from miniexchange.http.parsing import parse_query, validate_depth, validate_listing, validate_quote
+from miniexchange.http.query_params import (
+    parse_query,
+    validate_depth,
+    validate_listing,
+    validate_quote,
+)
 from miniexchange.http.render import book_json, listing_json, price_json, quote_json
 from miniexchange.model.errors import broker_not_found, symbol_not_found
 from miniexchange.model.vwap import Price

@@ -13,21 +13,25 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from miniexchange.http.parsing import (
+from miniexchange.http.fingerprint import fingerprint
+from miniexchange.http.idempotency import validate_idempotency_key
+from miniexchange.http.json_body import (
     INVALID_REQUEST_MESSAGE,
     ExtremeDecimal,
     HugeInt,
-    fingerprint,
     parse_json_object,
+)
+from miniexchange.http.query_params import (
     parse_query,
     validate_depth,
-    validate_idempotency_key,
     validate_listing,
-    validate_order,
     validate_quote,
-    validate_registration,
     validate_trades_limit,
     validate_webhook_broker_query,
+)
+from miniexchange.http.request_bodies import (
+    validate_order,
+    validate_registration,
     validate_webhook_subscription,
 )
 from miniexchange.model.commands import RegisterBroker, SubmitOrder
@@ -347,7 +351,7 @@ def test_fingerprint_is_canonical_json() -> None:
 )
 def test_both_fingerprint_writers_agree(raw: str) -> None:
     """Past 255 levels a plain writer replaces orjson: it must write the same bytes."""
-    from miniexchange.http.parsing import _canonical
+    from miniexchange.http.fingerprint import _canonical
 
     parts: list[bytes] = []
     _canonical(body(raw), parts)

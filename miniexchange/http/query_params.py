@@ -1,0 +1,155 @@
+"""Query strings into validated parameters, or the contract's 400.
+
+An empty value counts as absent, of a repeated parameter the first occurrence counts,
+and no digit string of any length reaches int().
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+from urllib.parse import unquote_plus
+
+from miniexchange.http.request_bodies import invalid_side
+from miniexchange.model.candles import CANDLES_KEPT, INTERVALS
+from miniexchange.model.commands import ASK, BID
+from miniexchange.model.errors import validation_error
+from miniexchange.model.values import MAX_QUANTITY
+
+_DIGITS_RE: Final = re.compile(r"[0-9]+", re.ASCII)
+
+
+def parse_query(query_string: str) -> dict[str, str]:
+    """Raw query string -> {name: value}: percent-decoded, `+` as space.
+
+    §1.4: an empty value counts as absent, and of a repeated parameter the first occurrence
+    counts. Empty occurrences are dropped before that, so `?depth=&depth=5` is depth 5.
+    Invalid UTF-8 after percent-decoding becomes U+FFFD (echoable in a message).
+    """
+    params: dict[str, str] = {}
+    if not query_string:
+        return params
+    for field in query_string.split("&"):
+        name, _, value = field.partition("=")
+        if not value:
+            continue
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if name in params:
+            continue
+        params[name] = unquote_plus(value) if "%" in value or "+" in value else value
+    return params
+
+
+def _int_in_range(text: str, low: int, high: int) -> int | None:
+    """`^[0-9]+$` and low..high, else None; long digit strings never reach int()."""
+    if _DIGITS_RE.fullmatch(text) is None:
+        return None
+    digits = text.lstrip("0")  # leading zeros, however many, never reach int() either
+    if len(digits) > 18:
+        return None
+    number = int(digits) if digits else 0
+    return number if low <= number <= high else None
+
+
+def validate_depth(params: dict[str, str]) -> int:
+    """§4.2 `depth`: default 10, 1..50."""
+    text = params.get("depth")
+    if text is None:
+        return 10
+    depth = _int_in_range(text, 1, 50)
+    if depth is None:
+        raise validation_error("depth must be an integer between 1 and 50")
+    return depth
+
+
+def validate_quote(params: dict[str, str]) -> tuple[str, int]:
+    """§4.7: (side, quantity), side checked first."""
+    side = params.get("side")
+    if side is None:
+        raise validation_error("side query parameter is required")
+    if side != BID and side != ASK:
+        raise validation_error(invalid_side(side))
+    text = params.get("quantity")
+    if text is None:
+        raise validation_error("quantity query parameter is required")
+    if _DIGITS_RE.fullmatch(text) is None:
+        raise validation_error("quantity must be a positive integer")
+    digits = text.lstrip("0")
+    if not digits:
+        raise validation_error("quantity must be a positive integer")
+    if len(digits) > 10 or int(digits) > MAX_QUANTITY:
+        raise validation_error(f"quantity must be <= {MAX_QUANTITY}")
+    return side, int(digits)
+
+
+ORDER_STATUSES: Final = ("pending", "partially_filled", "filled", "cancelled", "expired")
+
+
+MAX_PAGE: Final = 1_000_000_000
+
+
+def validate_listing(params: dict[str, str]) -> tuple[str | None, int, int]:
+    """§4.4: (status or None for all, page, limit), checked in that order.
+
+    `page` is bounded like every query integer (§5.5), so no digit string of any length
+    reaches int() or a renderer (Python refuses to print an int over 4300 digits).
+    """
+    status = params.get("status")
+    if status is not None and status not in ORDER_STATUSES:
+        raise validation_error(
+            f"Invalid status filter: '{status}'. Must be one of: {', '.join(ORDER_STATUSES)}"
+        )
+    page = 1
+    text = params.get("page")
+    if text is not None:
+        if _DIGITS_RE.fullmatch(text) is None or not text.lstrip("0"):
+            raise validation_error("page must be an integer >= 1")
+        checked = _int_in_range(text, 1, MAX_PAGE)
+        if checked is None:
+            raise validation_error(f"page must be an integer <= {MAX_PAGE}")
+        page = checked
+    limit = 20
+    text = params.get("limit")
+    if text is not None:
+        checked = _int_in_range(text, 1, 100)
+        if checked is None:
+            raise validation_error("limit must be an integer between 1 and 100")
+        limit = checked
+    return status, page, limit
+
+
+def validate_trades_limit(params: dict[str, str]) -> int:
+    """§6.6 `limit` of the public tape: default 50, 1..500."""
+    text = params.get("limit")
+    if text is None:
+        return 50
+    limit = _int_in_range(text, 1, 500)
+    if limit is None:
+        raise validation_error("limit must be an integer between 1 and 500")
+    return limit
+
+
+CANDLE_INTERVAL_MESSAGE: Final = f"interval must be one of {', '.join(INTERVALS)}"
+
+
+def validate_candles(params: dict[str, str]) -> tuple[str, int]:
+    """§6.6 candles: (interval, limit), interval checked first; defaults 1m and 300."""
+    interval = params.get("interval", "1m")
+    if interval not in INTERVALS:
+        raise validation_error(CANDLE_INTERVAL_MESSAGE)
+    text = params.get("limit")
+    if text is None:
+        return interval, 300
+    limit = _int_in_range(text, 1, CANDLES_KEPT)
+    if limit is None:
+        raise validation_error(f"limit must be an integer between 1 and {CANDLES_KEPT}")
+    return interval, limit
+
+
+def validate_webhook_broker_query(params: dict[str, str]) -> str:
+    """§4.5 GET /webhooks: broker_id, absent or empty -> 400 (no pattern: unknown -> 404)."""
+    broker_id = params.get("broker_id")
+    if broker_id is None:
+        raise validation_error("broker_id query parameter is required")
+    return broker_id
