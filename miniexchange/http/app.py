@@ -28,7 +28,8 @@ from miniexchange.http.observability import LogLifespan, MetricsResource, Reques
 from miniexchange.http.page import MarketPageResource
 from miniexchange.http.static_files import StaticFileResource, load_static_files
 from miniexchange.http.stocks import stocks_routes
-from miniexchange.http.stream import EventStreamGuard, StreamHub
+from miniexchange.http.stream_guard import EventStreamGuard
+from miniexchange.http.stream_hub import StreamHub
 from miniexchange.http.timeouts import WriteTimeout
 from miniexchange.http.webhooks import webhook_routes
 from miniexchange.ids import IdFactory, RandomIds

@@ -26,7 +26,8 @@ from miniexchange.http.core import Resource, send_json
 from miniexchange.http.market import SymbolResource
 from miniexchange.http.query_params import parse_query, validate_candles, validate_trades_limit
 from miniexchange.http.render import candles_json, stocks_json, trades_json
-from miniexchange.http.stream import StreamHub, StreamResource
+from miniexchange.http.stream import StreamResource
+from miniexchange.http.stream_hub import StreamHub
 
 
 class StocksResource(Resource):
