@@ -12,12 +12,13 @@ import orjson
 from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Cancel, Submit
 from miniexchange.clock import Clock
-from miniexchange.http.auth import ADMIN, BROKER, PUBLIC, act_for, may_see
+from miniexchange.http.auth import ADMIN, PUBLIC, act_for, may_see
 from miniexchange.http.bridge import answer, call
 from miniexchange.http.errors import answer_or_refusal
 from miniexchange.http.json_body import parse_json_object
 from miniexchange.http.render import balance_json, order_json, registration_json
 from miniexchange.http.request_bodies import validate_order, validate_registration
+from miniexchange.http.resource import Resource, send_json
 from miniexchange.http.timeouts import Deadline
 from miniexchange.journal.facts import KeepAnswer
 from miniexchange.model.commands import MARKET
@@ -34,23 +35,6 @@ if TYPE_CHECKING:
     from miniexchange.http.idempotency import Idempotency
 
 MAX_BODY_BYTES = 1_048_576
-
-
-class Resource:
-    """Base of every resource: HEAD and OPTIONS are methods like any other (§1.3).
-
-    `access` (with `AUTH=api_key`, see `http.auth`): who may call it; a broker's key
-    unless a resource says it is public or for the admin."""
-
-    methods: tuple[str, ...] = ()
-    access: str = BROKER
-
-    async def on_options(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **_: str
-    ) -> None:
-        raise falcon.HTTPMethodNotAllowed(self.methods)
-
-    on_head = on_options
 
 
 class JsonBodyReader:
@@ -84,12 +68,6 @@ def _too_large() -> ExchangeError:
     return ExchangeError(
         "payload_too_large", f"Request body must not exceed {MAX_BODY_BYTES} bytes"
     )
-
-
-def send_json(resp: falcon.asgi.Response, status: int, body: bytes) -> None:
-    resp.status = status
-    resp.content_type = "application/json"
-    resp.data = body
 
 
 class HealthResource(Resource):

@@ -28,9 +28,9 @@ from miniexchange.actors.base import Reply
 from miniexchange.clock import Clock
 from miniexchange.http.auth import idempotency_scope
 from miniexchange.http.bridge import answer
-from miniexchange.http.core import send_json
 from miniexchange.http.errors import render_refusal
 from miniexchange.http.fingerprint import fingerprint
+from miniexchange.http.resource import send_json
 from miniexchange.journal.facts import STORED_STATUSES, Fact, KeepAnswer
 from miniexchange.journal.store import Journal
 from miniexchange.model.errors import ExchangeError, journal_unavailable, validation_error

@@ -18,7 +18,6 @@ from miniexchange.actors.messages import ReadBook, ReadPrice, ReadQuote
 from miniexchange.clock import Clock
 from miniexchange.http.auth import PUBLIC, act_for
 from miniexchange.http.bridge import call
-from miniexchange.http.core import Resource, send_json
 from miniexchange.http.query_params import (
     parse_query,
     validate_depth,
@@ -26,6 +25,7 @@ from miniexchange.http.query_params import (
     validate_quote,
 )
 from miniexchange.http.render import book_json, listing_json, price_json, quote_json
+from miniexchange.http.resource import Resource, send_json
 from miniexchange.model.errors import broker_not_found, symbol_not_found
 from miniexchange.model.vwap import Price
 

@@ -15,7 +15,7 @@ import falcon
 import falcon.asgi
 
 from miniexchange.http.auth import PUBLIC
-from miniexchange.http.core import Resource
+from miniexchange.http.resource import Resource
 from miniexchange.http.static_files import StaticFile
 
 

@@ -22,10 +22,10 @@ from miniexchange.actors.messages import ReadBook
 from miniexchange.clock import Clock
 from miniexchange.http.auth import PUBLIC
 from miniexchange.http.bridge import call
-from miniexchange.http.core import Resource, send_json
 from miniexchange.http.market import SymbolResource
 from miniexchange.http.query_params import parse_query, validate_candles, validate_trades_limit
 from miniexchange.http.render import candles_json, stocks_json, trades_json
+from miniexchange.http.resource import Resource, send_json
 from miniexchange.http.stream import StreamResource
 from miniexchange.http.stream_hub import StreamHub
 
