@@ -31,13 +31,17 @@ from miniexchange.http.bridge import answer
 from miniexchange.http.errors import render_refusal
 from miniexchange.http.fingerprint import fingerprint
 from miniexchange.http.resource import send_json
-from miniexchange.journal.facts import STORED_STATUSES, Fact, KeepAnswer
+from miniexchange.journal.facts import Fact, KeepAnswer, answer_fact
 from miniexchange.journal.store import Journal
 from miniexchange.model.errors import ExchangeError, journal_unavailable, validation_error
 from miniexchange.model.idempotency import KeptAnswers, Key, StoredAnswer, fingerprint_digest
 from miniexchange.settings import Settings
 
 Answer = StoredAnswer
+
+STORED_STATUSES = frozenset((200, 201, 204, 404, 409))
+"""What a first use of a key keeps: 2xx, the 404s of an unknown resource and the 409s
+of a refused command (the 409 of a key in progress never comes from a first use)."""
 
 SWEEP_INTERVAL_S = 1.0
 """How often, while the server runs, answers past their TTL are looked for."""
@@ -60,6 +64,26 @@ def in_progress(key: str) -> ExchangeError:
         "idempotency_key_in_progress",
         f"A request with Idempotency-Key {key} is still being processed",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentAnswer:
+    """The `KeepAnswer` of a request under a key: the actor that decides its command
+    renders the outcome with `render` and journals the answer, if kept, with the
+    outcome's own facts."""
+
+    endpoint: str
+    key: str
+    digest: bytes  # `fingerprint_digest` of the request's fingerprint
+    first_used_at: int
+    render: Callable[[Any], tuple[int, bytes]]
+
+    def fact(self, outcome: Any) -> Fact | None:
+        status, body = self.render(outcome)
+        if status not in STORED_STATUSES:
+            return None
+        stored = StoredAnswer(self.digest, status, body, self.first_used_at)
+        return answer_fact((self.endpoint, self.key), stored)
 
 
 class IdempotencyStore:
@@ -202,7 +226,9 @@ class Idempotency:
             send_json(resp, stored.status, stored.body)
             resp.set_header("Idempotent-Replayed", "true")
             return
-        keep = KeepAnswer(endpoint, key, digest, self.store.first_used_at(endpoint, key), render)
+        keep = IdempotentAnswer(
+            endpoint, key, digest, self.store.first_used_at(endpoint, key), render
+        )
         try:
             outcome = await handle(keep)
         except ExchangeError as refusal:
