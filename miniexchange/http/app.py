@@ -38,10 +38,6 @@ from miniexchange.metrics import Metrics
 from miniexchange.settings import Settings, format_duration, load_settings, to_seconds
 from miniexchange.webhooks.delivery import DeliveryPool
 
-JSON_DEPTH_RECURSION_LIMIT = 4000
-"""The stdlib JSON decoder recurses once per nesting level; 1024 levels must parse."""
-
-
 GC_YOUNG_THRESHOLD = 50_000
 """Young collections after this many new container objects (CPython's default: 700).
 
@@ -179,8 +175,6 @@ def create_app(
             idempotency_max_keys=settings.idempotency_max_keys,
             idempotency_ttl_us=settings.idempotency_ttl_us,
         )
-    if sys.getrecursionlimit() < JSON_DEPTH_RECURSION_LIMIT:
-        sys.setrecursionlimit(JSON_DEPTH_RECURSION_LIMIT)
     streams = StreamHub(exchange, clock, settings.max_streams)
     answers = IdempotencyStore(clock, settings.idempotency_ttl_us, settings.idempotency_max_keys)
     idempotency = Idempotency(answers, lambda: exchange.journal)

@@ -22,13 +22,12 @@ INVALID_REQUEST_MESSAGE: Final = (
 )
 MAX_NESTING: Final = 1024  # orjson's own limit, and the contract's (§1.1)
 
-# The stdlib decoder spends one recursion level per nesting level on top of the caller's
-# stack, so the default limit (1000) cannot reach the 1024 levels the contract accepts.
-# Raised once, never lowered. The C stack cost is ~150-190 bytes a level: parse on the
-# event loop thread, never on a thread started with a stack below 256 KiB.
-_RECURSION_LIMIT: Final = 2500
-if sys.getrecursionlimit() < _RECURSION_LIMIT:
-    sys.setrecursionlimit(_RECURSION_LIMIT)
+RECURSION_LIMIT: Final = 4000
+"""The process' recursion limit, raised here once (never lowered), the only place it is
+set: the stdlib decoder and the fingerprint recurse once or twice per nesting level, on
+top of the server's own frames, so 1024 levels do not fit in the default 1000."""
+if sys.getrecursionlimit() < RECURSION_LIMIT:
+    sys.setrecursionlimit(RECURSION_LIMIT)
 
 _INT_DIGITS: Final = 4300  # Python's default int-from-text limit; longer literals: HugeInt
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -16,6 +17,47 @@ ORDER_KEYS = {
     "average_price", "trades",
 }  # fmt: skip
 LIMIT_KEYS = ORDER_KEYS | {"price", "expires_at", "cancelled_at", "expired_at"}
+
+
+# -- JSON nesting: 1024 levels accepted, 1025 refused, through the whole app -------
+
+
+def nested_registration(levels: int, number: str = "1") -> bytes:
+    """A valid registration with an ignored member that takes the body to `levels`."""
+    deep = "[" * (levels - 1) + "]" * (levels - 1)
+    return f'{{"broker_id": "deep", "initial_cash": 100, "n": {number}, "x": {deep}}}'.encode()
+
+
+@pytest.mark.parametrize("number", ["1", "1e400"], ids=["fast decoder", "exact decoder"])
+def test_the_deepest_accepted_body_is_1024_levels(client: AppClient, number: str) -> None:
+    """Decoded, fingerprinted under a key, answered and replayed: within the one
+    recursion limit the process runs with (`json_body.RECURSION_LIMIT`)."""
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "deep-1"}
+    raw = nested_registration(1024, number)
+    first = client.post("/brokers", body=raw, headers=headers)
+    assert first.status_code == 201, first.text
+    replay = client.post("/brokers", body=raw, headers=headers)
+    assert replay.status_code == 201
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.text == first.text
+
+
+@pytest.mark.parametrize("number", ["1", "1e400"], ids=["fast decoder", "exact decoder"])
+def test_1025_levels_are_refused(client: AppClient, number: str) -> None:
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "deep-2"}
+    result = client.post("/brokers", body=nested_registration(1025, number), headers=headers)
+    assert result.status_code == 400
+    assert result.json == {
+        "error": "invalid_request",
+        "message": "Request body must be valid JSON with Content-Type: application/json",
+    }
+
+
+def test_the_recursion_limit_is_set_in_one_place(client: AppClient) -> None:
+    """Building the app leaves the limit the JSON decoding module set: one value."""
+    from miniexchange.http import json_body
+
+    assert sys.getrecursionlimit() == json_body.RECURSION_LIMIT
 
 
 # -- health, routing --------------------------------------------------------------
