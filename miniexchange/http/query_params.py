@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Final
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qsl
 
 from miniexchange.http.request_bodies import invalid_side
 from miniexchange.model.candles import CANDLES_KEPT, INTERVALS
@@ -22,22 +22,15 @@ _DIGITS_RE: Final = re.compile(r"[0-9]+", re.ASCII)
 def parse_query(query_string: str) -> dict[str, str]:
     """Raw query string -> {name: value}: percent-decoded, `+` as space.
 
-    §1.4: an empty value counts as absent, and of a repeated parameter the first occurrence
+    An empty value counts as absent, and of a repeated parameter the first occurrence
     counts. Empty occurrences are dropped before that, so `?depth=&depth=5` is depth 5.
-    Invalid UTF-8 after percent-decoding becomes U+FFFD (echoable in a message).
+    Invalid UTF-8 after percent-decoding becomes U+FFFD (echoable in a message); a `%`
+    not followed by two hex digits stays as it is.
     """
     params: dict[str, str] = {}
-    if not query_string:
-        return params
-    for field in query_string.split("&"):
-        name, _, value = field.partition("=")
-        if not value:
-            continue
-        if "%" in name or "+" in name:
-            name = unquote_plus(name)
-        if name in params:
-            continue
-        params[name] = unquote_plus(value) if "%" in value or "+" in value else value
+    if query_string:  # most requests have none: no call at all
+        for name, value in parse_qsl(query_string):  # blank values dropped, `&` only
+            params.setdefault(name, value)
     return params
 
 

@@ -1031,6 +1031,10 @@ def test_subscription_broker_id_has_no_pattern() -> None:
         ("a=%FF", {"a": "\ufffd"}),
         ("a=%zz", {"a": "%zz"}),
         ("A=1&a=2", {"A": "1", "a": "2"}),
+        ("a=1;b=2", {"a": "1;b=2"}),  # `&` is the only separator
+        ("a=%", {"a": "%"}),
+        ("a=%4", {"a": "%4"}),
+        ("=5", {"": "5"}),
     ],
 )
 def test_parse_query(query: str, expected: dict[str, str]) -> None:
