@@ -1,20 +1,24 @@
 """The bodies of POST /brokers, /orders and /webhooks into validated commands.
 
-The first failing check is the answer, so each validator reads top to bottom in the
-order of its endpoint's fields, and within a field
-required -> JSON type -> format / allowed value -> decimal places -> lower -> upper bound.
+Each body is a table of its fields in the contract's order, and every message comes
+from the table: the first failing check is the answer, field by field, and within a
+field required -> JSON type -> format / allowed value -> decimal places -> lower ->
+upper bound.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
 from miniexchange.http.json_body import HugeInt
 from miniexchange.model.commands import ASK, BID, LIMIT, MARKET, RegisterBroker, SubmitOrder
 from miniexchange.model.errors import validation_error
+from miniexchange.model.events import EVENT_TYPES
 from miniexchange.model.values import (
     BROKER_ID_PATTERN,
     BROKER_ID_RE,
@@ -31,151 +35,119 @@ from miniexchange.model.values import (
 )
 
 DECIMAL_PLACES_MESSAGE: Final = "Monetary values must have at most 2 decimal places"
-_PRICE_UPPER: Final = f"price must be <= {format_cents(MAX_PRICE_CENTS)}"
-_CASH_UPPER: Final = f"initial_cash must be <= {format_cents(MAX_CASH_CENTS)}"
-_QUANTITY_UPPER_SUFFIX: Final = f" must be <= {MAX_QUANTITY}"
+
+Check = Callable[["Field", Any, str, int], Any]
+"""One kind of value: (field, present value, its path, now) -> the checked value."""
 
 
-def _string(body: dict[str, Any], field: str, name: str | None = None) -> str:
-    """A required string member; `name` is the member's path in messages."""
-    value = body.get(field)
-    if value is None:
-        raise validation_error(f"{name or field} is required")
+@dataclass(frozen=True, slots=True)
+class Field:
+    """A member of a body and its rule; `read` checks it and says what failed."""
+
+    name: str
+    kind: Check
+    optional: bool = False  # absent or null reads as None instead of "is required"
+    pattern: tuple[re.Pattern[str], str] | None = None  # (compiled, as shown)
+    choices: tuple[str, ...] = ()
+    unknown: str = ""  # a value not in `choices`: this, then "Must be one of: ..."
+    lower: str = ""  # ">" or ">=", against 0
+    upper: int | None = None  # in the field's unit (cents for money)
+    max_length: int | None = None
+    only_for: str | None = None  # an order type: for the other one, null or absent
+    unique: bool = False  # in an array of objects, no two entries share the value
+    members: tuple[Field, ...] = ()  # an array's entries are objects of these
+
+    def read(self, body: dict[str, Any], now: int = 0, path: str | None = None) -> Any:
+        """The checked value of this member of `body`; `path` names it in messages."""
+        name = path or self.name
+        value = body.get(self.name)
+        if value is None:
+            if self.optional:
+                return None
+            raise validation_error(f"{name} is required")
+        return self.kind(self, value, name, now)
+
+    def choice(self, value: str) -> str:
+        """The allowed value equal to `value` (the shared constant), or the 400."""
+        for allowed in self.choices:
+            if value == allowed:
+                return allowed
+        raise validation_error(
+            f"{self.unknown.format(value)}. Must be one of: {', '.join(self.choices)}"
+        )
+
+    def bounded(self, number: int | Decimal, name: str, show: Callable[[int], str]) -> None:
+        """`show` writes the upper bound as the contract does (cents as an amount)."""
+        if (self.lower == ">" and number <= 0) or (self.lower == ">=" and number < 0):
+            raise validation_error(f"{name} must be {self.lower} 0")
+        if self.upper is not None and number > self.upper:
+            raise validation_error(f"{name} must be <= {show(self.upper)}")
+
+
+# --- kinds of value ---------------------------------------------------------------------
+
+
+def text(field: Field, value: Any, name: str, now: int) -> str:
     if type(value) is not str:
-        raise validation_error(f"{name or field} must be a string")
-    return value
+        raise validation_error(f"{name} must be a string")
+    if field.pattern is not None and field.pattern[0].fullmatch(value) is None:
+        raise validation_error(f"{name} must match {field.pattern[1]}")
+    if field.max_length is not None and len(value) > field.max_length:
+        raise validation_error(f"{name} must be at most {field.max_length} characters")
+    return field.choice(value) if field.choices else value
 
 
-def _patterned(
-    body: dict[str, Any], field: str, regex: re.Pattern[str], pattern: str, name: str | None = None
-) -> str:
-    value = _string(body, field, name)
-    if regex.fullmatch(value) is None:
-        raise validation_error(f"{name or field} must match {pattern}")
-    return value
-
-
-def _money(value: Any, field: str) -> int:
-    """Cents of a required money member: number (never bool, never string), <= 2 decimals."""
-    if value is None:
-        raise validation_error(f"{field} is required")
+def money(field: Field, value: Any, name: str, now: int) -> int:
+    """Cents of a JSON number (never bool, never a string) with at most 2 decimals."""
     if type(value) is not int and not isinstance(value, Decimal):
-        raise validation_error(f"{field} must be a number")
+        raise validation_error(f"{name} must be a number")
     cents = integer_cents(value)
     if cents is None:
         raise validation_error(DECIMAL_PLACES_MESSAGE)
+    field.bounded(cents, name, format_cents)
     return cents
 
 
-def _quantity(value: Any, name: str) -> int:
-    """A required integer literal in 1..MAX_QUANTITY (bool and `1e3` are not integers)."""
-    if value is None:
-        raise validation_error(f"{name} is required")
+def integer(field: Field, value: Any, name: str, now: int) -> int:
+    """An integer literal (bool and `1e3` are not); a HugeInt is never in range."""
     kind = type(value)
     if kind is not int and kind is not HugeInt:
         raise validation_error(f"{name} must be an integer")
-    if value <= 0:
-        raise validation_error(f"{name} must be > 0")
-    if value > MAX_QUANTITY:
-        raise validation_error(name + _QUANTITY_UPPER_SUFFIX)
-    return value  # type: ignore[no-any-return]  # a HugeInt is never in range
+    field.bounded(value, name, str)
+    return value  # type: ignore[no-any-return]
 
 
-# --- POST /brokers (§2.1) ---------------------------------------------------------------
+def future_timestamp(field: Field, value: Any, name: str, now: int) -> int:
+    """Microseconds of an RFC 3339 string strictly after `now`."""
+    at = parse_rfc3339(text(field, value, name, now))
+    if at is None:
+        raise validation_error(f"{name} must be a valid RFC 3339 timestamp")
+    if at <= now:
+        raise validation_error(f"{name} must be a future timestamp")
+    return at
 
 
-def validate_registration(body: dict[str, Any]) -> RegisterBroker:
-    """§2.1: broker_id, initial_cash, then initial_holdings entry by entry in array order."""
-    broker_id = _patterned(body, "broker_id", BROKER_ID_RE, BROKER_ID_PATTERN)
-    cash = _money(body.get("initial_cash"), "initial_cash")
-    if cash < 0:
-        raise validation_error("initial_cash must be >= 0")
-    if cash > MAX_CASH_CENTS:
-        raise validation_error(_CASH_UPPER)
-    entries = body.get("initial_holdings")
-    if entries is None:
-        return RegisterBroker(broker_id, cash, ())
-    if type(entries) is not list:
-        raise validation_error("initial_holdings must be an array")
-    holdings: dict[str, int] = {}
-    for index, entry in enumerate(entries):
-        path = f"initial_holdings[{index}]"
-        if type(entry) is not dict:
-            raise validation_error(f"{path} must be an object")
-        symbol = _patterned(entry, "symbol", SYMBOL_RE, SYMBOL_PATTERN, f"{path}.symbol")
-        if symbol in holdings:
-            raise validation_error(f"initial_holdings contains duplicate symbol: {symbol}")
-        holdings[symbol] = _quantity(entry.get("quantity"), f"{path}.quantity")
-    return RegisterBroker(broker_id, cash, tuple(sorted(holdings.items())))
+def https_url(field: Field, value: Any, name: str, now: int) -> str:
+    """String and length first; then an absolute URL with a host; then the scheme. A
+    URL with another scheme is reported as such even without a host
+    (`javascript:alert(1)`)."""
+    url = text(field, value, name, now)
+    match = _URL_RE.fullmatch(url)
+    if match is None or _URL_FORBIDDEN_RE.search(url) is not None:
+        raise validation_error(f"{name} must be a valid absolute URL")
+    is_https = match.group(1).lower() == "https"
+    if match.group(2) is None and is_https:
+        raise validation_error(f"{name} must be a valid absolute URL")
+    if not is_https:
+        raise validation_error(f"{name} must use https scheme")
+    return url
 
-
-# --- POST /orders (§2.2) ----------------------------------------------------------------
-
-
-def validate_order(body: dict[str, Any], now_us: int) -> SubmitOrder:
-    """§2.2 in check order: type, price, expires_at, broker_id, document_number, side,
-    symbol, quantity. `now_us` is the acceptance instant: expires_at must be after it."""
-    order_type = _string(body, "type")
-    price: int | None = None
-    expires_at: int | None = None
-    if order_type == LIMIT:
-        price = _money(body.get("price"), "price")
-        if price <= 0:
-            raise validation_error("price must be > 0")
-        if price > MAX_PRICE_CENTS:
-            raise validation_error(_PRICE_UPPER)
-        expires_text = _string(body, "expires_at")
-        expires_at = parse_rfc3339(expires_text)
-        if expires_at is None:
-            raise validation_error("expires_at must be a valid RFC 3339 timestamp")
-        if expires_at <= now_us:
-            raise validation_error("expires_at must be a future timestamp")
-    elif order_type == MARKET:
-        if body.get("price") is not None:
-            raise validation_error("price must be null or omitted for market orders")
-        if body.get("expires_at") is not None:
-            raise validation_error("expires_at must be null or omitted for market orders")
-    else:
-        raise validation_error(f"Unknown order type: {order_type}. Must be one of: limit, market")
-    broker_id = _patterned(body, "broker_id", BROKER_ID_RE, BROKER_ID_PATTERN)
-    document_number = _patterned(
-        body, "document_number", DOCUMENT_NUMBER_RE, DOCUMENT_NUMBER_PATTERN
-    )
-    side = _string(body, "side")
-    if side != BID and side != ASK:
-        raise validation_error(invalid_side(side))
-    symbol = _patterned(body, "symbol", SYMBOL_RE, SYMBOL_PATTERN)
-    quantity = _quantity(body.get("quantity"), "quantity")
-    # Every order of a broker, symbol or customer shares one string object (and the
-    # type and side constants), instead of the copies each parsed body makes: 170
-    # bytes less per resting order (measured, `python -m bench --memory`). Interned
-    # strings are freed again once no order refers to them.
-    return SubmitOrder(
-        LIMIT if order_type == LIMIT else MARKET,
-        sys.intern(broker_id),
-        sys.intern(document_number),
-        BID if side == BID else ASK,
-        sys.intern(symbol),
-        quantity,
-        price,
-        expires_at,
-    )
-
-
-def invalid_side(side: str) -> str:
-    return f"Invalid side: '{side}'. Must be one of: bid, ask"
-
-
-# --- POST /webhooks (§4.5) --------------------------------------------------------------
-
-EVENT_TYPES: Final = ("trade.executed", "order.expired", "order.cancelled")
-MAX_URL_LENGTH: Final = 2048
 
 # No whitespace (Unicode's, which includes the C0 separators) and no control character.
 _URL_FORBIDDEN_RE: Final = re.compile(r"[\s\x00-\x1f\x7f]")
 # scheme ":" then either "//" authority with a non-empty host, or an opaque rest that does
 # not start with "//" (`javascript:alert(1)`, `mailto:a@b`): the latter is absolute but
-# hostless, which only the https scheme forbids (see validate_webhook_subscription).
+# hostless, which only the https scheme forbids (see https_url).
 _URL_RE: Final = re.compile(
     r"([A-Za-z][A-Za-z0-9+.\-]*):"
     r"(?://(?:[^/?#@]*@)?"  # userinfo
@@ -186,33 +158,111 @@ _URL_RE: Final = re.compile(
 )
 
 
-def validate_webhook_subscription(body: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
-    """§4.5: (broker_id, url, distinct events in order of first appearance).
+def distinct_choices(field: Field, value: Any, name: str, now: int) -> tuple[str, ...]:
+    """A non-empty array of allowed strings; repeats merged, in order of first appearance."""
+    if type(value) is not list or not value or any(type(item) is not str for item in value):
+        raise validation_error(f"{name} must be a non-empty array")
+    return tuple(dict.fromkeys(field.choice(item) for item in value))
 
-    broker_id has no pattern (an unknown string is a 404 later). url: string, length,
-    absolute URL, https. A URL with another scheme is reported as such even without a
-    host (`javascript:alert(1)`, as the contract's examples list it under the scheme).
-    """
-    broker_id = _string(body, "broker_id")
-    url = _string(body, "url")
-    if len(url) > MAX_URL_LENGTH:
-        raise validation_error(f"url must be at most {MAX_URL_LENGTH} characters")
-    match = _URL_RE.fullmatch(url)
-    if match is None or _URL_FORBIDDEN_RE.search(url) is not None:
-        raise validation_error("url must be a valid absolute URL")
-    is_https = match.group(1).lower() == "https"
-    if match.group(2) is None and is_https:
-        raise validation_error("url must be a valid absolute URL")
-    if not is_https:
-        raise validation_error("url must use https scheme")
-    events = body.get("events")
-    if events is None:
-        raise validation_error("events is required")
-    if type(events) is not list or not events or any(type(e) is not str for e in events):
-        raise validation_error("events must be a non-empty array")
-    for event in events:
-        if event not in EVENT_TYPES:
-            raise validation_error(
-                f"Unknown event type: {event}. Must be one of: {', '.join(EVENT_TYPES)}"
-            )
-    return broker_id, url, tuple(dict.fromkeys(events))
+
+def objects(field: Field, value: Any, name: str, now: int) -> list[tuple[Any, ...]]:
+    """An array of objects, entry by entry in array order, each member in table order;
+    a value of a `unique` member is refused at its second occurrence."""
+    if type(value) is not list:
+        raise validation_error(f"{name} must be an array")
+    seen: dict[str, set[Any]] = {member.name: set() for member in field.members if member.unique}
+    entries = []
+    for index, entry in enumerate(value):
+        path = f"{name}[{index}]"
+        if type(entry) is not dict:
+            raise validation_error(f"{path} must be an object")
+        checked = []
+        for member in field.members:
+            item = member.read(entry, now, f"{path}.{member.name}")
+            if member.unique:
+                if item in seen[member.name]:
+                    raise validation_error(f"{name} contains duplicate {member.name}: {item}")
+                seen[member.name].add(item)
+            checked.append(item)
+        entries.append(tuple(checked))
+    return entries
+
+
+# --- the tables, in the contract's order ------------------------------------------------
+
+BROKER_ID: Final = Field("broker_id", text, pattern=(BROKER_ID_RE, BROKER_ID_PATTERN))
+SYMBOL: Final = Field("symbol", text, pattern=(SYMBOL_RE, SYMBOL_PATTERN))
+QUANTITY: Final = Field("quantity", integer, lower=">", upper=MAX_QUANTITY)
+SIDE: Final = Field("side", text, choices=(BID, ASK), unknown="Invalid side: '{}'")
+
+REGISTRATION: Final = (
+    BROKER_ID,
+    Field("initial_cash", money, lower=">=", upper=MAX_CASH_CENTS),
+    Field(
+        "initial_holdings",
+        objects,
+        optional=True,
+        members=(Field("symbol", text, pattern=SYMBOL.pattern, unique=True), QUANTITY),
+    ),
+)
+
+ORDER: Final = (
+    Field("type", text, choices=(LIMIT, MARKET), unknown="Unknown order type: {}"),
+    Field("price", money, lower=">", upper=MAX_PRICE_CENTS, only_for=LIMIT),
+    Field("expires_at", future_timestamp, only_for=LIMIT),
+    BROKER_ID,
+    Field("document_number", text, pattern=(DOCUMENT_NUMBER_RE, DOCUMENT_NUMBER_PATTERN)),
+    SIDE,
+    SYMBOL,
+    QUANTITY,
+)
+
+WEBHOOK_SUBSCRIPTION: Final = (
+    Field("broker_id", text),  # no pattern: an unknown string is a 404 later
+    Field("url", https_url, max_length=2048),
+    Field("events", distinct_choices, choices=EVENT_TYPES, unknown="Unknown event type: {}"),
+)
+
+
+def invalid_side(side: str) -> str:
+    """The message for a side that is neither bid nor ask (bodies and the quote's query)."""
+    return f"{SIDE.unknown.format(side)}. Must be one of: {', '.join(SIDE.choices)}"
+
+
+# --- validators -------------------------------------------------------------------------
+
+
+def validate_registration(body: dict[str, Any]) -> RegisterBroker:
+    broker_id, cash, holdings = [field.read(body) for field in REGISTRATION]
+    return RegisterBroker(broker_id, cash, tuple(sorted(holdings or ())))
+
+
+def validate_order(body: dict[str, Any], now_us: int) -> SubmitOrder:
+    """`now_us` is the acceptance instant: expires_at must be after it."""
+    values: dict[str, Any] = {}
+    for field in ORDER:
+        if field.only_for is not None and values["type"] != field.only_for:
+            if body.get(field.name) is not None:
+                raise validation_error(
+                    f"{field.name} must be null or omitted for {values['type']} orders"
+                )
+            values[field.name] = None
+        else:
+            values[field.name] = field.read(body, now_us)
+    # One shared string per broker, symbol and customer, not one copy per resting order.
+    return SubmitOrder(
+        values["type"],
+        sys.intern(values["broker_id"]),
+        sys.intern(values["document_number"]),
+        values["side"],
+        sys.intern(values["symbol"]),
+        values["quantity"],
+        values["price"],
+        values["expires_at"],
+    )
+
+
+def validate_webhook_subscription(body: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+    """(broker_id, url, distinct events in order of first appearance)."""
+    broker_id, url, events = [field.read(body) for field in WEBHOOK_SUBSCRIPTION]
+    return broker_id, url, events

@@ -30,6 +30,10 @@ from miniexchange.http.query_params import (
     validate_webhook_broker_query,
 )
 from miniexchange.http.request_bodies import (
+    ORDER,
+    REGISTRATION,
+    WEBHOOK_SUBSCRIPTION,
+    Field,
     validate_order,
     validate_registration,
     validate_webhook_subscription,
@@ -401,6 +405,42 @@ MARKET_BODY = {
 
 def order(overrides: dict[str, Any], base: dict[str, str] = LIMIT_BODY) -> SubmitOrder:
     return validate_order(merged(base, overrides), NOW)
+
+
+ORDER_FIELDS = [
+    "type",
+    "price",
+    "expires_at",
+    "broker_id",
+    "document_number",
+    "side",
+    "symbol",
+    "quantity",
+]
+
+
+@pytest.mark.parametrize(
+    ("table", "names"),
+    [
+        pytest.param(ORDER, ORDER_FIELDS, id="POST /orders"),
+        pytest.param(REGISTRATION, ["broker_id", "initial_cash", "initial_holdings"], id="brokers"),
+        pytest.param(WEBHOOK_SUBSCRIPTION, ["broker_id", "url", "events"], id="webhooks"),
+    ],
+)
+def test_each_body_is_a_table_of_its_fields_in_the_contracts_order(
+    table: tuple[Field, ...], names: list[str]
+) -> None:
+    assert [field.name for field in table] == names
+
+
+def test_the_missing_fields_of_an_order_are_reported_in_table_order() -> None:
+    """Filling an empty body one member at a time walks the table: each step's answer
+    is the next field's own "is required", written from the table."""
+    members: dict[str, str] = {}
+    for field in ORDER:
+        assert_validation(lambda: order({}, members), f"{field.name} is required")
+        members[field.name] = LIMIT_BODY[field.name]
+    assert order({}, members).price == 15000
 
 
 def test_valid_limit_order() -> None:
