@@ -129,7 +129,7 @@ class IdempotencyStore:
         if flying is None:
             return
         now = self._clock.now()
-        if status in STORED_STATUSES:  # an exact-size copy: orjson's output holds 4 KiB
+        if status in STORED_STATUSES:  # exact-size copy: orjson's buffer is larger
             answer_ = Answer(
                 flying.digest, status, memoryview(body).tobytes(), flying.first_used_at
             )

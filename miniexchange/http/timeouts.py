@@ -25,9 +25,9 @@ STREAMING = "miniexchange.streaming"
 
 class Deadline:
     """`async with Deadline(seconds):` raises `TimeoutError` if the block is still
-    waiting when the time is up, like `asyncio.timeout`, at a third of its cost: one
-    timer and a flag (3.2 µs against 9.1 µs per use under uvloop, measured; every
-    request used one or two). Not reentrant, not reschedulable: one use per instance.
+    waiting when the time is up, like `asyncio.timeout`, for less: one timer and a flag
+    (every request uses one or two). Not reentrant, not reschedulable: one use per
+    instance.
 
     When the timer fires the task is suspended inside the block (a loop callback never
     runs while the task does), so the cancellation arrives there, at its `await`; it
