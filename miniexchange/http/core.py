@@ -1,4 +1,4 @@
-"""Resources of the core API: brokers, orders, balance, health (contract §2, §4.3, §5.1)."""
+"""Resources of the core API: brokers, orders, balance, health."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ MAX_BODY_BYTES = 1_048_576
 
 
 class JsonBodyReader:
-    """Reads a request body within the size limit and `READ_TIMEOUT` (§1.1, §5.2).
+    """Reads a request body within the size limit (1 MiB) and `READ_TIMEOUT`.
 
     The served app is called at the end of the headers, body or not (`http.protocol`):
     a declared length over the limit is refused before any of the body comes, and the
@@ -128,7 +128,7 @@ class BalanceResource(Resource):
     ) -> None:
         act_for(req, broker_id)
         # A message to the broker's account actor: it answers after every settlement
-        # told to it before, so the read follows every answered order (§3.7).
+        # told to it before, so the read follows every answered order.
         balance = await answer(lambda reply: self.exchange.read_balance(broker_id, reply))
         send_json(resp, 200, balance_json(balance))
 

@@ -1,4 +1,4 @@
-"""Every error leaves the exchange as `{"error": code, "message": text}` (contract §1.2)."""
+"""Every error leaves the exchange as `{"error": code, "message": text}`."""
 
 from __future__ import annotations
 

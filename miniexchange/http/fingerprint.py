@@ -17,7 +17,7 @@ from miniexchange.model.values import EXACT_CONTEXT
 
 
 def fingerprint(body: dict[str, Any]) -> bytes:
-    """A canonical encoding of a parsed body: equal exactly when §6.1 calls two bodies equal.
+    """A canonical encoding of a parsed body: equal exactly when two bodies mean the same.
 
     JSON with members sorted by name, no whitespace, and each number as the text of its
     normalized exact value (`10`, `10.0`, `1e1` -> `1E+1`; `150.00` -> `1.5E+2`; any zero

@@ -1,12 +1,12 @@
-"""Idempotent retries with the `Idempotency-Key` header (contract §6.1).
+"""Idempotent retries with the `Idempotency-Key` header.
 
 The store lives on the event loop (one thread, so no lock): a key is looked up right
 after its own check; the first use marks it in flight, and its answer is kept once it
-is known — a 2xx, a 404 of step 7 or a 409 of step 8 — for `IDEMPOTENCY_TTL` after
+is known — a 2xx, a 404 of a missing resource or a 409 of a refused command — for `IDEMPOTENCY_TTL` after
 first use. Answers are journaled in the same commit as the facts they describe (the
 actors append them, see `KeepAnswer`), so a retry after a crash is a replay.
 
-What is kept is bounded (§5.5): the answers sit in a `KeptAnswers` (at most
+What is kept is bounded: the answers sit in a `KeptAnswers` (at most
 `IDEMPOTENCY_MAX_KEYS`, the oldest forgotten first; the same store recovery folds the
 journal into), each request as the 32-byte digest of its fingerprint. Keys in flight
 are apart, as many as the requests being served. Expired answers go on every use of
@@ -100,7 +100,7 @@ class IdempotencyStore:
         return len(self._answers) + len(self._in_flight)
 
     def begin(self, endpoint: str, key: str, digest: bytes) -> Answer | None:
-        """Look a key up (step 5 of §1.2); `digest` is its request's `fingerprint_digest`.
+        """Look a key up (after the body parsed, before validation); `digest` is its request's `fingerprint_digest`.
 
         Returns the stored `Answer` to replay, or marks a first use in flight and
         returns None; raises 422 for another request under the key, 409 while the
@@ -211,8 +211,8 @@ class Idempotency:
         handle: Handle,
         render: Render,
     ) -> None:
-        """Step 5 of §1.2 and on: the key's check, its lookup, then `handle(keep)`
-        (steps 6–8), whose outcome `render` turns into the status and body sent. A key
+        """The key's check and its lookup (right after the body parsed), then
+        `handle(keep)` (validation, lookups, state checks), whose outcome `render` turns into the status and body sent. A key
         belongs to the endpoint and to the principal (`http.auth.idempotency_scope`)."""
         endpoint = idempotency_scope(req, endpoint)
         key = validate_idempotency_key(header_values(req, b"idempotency-key"))

@@ -20,12 +20,13 @@ from miniexchange.model.values import EXACT_CONTEXT
 INVALID_REQUEST_MESSAGE: Final = (
     "Request body must be valid JSON with Content-Type: application/json"
 )
-MAX_NESTING: Final = 1024  # orjson's own limit, and the contract's (§1.1)
+MAX_NESTING: Final = 1024  # orjson's own limit, and the most levels a body may have
 
 RECURSION_LIMIT: Final = 4000
 """The process' recursion limit, raised here once (never lowered), the only place it is
 set: the stdlib decoder and the fingerprint recurse once or twice per nesting level, on
-top of the server's own frames, so 1024 levels do not fit in the default 1000."""
+top of the server's own frames, so 1024 levels do not fit in the default 1000. Parse
+on the event loop's thread: a thread with a small C stack (an actor's) could overflow."""
 if sys.getrecursionlimit() < RECURSION_LIMIT:
     sys.setrecursionlimit(RECURSION_LIMIT)
 

@@ -1,4 +1,4 @@
-"""Market data and the broker order listing (contract §4.1, §4.2, §4.4, §4.7).
+"""Market data and the broker order listing: price, book, quote, a broker's orders.
 
 Book, quote and price are read from the symbol's actor, which answers between two
 writes (so a snapshot is never half a matching pass) after expiring what is due (so

@@ -1,4 +1,4 @@
-"""`GET /`: the market page (contract §6.6), served by the exchange itself.
+"""`GET /`: the market page served by the exchange itself.
 
 The page is kept as files in `static/` (HTML, CSS, vanilla JavaScript, the vendored chart
 library) so that each can be edited and read as what it is. `index.html` links its script,

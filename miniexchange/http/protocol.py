@@ -116,7 +116,7 @@ class _Refusal:
         self.request_id: bytes | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"x-request-id":  # several fields: joined, so unusable (§6.2)
+        if name.lower() == b"x-request-id":  # several fields: joined, so unusable (replaced)
             self.request_id = value if self.request_id is None else self.request_id + b", " + value
 
     def on_headers_complete(self) -> None:

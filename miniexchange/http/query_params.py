@@ -46,7 +46,7 @@ def _int_in_range(text: str, low: int, high: int) -> int | None:
 
 
 def validate_depth(params: dict[str, str]) -> int:
-    """§4.2 `depth`: default 10, 1..50."""
+    """The book's `depth`: default 10, 1..50."""
     text = params.get("depth")
     if text is None:
         return 10
@@ -57,7 +57,7 @@ def validate_depth(params: dict[str, str]) -> int:
 
 
 def validate_quote(params: dict[str, str]) -> tuple[str, int]:
-    """§4.7: (side, quantity), side checked first."""
+    """The quote's (side, quantity), side checked first."""
     side = params.get("side")
     if side is None:
         raise validation_error("side query parameter is required")
@@ -83,9 +83,9 @@ MAX_PAGE: Final = 1_000_000_000
 
 
 def validate_listing(params: dict[str, str]) -> tuple[str | None, int, int]:
-    """§4.4: (status or None for all, page, limit), checked in that order.
+    """A broker's order listing: (status or None for all, page, limit), checked in that order.
 
-    `page` is bounded like every query integer (§5.5), so no digit string of any length
+    `page` is bounded like every query integer, so no digit string of any length
     reaches int() or a renderer (Python refuses to print an int over 4300 digits).
     """
     status = params.get("status")
@@ -113,7 +113,7 @@ def validate_listing(params: dict[str, str]) -> tuple[str | None, int, int]:
 
 
 def validate_trades_limit(params: dict[str, str]) -> int:
-    """§6.6 `limit` of the public tape: default 50, 1..500."""
+    """`limit` of the public tape: default 50, 1..500."""
     text = params.get("limit")
     if text is None:
         return 50
@@ -127,7 +127,7 @@ CANDLE_INTERVAL_MESSAGE: Final = f"interval must be one of {', '.join(INTERVALS)
 
 
 def validate_candles(params: dict[str, str]) -> tuple[str, int]:
-    """§6.6 candles: (interval, limit), interval checked first; defaults 1m and 300."""
+    """Candles: (interval, limit), interval checked first; defaults 1m and 300."""
     interval = params.get("interval", "1m")
     if interval not in INTERVALS:
         raise validation_error(CANDLE_INTERVAL_MESSAGE)
@@ -141,7 +141,7 @@ def validate_candles(params: dict[str, str]) -> tuple[str, int]:
 
 
 def validate_webhook_broker_query(params: dict[str, str]) -> str:
-    """§4.5 GET /webhooks: broker_id, absent or empty -> 400 (no pattern: unknown -> 404)."""
+    """GET /webhooks: broker_id, absent or empty -> 400 (no pattern: unknown -> 404)."""
     broker_id = params.get("broker_id")
     if broker_id is None:
         raise validation_error("broker_id query parameter is required")

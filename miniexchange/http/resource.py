@@ -9,7 +9,8 @@ from miniexchange.http.auth import BROKER
 
 
 class Resource:
-    """Base of every resource: HEAD and OPTIONS are methods like any other (§1.3).
+    """Base of every resource: HEAD and OPTIONS are methods like any other (405 unless
+    a resource lists them).
 
     `access` (with `AUTH=api_key`, see `http.auth`): who may call it; a broker's key
     unless a resource says it is public or for the admin."""

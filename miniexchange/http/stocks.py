@@ -1,8 +1,8 @@
 """`GET /stocks`, the public tape `GET /stocks/{symbol}/trades` and the candles
-`GET /stocks/{symbol}/candles` (contract §6.6).
+`GET /stocks/{symbol}/candles`.
 
 Both read what the symbol actors publish (`actors.market_data`), so they never queue
-behind matching. The one exception keeps §2.6 exact: a published summary whose book
+behind matching. The one exception keeps expiry exact (a due order never shows): a published summary whose book
 holds an order that is due by now (its `next_expiry` has passed and no sweep has run
 yet) may show that order's price, so for that symbol the actor is asked for its best
 levels, and it expires the due orders before it answers.

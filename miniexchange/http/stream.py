@@ -39,7 +39,7 @@ class StreamResource(SymbolResource):
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, symbol: str
     ) -> None:
-        if self.hub.full():  # a connection limit: before anything else (§1.2)
+        if self.hub.full():  # a connection limit: before anything else
             raise overloaded()
         self.actor_of_known(symbol)  # 404 symbol_not_found before anything streams
         subscriber = Subscriber(symbol, req.path)

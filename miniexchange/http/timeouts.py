@@ -1,8 +1,8 @@
-"""`WRITE_TIMEOUT` (contract §5.2): a response body that cannot be written in time ends
+"""`WRITE_TIMEOUT`: a response body that cannot be written in time ends
 its connection, so a client that stops reading cannot hold a response forever.
 
 Only body messages are timed (the response start is buffered by the server); event
-streams (§6.6) mark their scope with `STREAMING` and are not timed.
+streams mark their scope with `STREAMING` and are not timed.
 
 `Deadline` is the timeout of both this and the request body's `READ_TIMEOUT`.
 """

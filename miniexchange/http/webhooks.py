@@ -1,4 +1,4 @@
-"""Webhook subscriptions over HTTP (contract §4.5): subscribe, list, unsubscribe.
+"""Webhook subscriptions over HTTP: subscribe, list, unsubscribe.
 
 Every 400 is decided before the broker lookup, which needs no actor hop (the
 registry); the subscription table itself is the dispatcher actor's.
@@ -44,7 +44,7 @@ def webhooks_json(subscriptions: Iterable[Subscription]) -> bytes:
     return orjson.dumps({"webhooks": [subscription_dict(s) for s in subscriptions]})
 
 
-# 201 when any subscription was created, else 200 (§4.5)
+# 201 when any subscription was created, else 200
 render_upsert = answer_or_refusal(
     lambda upserted: (201 if upserted.created else 200, webhooks_json(upserted.subscriptions))
 )

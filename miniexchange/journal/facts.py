@@ -113,7 +113,7 @@ def webhook_deleted(webhook_id: str) -> Fact:
 
 
 def idempotent_answer(answer: dict[str, Any]) -> Fact:
-    """A stored `Idempotency-Key` answer (§6.1), journaled with the facts it describes.
+    """A stored `Idempotency-Key` answer, journaled with the facts it describes.
 
     The request is recorded as `digest`, the base64 SHA-256 of its fingerprint (a fixed
     44 characters); journals written before kept the whole fingerprint instead, under

@@ -1,4 +1,4 @@
-"""Every outcome of the core endpoints (contract §1–§3, §4.3, §5.1) through the ASGI app."""
+"""Every outcome of the core endpoints through the ASGI app."""
 
 from __future__ import annotations
 
@@ -202,7 +202,7 @@ def test_limit_order_rests_and_reserves(client: AppClient) -> None:
 
 
 def test_worked_example_price_improvement(client: AppClient) -> None:
-    """Contract §3.5: B bids 100 @ 150.00 against S's ask 60 @ 148.00."""
+    """Price improvement: B bids 100 @ 150.00 against S's ask 60 @ 148.00."""
     register(client, "B", 100000)
     register(client, "S", 0, AAPL=60)
     assert limit(client, "S", "ask", 148.00, 60).status_code == 201
@@ -229,7 +229,7 @@ def test_both_orders_list_the_same_trade(client: AppClient) -> None:
     resting = client.get(f"/orders/{ask['order_id']}").json
     assert resting["status"] == "filled"
     assert resting["trades"] == bid["trades"]
-    assert bid["trades"][0]["price"] == 10.0  # the seller's price (§3.2)
+    assert bid["trades"][0]["price"] == 10.0  # the resting order's price
 
 
 def test_insufficient_balance_and_holdings(client: AppClient) -> None:
@@ -276,7 +276,7 @@ def test_unknown_broker_is_404_after_validation(client: AppClient) -> None:
 
 @pytest.fixture
 def ask_ladder(client: AppClient, clock: ManualClock) -> AppClient:
-    """§4.6: asks 100 @ 10.00, 200 @ 11.00, 50 @ 12.00, a minute apart."""
+    """A market order's book: asks 100 @ 10.00, 200 @ 11.00, 50 @ 12.00, a minute apart."""
     register(client, "S", 0, AAPL=350)
     register(client, "B", 100000)
     for price, quantity in ((10, 100), (11, 200), (12, 50)):
@@ -445,7 +445,7 @@ def test_due_order_never_trades_between_sweeps(client: AppClient, clock: ManualC
 def test_funds_held_by_a_due_order_are_freed_before_the_check(
     client: AppClient, clock: ManualClock, side: str
 ) -> None:
-    """Expire the due orders, then check funds (§2.2): the funds of a due but not yet
+    """Expire the due orders, then check funds: the funds of a due but not yet
     swept order pay for the next one on that symbol (the account actor sends the order
     through the symbol actor to expire it first), and not on another symbol."""
     register(client, "B", 1000, AAPL=10)

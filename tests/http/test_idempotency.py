@@ -1,4 +1,4 @@
-"""Idempotent retries with `Idempotency-Key` on the three POSTs (contract §6.1)."""
+"""Idempotent retries with `Idempotency-Key` on the three POSTs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Idempotency-Key store alone, with a manual clock (contract §6.1)."""
+"""The Idempotency-Key store alone, with a manual clock."""
 
 from __future__ import annotations
 

@@ -275,7 +275,7 @@ def test_the_thread_decimal_context_does_not_matter() -> None:
     assert value == Decimal("123456.7890123")
 
 
-# --- fingerprint (§6.1) -----------------------------------------------------------------
+# --- fingerprint ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -381,7 +381,7 @@ def test_fingerprint_ignores_member_order(members: dict[str, Any]) -> None:
     assert fingerprint(body(forward)) == fingerprint(body(backward))
 
 
-# --- POST /orders (§2.2) ----------------------------------------------------------------
+# --- POST /orders ----------------------------------------------------------------------
 
 LIMIT_BODY = {
     "type": '"limit"',
@@ -719,7 +719,7 @@ def test_order_check_order(raw: str, message: str) -> None:
     assert_validation(lambda: validate_order(body(raw), NOW), message)
 
 
-# --- POST /brokers (§2.1) ---------------------------------------------------------------
+# --- POST /brokers ---------------------------------------------------------------------
 
 BROKER_BODY = {
     "broker_id": '"broker-123"',
@@ -897,7 +897,7 @@ def test_registration_check_order(raw: str, message: str) -> None:
     assert_validation(lambda: validate_registration(body(raw)), message)
 
 
-# --- POST /webhooks (§4.5) --------------------------------------------------------------
+# --- POST /webhooks --------------------------------------------------------------------
 
 WEBHOOK_BODY = {
     "broker_id": '"broker-123"',
@@ -1229,7 +1229,7 @@ def test_webhook_broker_query_rejected(query: str) -> None:
     )
 
 
-# --- Idempotency-Key (§6.1) -------------------------------------------------------------
+# --- Idempotency-Key -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

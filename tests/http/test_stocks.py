@@ -1,4 +1,4 @@
-"""Market data for people through the ASGI app (contract §6.6, §1.8, §2.6): every outcome
+"""Market data for people through the ASGI app: every outcome
 of `GET /stocks` and of the public tape, the stream's 404 and its first events, and the
 read side they are served from, including what recovery seeds into it.
 

@@ -1,4 +1,4 @@
-"""Every outcome of POST/GET/DELETE /webhooks (contract §4.5) through the ASGI app, and
+"""Every outcome of POST/GET/DELETE /webhooks through the ASGI app, and
 which deliveries the app's events produce (recorded by a fake pool: no network here)."""
 
 from __future__ import annotations
