@@ -45,15 +45,20 @@ def _int_in_range(text: str, low: int, high: int) -> int | None:
     return number if low <= number <= high else None
 
 
+def _int_between(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    """An optional integer parameter in low..high, `default` when absent."""
+    text = params.get(name)
+    if text is None:
+        return default
+    number = _int_in_range(text, low, high)
+    if number is None:
+        raise validation_error(f"{name} must be an integer between {low} and {high}")
+    return number
+
+
 def validate_depth(params: dict[str, str]) -> int:
     """The book's `depth`: default 10, 1..50."""
-    text = params.get("depth")
-    if text is None:
-        return 10
-    depth = _int_in_range(text, 1, 50)
-    if depth is None:
-        raise validation_error("depth must be an integer between 1 and 50")
-    return depth
+    return _int_between(params, "depth", 10, 1, 50)
 
 
 def validate_quote(params: dict[str, str]) -> tuple[str, int]:
@@ -102,25 +107,12 @@ def validate_listing(params: dict[str, str]) -> tuple[str | None, int, int]:
         if checked is None:
             raise validation_error(f"page must be an integer <= {MAX_PAGE}")
         page = checked
-    limit = 20
-    text = params.get("limit")
-    if text is not None:
-        checked = _int_in_range(text, 1, 100)
-        if checked is None:
-            raise validation_error("limit must be an integer between 1 and 100")
-        limit = checked
-    return status, page, limit
+    return status, page, _int_between(params, "limit", 20, 1, 100)
 
 
 def validate_trades_limit(params: dict[str, str]) -> int:
     """`limit` of the public tape: default 50, 1..500."""
-    text = params.get("limit")
-    if text is None:
-        return 50
-    limit = _int_in_range(text, 1, 500)
-    if limit is None:
-        raise validation_error("limit must be an integer between 1 and 500")
-    return limit
+    return _int_between(params, "limit", 50, 1, 500)
 
 
 CANDLE_INTERVAL_MESSAGE: Final = f"interval must be one of {', '.join(INTERVALS)}"
@@ -131,13 +123,7 @@ def validate_candles(params: dict[str, str]) -> tuple[str, int]:
     interval = params.get("interval", "1m")
     if interval not in INTERVALS:
         raise validation_error(CANDLE_INTERVAL_MESSAGE)
-    text = params.get("limit")
-    if text is None:
-        return interval, 300
-    limit = _int_in_range(text, 1, CANDLES_KEPT)
-    if limit is None:
-        raise validation_error(f"limit must be an integer between 1 and {CANDLES_KEPT}")
-    return interval, limit
+    return interval, _int_between(params, "limit", 300, 1, CANDLES_KEPT)
 
 
 def validate_webhook_broker_query(params: dict[str, str]) -> str:
