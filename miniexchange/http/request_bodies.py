@@ -72,9 +72,10 @@ class Field:
         for allowed in self.choices:
             if value == allowed:
                 return allowed
-        raise validation_error(
-            f"{self.unknown.format(value)}. Must be one of: {', '.join(self.choices)}"
-        )
+        raise validation_error(self.not_a_choice(value))
+
+    def not_a_choice(self, value: str) -> str:
+        return f"{self.unknown.format(value)}. Must be one of: {', '.join(self.choices)}"
 
     def bounded(self, number: int | Decimal, name: str, show: Callable[[int], str]) -> None:
         """`show` writes the upper bound as the contract does (cents as an amount)."""
@@ -226,7 +227,7 @@ WEBHOOK_SUBSCRIPTION: Final = (
 
 def invalid_side(side: str) -> str:
     """The message for a side that is neither bid nor ask (bodies and the quote's query)."""
-    return f"{SIDE.unknown.format(side)}. Must be one of: {', '.join(SIDE.choices)}"
+    return SIDE.not_a_choice(side)
 
 
 # --- validators -------------------------------------------------------------------------
