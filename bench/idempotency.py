@@ -126,9 +126,8 @@ def app_figures(keys: int = REQUESTS) -> dict[str, float]:
 
 def store_figures() -> dict[str, float]:
     """The store alone (this version): bytes per kept key, and one answer fact's size."""
-    from miniexchange.http.idempotency import IdempotencyStore
-    from miniexchange.http.parsing import fingerprint
-    from miniexchange.journal.facts import KeepAnswer
+    from miniexchange.http.fingerprint import fingerprint
+    from miniexchange.http.idempotency import IdempotencyStore, IdempotentAnswer
     from miniexchange.model.idempotency import fingerprint_digest
     from miniexchange.testing import ManualClock
 
@@ -148,7 +147,7 @@ def store_figures() -> dict[str, float]:
     tracemalloc.stop()
     facts = {}
     for name, padding in (("small", "x"), ("large", "x" * IGNORED)):
-        keep = KeepAnswer("/orders", keys[0], fingerprint_digest(fingerprint(order(padding))), 0,
+        keep = IdempotentAnswer("/orders", keys[0], fingerprint_digest(fingerprint(order(padding))), 0,
                           lambda outcome: (404, body))  # fmt: skip
         fact = keep.fact(None)
         assert fact is not None

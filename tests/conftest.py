@@ -18,7 +18,7 @@ from falcon import testing
 
 from miniexchange.actors.exchange import Exchange
 from miniexchange.http.app import create_app
-from miniexchange.http.stream import EventStreamGuard
+from miniexchange.http.stream_guard import EventStreamGuard
 from miniexchange.metrics import Metrics
 from miniexchange.settings import load_settings
 from miniexchange.testing import ManualClock, SequentialIds

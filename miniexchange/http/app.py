@@ -28,7 +28,8 @@ from miniexchange.http.observability import LogLifespan, MetricsResource, Reques
 from miniexchange.http.page import MarketPageResource
 from miniexchange.http.static_files import StaticFileResource, load_static_files
 from miniexchange.http.stocks import stocks_routes
-from miniexchange.http.stream import EventStreamGuard, StreamHub
+from miniexchange.http.stream_guard import EventStreamGuard
+from miniexchange.http.stream_hub import StreamHub
 from miniexchange.http.timeouts import WriteTimeout
 from miniexchange.http.webhooks import webhook_routes
 from miniexchange.ids import IdFactory, RandomIds
@@ -36,10 +37,6 @@ from miniexchange.journal.store import JournalFormatError, open_journal
 from miniexchange.metrics import Metrics
 from miniexchange.settings import Settings, format_duration, load_settings, to_seconds
 from miniexchange.webhooks.delivery import DeliveryPool
-
-JSON_DEPTH_RECURSION_LIMIT = 4000
-"""The stdlib JSON decoder recurses once per nesting level; 1024 levels must parse."""
-
 
 GC_YOUNG_THRESHOLD = 50_000
 """Young collections after this many new container objects (CPython's default: 700).
@@ -178,8 +175,6 @@ def create_app(
             idempotency_max_keys=settings.idempotency_max_keys,
             idempotency_ttl_us=settings.idempotency_ttl_us,
         )
-    if sys.getrecursionlimit() < JSON_DEPTH_RECURSION_LIMIT:
-        sys.setrecursionlimit(JSON_DEPTH_RECURSION_LIMIT)
     streams = StreamHub(exchange, clock, settings.max_streams)
     answers = IdempotencyStore(clock, settings.idempotency_ttl_us, settings.idempotency_max_keys)
     idempotency = Idempotency(answers, lambda: exchange.journal)

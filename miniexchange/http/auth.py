@@ -96,7 +96,7 @@ class Authentication:
         params: dict[str, Any],
     ) -> None:
         if resource is None or req.method not in resource.methods:
-            return  # 404 or 405 first (§1.2 steps 1 and 2)
+            return  # an unknown route (404) or method (405) is answered first
         if resource.access == PUBLIC:
             return
         principal = self._principal(req.get_header("Authorization"))

@@ -1,4 +1,4 @@
-"""Resources of the core API: brokers, orders, balance, health (contract §2, §4.3, §5.1)."""
+"""Resources of the core API: brokers, orders, balance, health."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import orjson
 from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Cancel, Submit
 from miniexchange.clock import Clock
-from miniexchange.http.auth import ADMIN, BROKER, PUBLIC, act_for, may_see
+from miniexchange.http.auth import ADMIN, PUBLIC, act_for, may_see
 from miniexchange.http.bridge import answer, call
 from miniexchange.http.errors import answer_or_refusal
-from miniexchange.http.parsing import parse_json_object, validate_order, validate_registration
+from miniexchange.http.json_body import parse_json_object
 from miniexchange.http.render import balance_json, order_json, registration_json
+from miniexchange.http.request_bodies import validate_order, validate_registration
+from miniexchange.http.resource import Resource, send_json
 from miniexchange.http.timeouts import Deadline
 from miniexchange.journal.facts import KeepAnswer
 from miniexchange.model.commands import MARKET
@@ -35,25 +37,8 @@ if TYPE_CHECKING:
 MAX_BODY_BYTES = 1_048_576
 
 
-class Resource:
-    """Base of every resource: HEAD and OPTIONS are methods like any other (§1.3).
-
-    `access` (with `AUTH=api_key`, see `http.auth`): who may call it; a broker's key
-    unless a resource says it is public or for the admin."""
-
-    methods: tuple[str, ...] = ()
-    access: str = BROKER
-
-    async def on_options(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **_: str
-    ) -> None:
-        raise falcon.HTTPMethodNotAllowed(self.methods)
-
-    on_head = on_options
-
-
 class JsonBodyReader:
-    """Reads a request body within the size limit and `READ_TIMEOUT` (§1.1, §5.2).
+    """Reads a request body within the size limit (1 MiB) and `READ_TIMEOUT`.
 
     The served app is called at the end of the headers, body or not (`http.protocol`):
     a declared length over the limit is refused before any of the body comes, and the
@@ -68,8 +53,7 @@ class JsonBodyReader:
         if length is not None and length > MAX_BODY_BYTES:
             raise _too_large()
         try:
-            # not wait_for: no extra task per request (3% of a POST /orders' CPU time
-            # went to wait_for and the task it creates, cProfile)
+            # not wait_for: it starts a task per request, a measurable share of a POST
             async with Deadline(self.read_timeout_s):
                 body = await req.stream.read(MAX_BODY_BYTES + 1)
         except TimeoutError:
@@ -83,12 +67,6 @@ def _too_large() -> ExchangeError:
     return ExchangeError(
         "payload_too_large", f"Request body must not exceed {MAX_BODY_BYTES} bytes"
     )
-
-
-def send_json(resp: falcon.asgi.Response, status: int, body: bytes) -> None:
-    resp.status = status
-    resp.content_type = "application/json"
-    resp.data = body
 
 
 class HealthResource(Resource):
@@ -150,7 +128,7 @@ class BalanceResource(Resource):
     ) -> None:
         act_for(req, broker_id)
         # A message to the broker's account actor: it answers after every settlement
-        # told to it before, so the read follows every answered order (§3.7).
+        # told to it before, so the read follows every answered order.
         balance = await answer(lambda reply: self.exchange.read_balance(broker_id, reply))
         send_json(resp, 200, balance_json(balance))
 

@@ -1,4 +1,4 @@
-"""Every error leaves the exchange as `{"error": code, "message": text}` (contract §1.2)."""
+"""Every error leaves the exchange as `{"error": code, "message": text}`."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ OVERLOADED_MESSAGE = "The exchange is at its connection limit; retry later"
 
 
 def overloaded() -> ExchangeError:
-    """Past MAX_CONNECTIONS (answered by `http.protocol`) or MAX_STREAMS (`http.stream`)."""
+    """Past MAX_CONNECTIONS (answered by `http.protocol`) or MAX_STREAMS (`http.stream_hub`)."""
     return ExchangeError("overloaded", OVERLOADED_MESSAGE)
 
 

@@ -1,12 +1,12 @@
-"""Idempotent retries with the `Idempotency-Key` header (contract §6.1).
+"""Idempotent retries with the `Idempotency-Key` header.
 
 The store lives on the event loop (one thread, so no lock): a key is looked up right
 after its own check; the first use marks it in flight, and its answer is kept once it
-is known — a 2xx, a 404 of step 7 or a 409 of step 8 — for `IDEMPOTENCY_TTL` after
+is known — a 2xx, a 404 of a missing resource or a 409 of a refused command — for `IDEMPOTENCY_TTL` after
 first use. Answers are journaled in the same commit as the facts they describe (the
 actors append them, see `KeepAnswer`), so a retry after a crash is a replay.
 
-What is kept is bounded (§5.5): the answers sit in a `KeptAnswers` (at most
+What is kept is bounded: the answers sit in a `KeptAnswers` (at most
 `IDEMPOTENCY_MAX_KEYS`, the oldest forgotten first; the same store recovery folds the
 journal into), each request as the 32-byte digest of its fingerprint. Keys in flight
 are apart, as many as the requests being served. Expired answers go on every use of
@@ -16,10 +16,11 @@ the store and, while no request comes, on a timer: each goes once, from the fron
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import falcon.asgi
 
@@ -27,16 +28,20 @@ from miniexchange.actors.base import Reply
 from miniexchange.clock import Clock
 from miniexchange.http.auth import idempotency_scope
 from miniexchange.http.bridge import answer
-from miniexchange.http.core import send_json
 from miniexchange.http.errors import render_refusal
-from miniexchange.http.parsing import fingerprint, validate_idempotency_key
-from miniexchange.journal.facts import STORED_STATUSES, Fact, KeepAnswer
+from miniexchange.http.fingerprint import fingerprint
+from miniexchange.http.resource import send_json
+from miniexchange.journal.facts import Fact, KeepAnswer, answer_fact
 from miniexchange.journal.store import Journal
-from miniexchange.model.errors import ExchangeError, journal_unavailable
+from miniexchange.model.errors import ExchangeError, journal_unavailable, validation_error
 from miniexchange.model.idempotency import KeptAnswers, Key, StoredAnswer, fingerprint_digest
 from miniexchange.settings import Settings
 
 Answer = StoredAnswer
+
+STORED_STATUSES = frozenset((200, 201, 204, 404, 409))
+"""What a first use of a key keeps: 2xx, the 404s of an unknown resource and the 409s
+of a refused command (the 409 of a key in progress never comes from a first use)."""
 
 SWEEP_INTERVAL_S = 1.0
 """How often, while the server runs, answers past their TTL are looked for."""
@@ -61,6 +66,26 @@ def in_progress(key: str) -> ExchangeError:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotentAnswer:
+    """The `KeepAnswer` of a request under a key: the actor that decides its command
+    renders the outcome with `render` and journals the answer, if kept, with the
+    outcome's own facts."""
+
+    endpoint: str
+    key: str
+    digest: bytes  # `fingerprint_digest` of the request's fingerprint
+    first_used_at: int
+    render: Callable[[Any], tuple[int, bytes]]
+
+    def fact(self, outcome: Any) -> Fact | None:
+        status, body = self.render(outcome)
+        if status not in STORED_STATUSES:
+            return None
+        stored = StoredAnswer(self.digest, status, body, self.first_used_at)
+        return answer_fact((self.endpoint, self.key), stored)
+
+
 class IdempotencyStore:
     def __init__(
         self, clock: Clock, ttl_us: int, max_keys: int = Settings().idempotency_max_keys
@@ -75,7 +100,7 @@ class IdempotencyStore:
         return len(self._answers) + len(self._in_flight)
 
     def begin(self, endpoint: str, key: str, digest: bytes) -> Answer | None:
-        """Look a key up (step 5 of §1.2); `digest` is its request's `fingerprint_digest`.
+        """Look a key up (after the body parsed, before validation); `digest` is its request's `fingerprint_digest`.
 
         Returns the stored `Answer` to replay, or marks a first use in flight and
         returns None; raises 422 for another request under the key, 409 while the
@@ -104,7 +129,7 @@ class IdempotencyStore:
         if flying is None:
             return
         now = self._clock.now()
-        if status in STORED_STATUSES:  # an exact-size copy: orjson's output holds 4 KiB
+        if status in STORED_STATUSES:  # exact-size copy: orjson's buffer is larger
             answer_ = Answer(
                 flying.digest, status, memoryview(body).tobytes(), flying.first_used_at
             )
@@ -140,6 +165,26 @@ class IdempotencyStore:
             self._sweeper = None
 
 
+IDEMPOTENCY_KEY_MESSAGE: Final = "Idempotency-Key must be 1 to 255 visible ASCII characters"
+_IDEMPOTENCY_KEY_RE: Final = re.compile(r"[\x21-\x7e]{1,255}", re.ASCII)
+
+
+def validate_idempotency_key(values: list[str]) -> str | None:
+    """The key, None without the header, or 400 (also for more than one header field).
+
+    `values` are the raw field values, one per header line (not a comma-joined merge:
+    a single key may itself contain a comma).
+    """
+    if not values:
+        return None
+    if len(values) > 1:
+        raise validation_error(IDEMPOTENCY_KEY_MESSAGE)
+    key = values[0].strip(" \t")
+    if _IDEMPOTENCY_KEY_RE.fullmatch(key) is None:
+        raise validation_error(IDEMPOTENCY_KEY_MESSAGE)
+    return key
+
+
 Render = Callable[[Any], tuple[int, bytes]]
 Handle = Callable[[KeepAnswer | None], Awaitable[Any]]
 
@@ -166,8 +211,8 @@ class Idempotency:
         handle: Handle,
         render: Render,
     ) -> None:
-        """Step 5 of §1.2 and on: the key's check, its lookup, then `handle(keep)`
-        (steps 6–8), whose outcome `render` turns into the status and body sent. A key
+        """The key's check and its lookup (right after the body parsed), then
+        `handle(keep)` (validation, lookups, state checks), whose outcome `render` turns into the status and body sent. A key
         belongs to the endpoint and to the principal (`http.auth.idempotency_scope`)."""
         endpoint = idempotency_scope(req, endpoint)
         key = validate_idempotency_key(header_values(req, b"idempotency-key"))
@@ -181,7 +226,9 @@ class Idempotency:
             send_json(resp, stored.status, stored.body)
             resp.set_header("Idempotent-Replayed", "true")
             return
-        keep = KeepAnswer(endpoint, key, digest, self.store.first_used_at(endpoint, key), render)
+        keep = IdempotentAnswer(
+            endpoint, key, digest, self.store.first_used_at(endpoint, key), render
+        )
         try:
             outcome = await handle(keep)
         except ExchangeError as refusal:

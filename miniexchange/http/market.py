@@ -1,4 +1,4 @@
-"""Market data and the broker order listing (contract §4.1, §4.2, §4.4, §4.7).
+"""Market data and the broker order listing: price, book, quote, a broker's orders.
 
 Book, quote and price are read from the symbol's actor, which answers between two
 writes (so a snapshot is never half a matching pass) after expiring what is due (so
@@ -18,9 +18,14 @@ from miniexchange.actors.messages import ReadBook, ReadPrice, ReadQuote
 from miniexchange.clock import Clock
 from miniexchange.http.auth import PUBLIC, act_for
 from miniexchange.http.bridge import call
-from miniexchange.http.core import Resource, send_json
-from miniexchange.http.parsing import parse_query, validate_depth, validate_listing, validate_quote
+from miniexchange.http.query_params import (
+    parse_query,
+    validate_depth,
+    validate_listing,
+    validate_quote,
+)
 from miniexchange.http.render import book_json, listing_json, price_json, quote_json
+from miniexchange.http.resource import Resource, send_json
 from miniexchange.model.errors import broker_not_found, symbol_not_found
 from miniexchange.model.vwap import Price
 

@@ -1,4 +1,4 @@
-"""`GET /`: the market page (contract §6.6), served by the exchange itself.
+"""`GET /`: the market page served by the exchange itself.
 
 The page is kept as files in `static/` (HTML, CSS, vanilla JavaScript, the vendored chart
 library) so that each can be edited and read as what it is. `index.html` links its script,
@@ -15,7 +15,7 @@ import falcon
 import falcon.asgi
 
 from miniexchange.http.auth import PUBLIC
-from miniexchange.http.core import Resource
+from miniexchange.http.resource import Resource
 from miniexchange.http.static_files import StaticFile
 
 

@@ -33,7 +33,7 @@ A connection's life here:
   body), so that nothing waits for a body that never comes.
 - Connections: at most MAX_CONNECTIONS are served at once. One more is read up to the
   end of its header section, with the same limits, and answered 503 `overloaded`
-  (event streams are counted by `http.stream`, within this).
+  (event streams are counted by `http.stream_hub`, within this).
 - A refused connection (431, 503) is closed with care: the answer, then the end of our
   side (FIN), then what the client still sends is read and dropped until it closes or
   READ_TIMEOUT passes. Closing with unread bytes would reset the connection, and the
@@ -116,7 +116,7 @@ class _Refusal:
         self.request_id: bytes | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"x-request-id":  # several fields: joined, so unusable (§6.2)
+        if name.lower() == b"x-request-id":  # several fields: joined, so unusable (replaced)
             self.request_id = value if self.request_id is None else self.request_id + b", " + value
 
     def on_headers_complete(self) -> None:

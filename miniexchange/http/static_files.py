@@ -15,7 +15,7 @@ import falcon
 import falcon.asgi
 
 from miniexchange.http.auth import PUBLIC
-from miniexchange.http.core import Resource
+from miniexchange.http.resource import Resource
 
 JS: Final = "text/javascript; charset=utf-8"
 CSS: Final = "text/css; charset=utf-8"

@@ -1,8 +1,8 @@
 """`GET /stocks`, the public tape `GET /stocks/{symbol}/trades` and the candles
-`GET /stocks/{symbol}/candles` (contract §6.6).
+`GET /stocks/{symbol}/candles`.
 
 Both read what the symbol actors publish (`actors.market_data`), so they never queue
-behind matching. The one exception keeps §2.6 exact: a published summary whose book
+behind matching. The one exception keeps expiry exact (a due order never shows): a published summary whose book
 holds an order that is due by now (its `next_expiry` has passed and no sweep has run
 yet) may show that order's price, so for that symbol the actor is asked for its best
 levels, and it expires the due orders before it answers.
@@ -22,11 +22,12 @@ from miniexchange.actors.messages import ReadBook
 from miniexchange.clock import Clock
 from miniexchange.http.auth import PUBLIC
 from miniexchange.http.bridge import call
-from miniexchange.http.core import Resource, send_json
 from miniexchange.http.market import SymbolResource
-from miniexchange.http.parsing import parse_query, validate_candles, validate_trades_limit
+from miniexchange.http.query_params import parse_query, validate_candles, validate_trades_limit
 from miniexchange.http.render import candles_json, stocks_json, trades_json
-from miniexchange.http.stream import StreamHub, StreamResource
+from miniexchange.http.resource import Resource, send_json
+from miniexchange.http.stream import StreamResource
+from miniexchange.http.stream_hub import StreamHub
 
 
 class StocksResource(Resource):

@@ -1,8 +1,8 @@
-"""`WRITE_TIMEOUT` (contract §5.2): a response body that cannot be written in time ends
+"""`WRITE_TIMEOUT`: a response body that cannot be written in time ends
 its connection, so a client that stops reading cannot hold a response forever.
 
 Only body messages are timed (the response start is buffered by the server); event
-streams (§6.6) mark their scope with `STREAMING` and are not timed.
+streams mark their scope with `STREAMING` and are not timed.
 
 `Deadline` is the timeout of both this and the request body's `READ_TIMEOUT`.
 """
@@ -25,9 +25,9 @@ STREAMING = "miniexchange.streaming"
 
 class Deadline:
     """`async with Deadline(seconds):` raises `TimeoutError` if the block is still
-    waiting when the time is up, like `asyncio.timeout`, at a third of its cost: one
-    timer and a flag (3.2 µs against 9.1 µs per use under uvloop, measured; every
-    request used one or two). Not reentrant, not reschedulable: one use per instance.
+    waiting when the time is up, like `asyncio.timeout`, for less: one timer and a flag
+    (every request uses one or two). Not reentrant, not reschedulable: one use per
+    instance.
 
     When the timer fires the task is suspended inside the block (a loop callback never
     runs while the task does), so the cancellation arrives there, at its `await`; it

@@ -1,4 +1,4 @@
-"""Webhook subscriptions over HTTP (contract §4.5): subscribe, list, unsubscribe.
+"""Webhook subscriptions over HTTP: subscribe, list, unsubscribe.
 
 Every 400 is decided before the broker lookup, which needs no actor hop (the
 registry); the subscription table itself is the dispatcher actor's.
@@ -17,15 +17,13 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import ListWebhooks, Subscribe, Unsubscribe
 from miniexchange.http.auth import act_for, owner_of
 from miniexchange.http.bridge import call
-from miniexchange.http.core import JsonBodyReader, Resource, send_json
+from miniexchange.http.core import JsonBodyReader
 from miniexchange.http.errors import answer_or_refusal
 from miniexchange.http.idempotency import Idempotency
-from miniexchange.http.parsing import (
-    parse_query,
-    validate_webhook_broker_query,
-    validate_webhook_subscription,
-)
+from miniexchange.http.query_params import parse_query, validate_webhook_broker_query
 from miniexchange.http.render import timestamp
+from miniexchange.http.request_bodies import validate_webhook_subscription
+from miniexchange.http.resource import Resource, send_json
 from miniexchange.journal.facts import KeepAnswer
 from miniexchange.model.errors import broker_not_found
 from miniexchange.model.subscriptions import Subscription, Upserted
@@ -46,7 +44,7 @@ def webhooks_json(subscriptions: Iterable[Subscription]) -> bytes:
     return orjson.dumps({"webhooks": [subscription_dict(s) for s in subscriptions]})
 
 
-# 201 when any subscription was created, else 200 (§4.5)
+# 201 when any subscription was created, else 200
 render_upsert = answer_or_refusal(
     lambda upserted: (201 if upserted.created else 200, webhooks_json(upserted.subscriptions))
 )

@@ -9,9 +9,7 @@ are not recorded apart. Each fact is `(kind, JSON bytes)`; integers stay integer
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -32,10 +30,6 @@ WEBHOOK_DELETED = "webhook_deleted"
 IDEMPOTENT_ANSWER = "idempotent_answer"
 API_KEY_ISSUED = "api_key_issued"
 WEBHOOK_SECRET_ISSUED = "webhook_secret_issued"
-
-STORED_STATUSES = frozenset((200, 201, 204, 404, 409))
-"""What a first use of an `Idempotency-Key` keeps (§6.1): 2xx, the 404s of step 7 and
-the 409s of step 8 (the 409 of a key in progress never comes from a first use)."""
 
 
 def broker_registered(command: RegisterBroker, created_at: int) -> Fact:
@@ -119,12 +113,27 @@ def webhook_deleted(webhook_id: str) -> Fact:
 
 
 def idempotent_answer(answer: dict[str, Any]) -> Fact:
-    """A stored `Idempotency-Key` answer (§6.1), journaled with the facts it describes.
+    """A stored `Idempotency-Key` answer, journaled with the facts it describes.
 
     The request is recorded as `digest`, the base64 SHA-256 of its fingerprint (a fixed
     44 characters); journals written before kept the whole fingerprint instead, under
     `fingerprint`, and `stored_answer` reads both."""
     return IDEMPOTENT_ANSWER, orjson.dumps(answer)
+
+
+def answer_fact(key: Key, answer: StoredAnswer) -> Fact:
+    """A kept answer as `idempotent_answer` records it; `stored_answer` reads it back."""
+    endpoint, idempotency_key = key
+    return idempotent_answer(
+        {
+            "endpoint": endpoint,
+            "key": idempotency_key,
+            "digest": base64.b64encode(answer.digest).decode(),
+            "status": answer.status,
+            "body": base64.b64encode(answer.body).decode(),
+            "at": answer.first_used_at,
+        }
+    )
 
 
 def stored_answer(fact: dict[str, Any]) -> tuple[Key, StoredAnswer]:
@@ -137,32 +146,13 @@ def stored_answer(fact: dict[str, Any]) -> tuple[Key, StoredAnswer]:
     return (fact["endpoint"], fact["key"]), answer
 
 
-@dataclass(frozen=True, slots=True)
-class KeepAnswer:
-    """Travels with a command to the actor that decides it: the actor renders its
-    outcome with `render` and journals the answer with the outcome's own facts."""
-
-    endpoint: str
-    key: str
-    digest: bytes  # `fingerprint_digest` of the request's fingerprint
-    first_used_at: int
-    render: Callable[[Any], tuple[int, bytes]]
+class KeepAnswer(Protocol):
+    """Travels with a command when its request's answer is to be kept (an
+    `Idempotency-Key`): the actor that decides the command journals `fact(outcome)`
+    with the outcome's own facts, in one commit."""
 
     def fact(self, outcome: Any) -> Fact | None:
-        """The journal fact of the answer to `outcome` (None if it is not kept)."""
-        status, body = self.render(outcome)
-        if status not in STORED_STATUSES:
-            return None
-        return idempotent_answer(
-            {
-                "endpoint": self.endpoint,
-                "key": self.key,
-                "digest": base64.b64encode(self.digest).decode(),
-                "status": status,
-                "body": base64.b64encode(body).decode(),
-                "at": self.first_used_at,
-            }
-        )
+        """The answer to `outcome` as a fact (`answer_fact`), or None if it is not kept."""
 
 
 def decode(body: bytes) -> dict[str, Any]:

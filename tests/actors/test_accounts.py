@@ -28,8 +28,8 @@ from miniexchange.actors.messages import (
     Reserved,
     Submit,
 )
+from miniexchange.http.idempotency import IdempotentAnswer
 from miniexchange.journal import facts
-from miniexchange.journal.facts import KeepAnswer
 from miniexchange.metrics import Metrics
 from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
 from miniexchange.model.errors import ExchangeError
@@ -157,7 +157,7 @@ def test_registering_twice_is_refused_and_changes_nothing(desk: Desk, clock: Man
 
 def test_a_kept_refusal_is_journaled_before_it_is_answered(desk: Desk) -> None:
     desk.register("B")
-    keep = KeepAnswer("/brokers", "key-1", b"fp", T0, lambda outcome: (409, b"{}"))
+    keep = IdempotentAnswer("/brokers", "key-1", b"fp", T0, lambda outcome: (409, b"{}"))
     command = RegisterBroker("B", 1, ())
     assert refused(desk.ask(lambda reply: Register(command, reply, keep)))[0] == (
         "broker_already_exists"

@@ -1,4 +1,4 @@
-"""The event stream on the real server (contract §6.6, §5.3), read with `requests`.
+"""The event stream on the real server, read with `requests`.
 
 A reader sees the book on connect, then a `trade` and a new `book` once orders cross. A
 reader that stops reading holds up nothing: orders keep being answered while it is

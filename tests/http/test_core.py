@@ -1,7 +1,8 @@
-"""Every outcome of the core endpoints (contract §1–§3, §4.3, §5.1) through the ASGI app."""
+"""Every outcome of the core endpoints through the ASGI app."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -16,6 +17,47 @@ ORDER_KEYS = {
     "average_price", "trades",
 }  # fmt: skip
 LIMIT_KEYS = ORDER_KEYS | {"price", "expires_at", "cancelled_at", "expired_at"}
+
+
+# -- JSON nesting: 1024 levels accepted, 1025 refused, through the whole app -------
+
+
+def nested_registration(levels: int, number: str = "1") -> bytes:
+    """A valid registration with an ignored member that takes the body to `levels`."""
+    deep = "[" * (levels - 1) + "]" * (levels - 1)
+    return f'{{"broker_id": "deep", "initial_cash": 100, "n": {number}, "x": {deep}}}'.encode()
+
+
+@pytest.mark.parametrize("number", ["1", "1e400"], ids=["fast decoder", "exact decoder"])
+def test_the_deepest_accepted_body_is_1024_levels(client: AppClient, number: str) -> None:
+    """Decoded, fingerprinted under a key, answered and replayed: within the one
+    recursion limit the process runs with (`json_body.RECURSION_LIMIT`)."""
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "deep-1"}
+    raw = nested_registration(1024, number)
+    first = client.post("/brokers", body=raw, headers=headers)
+    assert first.status_code == 201, first.text
+    replay = client.post("/brokers", body=raw, headers=headers)
+    assert replay.status_code == 201
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.text == first.text
+
+
+@pytest.mark.parametrize("number", ["1", "1e400"], ids=["fast decoder", "exact decoder"])
+def test_1025_levels_are_refused(client: AppClient, number: str) -> None:
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "deep-2"}
+    result = client.post("/brokers", body=nested_registration(1025, number), headers=headers)
+    assert result.status_code == 400
+    assert result.json == {
+        "error": "invalid_request",
+        "message": "Request body must be valid JSON with Content-Type: application/json",
+    }
+
+
+def test_the_recursion_limit_is_set_in_one_place(client: AppClient) -> None:
+    """Building the app leaves the limit the JSON decoding module set: one value."""
+    from miniexchange.http import json_body
+
+    assert sys.getrecursionlimit() == json_body.RECURSION_LIMIT
 
 
 # -- health, routing --------------------------------------------------------------
@@ -160,7 +202,7 @@ def test_limit_order_rests_and_reserves(client: AppClient) -> None:
 
 
 def test_worked_example_price_improvement(client: AppClient) -> None:
-    """Contract §3.5: B bids 100 @ 150.00 against S's ask 60 @ 148.00."""
+    """Price improvement: B bids 100 @ 150.00 against S's ask 60 @ 148.00."""
     register(client, "B", 100000)
     register(client, "S", 0, AAPL=60)
     assert limit(client, "S", "ask", 148.00, 60).status_code == 201
@@ -187,7 +229,7 @@ def test_both_orders_list_the_same_trade(client: AppClient) -> None:
     resting = client.get(f"/orders/{ask['order_id']}").json
     assert resting["status"] == "filled"
     assert resting["trades"] == bid["trades"]
-    assert bid["trades"][0]["price"] == 10.0  # the seller's price (§3.2)
+    assert bid["trades"][0]["price"] == 10.0  # the resting order's price
 
 
 def test_insufficient_balance_and_holdings(client: AppClient) -> None:
@@ -234,7 +276,7 @@ def test_unknown_broker_is_404_after_validation(client: AppClient) -> None:
 
 @pytest.fixture
 def ask_ladder(client: AppClient, clock: ManualClock) -> AppClient:
-    """§4.6: asks 100 @ 10.00, 200 @ 11.00, 50 @ 12.00, a minute apart."""
+    """A market order's book: asks 100 @ 10.00, 200 @ 11.00, 50 @ 12.00, a minute apart."""
     register(client, "S", 0, AAPL=350)
     register(client, "B", 100000)
     for price, quantity in ((10, 100), (11, 200), (12, 50)):
@@ -403,7 +445,7 @@ def test_due_order_never_trades_between_sweeps(client: AppClient, clock: ManualC
 def test_funds_held_by_a_due_order_are_freed_before_the_check(
     client: AppClient, clock: ManualClock, side: str
 ) -> None:
-    """Expire the due orders, then check funds (§2.2): the funds of a due but not yet
+    """Expire the due orders, then check funds: the funds of a due but not yet
     swept order pay for the next one on that symbol (the account actor sends the order
     through the symbol actor to expire it first), and not on another symbol."""
     register(client, "B", 1000, AAPL=10)

@@ -1,4 +1,4 @@
-"""Idempotent retries with `Idempotency-Key` on the three POSTs (contract §6.1)."""
+"""Idempotent retries with `Idempotency-Key` on the three POSTs."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import pytest
 from miniexchange.actors.exchange import Exchange
 from miniexchange.http.app import Lifespan, create_app
 from miniexchange.http.core import MAX_BODY_BYTES
-from miniexchange.http.parsing import fingerprint, parse_json_object
+from miniexchange.http.fingerprint import fingerprint
+from miniexchange.http.json_body import parse_json_object
 from miniexchange.journal.store import SqliteJournal
 from miniexchange.model.errors import ExchangeError
 from miniexchange.settings import load_settings

@@ -1,4 +1,4 @@
-"""The Idempotency-Key store alone, with a manual clock (contract §6.1)."""
+"""The Idempotency-Key store alone, with a manual clock."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import tracemalloc
 import orjson
 import pytest
 
-from miniexchange.http.idempotency import Answer, IdempotencyStore
-from miniexchange.journal.facts import Fact, KeepAnswer
+from miniexchange.http.idempotency import Answer, IdempotencyStore, IdempotentAnswer
+from miniexchange.journal.facts import Fact
 from miniexchange.journal.recovery import recover
 from miniexchange.model.errors import ExchangeError
 from miniexchange.testing import ManualClock
@@ -86,7 +86,7 @@ def test_restore_takes_what_recovery_kept_and_skips_expired_answers(clock: Manua
     now = clock.now()
 
     def fact(key: str, at: int) -> Fact:
-        answer_fact = KeepAnswer("/orders", key, FP, at, lambda outcome: (201, b"{}")).fact(None)
+        answer_fact = IdempotentAnswer("/orders", key, FP, at, lambda _: (201, b"{}")).fact(None)
         assert answer_fact is not None
         return answer_fact
 
@@ -100,6 +100,26 @@ def test_restore_takes_what_recovery_kept_and_skips_expired_answers(clock: Manua
 def keep(store: IdempotencyStore, key: str, body: bytes = b"{}") -> None:
     assert store.begin("/orders", key, b"fp") is None
     store.finish("/orders", key, 201, body)
+
+
+@pytest.mark.parametrize(
+    ("status", "kept"),
+    [(200, True), (201, True), (204, True), (404, True), (409, True)]
+    + [(status, False) for status in (400, 401, 403, 408, 413, 422, 500, 503)],
+)
+def test_the_http_side_decides_which_answers_are_journaled(status: int, kept: bool) -> None:
+    """Which statuses a key keeps is the idempotency code's rule; the journal only
+    records (and reads back) the answers it is handed."""
+    keep = IdempotentAnswer("/orders", "k", FP, 7, lambda outcome: (status, b'{"x":1}'))
+    answer_fact = keep.fact(None)
+    if not kept:
+        assert answer_fact is None
+        return
+    assert answer_fact is not None
+    recovered = recover([answer_fact])
+    assert [(key, stored) for key, stored in recovered.answers.drain()] == [
+        (("/orders", "k"), Answer(FP, status, b'{"x":1}', 7))
+    ]
 
 
 def test_past_max_keys_the_oldest_is_forgotten_first(clock: ManualClock) -> None:

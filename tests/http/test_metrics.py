@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Submit
 from miniexchange.http.app import create_app
-from miniexchange.http.parsing import validate_order
+from miniexchange.http.request_bodies import validate_order
 from miniexchange.metrics import Metrics
 from miniexchange.settings import load_settings
 from miniexchange.testing import ManualClock, Replies, run_expiration

@@ -23,13 +23,10 @@ from falcon import testing
 
 from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.market_data import STREAM_BACKLOG, TAPE_LENGTH, SymbolFeed
-from miniexchange.http import stream as stream_module
+from miniexchange.http import stream_subscriber
 from miniexchange.http.app import create_app
-from miniexchange.http.stream import (
-    BOOK_INTERVAL_S,
-    MAX_UNSENT_TRADES,
-    Subscriber,
-)
+from miniexchange.http.stream_fanout import BOOK_INTERVAL_S
+from miniexchange.http.stream_subscriber import MAX_UNSENT_TRADES, Subscriber
 from miniexchange.journal.store import SqliteJournal
 from miniexchange.model.orders import Trade
 from miniexchange.settings import load_settings
@@ -405,7 +402,7 @@ def test_a_quiet_stream_sends_comment_lines(
     streaming: AppClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every PING_INTERVAL_S (15 s; shortened here) a comment keeps proxies from closing."""
-    monkeypatch.setattr(stream_module, "PING_INTERVAL_S", 0.05)
+    monkeypatch.setattr(stream_subscriber, "PING_INTERVAL_S", 0.05)
 
     async def watch(conductor: testing.ASGIConductor) -> str:
         async with conductor.simulate_get_stream("/stocks/AAPL/stream") as result:

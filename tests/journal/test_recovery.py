@@ -21,13 +21,14 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Cancel, ReadBook, ReadPrice, Submit
 from miniexchange.clock import SystemClock
 from miniexchange.journal import facts
-from miniexchange.journal.facts import Fact, KeepAnswer
+from miniexchange.journal.facts import Fact
 from miniexchange.journal.recovery import Recovered, Retention, recover
 from miniexchange.model.candles import CANDLES_KEPT, INTERVALS, Candle
 from miniexchange.model.commands import ASK, BID, LIMIT, MARKET, RegisterBroker, SubmitOrder
 from miniexchange.model.engine import BookView
 from miniexchange.model.errors import ExchangeError
 from miniexchange.model.events import Event, OrderClosed
+from miniexchange.model.idempotency import StoredAnswer
 from miniexchange.model.ledger import Balance, Holding
 from miniexchange.model.orders import (
     CANCELLED,
@@ -493,9 +494,7 @@ REQUEST = hashlib.sha256(b'{"broker_id":"b1"}').digest()
 
 def answered(key: str, at: int, body: bytes = b'{"order_id":"o"}') -> Fact:
     """An answer fact as the exchange journals it."""
-    fact = KeepAnswer("/orders", key, REQUEST, at, lambda outcome: (201, body)).fact(None)
-    assert fact is not None
-    return fact
+    return facts.answer_fact(("/orders", key), StoredAnswer(REQUEST, 201, body, at))
 
 
 def kept_keys(state: Recovered) -> list[str]:
