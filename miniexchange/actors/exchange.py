@@ -44,8 +44,14 @@ from miniexchange.actors.webhooks import Listening, WebhookDispatcherActor, Webh
 from miniexchange.clock import Clock
 from miniexchange.ids import IdFactory
 from miniexchange.journal.facts import KeepAnswer
-from miniexchange.journal.recovery import DEFAULT_RETENTION, Recovered, Retention, recover
-from miniexchange.journal.store import Journal, MemoryJournal
+from miniexchange.journal.recovery import (
+    DEFAULT_RETENTION,
+    Recovered,
+    Retention,
+    UnreadableFact,
+    recover,
+)
+from miniexchange.journal.store import Journal, MemoryJournal, unreadable
 from miniexchange.metrics import Metrics
 from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
 from miniexchange.model.credentials import Credentials
@@ -160,7 +166,10 @@ class Exchange:
 
     def start(self) -> None:
         snapshot, facts = self.journal.history()
-        recovered = recover(facts, snapshot, self._retention, now=self.clock.now())
+        try:
+            recovered = recover(facts, snapshot, self._retention, now=self.clock.now())
+        except UnreadableFact as error:
+            raise unreadable(self.journal.path, error) from None
         self.recovered_answers = recovered.answers  # for the Idempotency-Key store
         self.clock.not_before(recovered.last_at)  # a wall clock behind must not go back
         start_actor_threads_small()

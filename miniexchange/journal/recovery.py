@@ -33,6 +33,11 @@ from miniexchange.settings import Settings
 _DEFAULTS = Settings()
 
 
+class UnreadableFact(Exception):
+    """A fact whose body is not what its kind records (a flipped bit inside a row, which
+    SQLite's page checks do not see): recovery stops rather than build a wrong state."""
+
+
 @dataclass(frozen=True, slots=True)
 class Retention:
     """What the fold keeps beyond the state itself, so that neither a snapshot nor a
@@ -94,74 +99,83 @@ def fold(
     stopped at a snapshot and resumed keeps what one fold over every fact keeps."""
     if state is None:
         state = Recovered(answers=retention.kept_answers())
-    ledgers = state.ledgers
-    orders = state.orders
     for kind, body in journal_facts:
         state.fact_count += 1
-        fact = decode(body)
-        at = fact.get("at")
-        if at is not None and at > state.last_at:
-            state.last_at = at
-        if kind == kinds.ORDER_ACCEPTED:
-            command = SubmitOrder(
-                fact["type"],
-                fact["broker_id"],
-                fact["document_number"],
-                fact["side"],
-                fact["symbol"],
-                fact["quantity"],
-                fact["price"],
-                fact["expires_at"],
-            )
-            orders[fact["order_id"]] = new_order(command, fact["order_id"], at)
-            state.known_symbols.add(command.symbol)
-            ledgers[command.broker_id].touch(at)
-        elif kind == kinds.TRADE_EXECUTED:
-            trade = Trade(
-                fact["trade_id"],
-                fact["symbol"],
-                fact["price"],
-                fact["quantity"],
-                at,
-                fact["bid"],
-                fact["ask"],
-                fact["bid_broker"],
-                fact["ask_broker"],
-            )
-            orders[trade.bid_order_id] = orders[trade.bid_order_id].filled(trade)
-            orders[trade.ask_order_id] = orders[trade.ask_order_id].filled(trade)
-            _move(ledgers[trade.bid_broker_id], trade, BID)
-            _move(ledgers[trade.ask_broker_id], trade, ASK)
-            keep_trade(state, trade, retention)
-        elif kind == kinds.ORDER_CANCELLED:
-            order = orders[fact["order_id"]]
-            orders[order.order_id] = order.closed(CANCELLED, at, None)
-            ledgers[order.broker_id].touch(at)
-        elif kind == kinds.ORDER_EXPIRED:
-            order = orders[fact["order_id"]]
-            orders[order.order_id] = order.closed(EXPIRED, None, order.expires_at)
-            ledgers[order.broker_id].touch(at)
-        elif kind == kinds.BROKER_REGISTERED:
-            holdings = {symbol: quantity for symbol, quantity in fact["holdings"]}
-            ledgers[fact["broker_id"]] = Ledger(fact["broker_id"], fact["cash"], holdings, at)
-            state.known_symbols.update(holdings)
-        elif kind == kinds.WEBHOOK_SAVED:
-            state.webhooks[fact["webhook_id"]] = fact
-        elif kind == kinds.WEBHOOK_DELETED:
-            state.webhooks.pop(fact["webhook_id"], None)
-        elif kind == kinds.API_KEY_ISSUED:
-            held = state.credentials.get(fact["broker_id"], Credentials())
-            state.credentials[fact["broker_id"]] = held._replace(api_key_digest=fact["digest"])
-        elif kind == kinds.WEBHOOK_SECRET_ISSUED:
-            held = state.credentials.get(fact["broker_id"], Credentials())
-            state.credentials[fact["broker_id"]] = held._replace(webhook_secret=fact["secret"])
-        elif kind == kinds.IDEMPOTENT_ANSWER:  # the oldest go past the cap, none expired
-            key, answer = stored_answer(fact)
-            state.answers.put(key, answer, state.last_at)
-        else:
-            raise ValueError(f"unknown journal fact {kind!r}")
+        try:
+            _apply(state, kind, decode(body), retention)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise UnreadableFact(
+                f"fact {state.fact_count} ({kind}) cannot be replayed: {error!r}"
+            ) from None
     state.answers.forget_expired(state.last_at)  # so a snapshot never carries them
     return state
+
+
+def _apply(state: Recovered, kind: str, fact: dict[str, Any], retention: Retention) -> None:
+    """One fact's effect on `state`."""
+    ledgers = state.ledgers
+    orders = state.orders
+    at = fact.get("at")
+    if at is not None and at > state.last_at:
+        state.last_at = at
+    if kind == kinds.ORDER_ACCEPTED:
+        command = SubmitOrder(
+            fact["type"],
+            fact["broker_id"],
+            fact["document_number"],
+            fact["side"],
+            fact["symbol"],
+            fact["quantity"],
+            fact["price"],
+            fact["expires_at"],
+        )
+        orders[fact["order_id"]] = new_order(command, fact["order_id"], at)
+        state.known_symbols.add(command.symbol)
+        ledgers[command.broker_id].touch(at)
+    elif kind == kinds.TRADE_EXECUTED:
+        trade = Trade(
+            fact["trade_id"],
+            fact["symbol"],
+            fact["price"],
+            fact["quantity"],
+            at,
+            fact["bid"],
+            fact["ask"],
+            fact["bid_broker"],
+            fact["ask_broker"],
+        )
+        orders[trade.bid_order_id] = orders[trade.bid_order_id].filled(trade)
+        orders[trade.ask_order_id] = orders[trade.ask_order_id].filled(trade)
+        _move(ledgers[trade.bid_broker_id], trade, BID)
+        _move(ledgers[trade.ask_broker_id], trade, ASK)
+        keep_trade(state, trade, retention)
+    elif kind == kinds.ORDER_CANCELLED:
+        order = orders[fact["order_id"]]
+        orders[order.order_id] = order.closed(CANCELLED, at, None)
+        ledgers[order.broker_id].touch(at)
+    elif kind == kinds.ORDER_EXPIRED:
+        order = orders[fact["order_id"]]
+        orders[order.order_id] = order.closed(EXPIRED, None, order.expires_at)
+        ledgers[order.broker_id].touch(at)
+    elif kind == kinds.BROKER_REGISTERED:
+        holdings = {symbol: quantity for symbol, quantity in fact["holdings"]}
+        ledgers[fact["broker_id"]] = Ledger(fact["broker_id"], fact["cash"], holdings, at)
+        state.known_symbols.update(holdings)
+    elif kind == kinds.WEBHOOK_SAVED:
+        state.webhooks[fact["webhook_id"]] = fact
+    elif kind == kinds.WEBHOOK_DELETED:
+        state.webhooks.pop(fact["webhook_id"], None)
+    elif kind == kinds.API_KEY_ISSUED:
+        held = state.credentials.get(fact["broker_id"], Credentials())
+        state.credentials[fact["broker_id"]] = held._replace(api_key_digest=fact["digest"])
+    elif kind == kinds.WEBHOOK_SECRET_ISSUED:
+        held = state.credentials.get(fact["broker_id"], Credentials())
+        state.credentials[fact["broker_id"]] = held._replace(webhook_secret=fact["secret"])
+    elif kind == kinds.IDEMPOTENT_ANSWER:  # the oldest go past the cap, none expired
+        key, answer = stored_answer(fact)
+        state.answers.put(key, answer, state.last_at)
+    else:
+        raise ValueError(f"unknown journal fact {kind!r}")
 
 
 def keep_trade(state: Recovered, trade: Trade, retention: Retention) -> None:

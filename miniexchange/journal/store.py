@@ -77,9 +77,10 @@ def damaged(error: BaseException) -> TypeGuard[sqlite3.DatabaseError]:
     )
 
 
-def unreadable(path: str, error: sqlite3.Error) -> JournalFormatError:
+def unreadable(path: str, error: Exception) -> JournalFormatError:
     """SQLite's own reason ("file is not a database", "database disk image is
-    malformed"), with the file it concerns and what the operator can do."""
+    malformed") or recovery's (a fact it cannot replay), with the file it concerns and
+    what the operator can do."""
     return JournalFormatError(
         f"{path}: the journal cannot be read ({error}); restore it from a copy, or move "
         "it away to start an empty exchange"
@@ -98,6 +99,7 @@ class _Forget:
 class MemoryJournal:
     """No persistence (`DATABASE_PATH=:memory:`): every append is durable at once."""
 
+    path = ":memory:"
     keeps_facts = False
     """Nothing reads what is appended: a writer may append no facts, only its callback
     (the symbol actors' hot path skips encoding them)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +73,27 @@ def a_middle_page_overwritten(directory: Path) -> None:
     database.write_bytes(bytes(content))
 
 
+def _rewrite_one_fact(directory: Path, body: bytes) -> int:
+    """Damage SQLite cannot see: a row's body changed in place (its pages stay valid).
+    Returns the fact's position in the journal."""
+    database = written_journal(directory)
+    with sqlite3.connect(database) as connection:
+        (seq,) = connection.execute(
+            "SELECT seq FROM facts ORDER BY seq LIMIT 1 OFFSET 9"
+        ).fetchone()
+        connection.execute("UPDATE facts SET body = ? WHERE seq = ?", (body, seq))
+    connection.close()
+    return 10
+
+
+def a_fact_flipped_to_garbage(directory: Path) -> None:
+    _rewrite_one_fact(directory, b'{"broker_id": \xff')
+
+
+def a_fact_missing_a_field(directory: Path) -> None:
+    _rewrite_one_fact(directory, b'{"broker_id": "fault-9", "at": 1}')
+
+
 def first_page_only(directory: Path) -> None:
     database = written_journal(directory)
     database.write_bytes(database.read_bytes()[:4096])
@@ -85,6 +107,15 @@ def first_page_only(directory: Path) -> None:
         (cut_in_half, "database disk image is malformed"),
         (first_page_only, "database disk image is malformed"),
         (a_middle_page_overwritten, "database disk image is malformed"),
+        (
+            a_fact_flipped_to_garbage,
+            "fact 10 (broker_registered) cannot be replayed: JSONDecodeError('str is not "
+            "valid UTF-8: surrogates not allowed: line 1 column 1 (char 0)')",
+        ),
+        (
+            a_fact_missing_a_field,
+            "fact 10 (broker_registered) cannot be replayed: KeyError('holdings')",
+        ),
     ],
 )
 def test_a_journal_sqlite_cannot_read_stops_the_start_with_one_line(

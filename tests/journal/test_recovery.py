@@ -22,7 +22,7 @@ from miniexchange.actors.messages import Cancel, ReadBook, ReadPrice, Submit
 from miniexchange.clock import SystemClock
 from miniexchange.journal import facts
 from miniexchange.journal.facts import Fact
-from miniexchange.journal.recovery import Recovered, Retention, recover
+from miniexchange.journal.recovery import Recovered, Retention, UnreadableFact, recover
 from miniexchange.model.candles import CANDLES_KEPT, INTERVALS, Candle
 from miniexchange.model.commands import ASK, BID, LIMIT, MARKET, RegisterBroker, SubmitOrder
 from miniexchange.model.engine import BookView
@@ -233,8 +233,11 @@ def test_webhook_subscriptions_saved_and_deleted() -> None:
 
 
 def test_an_unknown_fact_stops_recovery() -> None:
-    with pytest.raises(ValueError, match="unknown journal fact 'mystery'"):
+    with pytest.raises(UnreadableFact) as stopped:
         recover([("mystery", b"{}")])
+    assert str(stopped.value) == (
+        "fact 1 (mystery) cannot be replayed: ValueError(\"unknown journal fact 'mystery'\")"
+    )
 
 
 # -- a live exchange and its recovered twin ----------------------------------------------
