@@ -77,7 +77,7 @@ class Lifespan:
             self.idempotency.restore(self.exchange.recovered_answers)
             self.idempotency.start_sweeping()
         if self.streams is not None:
-            self.streams.start()  # open event streams close at once on SIGTERM (§5.3)
+            self.streams.start()  # open event streams close at once on SIGTERM
         settle_garbage_collector()
 
     async def process_shutdown(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
@@ -97,14 +97,14 @@ def refuse_to_boot(message: str) -> NoReturn:
 
 
 def stop_this_worker(failure: BaseException) -> None:
-    """Fail-stop (§5.4): the journal cannot be written, so memory must not go on ahead
+    """Fail-stop: the journal cannot be written, so memory must not go on ahead
     of disk. SIGTERM makes this worker shut down; gunicorn starts a fresh one, which
     recovers from the journal."""
     os.kill(os.getpid(), signal.SIGTERM)
 
 
 class StrictPaths:
-    """A path parameter is one non-empty segment (§1.3): Falcon would match `/orders/`
+    """A path parameter is one non-empty segment: Falcon would match `/orders/`
     with an empty `order_id`, so empty segments and trailing slashes match no route."""
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
@@ -118,7 +118,7 @@ class ExchangeApp(falcon.asgi.App):
 
     ASGI allows `scope["headers"]` to be a one-shot iterable (Falcon's test client
     passes one); Falcon consumes it and joins repeated fields with commas, but
-    §6.1 must tell two `Idempotency-Key` fields from one whose value has a comma.
+    the idempotency check must tell two `Idempotency-Key` fields from one whose value has a comma.
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -185,7 +185,7 @@ def listing_json(orders: list[Order], total: int, page: int, limit: int) -> byte
         {
             "orders": [order_summary(o) for o in orders],
             "total": total,
-            "page": page,  # at most 1000000000 (`parsing.MAX_PAGE`)
+            "page": page,  # at most `query_params.MAX_PAGE`
             "limit": limit,
         }
     )

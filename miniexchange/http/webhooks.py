@@ -21,11 +21,11 @@ from miniexchange.http.core import JsonBodyReader
 from miniexchange.http.errors import answer_or_refusal
 from miniexchange.http.idempotency import Idempotency
 from miniexchange.http.query_params import parse_query, validate_webhook_broker_query
-from miniexchange.http.render import timestamp
 from miniexchange.http.request_bodies import validate_webhook_subscription
 from miniexchange.http.resource import Resource, send_json
 from miniexchange.journal.facts import KeepAnswer
 from miniexchange.model.errors import broker_not_found
+from miniexchange.model.formats import timestamp
 from miniexchange.model.subscriptions import Subscription, Upserted
 
 
