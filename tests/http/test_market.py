@@ -29,6 +29,7 @@ from miniexchange.settings import load_settings
 from miniexchange.testing import ManualClock, SequentialIds, run_expiration
 from tests.conftest import START, AppClient
 from tests.http.helpers import FAR, balance, limit, market, register
+from tests.reference import ReferenceMarket, RefOrder
 
 T0 = ManualClock.at(START).now()
 SECOND = 1_000_000
@@ -966,10 +967,10 @@ def test_listing_of_unknown_broker_is_404(client: AppClient, path: str, broker_i
     error(listing(client, path, "status=filled&page=3&limit=7"), 404, "broker_not_found", message)
 
 
-# -- hypothesis: book and quote against a brute-force recomputation -----------------
+# -- hypothesis: every answer against an independent reference matcher -------------
 
 BROKERS = ("X", "Y", "Z")
-PRICES = tuple(range(9_996, 10_005))  # 99.96 … 100.04: few levels, many shared
+PRICES = tuple(range(9_998, 10_003))  # 99.98 … 100.02: few levels, many orders share one
 LIFETIMES = (None, None, 20, 45)  # None: far future; else seconds from now
 
 operations = st.lists(
@@ -991,29 +992,81 @@ operations = st.lists(
         st.tuples(st.just("cancel"), st.integers(0, 1000)),
         st.tuples(st.just("advance"), st.integers(1, 30)),
     ),
-    max_size=18,
+    min_size=4,
+    max_size=24,
 )
 
 
-def run_operations(client: AppClient, clock: ManualClock, ops: list[tuple[Any, ...]]) -> list[str]:
-    """Submit the operations; returns the ids of the accepted orders."""
+def order_view(order: dict[str, Any]) -> dict[str, Any]:
+    """What the reference predicts of an order object."""
+    average = order["average_price"]
+    return {
+        "status": order["status"],
+        "quantities": (
+            order["filled_quantity"], order["remaining_quantity"], order["cancelled_quantity"]
+        ),
+        "average_price": None if average is None else cents(average),
+        "trades": [(cents(t["price"]), t["quantity"], t["executed_at"]) for t in order["trades"]],
+        "closed": (order.get("cancelled_at"), order.get("expired_at")),
+    }  # fmt: skip
+
+
+def reference_view(order: RefOrder) -> dict[str, Any]:
+    def when(us: int | None) -> str | None:
+        return None if us is None else iso(us)
+
+    return {
+        "status": order.status,
+        "quantities": (order.filled, order.remaining, order.cancelled),
+        "average_price": order.average_price,
+        "trades": [(t.price, t.quantity, iso(t.executed_at)) for t in order.trades],
+        "closed": (when(order.cancelled_at), when(order.expired_at)),
+    }
+
+
+def run_operations(
+    client: AppClient, clock: ManualClock, ops: list[tuple[Any, ...]], reference: ReferenceMarket
+) -> list[str]:
+    """Submit the operations to the app and to the reference, checking every answer
+    against the reference's; returns the ids of the accepted orders."""
     ids: list[str] = []
     for op in ops:
+        now = clock.now()
         if op[0] == "limit":
             _, broker_id, side, price, quantity, lifetime = op
-            expires = FAR if lifetime is None else iso(clock.now() + lifetime * SECOND)
+            expires = FAR if lifetime is None else iso(now + lifetime * SECOND)
             result = limit(client, broker_id, side, price / 100, quantity, expires_at=expires)
-            ids.append(accepted(result)["order_id"])
+            answer = accepted(result)
+            ids.append(answer["order_id"])
+            expected = reference.limit(
+                answer["order_id"], broker_id, side, price, quantity, parse_iso(expires), now
+            )
+            assert order_view(answer) == reference_view(expected), op
         elif op[0] == "market":
             _, broker_id, side, quantity = op
             result = market(client, broker_id, side, quantity)
             if result.status_code == 201:
-                ids.append(body(result)["order_id"])
+                answer = body(result)
+                ids.append(answer["order_id"])
+                expected_order = reference.market(
+                    answer["order_id"], broker_id, side, quantity, now
+                )
+                assert expected_order is not None, f"{op}: the reference has no liquidity"
+                assert order_view(answer) == reference_view(expected_order), op
             else:
-                assert body(result)["error"] == "no_liquidity", result.text
+                error(
+                    result,
+                    409,
+                    "no_liquidity",
+                    "No matching orders available for market order on AAPL",
+                )
+                assert reference.market("refused", broker_id, side, quantity, now) is None, op
         elif op[0] == "cancel" and ids:
-            result = client.delete(f"/orders/{ids[op[1] % len(ids)]}")
-            assert result.status_code in (200, 409), result.text
+            order_id = ids[op[1] % len(ids)]
+            result = client.delete(f"/orders/{order_id}")
+            assert result.status_code == (200 if reference.cancel(order_id, now) else 409), op
+            if result.status_code == 200:
+                assert order_view(body(result)) == reference_view(reference.orders[order_id])
         elif op[0] == "advance":
             clock.advance(seconds=op[1])
     return ids
@@ -1023,37 +1076,11 @@ def parse_iso(text: str) -> int:
     return ManualClock.at(text).now()
 
 
-def expected_levels(
-    orders: list[dict[str, Any]], side: str, now: int
-) -> list[tuple[int, int, int]]:
-    """(price, total remaining, count) of the active, not yet due orders, best first."""
-    levels: dict[int, list[int]] = {}
-    for order in orders:
-        if (
-            order["type"] == "limit"
-            and order["side"] == side
-            and order["status"] in ("pending", "partially_filled")
-            and parse_iso(order["expires_at"]) > now
-        ):
-            entry = levels.setdefault(cents(order["price"]), [0, 0])
-            entry[0] += order["remaining_quantity"]
-            entry[1] += 1
-    prices = sorted(levels, reverse=side == "bid")
-    return [(price, levels[price][0], levels[price][1]) for price in prices]
-
-
 def expected_quote(
-    levels: list[tuple[int, int, int]], side: str, quantity: int, now: int
+    reference: ReferenceMarket, side: str, quantity: int, now: int
 ) -> dict[str, Any]:
-    taken: list[tuple[int, int]] = []
-    left = quantity
-    for price, total, _ in levels:
-        if left == 0:
-            break
-        take = min(left, total)
-        taken.append((price, take))
-        left -= take
-    available = quantity - left
+    taken = reference.quote(side, quantity, now)
+    available = sum(take for _, take in taken)
     total_cost = sum(price * take for price, take in taken)
     return {
         "symbol": "AAPL",
@@ -1068,57 +1095,48 @@ def expected_quote(
     }
 
 
-def expected_price(orders: list[dict[str, Any]], now: int) -> dict[str, Any]:
-    trades = {t["trade_id"]: t for order in orders for t in order["trades"]}
-    if not trades:
-        return price_body(None, 0, None)
-    in_window = [
-        t for t in trades.values() if now - 300 * SECOND <= parse_iso(t["executed_at"]) <= now
-    ]
-    last = max(trades.values(), key=lambda t: t["trade_id"])  # sequential ids: last executed
-    if not in_window:
-        return price_body(money(cents(last["price"])).literal, 0, last["executed_at"])
-    value = sum(cents(t["price"]) * t["quantity"] for t in in_window)
-    quantity = sum(t["quantity"] for t in in_window)
-    return price_body(money(value // quantity).literal, len(in_window), last["executed_at"])
+def expected_price(reference: ReferenceMarket, now: int) -> dict[str, Any]:
+    price = reference.price(now)
+    return price_body(
+        None if price.current is None else money(price.current).literal,
+        price.trades_in_window,
+        None if price.last_trade_at is None else iso(price.last_trade_at),
+    )
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40)
 @given(ops=operations, quantities=st.lists(st.integers(1, 400), min_size=2, max_size=2))
-def test_book_and_quote_match_a_brute_force_recomputation(
+def test_every_answer_matches_a_reference_matcher(
     ops: list[tuple[Any, ...]], quantities: list[int]
 ) -> None:
+    """Order answers, book, quotes and price against `tests.reference`, which sees only
+    the submitted orders and the clock: never the app's own answers."""
+    reference = ReferenceMarket()
     with fresh_app() as (client, clock):
         for broker_id in BROKERS:
             register(client, broker_id, 100_000_000, AAPL=100_000)
-        ids = run_operations(client, clock, ops)
+        ids = run_operations(client, clock, ops, reference)
         now = clock.now()
-        book_result = get_book(client, query="depth=50")
-        book = body(book_result)
-        quotes = {
-            (side, quantity): body(get_quote(client, side, quantity))
-            for side in ("bid", "ask")
-            for quantity in quantities
-        }
-        price = body(get_price(client))
-        orders = [body(client.get(f"/orders/{order_id}")) for order_id in ids]
-
-        bids = expected_levels(orders, "bid", now)
-        asks = expected_levels(orders, "ask", now)
-        assert book == {
+        bids = reference.levels("bid", now)
+        asks = reference.levels("ask", now)
+        assert body(get_book(client, query="depth=50")) == {
             "symbol": "AAPL",
             "bids": [level(money(p).literal, total, count) for p, total, count in bids],
             "asks": [level(money(p).literal, total, count) for p, total, count in asks],
             "spread": money(asks[0][0] - bids[0][0]) if bids and asks else None,
             "snapshot_at": iso(now),
         }
-        if bids and asks:
-            assert bids[0][0] < asks[0][0]  # never crossed
-        for (side, quantity), quote in quotes.items():
-            opposite = asks if side == "bid" else bids
-            assert quote == expected_quote(opposite, side, quantity, now)
+        for side in ("bid", "ask"):
+            for quantity in quantities:
+                quote = body(get_quote(client, side, quantity))
+                assert quote == expected_quote(reference, side, quantity, now)
         whole_side = sum(total for _, total, _ in bids)
         if whole_side:  # a quote for exactly everything on a side
             quote = body(get_quote(client, "ask", whole_side))
-            assert quote == expected_quote(bids, "ask", whole_side, now)
-        assert price == expected_price(orders, now)
+            assert quote == expected_quote(reference, "ask", whole_side, now)
+        assert body(get_price(client)) == expected_price(reference, now)
+        # the reads expired the due orders; every order's final state
+        reference.expire(now)
+        for order_id in ids:
+            order = body(client.get(f"/orders/{order_id}"))
+            assert order_view(order) == reference_view(reference.orders[order_id]), order_id
