@@ -993,6 +993,11 @@ def test_churned_levels_keep_price_time_priority_and_expiry_order(seed: int) -> 
             serial += 1
             result = book.submit(incoming, now, lambda: f"trd-{rng.random()}")
             expected = sorted(resting.values(), key=key)
+            # every ask is at or below the bid's 10.02: it fills all it can, no less
+            fillable = min(quantity, sum(o.remaining_quantity for o in expected))
+            assert sum(fill.trade.quantity for fill in result.fills) == fillable
+            assert result.order.filled_quantity == fillable
+            assert result.order.remaining_quantity == quantity - fillable
             left = quantity
             for fill in result.fills:
                 best = expected.pop(0)
