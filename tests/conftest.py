@@ -33,10 +33,14 @@ from miniexchange.webhooks.delivery import Deliveries
 
 START = "2026-02-17T09:00:00Z"
 
-hypothesis.settings.register_profile(
-    "ci", derandomize=True, database=None, deadline=None, print_blob=True
-)
-hypothesis.settings.register_profile("explore", deadline=None, print_blob=True)
+# No timing checks either: a loaded CI machine must not fail a test for being slow.
+_UNTIMED: dict[str, Any] = {
+    "deadline": None,
+    "suppress_health_check": [hypothesis.HealthCheck.too_slow],
+    "print_blob": True,
+}
+hypothesis.settings.register_profile("ci", derandomize=True, database=None, **_UNTIMED)
+hypothesis.settings.register_profile("explore", **_UNTIMED)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 T = TypeVar("T")
