@@ -86,7 +86,7 @@ class ReferenceMarket:
             and order.expires_at is not None
             and order.expires_at > now
         ]
-        return sorted(live, key=lambda o: (sign * o.price, o.created_at, o.order_id))  # type: ignore[operator]
+        return sorted(live, key=lambda o: (sign * (o.price or 0), o.created_at, o.order_id))
 
     def levels(self, side: str, now: int) -> list[tuple[int, int, int]]:
         """(price, total remaining, order count), best first."""

@@ -1,13 +1,13 @@
-"""Crash test (contract §5.4): SIGKILL the real server mid-load, restart it on the same
-journal, and nothing acknowledged is lost, nothing is duplicated, every invariant holds.
+"""Crash test: SIGKILL the real server mid-load, restart it on the same journal, and
+nothing acknowledged is lost, nothing is duplicated, every invariant holds.
 
 Several client threads fire limit and market orders and cancels. Once `kill_after`
 orders have been acknowledged, the gunicorn master is frozen (SIGSTOP, so that it cannot
 start a new worker) and the worker that holds the exchange is SIGKILLed, then the master.
 A new server starts on the same `DATABASE_PATH` and is compared with every 2xx a client
 got: an acknowledged order is there, at least as advanced as acknowledged, and a retry
-of an acknowledged submission with its `Idempotency-Key` is a replay (§6.1), never a
-second order.
+of an acknowledged submission with its `Idempotency-Key` is a replay (the stored answer,
+byte for byte), never a second order.
 """
 
 from __future__ import annotations

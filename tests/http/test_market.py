@@ -1,6 +1,7 @@
-"""Every outcome of the market-data endpoints and the broker listing (contract §1.8, §2.6,
-§4.1, §4.2, §4.4, §4.7) through the ASGI app, plus book and quote checked against a
-brute-force recomputation from the orders' own states (hypothesis).
+"""Every outcome of the market-data endpoints (symbols, price, book, quote, due orders)
+and the broker listing through the ASGI app, plus a hypothesis test that checks every
+order answer, the book, quotes and the price against `tests.reference`, an independent
+matcher fed only the submitted orders and the clock.
 
 Bodies are parsed with `Money` for every JSON number with a fraction, so comparing a
 parsed body with an expected dict checks the exact literal: `Money("149.50")` matches
@@ -133,7 +134,7 @@ def trade(client: AppClient, price: Any, quantity: int, symbol: str = "AAPL") ->
     assert (bid["status"], len(bid["trades"])) == ("filled", 1)
 
 
-# -- symbols (§1.8) ------------------------------------------------------------------
+# -- symbols: known once listed by an order or a holding ------------------------------
 
 SYMBOL_PATHS = ("/price", "/book", "/quote")
 
@@ -207,7 +208,7 @@ def test_rejected_orders_do_not_make_a_symbol_known(traders: AppClient) -> None:
     )
 
 
-# -- price (§4.1) --------------------------------------------------------------------
+# -- price: VWAP of the trades in the window, else the last trade's price -------------
 
 
 def test_price_of_a_symbol_with_orders_but_no_trade(traders: AppClient) -> None:
@@ -281,7 +282,11 @@ def test_price_window_does_not_depend_on_reads(traders: AppClient, clock: Manual
 def test_sweep_trades_share_executed_at_and_the_last_one_is_the_latest(
     traders: AppClient, clock: ManualClock
 ) -> None:
-    for price, quantity in ((10, 100), (11, 200), (12, 50)):  # §4.6 ladder
+    for price, quantity in (
+        (10, 100),
+        (11, 200),
+        (12, 50),
+    ):  # the market-order ladder of the examples
         accepted(limit(traders, "S", "ask", price, quantity))
         clock.advance(seconds=60)
     order = accepted(market(traders, "B", "bid", 400))  # 09:03:00, three trades
@@ -333,7 +338,7 @@ def test_configured_window_is_shown_and_applied() -> None:
         assert body(get_price(client))["trades_in_window"] == 0
 
 
-# -- due orders (§2.6): left out of book and quote before any sweep -------------------
+# -- due orders (expires_at <= now): left out of book and quote before any sweep -------
 
 
 def test_due_orders_are_left_out_of_book_and_quote(traders: AppClient, clock: ManualClock) -> None:
@@ -390,12 +395,13 @@ def test_book_after_an_expiration_sweep(
     assert (expired["status"], expired["expired_at"]) == ("expired", "2026-02-17T09:00:10Z")
 
 
-# -- book (§4.2) ---------------------------------------------------------------------
+# -- book: L2 levels, best first, with remaining totals and order counts -------------
 
 
 @pytest.fixture
 def example_book(traders: AppClient, clock: ManualClock) -> AppClient:
-    """The book of the §4.2 example, submitted out of order."""
+    """The book of the documented example (bids 150.00/149.50, asks 151.00/152.00),
+    submitted out of order."""
     orders = [
         ("S", "ask", 152, 500),
         ("B", "bid", 149.5, 1000),
@@ -555,11 +561,12 @@ def test_snapshot_at_is_the_clock(traders: AppClient, clock: ManualClock) -> Non
     assert body(get_book(traders))["snapshot_at"] == "2026-02-17T09:59:59Z"
 
 
-# -- quote (§4.7) --------------------------------------------------------------------
+# -- quote: what a market order would take now, level by level ----------------------
 
 
 def quote_case(client: AppClient, case: str) -> None:
-    """The books behind the four variants of the §4.7 table (levels from several orders)."""
+    """The books behind the four quote variants (full, partial, no liquidity, walking the
+    bids), each level made of several orders."""
     if case == "full":
         for price, quantity in ((150, 200), (148, 400), (150, 300), (148, 300)):
             accepted(limit(client, "S", "ask", price, quantity))
@@ -734,7 +741,7 @@ def test_quote_with_valid_parameters_on_unknown_symbol_is_404(traders: AppClient
     )
 
 
-# -- broker order listing (§4.4) -----------------------------------------------------
+# -- broker order listing: newest first, filtered by status, paginated -------------
 
 SUMMARY_KEYS = {
     "order_id", "type", "document_number", "symbol", "side", "quantity", "filled_quantity",
