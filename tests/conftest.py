@@ -3,15 +3,23 @@
 `AppClient` keeps one `falcon.testing.ASGIConductor` (one ASGI lifespan, so one set of
 actors) open for a whole test, on an event loop in a background thread, and offers
 plain synchronous calls; several test threads may call it at once.
+
+Hypothesis runs under the `ci` profile unless `HYPOTHESIS_PROFILE` names another: the
+same examples on every run (derandomized, no example database), so a red CI run
+replays exactly on a laptop, and a failure prints the blob that reproduces it.
+`HYPOTHESIS_PROFILE=explore` draws fresh random examples to look for new
+counterexamples (`--hypothesis-seed=N` repeats one such run).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import hypothesis
 import pykka
 import pytest
 from falcon import testing
@@ -25,6 +33,16 @@ from miniexchange.testing import ManualClock, SequentialIds
 from miniexchange.webhooks.delivery import Deliveries, DeliveryPool
 
 START = "2026-02-17T09:00:00Z"
+
+# No timing checks either: a loaded CI machine must not fail a test for being slow.
+_UNTIMED: dict[str, Any] = {
+    "deadline": None,
+    "suppress_health_check": [hypothesis.HealthCheck.too_slow],
+    "print_blob": True,
+}
+hypothesis.settings.register_profile("ci", derandomize=True, database=None, **_UNTIMED)
+hypothesis.settings.register_profile("explore", **_UNTIMED)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 T = TypeVar("T")
 

@@ -1,6 +1,7 @@
-"""Every outcome of the market-data endpoints and the broker listing (contract §1.8, §2.6,
-§4.1, §4.2, §4.4, §4.7) through the ASGI app, plus book and quote checked against a
-brute-force recomputation from the orders' own states (hypothesis).
+"""Every outcome of the market-data endpoints (symbols, price, book, quote, due orders)
+and the broker listing through the ASGI app, plus a hypothesis test that checks every
+order answer, the book, quotes and the price against `tests.reference`, an independent
+matcher fed only the submitted orders and the clock.
 
 Bodies are parsed with `Money` for every JSON number with a fraction, so comparing a
 parsed body with an expected dict checks the exact literal: `Money("149.50")` matches
@@ -29,6 +30,7 @@ from miniexchange.settings import load_settings
 from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds, run_expiration
 from tests.conftest import START, AppClient
 from tests.http.helpers import FAR, balance, limit, market, register
+from tests.reference import ReferenceMarket, RefOrder
 
 T0 = ManualClock.at(START).now()
 SECOND = 1_000_000
@@ -132,7 +134,7 @@ def trade(client: AppClient, price: Any, quantity: int, symbol: str = "AAPL") ->
     assert (bid["status"], len(bid["trades"])) == ("filled", 1)
 
 
-# -- symbols (§1.8) ------------------------------------------------------------------
+# -- symbols: known once listed by an order or a holding ------------------------------
 
 SYMBOL_PATHS = ("/price", "/book", "/quote")
 
@@ -206,7 +208,7 @@ def test_rejected_orders_do_not_make_a_symbol_known(traders: AppClient) -> None:
     )
 
 
-# -- price (§4.1) --------------------------------------------------------------------
+# -- price: VWAP of the trades in the window, else the last trade's price -------------
 
 
 def test_price_of_a_symbol_with_orders_but_no_trade(traders: AppClient) -> None:
@@ -280,7 +282,11 @@ def test_price_window_does_not_depend_on_reads(traders: AppClient, clock: Manual
 def test_sweep_trades_share_executed_at_and_the_last_one_is_the_latest(
     traders: AppClient, clock: ManualClock
 ) -> None:
-    for price, quantity in ((10, 100), (11, 200), (12, 50)):  # §4.6 ladder
+    for price, quantity in (
+        (10, 100),
+        (11, 200),
+        (12, 50),
+    ):  # the market-order ladder of the examples
         accepted(limit(traders, "S", "ask", price, quantity))
         clock.advance(seconds=60)
     order = accepted(market(traders, "B", "bid", 400))  # 09:03:00, three trades
@@ -333,7 +339,7 @@ def test_configured_window_is_shown_and_applied() -> None:
         assert body(get_price(client))["trades_in_window"] == 0
 
 
-# -- due orders (§2.6): left out of book and quote before any sweep -------------------
+# -- due orders (expires_at <= now): left out of book and quote before any sweep -------
 
 
 def test_due_orders_are_left_out_of_book_and_quote(traders: AppClient, clock: ManualClock) -> None:
@@ -390,12 +396,13 @@ def test_book_after_an_expiration_sweep(
     assert (expired["status"], expired["expired_at"]) == ("expired", "2026-02-17T09:00:10Z")
 
 
-# -- book (§4.2) ---------------------------------------------------------------------
+# -- book: L2 levels, best first, with remaining totals and order counts -------------
 
 
 @pytest.fixture
 def example_book(traders: AppClient, clock: ManualClock) -> AppClient:
-    """The book of the §4.2 example, submitted out of order."""
+    """The book of the documented example (bids 150.00/149.50, asks 151.00/152.00),
+    submitted out of order."""
     orders = [
         ("S", "ask", 152, 500),
         ("B", "bid", 149.5, 1000),
@@ -555,11 +562,12 @@ def test_snapshot_at_is_the_clock(traders: AppClient, clock: ManualClock) -> Non
     assert body(get_book(traders))["snapshot_at"] == "2026-02-17T09:59:59Z"
 
 
-# -- quote (§4.7) --------------------------------------------------------------------
+# -- quote: what a market order would take now, level by level ----------------------
 
 
 def quote_case(client: AppClient, case: str) -> None:
-    """The books behind the four variants of the §4.7 table (levels from several orders)."""
+    """The books behind the four quote variants (full, partial, no liquidity, walking the
+    bids), each level made of several orders."""
     if case == "full":
         for price, quantity in ((150, 200), (148, 400), (150, 300), (148, 300)):
             accepted(limit(client, "S", "ask", price, quantity))
@@ -734,7 +742,7 @@ def test_quote_with_valid_parameters_on_unknown_symbol_is_404(traders: AppClient
     )
 
 
-# -- broker order listing (§4.4) -----------------------------------------------------
+# -- broker order listing: newest first, filtered by status, paginated -------------
 
 SUMMARY_KEYS = {
     "order_id", "type", "document_number", "symbol", "side", "quantity", "filled_quantity",
@@ -967,10 +975,10 @@ def test_listing_of_unknown_broker_is_404(client: AppClient, path: str, broker_i
     error(listing(client, path, "status=filled&page=3&limit=7"), 404, "broker_not_found", message)
 
 
-# -- hypothesis: book and quote against a brute-force recomputation -----------------
+# -- hypothesis: every answer against an independent reference matcher -------------
 
 BROKERS = ("X", "Y", "Z")
-PRICES = tuple(range(9_996, 10_005))  # 99.96 … 100.04: few levels, many shared
+PRICES = tuple(range(9_998, 10_003))  # 99.98 … 100.02: few levels, many orders share one
 LIFETIMES = (None, None, 20, 45)  # None: far future; else seconds from now
 
 operations = st.lists(
@@ -992,29 +1000,81 @@ operations = st.lists(
         st.tuples(st.just("cancel"), st.integers(0, 1000)),
         st.tuples(st.just("advance"), st.integers(1, 30)),
     ),
-    max_size=18,
+    min_size=4,
+    max_size=24,
 )
 
 
-def run_operations(client: AppClient, clock: ManualClock, ops: list[tuple[Any, ...]]) -> list[str]:
-    """Submit the operations; returns the ids of the accepted orders."""
+def order_view(order: dict[str, Any]) -> dict[str, Any]:
+    """What the reference predicts of an order object."""
+    average = order["average_price"]
+    return {
+        "status": order["status"],
+        "quantities": (
+            order["filled_quantity"], order["remaining_quantity"], order["cancelled_quantity"]
+        ),
+        "average_price": None if average is None else cents(average),
+        "trades": [(cents(t["price"]), t["quantity"], t["executed_at"]) for t in order["trades"]],
+        "closed": (order.get("cancelled_at"), order.get("expired_at")),
+    }  # fmt: skip
+
+
+def reference_view(order: RefOrder) -> dict[str, Any]:
+    def when(us: int | None) -> str | None:
+        return None if us is None else iso(us)
+
+    return {
+        "status": order.status,
+        "quantities": (order.filled, order.remaining, order.cancelled),
+        "average_price": order.average_price,
+        "trades": [(t.price, t.quantity, iso(t.executed_at)) for t in order.trades],
+        "closed": (when(order.cancelled_at), when(order.expired_at)),
+    }
+
+
+def run_operations(
+    client: AppClient, clock: ManualClock, ops: list[tuple[Any, ...]], reference: ReferenceMarket
+) -> list[str]:
+    """Submit the operations to the app and to the reference, checking every answer
+    against the reference's; returns the ids of the accepted orders."""
     ids: list[str] = []
     for op in ops:
+        now = clock.now()
         if op[0] == "limit":
             _, broker_id, side, price, quantity, lifetime = op
-            expires = FAR if lifetime is None else iso(clock.now() + lifetime * SECOND)
+            expires = FAR if lifetime is None else iso(now + lifetime * SECOND)
             result = limit(client, broker_id, side, price / 100, quantity, expires_at=expires)
-            ids.append(accepted(result)["order_id"])
+            answer = accepted(result)
+            ids.append(answer["order_id"])
+            expected = reference.limit(
+                answer["order_id"], broker_id, side, price, quantity, parse_iso(expires), now
+            )
+            assert order_view(answer) == reference_view(expected), op
         elif op[0] == "market":
             _, broker_id, side, quantity = op
             result = market(client, broker_id, side, quantity)
             if result.status_code == 201:
-                ids.append(body(result)["order_id"])
+                answer = body(result)
+                ids.append(answer["order_id"])
+                expected_order = reference.market(
+                    answer["order_id"], broker_id, side, quantity, now
+                )
+                assert expected_order is not None, f"{op}: the reference has no liquidity"
+                assert order_view(answer) == reference_view(expected_order), op
             else:
-                assert body(result)["error"] == "no_liquidity", result.text
+                error(
+                    result,
+                    409,
+                    "no_liquidity",
+                    "No matching orders available for market order on AAPL",
+                )
+                assert reference.market("refused", broker_id, side, quantity, now) is None, op
         elif op[0] == "cancel" and ids:
-            result = client.delete(f"/orders/{ids[op[1] % len(ids)]}")
-            assert result.status_code in (200, 409), result.text
+            order_id = ids[op[1] % len(ids)]
+            result = client.delete(f"/orders/{order_id}")
+            assert result.status_code == (200 if reference.cancel(order_id, now) else 409), op
+            if result.status_code == 200:
+                assert order_view(body(result)) == reference_view(reference.orders[order_id])
         elif op[0] == "advance":
             clock.advance(seconds=op[1])
     return ids
@@ -1024,37 +1084,11 @@ def parse_iso(text: str) -> int:
     return ManualClock.at(text).now()
 
 
-def expected_levels(
-    orders: list[dict[str, Any]], side: str, now: int
-) -> list[tuple[int, int, int]]:
-    """(price, total remaining, count) of the active, not yet due orders, best first."""
-    levels: dict[int, list[int]] = {}
-    for order in orders:
-        if (
-            order["type"] == "limit"
-            and order["side"] == side
-            and order["status"] in ("pending", "partially_filled")
-            and parse_iso(order["expires_at"]) > now
-        ):
-            entry = levels.setdefault(cents(order["price"]), [0, 0])
-            entry[0] += order["remaining_quantity"]
-            entry[1] += 1
-    prices = sorted(levels, reverse=side == "bid")
-    return [(price, levels[price][0], levels[price][1]) for price in prices]
-
-
 def expected_quote(
-    levels: list[tuple[int, int, int]], side: str, quantity: int, now: int
+    reference: ReferenceMarket, side: str, quantity: int, now: int
 ) -> dict[str, Any]:
-    taken: list[tuple[int, int]] = []
-    left = quantity
-    for price, total, _ in levels:
-        if left == 0:
-            break
-        take = min(left, total)
-        taken.append((price, take))
-        left -= take
-    available = quantity - left
+    taken = reference.quote(side, quantity, now)
+    available = sum(take for _, take in taken)
     total_cost = sum(price * take for price, take in taken)
     return {
         "symbol": "AAPL",
@@ -1069,57 +1103,48 @@ def expected_quote(
     }
 
 
-def expected_price(orders: list[dict[str, Any]], now: int) -> dict[str, Any]:
-    trades = {t["trade_id"]: t for order in orders for t in order["trades"]}
-    if not trades:
-        return price_body(None, 0, None)
-    in_window = [
-        t for t in trades.values() if now - 300 * SECOND <= parse_iso(t["executed_at"]) <= now
-    ]
-    last = max(trades.values(), key=lambda t: t["trade_id"])  # sequential ids: last executed
-    if not in_window:
-        return price_body(money(cents(last["price"])).literal, 0, last["executed_at"])
-    value = sum(cents(t["price"]) * t["quantity"] for t in in_window)
-    quantity = sum(t["quantity"] for t in in_window)
-    return price_body(money(value // quantity).literal, len(in_window), last["executed_at"])
+def expected_price(reference: ReferenceMarket, now: int) -> dict[str, Any]:
+    price = reference.price(now)
+    return price_body(
+        None if price.current is None else money(price.current).literal,
+        price.trades_in_window,
+        None if price.last_trade_at is None else iso(price.last_trade_at),
+    )
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40)
 @given(ops=operations, quantities=st.lists(st.integers(1, 400), min_size=2, max_size=2))
-def test_book_and_quote_match_a_brute_force_recomputation(
+def test_every_answer_matches_a_reference_matcher(
     ops: list[tuple[Any, ...]], quantities: list[int]
 ) -> None:
+    """Order answers, book, quotes and price against `tests.reference`, which sees only
+    the submitted orders and the clock: never the app's own answers."""
+    reference = ReferenceMarket()
     with fresh_app() as (client, clock):
         for broker_id in BROKERS:
             register(client, broker_id, 100_000_000, AAPL=100_000)
-        ids = run_operations(client, clock, ops)
+        ids = run_operations(client, clock, ops, reference)
         now = clock.now()
-        book_result = get_book(client, query="depth=50")
-        book = body(book_result)
-        quotes = {
-            (side, quantity): body(get_quote(client, side, quantity))
-            for side in ("bid", "ask")
-            for quantity in quantities
-        }
-        price = body(get_price(client))
-        orders = [body(client.get(f"/orders/{order_id}")) for order_id in ids]
-
-        bids = expected_levels(orders, "bid", now)
-        asks = expected_levels(orders, "ask", now)
-        assert book == {
+        bids = reference.levels("bid", now)
+        asks = reference.levels("ask", now)
+        assert body(get_book(client, query="depth=50")) == {
             "symbol": "AAPL",
             "bids": [level(money(p).literal, total, count) for p, total, count in bids],
             "asks": [level(money(p).literal, total, count) for p, total, count in asks],
             "spread": money(asks[0][0] - bids[0][0]) if bids and asks else None,
             "snapshot_at": iso(now),
         }
-        if bids and asks:
-            assert bids[0][0] < asks[0][0]  # never crossed
-        for (side, quantity), quote in quotes.items():
-            opposite = asks if side == "bid" else bids
-            assert quote == expected_quote(opposite, side, quantity, now)
+        for side in ("bid", "ask"):
+            for quantity in quantities:
+                quote = body(get_quote(client, side, quantity))
+                assert quote == expected_quote(reference, side, quantity, now)
         whole_side = sum(total for _, total, _ in bids)
         if whole_side:  # a quote for exactly everything on a side
             quote = body(get_quote(client, "ask", whole_side))
-            assert quote == expected_quote(bids, "ask", whole_side, now)
-        assert price == expected_price(orders, now)
+            assert quote == expected_quote(reference, "ask", whole_side, now)
+        assert body(get_price(client)) == expected_price(reference, now)
+        # the reads expired the due orders; every order's final state
+        reference.expire(now)
+        for order_id in ids:
+            order = body(client.get(f"/orders/{order_id}"))
+            assert order_view(order) == reference_view(reference.orders[order_id]), order_id

@@ -15,7 +15,7 @@ from miniexchange.journal.facts import Fact
 from miniexchange.journal.store import SqliteJournal
 from miniexchange.testing import SequentialIds
 
-WAIT_S = 10.0
+WAIT_S = 60.0
 """How long to wait for something that must happen; never an upper bound on speed."""
 
 DISK_FULL = "database or disk is full"

@@ -45,7 +45,7 @@ REPORT = "causal-report "
 
 WAIT_S = 60.0
 """How long the child may take to start and reach the withheld commit; never a speed bound."""
-ANSWER_WAIT_S = 30.0
+ANSWER_WAIT_S = 60.0
 """How long the BBB answer may take once the AAA commit is withheld."""
 
 START_CASH = {"X": 0, "Y": 1_000_00}  # cents

@@ -42,7 +42,7 @@ def cents(amount: str) -> int:
     return int(value)
 
 
-FAR = ts("2026-02-20T18:00:00Z")  # the API document's `expires_at` example
+FAR = ts("2026-02-20T18:00:00Z")  # days after every clock time of the tests
 SYMBOL = "AAPL"
 
 

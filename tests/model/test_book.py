@@ -1,6 +1,7 @@
-"""The order book and its match loop, case by case (contract §2.3, §2.5, §2.6, §3, §4.6).
+"""The order book and its match loop, case by case: priority, prices, fills, states,
+expiry, cancel and market orders.
 
-Every matching rule and worked example of the contract is one row of a table: the
+Every matching rule and worked example is one row of a table: the
 resting orders, one incoming order, and exactly which trades, final states and book
 must result.
 """
@@ -41,7 +42,7 @@ class MatchCase:
     asks_after: tuple[tuple[str, int, int], ...]
 
 
-# The ask side of the §4.6 worked examples.
+# The ask side of the market-order worked examples: 10.00 × 100, 11.00 × 200, 12.00 × 50.
 ASKS_4_6 = (
     Resting("a10", ASK, "10.00", 100, "09:00:00", broker="s1"),
     Resting("a11", ASK, "11.00", 200, "09:01:00", broker="s2"),
@@ -49,7 +50,7 @@ ASKS_4_6 = (
 )
 
 MATCH_CASES = [
-    # -- price compatibility (§3.2) -----------------------------------------------------
+    # -- price compatibility: a bid meets an ask when bid.price >= ask.price ------------
     MatchCase(
         "same-price-bid-meets-resting-ask",
         (Resting("a", ASK, "10.00", 100, "09:00:00", broker="s"),),
@@ -195,7 +196,7 @@ MATCH_CASES = [
         (),
         (("10.50", 150, 1),),
     ),
-    # -- priority (§3.1) -----------------------------------------------------------------
+    # -- priority: price, then created_at, then order_id --------------------------------
     MatchCase(
         "fifo-at-equal-price-oldest-first",
         (
@@ -291,7 +292,7 @@ MATCH_CASES = [
         (),
         (),
     ),
-    # -- market orders (§3.6, §4.6 worked examples) ---------------------------------------
+    # -- market orders: sweep at resting prices, IOC remainder, worked examples ----------
     MatchCase(
         "market-buy-250-full-fill-avg-10.60",
         ASKS_4_6,
@@ -390,7 +391,7 @@ def test_match(case: MatchCase) -> None:
     assert len(set(trade_ids)) == len(trade_ids)
     for fill in result.fills:
         trade = fill.trade
-        assert trade.executed_at == NOW  # one clock reading per pass (§3.3)
+        assert trade.executed_at == NOW  # one clock reading per pass
         assert trade.symbol == "AAPL"
         assert fill.bid.side == BID and fill.ask.side == ASK
         assert (trade.bid_order_id, trade.ask_order_id) == (fill.bid.order_id, fill.ask.order_id)
@@ -428,7 +429,8 @@ def test_incoming_order_state_after_each_fill_is_carried_by_its_fill() -> None:
 
 
 def test_market_buy_250_worked_example_in_full() -> None:
-    """§4.6: 100 @ 10.00 + 150 @ 11.00, cost 2650.00, one `executed_at` equal to `created_at`."""
+    """Market buy 250: 100 @ 10.00 + 150 @ 11.00, cost 2650.00, one `executed_at` equal to
+    `created_at`."""
     book = OrderBook("AAPL")
     ids = SequentialIds()
     place(book, ids, ASKS_4_6)
@@ -444,7 +446,7 @@ def test_market_buy_250_worked_example_in_full() -> None:
 
 
 def test_market_buy_400_average_truncates_toward_zero() -> None:
-    """380000 cents over 350 shares is 1085.71…, rendered 10.85 (§1.5)."""
+    """380000 cents over 350 shares is 1085.71… cents: truncated to the cent, 10.85."""
     book = OrderBook("AAPL")
     ids = SequentialIds()
     place(book, ids, ASKS_4_6)
@@ -498,7 +500,7 @@ def test_trade_ids_come_from_the_factory_in_match_order() -> None:
     assert result.order.order_id == "ord-00000000-0000-4000-8000-000000000004"
 
 
-# -- the state table of §2.3 ---------------------------------------------------------------
+# -- the order states: status and quantities in each situation ---------------------------
 
 CANCEL_AT = ts("2026-02-17T10:15:00Z")
 
@@ -508,7 +510,7 @@ def _resting_bid_1000(book: OrderBook, ids: SequentialIds) -> Order:
 
 
 def _hit_with_ask_500(book: OrderBook, ids: SequentialIds) -> None:
-    # An incoming limit ask trades at its own price: the seller's price (§3.2).
+    # An incoming limit ask trades at its own price: the seller's price.
     submit(book, ids, limit(ASK, "148.00", 500, broker="s"), at("09:30:00"))
 
 
@@ -669,7 +671,7 @@ def test_state_table(
     assert (book.get(order.order_id) is not None) == order.is_active
 
 
-# -- expiry (§2.6) --------------------------------------------------------------------------
+# -- expiry: due at expires_at <= now, in expires_at order --------------------------------
 
 
 def test_expire_due_closes_due_orders_in_expires_at_order() -> None:
@@ -763,7 +765,7 @@ def test_expiry_index_forgets_filled_and_cancelled_orders() -> None:
     assert len(book) == 0 and book.next_expiry() is None
 
 
-# -- cancel (§2.5) --------------------------------------------------------------------------
+# -- cancel: only a resting order, which leaves the book -----------------------------------
 
 
 def test_cancel_returns_the_closed_order_and_removes_it() -> None:
@@ -858,7 +860,7 @@ def test_levels_and_best_price_of_an_empty_book() -> None:
     assert book.sweep(BID, 100) == []
 
 
-QUOTE_BOOK = (  # the asks of §4.7: 148.00 × 700 (two orders), 150.00 × 300
+QUOTE_BOOK = (  # the asks of the quote example: 148.00 × 700 (two orders), 150.00 × 300
     Resting("a1", ASK, "148.00", 400, "09:00:00"),
     Resting("a2", ASK, "148.00", 300, "09:00:01"),
     Resting("a3", ASK, "150.00", 300, "09:00:02"),
@@ -993,6 +995,11 @@ def test_churned_levels_keep_price_time_priority_and_expiry_order(seed: int) -> 
             serial += 1
             result = book.submit(incoming, now, lambda: f"trd-{rng.random()}")
             expected = sorted(resting.values(), key=key)
+            # every ask is at or below the bid's 10.02: it fills all it can, no less
+            fillable = min(quantity, sum(o.remaining_quantity for o in expected))
+            assert sum(fill.trade.quantity for fill in result.fills) == fillable
+            assert result.order.filled_quantity == fillable
+            assert result.order.remaining_quantity == quantity - fillable
             left = quantity
             for fill in result.fills:
                 best = expected.pop(0)
