@@ -1,4 +1,4 @@
-"""The API's own reference (contract §6.5): `GET /openapi.json` and `GET /docs`.
+"""The API's own reference: `GET /openapi.json` (the document) and `GET /docs` (it, rendered).
 
 `openapi.yaml` beside this module is the one document: it is read and turned into JSON
 once, when the app is created, and every request gets those same bytes. `GET /docs` is
@@ -116,7 +116,7 @@ class DocsAssetResource(Resource):
     ) -> None:
         entry = ASSETS.get(asset)
         if entry is None:
-            raise falcon.HTTPRouteNotFound()  # rendered as the contract's 404 `not_found`
+            raise falcon.HTTPRouteNotFound()  # rendered as any unknown path's 404 `not_found`
         path, content_type = entry
         data = self.cache.get(asset)
         if data is None:

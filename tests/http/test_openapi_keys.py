@@ -22,8 +22,9 @@ from miniexchange.http.docs import OpenApiResource
 from miniexchange.settings import load_settings
 from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
 from tests.conftest import START, AppClient
-from tests.http import test_openapi as plain
-from tests.http.test_openapi import CHECKS, Seeds, WithoutLifespan, seed
+from tests.http.test_openapi import CHECKS, WithoutLifespan, seed
+from tests.loopback_only import loopback_only
+from tests.seeded_generation import EVENTS, GENERATION_HOOKS, SEEDS, Seeds
 
 ADMIN = "schemathesis-admin-token-" + "k" * 32
 SETTINGS = load_settings({"AUTH": "api_key", "ADMIN_TOKEN": ADMIN})
@@ -44,12 +45,7 @@ def _served_document() -> dict[str, Any]:
 
 
 SCHEMA = schemathesis.openapi.from_dict(_served_document())
-for hook in (
-    plain.before_generate_path_parameters,
-    plain.before_generate_query,
-    plain.before_generate_body,
-    plain.after_call,
-):
+for hook in GENERATION_HOOKS:
     SCHEMA.hook(hook)
 
 
@@ -62,16 +58,28 @@ class AdminClient(AppClient):
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[WithoutLifespan]:
+def refused() -> Iterator[list[str]]:
+    with loopback_only() as attempts:
+        yield attempts
+
+
+@pytest.fixture(scope="module")
+def recorder() -> FakeDeliveries:
+    """The run's webhook deliveries: recorded, never sent."""
+    return FakeDeliveries()
+
+
+@pytest.fixture(scope="module")
+def served(refused: list[str], recorder: FakeDeliveries) -> Iterator[WithoutLifespan]:
     clock = ManualClock.at(START)
-    exchange = Exchange(clock, SequentialIds(), FakeDeliveries(), expiration_interval_s=None)
+    exchange = Exchange(clock, SequentialIds(), recorder, expiration_interval_s=None)
     app = create_app(SETTINGS, clock=clock, exchange=exchange)
     client = AdminClient(app)
     try:
-        plain._SEEDS.__dict__.update(seed(client, clock, exchange).__dict__)
+        SEEDS.replace(seed(client, clock, exchange))
         yield WithoutLifespan(app)
     finally:
-        plain._SEEDS.__dict__.update(Seeds().__dict__)
+        SEEDS.replace(Seeds())
         client.close()
         pykka.ActorRegistry.stop_all()
 
@@ -85,3 +93,10 @@ def served() -> Iterator[WithoutLifespan]:
 def test_schemathesis_finds_nothing_with_api_keys(case: Any, served: WithoutLifespan) -> None:
     timeout = 0.25 if case.path.endswith("/stream") else 30
     case.call_and_validate(app=served, checks=CHECKS, timeout=timeout, headers=AUTHORIZATION)
+
+
+def test_webhooks_were_due_and_none_left_the_machine(
+    served: WithoutLifespan, recorder: FakeDeliveries, refused: list[str]
+) -> None:
+    assert {delivery.event_type for delivery in recorder.recorded()} == set(EVENTS)
+    assert refused == []

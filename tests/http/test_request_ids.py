@@ -1,6 +1,9 @@
-"""`X-Request-Id` (contract §6.2): echoed when usable, else a new UUID4, on every response
-(successes, refusals, 404 and 405 from routing, 204), and carried to what the request
-causes: its log lines and the webhook deliveries of its events."""
+"""`X-Request-Id`: echoed when usable (1 to 128 characters from `[A-Za-z0-9._:-]`), else a
+new UUID4, on every response (successes, refusals, 404 and 405 from routing, 204), and
+carried to what the request causes: its log lines and the webhook deliveries of its events.
+
+Webhooks here go to a `FakeDeliveries` (the module's `deliveries` fixture), which records
+them and sends nothing: the subscriptions' URLs are never called."""
 
 from __future__ import annotations
 
@@ -91,7 +94,7 @@ def test_the_header_name_is_case_insensitive(client: AppClient) -> None:
 
 
 @pytest.mark.parametrize("value", ["", "x" * 129, "a b", "\u00e9", "a,b", "1" * 128 + "\n"])
-def test_request_id_of_refuses_what_the_contract_refuses(value: str) -> None:
+def test_request_id_of_replaces_unusable_values(value: str) -> None:
     assert_generated(request_id_of(value))
 
 
