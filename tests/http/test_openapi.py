@@ -254,7 +254,7 @@ def _api_key_document() -> dict[str, Any]:
     the document plus the bearer scheme, 401/403 and the routes that issue credentials."""
     clock = ManualClock.at(START)
     settings = load_settings({"AUTH": "api_key", "ADMIN_TOKEN": "t" * 32})
-    exchange = Exchange(clock, SequentialIds(), expiration_interval_s=None)
+    exchange = Exchange(clock, SequentialIds(), FakeDeliveries(), expiration_interval_s=None)
     resource, *_ = create_app(settings, clock=clock, exchange=exchange)._router.find(
         "/openapi.json"
     )
