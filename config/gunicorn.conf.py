@@ -81,7 +81,12 @@ def _refuse(message: str) -> None:
 
 
 def on_starting(server: Arbiter) -> None:
-    """Refuse more than one worker: `-w`, `--workers` and GUNICORN_CMD_ARGS override this file."""
+    """Refuse more than one worker: `-w`, `--workers` and GUNICORN_CMD_ARGS override this file.
+    Make SIGINT stop as gracefully as SIGTERM."""
+    # gunicorn's SIGINT is a "quick" stop that sends the worker SIGQUIT, which the uvicorn
+    # worker does not act on: it went on serving until the graceful timeout and was then
+    # SIGKILLed with requests in flight. A second SIGINT still forces a quick stop.
+    server.handle_int = server.handle_term  # type: ignore[method-assign]
     if server.cfg.workers != 1:
         _refuse(
             f"refusing to start with {server.cfg.workers} workers: all exchange state "

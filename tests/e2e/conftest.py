@@ -30,10 +30,15 @@ class Server:
     """One gunicorn process running `config/gunicorn.conf.py`, as `make run` does."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, stderr_path: Path | None = None
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        stderr_path: Path | None = None,
+        port: int | None = None,
     ) -> None:
-        """Standard output goes to `log_path`; standard error too, or to `stderr_path`."""
-        self.port = free_port()
+        """Standard output goes to `log_path`; standard error too, or to `stderr_path`.
+        `port`: a restart where the last server listened; by default a free port."""
+        self.port = free_port() if port is None else port
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, "PORT": str(self.port), **env}

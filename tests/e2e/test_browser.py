@@ -1,10 +1,12 @@
-"""The market page in a real browser (contract §6.6): headless Chromium from Debian's
-`chromium` package, driven by Playwright for Python through `executable_path` (nothing
-here downloads a browser; `make test` installs the package when it can, see
+"""The market page (`GET /`: the listed symbols, and the chosen one's candles, book and
+trades, kept live by its event stream) in a real browser: headless Chromium from
+Debian's `chromium` package, driven by Playwright for Python through `executable_path`
+(nothing here downloads a browser; `make test` installs the package when it can, see
 scripts/test-deps).
 
 Orders go in through the API; the page must show the book rows, the spread, the trade
-and its candle, then change live, without a reload, when more orders cross. Screenshots
+and its candle, then change live, without a reload, when more orders cross, also after
+the server stopped and started again under the open page. Screenshots
 of a phone and a wide screen are saved to test-artifacts/; with
 UPDATE_MARKET_PAGE_PICTURE=1 the wide one replaces the README's docs/market-page.png.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +26,7 @@ from tests.e2e.test_stream import Api
 ARTIFACTS = ROOT / "test-artifacts"
 README_PICTURE = ROOT / "docs" / "market-page.png"
 WAIT_MS = 30_000  # how long a live change may take before the test gives up (a hang guard)
+REFUSED = "Failed to load resource: net::ERR_CONNECTION_REFUSED"
 
 
 @pytest.fixture
@@ -56,6 +60,7 @@ class Page:
         self.page = self.context.new_page()
         self.page.set_default_timeout(WAIT_MS)
         self.errors: list[str] = []
+        self.down_from: int | None = None  # errors from here on may be refused requests
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.on("console", self._console)
         self.page.on(
@@ -94,8 +99,17 @@ class Page:
     def texts(self, selector: str) -> list[str]:
         return [text.strip() for text in self.page.locator(selector).all_inner_texts()]
 
+    def server_going_down(self) -> None:
+        """From now on the browser may log refused requests (the stream's reconnects, the
+        page's polls) while nothing listens: expected then, and nothing else."""
+        self.down_from = len(self.errors)
+
     def close(self) -> None:
-        self.context.close()
+        self.context.close()  # the browser may report a refused request this late
+        if self.down_from is not None:
+            self.errors[self.down_from :] = [
+                error for error in self.errors[self.down_from :] if REFUSED not in error
+            ]
         assert self.errors == []
 
 
@@ -268,4 +282,42 @@ def test_an_unknown_symbol_in_the_url_says_so(chromium: Any, server: Server, mar
         "Symbol XYZZ is not listed on this exchange."
     )
     visit.expect(visit.page.locator("#symbols a")).to_have_count(2)
+    visit.close()
+
+
+def test_the_page_follows_the_market_again_after_a_server_restart(
+    chromium: Any, tmp_path: Path
+) -> None:
+    """The server stops and starts again on the same port and journal; the open page's
+    event stream reconnects by itself and shows the next trade, without a reload."""
+    env = {"DATABASE_PATH": str(tmp_path / "exchange.db")}
+    server = Server(env, tmp_path / "first.log")
+    api = Api(server.url)
+    api.register("S", 0, AAPL=1_000)
+    api.register("B", 1_000_000)
+    api.order("S", "ask", 100, 151.0)
+    assert api.order("B", "bid", 30, 151.0)["status"] == "filled"
+    visit = Page(require(chromium), server, viewport={"width": 1024, "height": 768})
+    page, expect = visit.page, visit.expect
+    try:
+        page.goto(f"{server.url}/?symbol=AAPL")
+        expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        expect(page.locator("#trades li")).to_have_count(1)
+        page.evaluate("window.stillTheSamePage = true")
+
+        visit.server_going_down()
+        assert server.stop() == 0
+        expect(page.locator("#status")).not_to_have_attribute("data-state", "live")
+        server = Server(env, tmp_path / "second.log", port=server.port)
+        expect(page.locator("#status")).to_have_attribute("data-state", "live")  # reopened
+        api = Api(server.url)
+        assert api.order("B", "bid", 20, 151.0)["status"] == "filled"  # the recovered book
+
+        expect(page.locator("#trades li")).to_have_count(2)  # from the reopened stream
+        assert visit.texts("#trades li .quantity") == ["20", "30"]
+        expect(page.locator("#asks .level .quantity")).to_have_text(["50"])  # its book
+        assert level_texts(visit, "asks") == [["151.00", "50", "1"]]
+        assert page.evaluate("window.stillTheSamePage") is True
+    finally:
+        server.stop()
     visit.close()
