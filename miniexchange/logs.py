@@ -416,7 +416,8 @@ def _dropped_note(dropped: int) -> logging.LogRecord:
     return note
 
 
-_RECORD_OPTIONS: Final = ("logThreads", "logProcesses", "logMultiprocessing")
+# Not `logProcesses`: gunicorn's and uvicorn's own lines show `%(process)d`.
+_RECORD_OPTIONS: Final = ("logThreads", "logMultiprocessing")
 
 
 class LogSetup:
