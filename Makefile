@@ -8,21 +8,33 @@
 PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: run test lint bench clean distclean
 
-# (Re)install whenever the dependencies change; the stamp records the last install.
-$(STAMP): pyproject.toml constraints.txt
+# (Re)install whenever the dependencies change; a stamp records the last install.
+# `make run` installs the runtime dependencies only; tests, lint and bench add the dev extra.
+define venv
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { \
 	  echo "error: Python 3.11 is required, but PYTHON=$(PYTHON) is not (or is missing)." >&2; \
 	  echo "       Install python3.11 or run: make PYTHON=/path/to/python3.11 ..." >&2; exit 1; }
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
 	  echo "error: $(VENV) was made with another Python than 3.11; run: make distclean" >&2; exit 1; }
-	$(VENV)/bin/pip install -c constraints.txt -e '.[dev]'
+endef
+
+$(RUN_STAMP): pyproject.toml constraints.txt
+	$(venv)
+	$(VENV)/bin/pip install -c constraints.txt -e .
 	touch $@
 
-run: $(STAMP)
+$(STAMP): pyproject.toml constraints.txt
+	$(venv)
+	$(VENV)/bin/pip install -c constraints.txt -e '.[dev]'
+	@# the dev install holds the runtime one: `make run` needs no install after it
+	touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	exec $(VENV)/bin/gunicorn -c config/gunicorn.conf.py
 
 test: $(STAMP)

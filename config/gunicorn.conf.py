@@ -1,4 +1,5 @@
-"""gunicorn configuration: code that reads the environment, not a settings file (§5.2).
+"""gunicorn configuration: code that reads the environment (every setting is an
+environment variable, see config/example.env), not a settings file.
 
 Run: `gunicorn -c config/gunicorn.conf.py` (what `make run` and the Dockerfile do).
 The settings are validated here, in the master, before anything starts: a bad variable
@@ -49,7 +50,7 @@ keepalive = math.ceil(to_seconds(settings.idle_timeout_us))
 graceful_timeout = math.ceil(to_seconds(settings.shutdown_timeout_us)) + SHUTDOWN_MARGIN_S
 
 loglevel = {"warn": "warning"}.get(settings.log_level, settings.log_level)
-# The app writes its own access line (§6.3, `http.observability`). With no gunicorn access
+# The app writes its own access line (`http.observability`). With no gunicorn access
 # log, the uvicorn worker gives `uvicorn.access` no handler (and no propagation), and
 # uvicorn writes an access line only when that logger has a handler: none is written.
 accesslog = None
@@ -63,7 +64,7 @@ if os.path.isdir("/dev/shm"):
 
 # Every connection's kernel send buffer is capped (Linux doubles the value: 512 KiB in all)
 # instead of growing to the 4 MiB that autotuning allows. A client that stops reading, an
-# event stream's reader above all (§6.6), then pins little kernel memory, and the stream's
+# event stream's reader above all, then pins little kernel memory, and the stream's
 # own limit (1000 unsent trade events) takes effect after ~1 MiB of events rather than ~5.
 # Responses here are small; 512 KiB in flight still fills any link the exchange serves.
 SEND_BUFFER_BYTES = 256 * 1024
@@ -106,8 +107,9 @@ def nworkers_changed(server: Arbiter, new_value: int, old_value: int | None) -> 
 
 
 def post_worker_init(worker: Worker) -> None:
-    """Bound uvicorn's wait for in-flight requests at shutdown by SHUTDOWN_TIMEOUT (§5.3),
-    and serve connections with the exchange's protocol (limits of §5.5).
+    """Bound uvicorn's wait for in-flight requests at shutdown by SHUTDOWN_TIMEOUT, and
+    serve connections with the exchange's protocol (its limits on header size and time,
+    body time and connections at once: `miniexchange/http/protocol.py`).
 
     The uvicorn worker passes no graceful-shutdown timeout of its own: without this it
     waits for open requests until gunicorn kills it, and the lifespan shutdown never runs.

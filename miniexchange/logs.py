@@ -1,13 +1,12 @@
-"""The exchange's logs (contract §6.3): one line per record on standard output.
+"""The exchange's logs: one line per record on standard output.
 
 Why it is built this way:
 
-- Records are handed to a bounded queue (`logging.handlers.QueueHandler`) and ONE
-  writer thread formats and writes them every 50 ms, flushing once per round. A slow
-  or blocked stdout (a full pipe, a stalled log shipper) then never blocks the event
-  loop or an actor, and handing a record over never wakes a thread; if the queue is
-  full, records are dropped and counted, and the writer says how many once it can
-  write again (memory stays bounded).
+- The root logger's one handler is the standard library's `QueueHandler`, and ONE
+  `QueueListener` thread formats and writes what it queued. A slow or blocked stdout (a
+  full pipe, a stalled log shipper) then never blocks the event loop or an actor. The
+  queue is bounded: past `QUEUE_LIMIT` waiting records a new one is dropped and counted,
+  and the listener says how many once it can write again (memory stays bounded).
 - The emitting thread only renders the message (its arguments may change later) and
   notes the request id; JSON or text is produced on the listener thread.
 - `request_id` comes from `extra=` when the caller knows it (a webhook delivery logs the
@@ -17,6 +16,8 @@ Why it is built this way:
   delivery threads) do not see the event loop's context: they pass it explicitly.
 - Logging is configured in the worker at lifespan startup (`configure_logging`), never
   at import, so tests and tools that import the app keep their own logging.
+- Nothing global of `logging` is changed but the root logger: gunicorn's and uvicorn's
+  own lines keep every field their formats show (`%(process)d`).
 
 `LOG_FORMAT=json`: one JSON object per line with `ts` (UTC, RFC 3339, milliseconds, `Z`),
 `level`, `event` (from `extra={"event": ...}`, else `log`), `message`, `logger`, every
@@ -29,7 +30,6 @@ or a request body: the `startup` event lists `Settings.public_items()`, where se
 from __future__ import annotations
 
 import contextvars
-import itertools
 import logging
 import logging.handlers
 import queue
@@ -65,7 +65,8 @@ QUEUE_LIMIT: Final = 100_000
 """Records waiting for the listener at most; past it new records are dropped, counted."""
 
 WRITE_INTERVAL_S: Final = 0.05
-"""How often the writer thread writes what was queued: a line appears at most this late."""
+"""How often the listener looks for queued records once it has written them all: a line
+appears at most this late."""
 
 DEFAULT_EVENT: Final = "log"
 
@@ -83,13 +84,9 @@ NOT_LOGGED: Final = NotLogged.NOT_LOGGED
 
 
 class AccessLine(NamedTuple):
-    """One access line (§6.3) on its way to the writer thread.
-
-    The access line is the one record of every request; made as a `LogRecord` it cost
-    about 15 µs of the request's thread (logger, record, filters, handler), a fifth of
-    a bare `GET /healthz` in the worker. Once `configure_logging` runs, it is handed to
-    the writer as this tuple instead, and the formatter renders it exactly as it would
-    the record (`tests/test_logs.py` compares the two)."""
+    """One access line (one per request: request id, method, route, path, status,
+    duration) on its way to the listener, which renders it exactly as the record that
+    `logging` would make of it (`tests/test_logs.py` compares the two)."""
 
     created: float  # seconds since the epoch, like LogRecord.created
     request_id: str
@@ -133,12 +130,14 @@ def log_access(
     seconds: float,
     broker_id: str | NotLogged | None = NOT_LOGGED,
 ) -> None:
-    """Write a request's access line (at `info`), the cheap way when the writer thread
-    is ours, else through `logging` (tests, or an embedding that set up its own)."""
+    """Write a request's access line (at `info`), straight onto our queue when
+    `configure_logging` installed it, else through `logging` (tests, or an embedding that
+    set up its own)."""
     line = AccessLine(
         time.time(), request_id, method, route, path, status, round(seconds * 1000, 3), broker_id
     )
     sink = _access_sink
+    # A tuple, not a LogRecord: a record costs the request's thread ~10x (bench/access_line.py).
     if sink is not None:
         sink(line)
     elif _access_log.isEnabledFor(logging.INFO):
@@ -155,9 +154,6 @@ LEVEL_NAMES: Final[dict[int, str]] = {
     logging.CRITICAL: "critical",
 }
 
-_STANDARD_COUNT: Final = len(vars(logging.LogRecord("", logging.INFO, "", 0, "", (), None)))
-"""How many attributes `LogRecord.__init__` sets: they come first in a record's `__dict__`
-(insertion order), so the `extra=` fields are found after them without scanning these."""
 _RECORD_ATTRIBUTES: Final = frozenset(
     vars(logging.LogRecord("", logging.INFO, "", 0, "", (), None))
 ) | {"message", "asctime", "taskName", "event"}
@@ -170,13 +166,12 @@ _second_cache: tuple[int, str] = (-1, "")
 
 
 def utc_timestamp(created: float) -> str:
-    """`created` (seconds since the epoch) as RFC 3339 UTC with milliseconds and `Z`.
-
-    The formatted second is cached: lines come in bursts within one second."""
+    """`created` (seconds since the epoch) as RFC 3339 UTC with milliseconds and `Z`."""
     global _second_cache
     seconds = int(created)
     millis = int((created - seconds) * 1000)
     cached_second, prefix = _second_cache
+    # Lines come in bursts within a second: strftime per line made formatting one 1.5x dearer.
     if cached_second != seconds:
         prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
         _second_cache = (seconds, prefix)
@@ -190,11 +185,7 @@ def level_name(levelno: int) -> str:
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The record's `extra=` fields (and the request id), in the order they were set."""
     attributes = _RECORD_ATTRIBUTES
-    return {
-        key: value
-        for key, value in itertools.islice(vars(record).items(), _STANDARD_COUNT, None)
-        if key not in attributes
-    }
+    return {key: value for key, value in vars(record).items() if key not in attributes}
 
 
 def _default(value: object) -> str:
@@ -290,12 +281,7 @@ class RequestIdFilter(logging.Filter):
 
 
 class _Enqueue(logging.handlers.QueueHandler):
-    """The root logger's only handler: hands records over without blocking or raising.
-
-    The queue is a `SimpleQueue` (C, no condition variable) bounded by its size: past
-    `limit` waiting records a new one is dropped and counted. No handler lock is taken:
-    the queue is thread-safe, and the record is ours alone (no other handler sees it),
-    so it is prepared in place rather than copied."""
+    """The root logger's only handler: hands records to the listener, never blocking."""
 
     def __init__(self, records: queue.SimpleQueue[Any], limit: int) -> None:
         super().__init__(records)  # type: ignore[arg-type]
@@ -303,21 +289,10 @@ class _Enqueue(logging.handlers.QueueHandler):
         self.dropped = 0
         self._dropped_lock = threading.Lock()
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
-        if self.filter(record):
-            self.emit(record)
-            return True
-        return False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.enqueue(self.prepare(record))
-        except Exception:
-            self.handleError(record)
-
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        """Render the message (its arguments may change once we return) and the
-        traceback text here; keep `extra=` fields for the formatter."""
+        """Render the message (its arguments may change once we return) and the traceback
+        text, kept apart from it; `extra=` fields stay for the formatter. The record is
+        ours alone (the root logger has no other handler): prepared in place, not copied."""
         record.message = record.getMessage()
         record.msg = record.message
         record.args = None
@@ -326,8 +301,10 @@ class _Enqueue(logging.handlers.QueueHandler):
             record.exc_info = None
         return record
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def enqueue(self, record: logging.LogRecord | AccessLine) -> None:
+        """Queue the record, or drop and count it when `limit` records are waiting."""
         records: queue.SimpleQueue[Any] = self.queue  # type: ignore[assignment]
+        # SimpleQueue and qsize, not Queue(maxsize): its lock and condition doubled an access line.
         if records.qsize() < self.limit:
             records.put_nowait(record)
             return
@@ -341,8 +318,8 @@ class _Enqueue(logging.handlers.QueueHandler):
 
 
 class _Writer(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes formatted lines without flushing each one: the listener flushes once the
-    queue is empty, so a burst of records costs one write to stdout, not one each."""
+    """Writes lines without flushing each: the listener flushes once it has written all
+    that was queued, so a burst of records costs one write to stdout, not one each."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -358,52 +335,36 @@ class _Writer(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(logging.makeLogRecord({"msg": access.message()}))
 
 
-class _Listener:
-    """The one writer thread. It wakes every `WRITE_INTERVAL_S` (or at stop), writes
-    every record queued meanwhile, reports records dropped on a full queue, and flushes
-    once. A thread that woke for each record cost a thread hand-off per request (the
-    access line) on the server's core; this costs one per interval."""
+class _Listener(logging.handlers.QueueListener):
+    """The one writer thread: writes every queued record, then reports the records dropped
+    meanwhile, flushes, and sleeps `WRITE_INTERVAL_S` before looking again."""
 
     def __init__(self, records: queue.SimpleQueue[Any], writer: _Writer, source: _Enqueue) -> None:
-        self._records = records
-        self._writer = writer
-        self._source = source
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        super().__init__(records, writer)  # type: ignore[arg-type]
+        self.writer = writer
+        self.source = source
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Write what is queued, then end the thread."""
-        self._stopping.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            stopping = self._stopping.wait(WRITE_INTERVAL_S)
-            self._write_queued()
-            if stopping:
-                return
-
-    def _write_queued(self) -> None:
-        records, writer = self._records, self._writer
-        wrote = False
+    def dequeue(self, block: bool) -> Any:
+        records: queue.SimpleQueue[Any] = self.queue  # type: ignore[assignment]
         while True:
             try:
-                record = records.get_nowait()
+                return records.get_nowait()
             except queue.Empty:
-                break
-            if type(record) is AccessLine:
-                writer.write_access(record)
-            else:
-                writer.handle(record)
-            wrote = True
-        dropped = self._source.take_dropped() if self._source.dropped else 0
+                self.drained()
+                # Sleep, not a blocking get: a thread woken per line costs a hand-off per request.
+                time.sleep(WRITE_INTERVAL_S)
+
+    def handle(self, record: logging.LogRecord | AccessLine) -> None:  # type: ignore[override]
+        if type(record) is AccessLine:
+            self.writer.write_access(record)
+        else:
+            self.writer.handle(record)  # type: ignore[arg-type]
+
+    def drained(self) -> None:
+        dropped = self.source.take_dropped()
         if dropped:
-            writer.handle(_dropped_note(dropped))
-        if wrote or dropped:
-            writer.flush()
+            self.writer.handle(_dropped_note(dropped))
+        self.writer.flush()
 
 
 def _dropped_note(dropped: int) -> logging.LogRecord:
@@ -416,42 +377,27 @@ def _dropped_note(dropped: int) -> logging.LogRecord:
     return note
 
 
-_RECORD_OPTIONS: Final = ("logThreads", "logProcesses", "logMultiprocessing")
-
-
 class LogSetup:
     """What `configure_logging` installed, so that `stop` can flush and undo it."""
 
-    def __init__(
-        self,
-        handler: _Enqueue,
-        listener: _Listener,
-        writer: _Writer,
-        previous: dict[str, Any],
-    ) -> None:
+    def __init__(self, handler: _Enqueue, listener: _Listener, writer: _Writer) -> None:
         self.handler = handler
         self.listener = listener
         self.writer = writer
-        self._previous = previous
 
     def stop(self) -> None:
-        """Write what is queued, stop the thread; later records are written directly
+        """Write what is queued and stop the thread; later records are written directly
         (at shutdown nothing is latency-sensitive any more)."""
         global _access_sink
         root = logging.getLogger()
-        _access_sink = None  # from now on through `logging`, to the direct handler
-        self.listener.stop()
-        root.removeHandler(self.handler)
-        dropped = self.handler.take_dropped()
-        if dropped:
-            self.writer.handle(_dropped_note(dropped))
-        self.writer.flush()
         direct = logging.StreamHandler(self.writer.stream)
         direct.setFormatter(self.writer.formatter)
         direct.addFilter(RequestIdFilter())
         root.addHandler(direct)
-        for name, value in self._previous.items():
-            setattr(logging, name, value)
+        root.removeHandler(self.handler)
+        _access_sink = None  # from now on through `logging`, to the direct handler
+        self.listener.stop()  # everything queued before this is written
+        self.listener.drained()
 
 
 def configure_logging(settings: Settings, stream: IO[str] | None = None) -> LogSetup:
@@ -460,11 +406,7 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> LogS
     The root logger's level is `LOG_LEVEL` (`warn` is WARNING); its previous handlers
     are removed, so each record is written once, in the chosen format. The server
     framework's own loggers (gunicorn, uvicorn) do not propagate to the root logger:
-    their lines stay on standard error in their own format (§6.3).
-
-    Records stop collecting what no line shows (the caller's file and line, found by
-    walking the stack; thread and process names): the logging HOWTO's optimizations,
-    and most of a record's cost on the emitting thread.
+    their lines stay on standard error in their own format.
     """
     writer = _Writer(stream if stream is not None else sys.stdout)
     writer.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
@@ -472,11 +414,6 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> LogS
     handler = _Enqueue(records, QUEUE_LIMIT)
     handler.addFilter(RequestIdFilter())
     listener = _Listener(records, writer, handler)
-    previous: dict[str, Any] = {"_srcfile": logging._srcfile}  # type: ignore[attr-defined]
-    previous.update((name, getattr(logging, name)) for name in _RECORD_OPTIONS)
-    logging._srcfile = None  # type: ignore[attr-defined]
-    for name in _RECORD_OPTIONS:
-        setattr(logging, name, False)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -485,4 +422,4 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> LogS
     listener.start()
     global _access_sink
     _access_sink = handler.enqueue if root.isEnabledFor(logging.INFO) else None
-    return LogSetup(handler, listener, writer, previous)
+    return LogSetup(handler, listener, writer)

@@ -1,4 +1,4 @@
-"""`miniexchange.logs` (contract §6.3): the line formats, the level filter, the request id
+"""`miniexchange.logs`: the line formats, the level filter, the request id
 from the context, and the queue that keeps a slow stdout off the callers' threads."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 import io
 import logging
+import os
 import re
 import threading
 import time
@@ -161,6 +162,31 @@ def test_records_after_stop_are_still_written() -> None:
     setup.stop()
     logging.getLogger("miniexchange.test").warning("late")
     assert [line["message"] for line in json_lines(out.getvalue())] == ["late"]
+
+
+def module_settings() -> dict[str, object]:
+    """The `logging` module's own plain values (its switches, `_srcfile`...)."""
+    plain = bool | int | str | type(None)
+    return {name: value for name, value in vars(logging).items() if isinstance(value, plain)}
+
+
+def test_the_logging_module_is_left_alone_so_other_formats_keep_their_fields() -> None:
+    """gunicorn's and uvicorn's own lines (on standard error, their own handler) show
+    `%(process)d`: a record made while our logging is installed still has it."""
+    before = module_settings()
+    setup = configure_logging(Settings(), io.StringIO())
+    try:
+        assert module_settings() == before
+        record = logging.getLogger("gunicorn.error").makeRecord(
+            "gunicorn.error", logging.INFO, __file__, 1, "Booting worker", (), None
+        )
+        theirs = logging.Formatter("[%(process)d] [%(thread)d %(processName)s] %(message)s")
+        assert theirs.format(record) == (
+            f"[{os.getpid()}] [{threading.get_ident()} MainProcess] Booting worker"
+        )
+    finally:
+        setup.stop()
+    assert module_settings() == before
 
 
 def test_settings_are_listed_with_the_secret_hidden() -> None:

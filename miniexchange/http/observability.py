@@ -1,4 +1,4 @@
-"""Request ids, the access log and the HTTP metrics (contract §6.2, §6.3, §6.4).
+"""Request ids, the access log and the HTTP metrics.
 
 `RequestObserver` is the first Falcon middleware of the app, so its `process_request`
 runs before any other (a refusal raised there, such as `StrictPaths`' 404, is still
@@ -54,12 +54,12 @@ log = logging.getLogger("miniexchange.http")
 
 HEADER: Final = "X-Request-Id"
 NOT_FOUND_ROUTE: Final = "not_found"
-"""The `route` of a request that matched no route (§6.3, §6.4)."""
+"""The `route` of a request that matched no route, in its access line and its metrics."""
 
 _USABLE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 NOT_COUNTED: Final = frozenset({("GET", "/metrics"), ("GET", "/healthz")})
-"""Requests the HTTP families leave out (§6.4): scrapes and health checks would
+"""Requests the HTTP metric families leave out: scrapes and health checks would
 otherwise dominate them. They are still logged: one access line per request."""
 
 KNOWN_METHODS: Final = frozenset(falcon.COMBINED_METHODS)
@@ -94,7 +94,7 @@ class LogLifespan:
 def request_id_of(header: str | None) -> str:
     """The client's id if usable (1-128 of `[A-Za-z0-9._:-]`), else a new lowercase UUID4.
 
-    An unusable value is replaced silently, never refused (§6.2); several header fields
+    An unusable value is replaced silently, never refused; several header fields
     arrive joined by `", "`, which is never usable."""
     if header is not None and _USABLE.fullmatch(header):
         return header
@@ -173,7 +173,7 @@ def _method_label(method: str) -> str:
 
 
 class MetricsResource(Resource):
-    """`GET /metrics`: the Prometheus text exposition format, version 0.0.4 (§6.4)."""
+    """`GET /metrics`: the Prometheus text exposition format, version 0.0.4."""
 
     methods = ("GET",)
     access = ADMIN

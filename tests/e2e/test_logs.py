@@ -1,4 +1,4 @@
-"""The real server's logs (contract §6.3): every line of standard output is one JSON
+"""The real server's logs: every line of standard output is one JSON
 object; the access line of a request carries its request id; `startup` lists every
 setting with the secret as `"<set>"`; `shutdown` comes last; the secret never appears,
 on standard output or standard error (where gunicorn's own lines go)."""

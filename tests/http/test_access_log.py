@@ -1,4 +1,4 @@
-"""The access log (contract §6.3): one `info` line per request with its request id, method,
+"""The access log: one `info` line per request with its request id, method,
 route template, path, status and duration; an event stream logged once, when it ends."""
 
 from __future__ import annotations

@@ -1,0 +1,34 @@
+"""`make run` installs what serving needs and nothing more: the runtime dependencies,
+without the dev extra (browser driver, fuzzer, linter) that `make test` adds."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dry_run(target: str) -> list[str]:
+    """The commands `make <target>` would run on a fresh clone (every target remade)."""
+    make = shutil.which("make")
+    assert make is not None, "make is missing: apt-get install -y make"
+    done = subprocess.run(
+        [make, "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return done.stdout.splitlines()
+
+
+def installs(commands: list[str]) -> list[str]:
+    return [command for command in commands if "pip install" in command]
+
+
+def test_make_run_installs_the_runtime_dependencies_only() -> None:
+    commands = dry_run("run")
+    assert installs(commands) == [".venv/bin/pip install -c constraints.txt -e ."]
+    assert commands[-1] == "exec .venv/bin/gunicorn -c config/gunicorn.conf.py"
+
+
+def test_make_test_still_installs_the_dev_extra() -> None:
+    assert installs(dry_run("test")) == [".venv/bin/pip install -c constraints.txt -e '.[dev]'"]
