@@ -4,6 +4,7 @@ written, and every relative link names a file of the repository."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pykka
@@ -98,3 +99,18 @@ def test_how_it_is_built_points_at_the_design_page() -> None:
     for part in ("Layers", "Actors and their messages", "The order path", "Durability"):
         assert part in headings
     assert "Process model" in headings
+
+
+def test_no_file_cites_sections_of_a_document_outside_the_repository() -> None:
+    """A comment states the rule it implements (or points into docs/): whoever picks the
+    project up has only the repository, so a section number of another document helps
+    nobody."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    citing = []
+    for name in filter(None, tracked):
+        path = ROOT / name.decode()
+        if path.is_file() and "\u00a7".encode() in path.read_bytes():
+            citing.append(name.decode())
+    assert citing == []
