@@ -35,7 +35,7 @@ from miniexchange.webhooks.transport import (
 from tests.e2e.receiver import Receiver, verify_signature
 
 SECRET = "s3cret"
-WAIT_S = 20.0
+WAIT_S = 60.0
 """How long to wait for what must happen; never an upper bound on speed."""
 
 PoolFactory = Callable[..., DeliveryPool]
