@@ -14,7 +14,13 @@ from typing import Any
 import pykka
 import pytest
 
-from miniexchange.testing import ManualClock, SequentialIds
+from miniexchange.actors.exchange import Exchange
+from miniexchange.actors.messages import Submit
+from miniexchange.model.commands import RegisterBroker, SubmitOrder
+from miniexchange.model.errors import ExchangeError
+from miniexchange.model.ledger import Balance
+from miniexchange.model.orders import Order
+from miniexchange.testing import ManualClock, Replies, SequentialIds, read_balance
 
 T0_ISO = "2026-02-17T09:00:00Z"
 SECOND = 1_000_000  # the clock counts microseconds
@@ -74,3 +80,35 @@ class RecordingActor(pykka.ThreadingActor):
 def recorded(ref: pykka.ActorRef[Any]) -> list[Any]:
     """Every message a `RecordingActor` has handled so far."""
     return ref.proxy().recorded().get(timeout=WAIT_S)
+
+
+# -- an exchange's answers, waited for ---------------------------------------------------
+
+
+def register(exchange: Exchange, broker_id: str, cash: int = 0, **holdings: int) -> Balance:
+    """Register and wait for the answer, given once the registration is durable."""
+    replies = Replies()
+    exchange.register_broker(
+        RegisterBroker(broker_id, cash, tuple(sorted(holdings.items()))), replies
+    )
+    answer = replies.get(timeout=WAIT_S)
+    if isinstance(answer, ExchangeError):
+        raise answer
+    assert isinstance(answer, Balance), answer
+    return answer
+
+
+def submit(exchange: Exchange, command: SubmitOrder) -> Order:
+    """Submit and wait for the order as it stands once its step is done."""
+    replies = Replies()
+    exchange.submit(Submit(command, replies))
+    answer = replies.get(timeout=WAIT_S)
+    assert isinstance(answer, Order), answer
+    return answer
+
+
+def balance(exchange: Exchange, broker_id: str) -> Balance:
+    """The broker's balance, which must exist."""
+    read = read_balance(exchange, broker_id, WAIT_S)
+    assert read is not None
+    return read

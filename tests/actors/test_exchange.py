@@ -28,7 +28,7 @@ from miniexchange.testing import (
     SequentialIds,
     read_balance,
 )
-from tests.actors.conftest import SECOND, T0, WAIT_S, oid
+from tests.actors.conftest import SECOND, T0, WAIT_S, balance, oid, register, submit
 
 E1 = T0 + 3600 * SECOND
 THREADS = 8
@@ -49,19 +49,6 @@ def test_an_exchange_is_handed_its_delivery_pool(clock: ManualClock, ids: Sequen
         Exchange(clock, ids, expiration_interval_s=None)  # type: ignore[call-arg]
 
 
-def register(exchange: Exchange, broker_id: str, cash: int = 0, **holdings: int) -> Balance:
-    """Register and wait for the answer, given once the registration is durable."""
-    replies = Replies()
-    exchange.register_broker(
-        RegisterBroker(broker_id, cash, tuple(sorted(holdings.items()))), replies
-    )
-    answer = replies.get(timeout=WAIT_S)
-    if isinstance(answer, ExchangeError):
-        raise answer
-    assert isinstance(answer, Balance), answer
-    return answer
-
-
 def limit(side: str, price: int, quantity: int, broker_id: str) -> SubmitOrder:
     return SubmitOrder(LIMIT, broker_id, "12345678900", side, "AAPL", quantity, price, E1)
 
@@ -70,20 +57,6 @@ def ask_actor(actor: pykka.ActorRef[Any], message_for: Any) -> Any:
     replies = Replies()
     actor.tell(message_for(replies))
     return replies.get(timeout=WAIT_S)
-
-
-def submit(exchange: Exchange, command: SubmitOrder) -> Order:
-    replies = Replies()
-    exchange.submit(Submit(command, replies))
-    answer = replies.get(timeout=WAIT_S)
-    assert isinstance(answer, Order), answer
-    return answer
-
-
-def balance(exchange: Exchange, broker_id: str) -> Balance:
-    read = read_balance(exchange, broker_id, WAIT_S)
-    assert read is not None
-    return read
 
 
 # -- brokers --------------------------------------------------------------------------

@@ -22,18 +22,17 @@ from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Submit
 from miniexchange.journal import facts
 from miniexchange.journal.store import Durable
-from miniexchange.model.commands import ASK, BID, LIMIT, RegisterBroker, SubmitOrder
-from miniexchange.model.ledger import Balance, Holding
-from miniexchange.model.orders import PARTIALLY_FILLED, Order
+from miniexchange.model.commands import ASK, BID, LIMIT, SubmitOrder
+from miniexchange.model.ledger import Holding
+from miniexchange.model.orders import PARTIALLY_FILLED
 from miniexchange.testing import (
     FakeDeliveries,
     ManualClock,
     RecordingJournal,
     Replies,
     SequentialIds,
-    read_balance,
 )
-from tests.actors.conftest import SECOND, T0, WAIT_S
+from tests.actors.conftest import SECOND, T0, WAIT_S, balance, register, submit
 
 E1 = T0 + 3600 * SECOND
 CASH = 10_000_00  # B's 10000.00
@@ -101,30 +100,8 @@ def exchange(clock: ManualClock, ids: SequentialIds, journal: HeldJournal) -> It
     started.stop()
 
 
-def register(exchange: Exchange, broker_id: str, cash: int = 0, **holdings: int) -> None:
-    replies = Replies()
-    exchange.register_broker(
-        RegisterBroker(broker_id, cash, tuple(sorted(holdings.items()))), replies
-    )
-    assert isinstance(replies.get(timeout=WAIT_S), Balance)
-
-
 def limit(broker_id: str, symbol: str, side: str, price: int, quantity: int) -> SubmitOrder:
     return SubmitOrder(LIMIT, broker_id, "12345678900", side, symbol, quantity, price, E1)
-
-
-def placed(exchange: Exchange, command: SubmitOrder) -> Order:
-    replies = Replies()
-    exchange.submit(Submit(command, replies))
-    answer = replies.get(timeout=WAIT_S)
-    assert isinstance(answer, Order), answer
-    return answer
-
-
-def balance(exchange: Exchange, broker_id: str) -> Balance:
-    read = read_balance(exchange, broker_id, WAIT_S)
-    assert read is not None
-    return read
 
 
 # B's balance after each settlement alone and after both (cents, shares). The AAPL bid
@@ -155,8 +132,8 @@ def test_two_symbols_settle_one_broker_in_either_order_exactly(
     register(exchange, "B", CASH, GOOG=GOOG_SHARES)
     register(exchange, "S", 0, AAPL=6)
     register(exchange, "T", 1_000_00)
-    placed(exchange, limit("S", "AAPL", ASK, 148_00, 6))
-    placed(exchange, limit("T", "GOOG", BID, 200_00, 5))
+    submit(exchange, limit("S", "AAPL", ASK, 148_00, 6))
+    submit(exchange, limit("T", "GOOG", BID, 200_00, 5))
 
     journal.hold()
     answers = {"AAPL": Replies(), "GOOG": Replies()}
