@@ -45,6 +45,34 @@ class Seeds:
 SEEDS = Seeds()
 
 
+def seeded(
+    order_ids: list[str],
+    webhook_ids: list[str],
+    webhook_urls: list[str],
+    expires_at: str,
+    server: str = "",
+) -> Seeds:
+    """The `Seeds` of a run's seeding (both runs seed the same brokers and symbols): its
+    orders, subscriptions and the URLs they deliver to."""
+    brokers = ["alice", "bob", "carol"]
+    symbols = ["AAPL", "GOOG", "MSFT"]
+    return Seeds(
+        path_values={
+            "order_id": order_ids,
+            "broker_id": brokers,
+            "symbol": symbols,
+            "webhook_id": webhook_ids,
+            # a `/` in a path parameter is sent as `%2F`: the vendored files are then 404s
+            "path": ["market.js", "market.css", "vendor/LICENSE"],
+        },
+        brokers=brokers,
+        symbols=symbols,
+        webhook_urls=webhook_urls,
+        expires_at=expires_at,
+        server=server,
+    )
+
+
 @st.composite
 def _or_seeded(
     draw: st.DrawFn,

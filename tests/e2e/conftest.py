@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests.e2e.receiver import Receiver, receiving
+
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 
@@ -73,8 +75,8 @@ class Server:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
-    def stop(self) -> int:
-        """SIGTERM, as an operator would; returns the exit status."""
+    def terminate(self) -> None:
+        """SIGTERM, as an operator would, and wait for the exit (SIGKILL after 30 s)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -82,10 +84,27 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def stop(self) -> int:
+        """SIGTERM, as an operator would; returns the exit status."""
+        self.terminate()
         self._log.close()
         if self._stderr is not None:
             self._stderr.close()
         return self.process.returncode
+
+
+def refused_start(database: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Start the real server on `database` in the foreground, for a start that must fail:
+    its exit status and its output, standard output and error apart."""
+    return subprocess.run(
+        [str(GUNICORN), "-c", "config/gunicorn.conf.py"],
+        cwd=ROOT,
+        env={**os.environ, "PORT": str(free_port()), "DATABASE_PATH": str(database)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -97,6 +116,13 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+    """A local HTTPS webhook receiver shared by a module's tests (its CA at `ca_path`)."""
+    with receiving(tmp_path_factory.mktemp("receiver")) as running:
+        yield running
 
 
 # -- a real browser: Debian's Chromium, driven by Playwright (nothing downloads one) --
@@ -174,12 +200,6 @@ class PipedServer(Server):
             self._log.flush()
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.terminate()
         self._copier.join(timeout=30)  # every line is in the file before it closes
         return super().stop()

@@ -24,7 +24,8 @@ import socket
 import ssl
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -212,6 +213,16 @@ class Receiver:
                 pass  # quiet: deliveries are recorded, or printed by `main`
 
         return Handler
+
+
+@contextmanager
+def receiving(directory: Path) -> Iterator[Receiver]:
+    """A started receiver, stopped (every held delivery let go) however the block ends."""
+    running = Receiver(directory).start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 class _Server(ThreadingHTTPServer):

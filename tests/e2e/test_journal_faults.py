@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import requests
 
 from miniexchange.testing import child_pids
-from tests.e2e.conftest import GUNICORN, ROOT, Server, free_port
+from tests.e2e.conftest import Server, refused_start
 
 WAIT_S = 60.0
 """How long to wait for what must happen; never an upper bound on speed."""
@@ -123,15 +122,7 @@ def test_a_journal_sqlite_cannot_read_stops_the_start_with_one_line(
 ) -> None:
     damage(tmp_path)
     database = tmp_path / "exchange.db"
-    env = {**os.environ, "PORT": str(free_port()), "DATABASE_PATH": str(database)}
-    done = subprocess.run(
-        [str(GUNICORN), "-c", "config/gunicorn.conf.py"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-    )
+    done = refused_start(database, WAIT_S)
     output = done.stdout + done.stderr
     assert "Traceback" not in output, output
     assert done.returncode == 3, output  # gunicorn's boot error: the master does not retry

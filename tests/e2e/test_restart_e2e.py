@@ -15,12 +15,10 @@ Every wait is for something that must happen; no test asserts how fast.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
 from tests.e2e.conftest import Server
@@ -31,15 +29,6 @@ FAR = "2099-01-01T00:00:00Z"
 SYMBOL = "RSTRT"
 WAIT_S = 60.0
 """How long to wait for what must happen; never an upper bound on speed."""
-
-
-@pytest.fixture(scope="module")
-def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
-    running = Receiver(tmp_path_factory.mktemp("receiver")).start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 class Client:

@@ -30,8 +30,8 @@ import pytest
 import requests
 
 from tests.e2e.conftest import ROOT, Server
-from tests.e2e.receiver import Receiver
-from tests.seeded_generation import EVENTS, SEEDS_VARIABLE, Seeds
+from tests.e2e.receiver import Receiver, receiving
+from tests.seeded_generation import EVENTS, SEEDS_VARIABLE, Seeds, seeded
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 CHECKS = (
@@ -51,11 +51,8 @@ WAIT_S = 60.0
 
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    running = Receiver(tmp_path).start()
-    try:
+    with receiving(tmp_path) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture
@@ -137,22 +134,7 @@ def seed(server: Server, receiver: Receiver) -> Seeds:
         time.sleep(0.1)
     statuses = {seeding.status(order_id) for order_id in ids}
     assert statuses == {"pending", "partially_filled", "filled", "cancelled", "expired"}
-    brokers = ["alice", "bob", "carol"]
-    symbols = ["AAPL", "GOOG", "MSFT"]
-    return Seeds(
-        path_values={
-            "order_id": ids,
-            "broker_id": brokers,
-            "symbol": symbols,
-            "webhook_id": webhook_ids,
-            "path": ["market.js", "market.css", "vendor/LICENSE"],
-        },
-        brokers=brokers,
-        symbols=symbols,
-        webhook_urls=urls,
-        expires_at=FAR,
-        server=server.url,
-    )
+    return seeded(ids, webhook_ids, urls, expires_at=FAR, server=server.url)
 
 
 def summary(output: str) -> dict[str, int]:

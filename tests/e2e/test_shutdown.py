@@ -176,13 +176,9 @@ def send_stop(server: Server, how: str) -> None:
         os.kill(worker, signal.SIGINT)
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "Ctrl-C"])
-def test_stopping_mid_load_answers_what_it_began_and_loses_nothing_acknowledged(
-    tmp_path: Path, how: str
-) -> None:
-    # READ_TIMEOUT: the held body must not time out however long the stop takes to begin
-    env = {"DATABASE_PATH": str(tmp_path / "exchange.db"), "READ_TIMEOUT": "5m"}
-    server = Server(env, tmp_path / "first.log")
+def started_with_broker(env: dict[str, str], log_path: Path) -> Server:
+    """A server on `env` where `BROKER` is registered with cash and AAPL to sell."""
+    server = Server(env, log_path)
     registered = requests.post(
         f"{server.url}/brokers",
         json={
@@ -193,6 +189,16 @@ def test_stopping_mid_load_answers_what_it_began_and_loses_nothing_acknowledged(
         timeout=WAIT_S,
     )
     assert registered.status_code == 201, registered.text
+    return server
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "Ctrl-C"])
+def test_stopping_mid_load_answers_what_it_began_and_loses_nothing_acknowledged(
+    tmp_path: Path, how: str
+) -> None:
+    # READ_TIMEOUT: the held body must not time out however long the stop takes to begin
+    env = {"DATABASE_PATH": str(tmp_path / "exchange.db"), "READ_TIMEOUT": "5m"}
+    server = started_with_broker(env, tmp_path / "first.log")
 
     outcomes = Outcomes()
     threads = [
@@ -255,18 +261,8 @@ def test_a_second_ctrl_c_stops_at_once_and_loses_nothing_acknowledged(tmp_path: 
     server stops without it (that request gets no answer), exits 0, and every order
     answered before is on the journal: each is written there before it is answered."""
     env = {"DATABASE_PATH": str(tmp_path / "exchange.db"), "READ_TIMEOUT": "5m"}
-    server = Server(env, tmp_path / "first.log")
+    server = started_with_broker(env, tmp_path / "first.log")
     session = requests.Session()
-    registered = session.post(
-        f"{server.url}/brokers",
-        json={
-            "broker_id": BROKER,
-            "initial_cash": 100_000_000,
-            "initial_holdings": [{"symbol": "AAPL", "quantity": 1_000_000}],
-        },
-        timeout=WAIT_S,
-    )
-    assert registered.status_code == 201, registered.text
     outcomes = Outcomes()
     for n in range(20):
         assert outcomes.submit(session, server.url, n)

@@ -7,32 +7,22 @@ The SIGKILL-under-load restart from a snapshot and its tail is in `test_crash.py
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
 import orjson
 import requests
 
-from tests.e2e.conftest import GUNICORN, ROOT, Server, free_port
+from tests.e2e.conftest import Server, refused_start
 
 WAIT_S = 60.0
 """How long to wait for what must happen; never an upper bound on speed."""
 
 
-def refused_start(database: Path) -> tuple[int, str]:
+def failed_start(database: Path) -> tuple[int, str]:
     """Start the real server on `database`; its exit status and its whole output."""
-    env = {**os.environ, "PORT": str(free_port()), "DATABASE_PATH": str(database)}
-    done = subprocess.run(
-        [str(GUNICORN), "-c", "config/gunicorn.conf.py"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-    )
+    done = refused_start(database, WAIT_S)
     return done.returncode, done.stdout + done.stderr
 
 
@@ -40,7 +30,7 @@ def test_a_journal_of_a_newer_format_stops_the_start_with_one_line(tmp_path: Pat
     database = tmp_path / "exchange.db"
     with sqlite3.connect(database) as db:
         db.execute("PRAGMA user_version=2")
-    status, output = refused_start(database)
+    status, output = failed_start(database)
     assert status == 3, output
     assert (
         f"miniexchange: {database}: journal format 2, this version reads formats 0 to 1; "
@@ -53,7 +43,7 @@ def test_a_snapshot_of_another_version_stops_the_start_with_one_line(tmp_path: P
     database = tmp_path / "exchange.db"
     header = {"format": "miniexchange-snapshot", "version": 0, "seq": 5}
     Path(f"{database}.snapshot").write_bytes(orjson.dumps(header) + b"\n")
-    status, output = refused_start(database)
+    status, output = failed_start(database)
     assert status == 3, output
     assert (
         f"miniexchange: {database}.snapshot: snapshot format version 0, this version reads "

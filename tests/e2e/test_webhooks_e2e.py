@@ -29,15 +29,6 @@ WAIT_S = 30.0
 """How long to wait for what must happen; never an upper bound on speed."""
 
 
-@pytest.fixture(scope="module")
-def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
-    running = Receiver(tmp_path_factory.mktemp("receiver")).start()
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 def start_server(
     receiver: Receiver, directory: Path, allow_private: bool, timeout: str = "30s"
 ) -> Server:

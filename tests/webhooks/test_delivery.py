@@ -32,7 +32,7 @@ from miniexchange.webhooks.transport import (
     trust_context,
     vetted_address,
 )
-from tests.e2e.receiver import Receiver, verify_signature
+from tests.e2e.receiver import Receiver, receiving, verify_signature
 
 SECRET = "s3cret"
 WAIT_S = 60.0
@@ -54,11 +54,8 @@ def counted_pool(settings: Settings, threads: int, **options: Any) -> DeliveryPo
 
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    running = Receiver(tmp_path).start()
-    try:
+    with receiving(tmp_path) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture
