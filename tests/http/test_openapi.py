@@ -38,12 +38,11 @@ import miniexchange.http
 from miniexchange.actors.exchange import Exchange
 from miniexchange.http.app import create_app
 from miniexchange.http.docs import OpenApiResource
-from miniexchange.settings import load_settings
+from miniexchange.settings import Settings, load_settings
 from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds, run_expiration
 from tests.conftest import START, AppClient
 from tests.http.helpers import FAR
-from tests.loopback_only import loopback_only
-from tests.seeded_generation import EVENTS, GENERATION_HOOKS, SEEDS, Seeds
+from tests.seeded_generation import EVENTS, GENERATION_HOOKS, SEEDS, Seeds, seeded
 
 OPENAPI_FILE = Path(miniexchange.http.__file__).with_name("openapi.yaml")
 
@@ -511,47 +510,19 @@ def seed(client: AppClient, clock: ManualClock, exchange: Exchange) -> Seeds:
     run_expiration(exchange)
     statuses = {client.get(f"/orders/{order_id}").json["status"] for order_id in ids}
     assert statuses == {"pending", "partially_filled", "filled", "cancelled", "expired"}
-    brokers = ["alice", "bob", "carol"]
-    symbols = ["AAPL", "GOOG", "MSFT"]
-    return Seeds(
-        path_values={
-            "order_id": ids,
-            "broker_id": brokers,
-            "symbol": symbols,
-            "webhook_id": webhook_ids,
-            # a `/` in a path parameter is sent as `%2F`: the vendored files are then 404s
-            "path": ["market.js", "market.css", "vendor/LICENSE"],
-        },
-        brokers=brokers,
-        symbols=symbols,
-        webhook_urls=NEVER_CALLED,
-        expires_at=FAR,
-    )
+    return seeded(ids, webhook_ids, NEVER_CALLED, expires_at=FAR)
 
 
-@pytest.fixture(scope="module")
-def refused() -> Iterator[list[str]]:
-    """Nothing of this module's run may leave the machine: every attempt is refused and
-    listed here."""
-    with loopback_only() as attempts:
-        yield attempts
-
-
-@pytest.fixture(scope="module")
-def recorder() -> FakeDeliveries:
-    """The run's webhook deliveries: recorded, never sent."""
-    return FakeDeliveries()
-
-
-@pytest.fixture(scope="module")
-def served(refused: list[str], recorder: FakeDeliveries) -> Iterator[WithoutLifespan]:
+def serve_seeded(
+    settings: Settings, recorder: FakeDeliveries, client_class: type[AppClient] = AppClient
+) -> Iterator[WithoutLifespan]:
     """The app with real actors and a manual clock, started by its own lifespan (through
-    the conductor of `AppClient`), with seeded state; shared by the module's tests, so the
-    state grows from one operation's run to the next."""
+    the conductor of `client_class`, which also seeds it), with seeded state; shared by a
+    module's tests, so the state grows from one operation's run to the next."""
     clock = ManualClock.at(START)
     exchange = Exchange(clock, SequentialIds(), recorder, expiration_interval_s=None)
-    app = create_app(load_settings({}), clock=clock, exchange=exchange)
-    client = AppClient(app)  # lifespan startup: the exchange starts
+    app = create_app(settings, clock=clock, exchange=exchange)
+    client = client_class(app)  # lifespan startup: the exchange starts
     try:
         SEEDS.replace(seed(client, clock, exchange))
         yield WithoutLifespan(app)
@@ -559,6 +530,11 @@ def served(refused: list[str], recorder: FakeDeliveries) -> Iterator[WithoutLife
         SEEDS.replace(Seeds())
         client.close()  # lifespan shutdown: the exchange stops
         pykka.ActorRegistry.stop_all()
+
+
+@pytest.fixture(scope="module")
+def served(refused: list[str], recorder: FakeDeliveries) -> Iterator[WithoutLifespan]:
+    yield from serve_seeded(load_settings({}), recorder)
 
 
 SCHEMA = schemathesis.openapi.from_path(OPENAPI_FILE)

@@ -12,7 +12,6 @@ from typing import Any
 
 import hypothesis
 import orjson
-import pykka
 import pytest
 import schemathesis
 
@@ -22,9 +21,8 @@ from miniexchange.http.docs import OpenApiResource
 from miniexchange.settings import load_settings
 from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
 from tests.conftest import START, AppClient
-from tests.http.test_openapi import CHECKS, WithoutLifespan, seed
-from tests.loopback_only import loopback_only
-from tests.seeded_generation import EVENTS, GENERATION_HOOKS, SEEDS, Seeds
+from tests.http.test_openapi import CHECKS, WithoutLifespan, serve_seeded
+from tests.seeded_generation import EVENTS, GENERATION_HOOKS
 
 ADMIN = "schemathesis-admin-token-" + "k" * 32
 SETTINGS = load_settings({"AUTH": "api_key", "ADMIN_TOKEN": ADMIN})
@@ -58,30 +56,8 @@ class AdminClient(AppClient):
 
 
 @pytest.fixture(scope="module")
-def refused() -> Iterator[list[str]]:
-    with loopback_only() as attempts:
-        yield attempts
-
-
-@pytest.fixture(scope="module")
-def recorder() -> FakeDeliveries:
-    """The run's webhook deliveries: recorded, never sent."""
-    return FakeDeliveries()
-
-
-@pytest.fixture(scope="module")
 def served(refused: list[str], recorder: FakeDeliveries) -> Iterator[WithoutLifespan]:
-    clock = ManualClock.at(START)
-    exchange = Exchange(clock, SequentialIds(), recorder, expiration_interval_s=None)
-    app = create_app(SETTINGS, clock=clock, exchange=exchange)
-    client = AdminClient(app)
-    try:
-        SEEDS.replace(seed(client, clock, exchange))
-        yield WithoutLifespan(app)
-    finally:
-        SEEDS.replace(Seeds())
-        client.close()
-        pykka.ActorRegistry.stop_all()
+    yield from serve_seeded(SETTINGS, recorder, AdminClient)
 
 
 @SCHEMA.parametrize()
