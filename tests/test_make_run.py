@@ -3,6 +3,7 @@ without the dev extra (browser driver, fuzzer, linter) that `make test` adds."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,11 +12,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def dry_run(target: str) -> list[str]:
-    """The commands `make <target>` would run on a fresh clone (every target remade)."""
+    """The commands `make <target>` would run on a fresh clone (every target remade).
+
+    Run as a make of its own, not a sub-make of `make test` (which would add its
+    "Entering directory" lines and pass its flags down)."""
     make = shutil.which("make")
     assert make is not None, "make is missing: apt-get install -y make"
+    inherited = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    env = {name: value for name, value in os.environ.items() if name not in inherited}
     done = subprocess.run(
-        [make, "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True
+        [make, "--no-print-directory", "-n", "-B", target],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return done.stdout.splitlines()
 
