@@ -32,6 +32,7 @@ from bench.http_load import (
     OBSERVABILITY_ROUNDS,
     account_actor_rows,
     http_rows,
+    journal_http_rows,
     observability_rows,
 )
 from bench.journal import NOTE as JOURNAL_NOTE
@@ -143,12 +144,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if everything or args.http:
             rows += http_rows(duration, log)
+            rows += journal_http_rows(duration, log)
             notes.append(
                 f"HTTP: gunicorn -c config/gunicorn.conf.py (DATABASE_PATH=:memory:) pinned "
                 f"to core 0, wrk -t1 -c{CONNECTIONS} -d{duration:g}s pinned to core 1, "
                 "127.0.0.1 only; a fresh server per scenario, the three limit runs share one. "
-                "The ceiling: `limit` against the same server whose POST /orders only reads "
-                "and parses the body and answers a fixed order (`bench/ceiling.py`)."
+                "The bare app: a `falcon.asgi.App` answering a constant (`bench/bare.py`) "
+                "under the same gunicorn configuration, measured first; every share of "
+                "'bare' is of its GET /healthz rate. The fixed order: `limit` against our "
+                "server whose POST /orders only reads and parses the body and answers a "
+                "fixed order (`bench/ceiling.py`). The journal rows: `limit` with "
+                "DATABASE_SYNC=full (a file on the local disk) against :memory:, a fresh "
+                "server each, at 32 and 256 connections."
             )
         if everything or args.memory:
             rows += memory_rows(log)

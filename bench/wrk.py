@@ -120,8 +120,9 @@ def run_wrk(
     *,
     extra_env: dict[str, str] | None = None,
     stop_on: str | None = None,
+    connections: int = CONNECTIONS,
 ) -> WrkResult:
-    """`taskset -c 1 wrk -t1 -c32 -d<N>s --latency -s bench/lua/<scenario>.lua <url>`.
+    """`taskset -c 1 wrk -t1 -c<connections> -d<N>s --latency -s bench/lua/<scenario>.lua <url>`.
 
     With `stop_on`, wrk is interrupted (SIGINT: it then prints its summary and calls
     `done()`) as soon as the script prints that line, since wrk always runs its full
@@ -132,7 +133,7 @@ def run_wrk(
         [
             wrk,
             "-t1",
-            f"-c{CONNECTIONS}",
+            f"-c{connections}",
             f"-d{max(1, round(duration_s))}s",
             "--latency",
             "-s",
