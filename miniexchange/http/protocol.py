@@ -58,6 +58,7 @@ from miniexchange.http.errors import (
     error_body,
 )
 from miniexchange.http.observability import request_id_of
+from miniexchange.http.timeouts import CONNECTION_FLOW
 from miniexchange.settings import Settings, to_seconds
 
 __all__ = ["UVICORN_VERSION", "ConnectionLimits", "ExchangeProtocol", "serving_protocol"]
@@ -322,6 +323,7 @@ class ExchangeProtocol(HttpToolsProtocol):
         if timer is not None:
             timer.cancel()
             self._head_timer = None
+        self.scope[CONNECTION_FLOW] = self.flow  # type: ignore[literal-required]
         HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:

@@ -2,7 +2,10 @@
 its connection, so a client that stops reading cannot hold a response forever.
 
 Only body messages are timed (the response start is buffered by the server); event
-streams mark their scope with `STREAMING` and are not timed.
+streams mark their scope with `STREAMING` and are not timed. On the exchange's own
+connections (`http.protocol` puts their flow control in the scope) a body send waits
+only while the connection's writing is paused, so only then does it need a timer: a
+send to a client that keeps reading costs no timer at all.
 
 `Deadline` is the timeout of both this and the request body's `READ_TIMEOUT`.
 """
@@ -21,6 +24,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STREAMING = "miniexchange.streaming"
 """A scope key a long-lived response (an event stream) sets to opt out of the timeout."""
+
+CONNECTION_FLOW = "miniexchange.flow"
+"""A scope key `http.protocol` sets: the connection's flow control, whose `write_paused`
+says whether the next send will wait for the client to read."""
 
 
 class Deadline:
@@ -68,10 +75,15 @@ class WriteTimeout:
             await self.app(scope, receive, send)
             return
         timeout_s = self.timeout_s
+        flow = scope.get(CONNECTION_FLOW)
 
         async def timed_send(message: Message) -> None:
-            if message["type"] != "http.response.body" or scope.get(STREAMING):
-                await send(message)
+            if (
+                message["type"] != "http.response.body"
+                or (flow is not None and not flow.write_paused)
+                or scope.get(STREAMING)
+            ):
+                await send(message)  # no wait to bound: the bytes go to the send buffer
                 return
             # Past the deadline the TimeoutError ends the request, and the server
             # closes the connection.

@@ -27,6 +27,7 @@ from uvicorn.server import ServerState
 
 from miniexchange.http.errors import MAX_HEADER_BYTES
 from miniexchange.http.protocol import UVICORN_VERSION, ConnectionLimits, ExchangeProtocol
+from miniexchange.http.timeouts import CONNECTION_FLOW
 
 # -- the pins ------------------------------------------------------------------------------
 
@@ -229,6 +230,32 @@ def test_the_app_gets_its_first_event_at_the_end_of_the_headers() -> None:
     requests, answers = asyncio.run(run())
     assert len(requests) == 1
     assert answers.endswith(b"\r\n\r\n5")
+
+
+def test_the_app_sees_the_connections_flow_control() -> None:
+    """`WriteTimeout` arms a timer only while this says the connection's writing is
+    paused (uvicorn's send waits for the client only then)."""
+    seen: list[Any] = []
+
+    async def run() -> ExchangeProtocol:
+        connection = Connection()
+        app = connection.app
+
+        async def recording(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            seen.append(scope[CONNECTION_FLOW])
+            await app(scope, receive, send)
+
+        connection.app = recording  # type: ignore[method-assign]
+        await connection.open()
+        await connection.read(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        await connection.answers()
+        assert connection.protocol is not None
+        return connection.protocol
+
+    protocol = asyncio.run(run())
+    assert seen == [protocol.flow]
+    protocol.pause_writing()  # what the transport calls once its buffer is full
+    assert seen[0].write_paused
 
 
 @pytest.mark.parametrize("name", [b"Content-Length", b"content-length", b"CONTENT-LENGTH"])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from miniexchange.http.timeouts import STREAMING, Deadline, WriteTimeout
+from miniexchange.http.timeouts import CONNECTION_FLOW, STREAMING, Deadline, WriteTimeout
 
 
 async def respond(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -51,6 +51,37 @@ def test_streams_and_prompt_writes_are_untouched() -> None:
 
     run({"type": "http"}, prompt_send)
     assert sent[2:] == ["http.response.start", "http.response.body"]
+
+
+class Flow:
+    """A connection's flow control as the exchange's protocol puts it in the scope."""
+
+    def __init__(self, write_paused: bool) -> None:
+        self.write_paused = write_paused
+
+
+def test_on_the_exchanges_connections_only_a_send_while_writing_is_paused_is_timed() -> None:
+    sent: list[str] = []
+
+    async def stalled_send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()  # the client stopped reading: the buffer is full
+
+    with pytest.raises(TimeoutError):
+        run({"type": "http", CONNECTION_FLOW: Flow(write_paused=True)}, stalled_send)
+    assert sent == ["http.response.start", "http.response.body"]
+
+    timers: list[float] = []
+
+    async def unpaused_send(message: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        timers.extend(handle.when() for handle in loop._scheduled)  # type: ignore[attr-defined]
+        sent.append(message["type"])
+
+    run({"type": "http", CONNECTION_FLOW: Flow(write_paused=False)}, unpaused_send)
+    assert sent[2:] == ["http.response.start", "http.response.body"]
+    assert timers == []  # no timer armed around either send
 
 
 def test_a_deadline_raises_timeout_error_when_the_block_is_still_waiting() -> None:
