@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from miniexchange.actors.exchange import Exchange
+from miniexchange.http.app import create_app
+from miniexchange.journal.store import SqliteJournal
+from miniexchange.settings import load_settings
+from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
 from tests.conftest import AppClient
 
 FAR = "2026-02-20T18:00:00Z"
@@ -54,3 +59,15 @@ def balance(client: AppClient, broker_id: str) -> dict[str, Any]:
     result = client.get(f"/brokers/{broker_id}/balance")
     assert result.status_code == 200
     return result.json
+
+
+def journaled_app(clock: ManualClock, path: str) -> AppClient:
+    """The app over a journal file at `path`: call it again on the same path to restart."""
+    exchange = Exchange(
+        clock,
+        SequentialIds(),
+        FakeDeliveries(),
+        expiration_interval_s=None,
+        journal=SqliteJournal(path),
+    )
+    return AppClient(create_app(load_settings({}), clock=clock, exchange=exchange))

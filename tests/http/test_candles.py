@@ -14,13 +14,9 @@ import pykka
 import pytest
 from falcon import testing
 
-from miniexchange.actors.exchange import Exchange
-from miniexchange.http.app import create_app
-from miniexchange.journal.store import SqliteJournal
-from miniexchange.settings import load_settings
-from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
+from miniexchange.testing import ManualClock
 from tests.conftest import START, AppClient
-from tests.http.helpers import limit, market, register
+from tests.http.helpers import journaled_app, limit, market, register
 from tests.http.test_stocks import M, accepted, body, cross, error
 
 INTERVAL_MESSAGE = "interval must be one of 1s, 1m, 5m, 1h, 1d"
@@ -173,16 +169,6 @@ def test_a_restart_shows_the_same_candles(tmp_path: Path) -> None:
     clock = ManualClock.at(START)
     path = str(tmp_path / "journal.db")
 
-    def open_app() -> AppClient:
-        exchange = Exchange(
-            clock,
-            SequentialIds(),
-            FakeDeliveries(),
-            expiration_interval_s=None,
-            journal=SqliteJournal(path),
-        )
-        return AppClient(create_app(load_settings({}), clock=clock, exchange=exchange))
-
     def every_interval(client: AppClient) -> dict[str, Any]:
         return {
             (symbol, interval): candles(client, symbol, f"interval={interval}", interval)
@@ -190,7 +176,7 @@ def test_a_restart_shows_the_same_candles(tmp_path: Path) -> None:
             for symbol in ("AAPL", "MSFT")
         }
 
-    live = open_app()
+    live = journaled_app(clock, path)
     register(live, "S", 0, AAPL=1000, MSFT=5)
     register(live, "B", 1_000_000)
     three_trades(live, clock)
@@ -201,7 +187,7 @@ def test_a_restart_shows_the_same_candles(tmp_path: Path) -> None:
     live.close()
     pykka.ActorRegistry.stop_all()
 
-    restarted = open_app()
+    restarted = journaled_app(clock, path)
     try:
         assert every_interval(restarted) == before
         cross(restarted, 153, 1)  # the current candle goes on

@@ -22,12 +22,11 @@ from miniexchange.http.app import Lifespan, create_app
 from miniexchange.http.core import MAX_BODY_BYTES
 from miniexchange.http.fingerprint import fingerprint
 from miniexchange.http.json_body import parse_json_object
-from miniexchange.journal.store import SqliteJournal
 from miniexchange.model.errors import ExchangeError
 from miniexchange.settings import load_settings
-from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
+from miniexchange.testing import FakeDeliveries, ManualClock
 from tests.conftest import AppClient
-from tests.http.helpers import FAR, balance, register
+from tests.http.helpers import FAR, balance, journaled_app, register
 
 JSON = {"Content-Type": "application/json"}
 
@@ -188,24 +187,14 @@ def test_replay_after_restart(tmp_path: Path) -> None:
     path = str(tmp_path / "journal.db")
     clock = ManualClock.at("2026-02-17T09:00:00Z")
 
-    def start() -> AppClient:
-        exchange = Exchange(
-            clock,
-            SequentialIds(),
-            FakeDeliveries(),
-            expiration_interval_s=None,
-            journal=SqliteJournal(path),
-        )
-        return AppClient(create_app(load_settings({}), clock=clock, exchange=exchange))
-
-    client = start()
+    client = journaled_app(clock, path)
     register(client, "b1", 1000)
     first = client.post("/orders", json=order_body(), headers=keyed("after-crash"))
     refused = client.post("/orders", json=order_body(quantity=999), headers=keyed("too-big"))
     client.close()
     pykka.ActorRegistry.stop_all()
 
-    client = start()
+    client = journaled_app(clock, path)
     try:
         again = client.post("/orders", json=order_body(), headers=keyed("after-crash"))
         assert (again.status_code, again.content) == (201, first.content)

@@ -21,18 +21,14 @@ import pykka
 import pytest
 from falcon import testing
 
-from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.market_data import STREAM_BACKLOG, TAPE_LENGTH, SymbolFeed
 from miniexchange.http import stream_subscriber
-from miniexchange.http.app import create_app
 from miniexchange.http.stream_fanout import BOOK_INTERVAL_S
 from miniexchange.http.stream_subscriber import MAX_UNSENT_TRADES, Subscriber
-from miniexchange.journal.store import SqliteJournal
 from miniexchange.model.orders import Trade
-from miniexchange.settings import load_settings
-from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds
+from miniexchange.testing import ManualClock
 from tests.conftest import START, AppClient
-from tests.http.helpers import FAR, limit, market, register
+from tests.http.helpers import FAR, journaled_app, limit, market, register
 
 LIMIT_MESSAGE = "limit must be an integer between 1 and 500"
 
@@ -507,17 +503,7 @@ def test_recovery_seeds_the_summaries_and_the_tape(tmp_path: Path) -> None:
     clock = ManualClock.at(START)
     path = str(tmp_path / "journal.db")
 
-    def open_app() -> AppClient:
-        exchange = Exchange(
-            clock,
-            SequentialIds(),
-            FakeDeliveries(),
-            expiration_interval_s=None,
-            journal=SqliteJournal(path),
-        )
-        return AppClient(create_app(load_settings({}), clock=clock, exchange=exchange))
-
-    live = open_app()
+    live = journaled_app(clock, path)
     register(live, "S", 0, AAPL=1000, MSFT=5, ZETA=1)
     register(live, "B", 1_000_000)
     cross(live, 150, 10)
@@ -528,7 +514,7 @@ def test_recovery_seeds_the_summaries_and_the_tape(tmp_path: Path) -> None:
     live.close()
     pykka.ActorRegistry.stop_all()
 
-    restarted = open_app()
+    restarted = journaled_app(clock, path)
     try:
         assert (stocks(restarted), tape_trades(restarted), tape_trades(restarted, "MSFT")) == before
         assert before[0] == [
