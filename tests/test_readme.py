@@ -78,15 +78,15 @@ def test_the_link_check_catches_a_missing_file_an_outside_path_and_a_bad_anchor(
     (root / "README.md").write_text("# Title\n")
     page = root / "docs" / "page.md"
     page.write_text(
-        "# Layers\n\n[a](missing.md) [b](../../shared/spec/API.md) [c](#no-such-heading)\n"
+        "# Layers\n\n[a](missing.md) [b](../../outside/notes.md) [c](#no-such-heading)\n"
         "[d](#layers) [e](../README.md#title) [f](../README.md#other) [g](https://example.com)\n"
         "```\n[h](inside-a-code-block.md)\n```\n"
     )
-    (tmp_path / "shared" / "spec").mkdir(parents=True)
-    (tmp_path / "shared" / "spec" / "API.md").write_text("# API\n")
+    (tmp_path / "outside").mkdir(parents=True)
+    (tmp_path / "outside" / "notes.md").write_text("# Notes\n")
     assert broken_links(page, root.resolve()) == [
         "missing.md",
-        "../../shared/spec/API.md",
+        "../../outside/notes.md",
         "#no-such-heading",
         "../README.md#other",
     ]
