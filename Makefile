@@ -9,6 +9,7 @@ PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || ec
 VENV := .venv
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
+RAY_STAMP := $(VENV)/.installed-ray
 
 .PHONY: run test lint bench clean distclean
 
@@ -33,6 +34,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install -c constraints.txt -e '.[dev]'
 	@# the dev install holds the runtime one: `make run` needs no install after it
 	touch $@ $(RUN_STAMP)
+
+# The ray extra (ENGINE=ray, being built: docs/ray.md), with dev; `make run` and
+# `make test` never install it.
+$(RAY_STAMP): pyproject.toml constraints.txt
+	$(venv)
+	$(VENV)/bin/pip install -c constraints.txt -e '.[dev,ray]'
+	touch $@ $(STAMP) $(RUN_STAMP)
 
 run: $(RUN_STAMP)
 	exec $(VENV)/bin/gunicorn -c config/gunicorn.conf.py
