@@ -1,0 +1,71 @@
+"""A real local Ray head: an actor answers through it, every socket of its processes
+listens on loopback only, usage statistics and the dashboard are off (stopping it:
+test_head_stop.py).
+
+Skipped without the `ray` extra (the default test venv has none)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+ray: Any = pytest.importorskip(
+    "ray", reason="the ray extra is not installed (make .venv/.installed-ray installs it)"
+)
+
+from miniexchange.cluster.head import (  # noqa: E402
+    Head,
+    connect,
+    disconnect,
+    listening_sockets,
+    start_head,
+)
+
+
+@ray.remote
+class Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, amount: int) -> tuple[int, int]:
+        self.count += amount
+        return self.count, os.getpid()
+
+
+@pytest.fixture(scope="module")
+def head() -> Iterator[Head]:
+    with start_head(num_cpus=2) as started:
+        connect(started.address)
+        try:
+            yield started
+        finally:
+            disconnect()
+
+
+def test_an_actor_answers_in_a_process_of_the_head(head: Head) -> None:
+    counter = Counter.remote()
+    assert ray.get(counter.add.remote(2))[0] == 2
+    total, pid = ray.get(counter.add.remote(3))
+    assert total == 5
+    assert pid != os.getpid()
+    assert pid in head.processes()  # a worker of the head's session, stopped with it
+
+
+def test_every_socket_of_rays_processes_listens_on_loopback_only(head: Head) -> None:
+    counter = Counter.remote()  # a worker of its own: its server listens too
+    ray.get(counter.add.remote(1))
+    ours = {**head.processes(), os.getpid(): "the test (a Ray driver)"}
+    sockets = listening_sockets(ours)
+    port = int(head.address.rsplit(":", 1)[1])
+    assert any(s.process == "gcs_server" and s.port == port for s in sockets), sockets
+    assert {s.process for s in sockets} >= {"gcs_server", "raylet", "ray::Counter"}
+    assert [s for s in sockets if not s.loopback] == []
+
+
+def test_usage_statistics_and_dashboard_are_off(head: Head) -> None:
+    assert "Usage stats collection is disabled." in head.log_path.read_text()
+    listening = listening_sockets(head.processes())
+    assert [s for s in listening if s.port == 8265] == []  # Ray's dashboard port

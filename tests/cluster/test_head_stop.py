@@ -1,0 +1,51 @@
+"""Stopping a local head ends every process it started, its workers and a detached
+actor's included, and removes its directory; nothing else is touched.
+
+Skipped without the `ray` extra (the default test venv has none)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray: Any = pytest.importorskip(
+    "ray", reason="the ray extra is not installed (make .venv/.installed-ray installs it)"
+)
+
+from miniexchange.cluster.head import connect, disconnect, start_head  # noqa: E402
+
+
+@ray.remote
+class Echo:
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def alive(pid: int) -> bool:
+    """Neither ended nor a zombie (ended, not yet reaped by the init process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_stop_leaves_no_process_behind() -> None:
+    head = start_head(num_cpus=1)
+    try:
+        connect(head.address)
+        echo = Echo.options(name="echo", lifetime="detached").remote()
+        worker = ray.get(echo.pid.remote())
+        started = head.processes()
+        assert worker in started
+        assert {"gcs_server", "raylet"} <= set(started.values())
+    finally:
+        disconnect()
+        head.stop()
+    assert head.processes() == {}
+    assert [pid for pid in started if alive(pid)] == []
+    assert alive(os.getpid())  # the caller, which is no process of the head
+    assert not head.temp_dir.exists()
