@@ -15,7 +15,8 @@ which `ray stop` would (it kills every Ray process by name).
 A second machine cannot join such a head: two machines need `ray start --head
 --node-ip-address=<address>` on a private network, as docs/ray.md says.
 
-`ray` is imported only inside `connect`: the default install has no Ray.
+`ray` is imported only through `import_ray`: the default install has no Ray, and its
+import changes how every log record of the process is made.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 
 NAMESPACE = "miniexchange"
 """The Ray namespace of every named actor of the exchange."""
@@ -212,17 +214,37 @@ def start_head(
     return head
 
 
+@contextlib.contextmanager
+def logging_kept() -> Iterator[None]:
+    """Undo what importing `ray` does to the process's logging: it replaces the log
+    record factory, so every record of every logger gets a `_ray_timestamp_ns`
+    attribute, which the exchange's JSON log lines would print as one more field. Ray's
+    own formatters do without it."""
+    factory = logging.getLogRecordFactory()
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(factory)
+
+
+def import_ray() -> ModuleType:
+    """`import ray`, the process's logging left as it was (`ImportError` without Ray)."""
+    with logging_kept():
+        import ray
+    return ray
+
+
 def connect(address: str, namespace: str = NAMESPACE) -> None:
     """Join the cluster at `address` from this process (an ingress worker, a test, a
     benchmark): its named actors are found in `namespace`. Ray's own log lines stay
-    quiet (warnings only, the workers' output not forwarded). Once per process;
-    a second call is a no-op."""
+    quiet (warnings only, the workers' output not forwarded), and the process keeps its
+    SIGTERM handler. Once per process; a second call is a no-op."""
     host = address.rsplit(":", 1)[0]
     loopback = host in (LOOPBACK, "localhost")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     if loopback:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import ray
+    ray = import_ray()
     from ray._private import ray_constants
 
     if ray.is_initialized():
@@ -231,12 +253,19 @@ def connect(address: str, namespace: str = NAMESPACE) -> None:
         # Read from the environment when ray was first imported, which may have been
         # before this call: without it Ray would dial the machine's outward address.
         ray_constants.ENABLE_RAY_CLUSTER = False
-    ray.init(
-        address=address,
-        namespace=namespace,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-    )
+    # ray.init replaces SIGTERM's handler (by `sys.exit`) when called on the main
+    # thread: a server's graceful shutdown (uvicorn's) must keep its own.
+    on_sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        ray.init(
+            address=address,
+            namespace=namespace,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    finally:
+        if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
+            signal.signal(signal.SIGTERM, on_sigterm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +329,4 @@ def listening_sockets(processes: Mapping[int, str]) -> list[Listening]:
 
 def disconnect() -> None:
     """Leave the cluster (the head and its detached actors go on)."""
-    import ray
-
-    ray.shutdown()
+    import_ray().shutdown()

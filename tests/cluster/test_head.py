@@ -6,23 +6,26 @@ Skipped without the `ray` extra (the default test venv has none)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-ray: Any = pytest.importorskip(
-    "ray", reason="the ray extra is not installed (make .venv/.installed-ray installs it)"
-)
-
-from miniexchange.cluster.head import (  # noqa: E402
+from miniexchange.cluster.head import (
     Head,
     connect,
     disconnect,
     listening_sockets,
+    logging_kept,
     start_head,
 )
+
+with logging_kept():  # else every later test's log records carry Ray's timestamp
+    ray: Any = pytest.importorskip(
+        "ray", reason="the ray extra is not installed (make .venv/.installed-ray installs it)"
+    )
 
 
 @ray.remote
@@ -69,3 +72,10 @@ def test_usage_statistics_and_dashboard_are_off(head: Head) -> None:
     assert "Usage stats collection is disabled." in head.log_path.read_text()
     listening = listening_sockets(head.processes())
     assert [s for s in listening if s.port == 8265] == []  # Ray's dashboard port
+
+
+def test_ray_leaves_the_log_records_of_the_process_alone(head: Head) -> None:
+    """Imported bare, Ray makes every record carry `_ray_timestamp_ns`, which the JSON
+    log lines would print (it failed tests/test_logs.py when these tests ran first)."""
+    record = logging.getLogRecordFactory()("miniexchange.test", logging.INFO, "f", 1, "m", (), None)
+    assert "_ray_timestamp_ns" not in record.__dict__

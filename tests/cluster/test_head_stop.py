@@ -1,21 +1,24 @@
 """Stopping a local head ends every process it started, its workers and a detached
-actor's included, and removes its directory; nothing else is touched.
+actor's included, and removes its directory; nothing else is touched. Joining it leaves
+the process's SIGTERM handler in place.
 
 Skipped without the `ray` extra (the default test venv has none)."""
 
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ray: Any = pytest.importorskip(
-    "ray", reason="the ray extra is not installed (make .venv/.installed-ray installs it)"
-)
+from miniexchange.cluster.head import connect, disconnect, logging_kept, start_head
 
-from miniexchange.cluster.head import connect, disconnect, start_head  # noqa: E402
+with logging_kept():  # else every later test's log records carry Ray's timestamp
+    ray: Any = pytest.importorskip(
+        "ray", reason="the ray extra is not installed (make .venv/.installed-ray installs it)"
+    )
 
 
 @ray.remote
@@ -35,8 +38,11 @@ def alive(pid: int) -> bool:
 
 def test_stop_leaves_no_process_behind() -> None:
     head = start_head(num_cpus=1)
+    own_handler = signal.getsignal(signal.SIGTERM)
     try:
         connect(head.address)
+        # ray.init alone would have put `sys.exit` there: a server's shutdown would break
+        assert signal.getsignal(signal.SIGTERM) is own_handler
         echo = Echo.options(name="echo", lifetime="detached").remote()
         worker = ray.get(echo.pid.remote())
         started = head.processes()
