@@ -18,14 +18,11 @@ from miniexchange.cluster.head import (
     connect,
     disconnect,
     listening_sockets,
-    logging_kept,
     start_head,
 )
+from tests.cluster.helpers import ray_or_skip
 
-with logging_kept():  # else every later test's log records carry Ray's timestamp
-    ray: Any = pytest.importorskip(
-        "ray", reason="the ray extra is not installed (make .venv/.installed-ray installs it)"
-    )
+ray: Any = ray_or_skip()
 
 
 @ray.remote

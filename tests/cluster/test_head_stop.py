@@ -11,14 +11,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import pytest
+from miniexchange.cluster.head import connect, disconnect, start_head
+from tests.cluster.helpers import ray_or_skip
 
-from miniexchange.cluster.head import connect, disconnect, logging_kept, start_head
-
-with logging_kept():  # else every later test's log records carry Ray's timestamp
-    ray: Any = pytest.importorskip(
-        "ray", reason="the ray extra is not installed (make .venv/.installed-ray installs it)"
-    )
+ray: Any = ray_or_skip()
 
 
 @ray.remote
