@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 
 from bench.report import machine_line, percentile, table
+from bench.server import process_cpu_seconds
 from miniexchange.cluster.head import (
     Head,
     connect,
@@ -73,17 +74,12 @@ def pin(core: int) -> None:
 
 
 def clock_ticks_us(pids: Sequence[int]) -> float:
-    """CPU time of other processes (utime + stime from /proc), in µs."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    """CPU time of other processes, those still running, in µs."""
+    total = 0.0
     for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
-    return total * 1e6 / tick
+        with contextlib.suppress(OSError):  # it ended meanwhile
+            total += process_cpu_seconds(pid)
+    return total * 1e6
 
 
 def orders(count: int, start: int = 0) -> list[Sequenced]:

@@ -53,6 +53,14 @@ def pinned(command: list[str], core: int) -> list[str]:
     return ["taskset", "-c", str(core), *command]
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (utime + stime of /proc/<pid>/stat), every
+    thread included; `OSError` once it has ended."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """One gunicorn process tree on a free loopback port; `stop()` always cleans up."""
 
@@ -111,11 +119,9 @@ class Server:
         raise RuntimeError("no VmRSS line")
 
     def cpu_seconds(self) -> float:
-        """CPU time the worker has used so far (utime + stime): dividing requests by it
-        gives a rate that other processes on the machine barely disturb."""
-        stat = Path(f"/proc/{self.worker_pid()}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time the worker has used so far: dividing requests by it gives a rate
+        that other processes on the machine barely disturb."""
+        return process_cpu_seconds(self.worker_pid())
 
     def context_switches(self) -> int:
         """Voluntary and involuntary context switches of every thread of the worker so
