@@ -26,7 +26,6 @@ from falcon import testing
 
 from miniexchange.actors.exchange import Exchange
 from miniexchange.http.app import create_app
-from miniexchange.http.stream_guard import EventStreamGuard
 from miniexchange.metrics import Metrics
 from miniexchange.settings import load_settings
 from miniexchange.testing import ManualClock, SequentialIds
@@ -134,11 +133,3 @@ def _open(app: Any) -> Iterator[AppClient]:
 @pytest.fixture
 def client(clock: ManualClock, exchange: Exchange) -> Iterator[AppClient]:
     yield from _open(create_app(load_settings({}), clock=clock, exchange=exchange))
-
-
-@pytest.fixture
-def streaming_client(clock: ManualClock, exchange: Exchange) -> Iterator[AppClient]:
-    """The app wrapped as it is served (`EventStreamGuard`), so a reader's disconnect
-    ends its event stream at once."""
-    app = EventStreamGuard(create_app(load_settings({}), clock=clock, exchange=exchange))
-    yield from _open(app)

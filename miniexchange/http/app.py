@@ -28,9 +28,8 @@ from miniexchange.http.observability import LogLifespan, MetricsResource, Reques
 from miniexchange.http.page import MarketPageResource
 from miniexchange.http.static_files import StaticFileResource, load_static_files
 from miniexchange.http.stocks import stocks_routes
-from miniexchange.http.stream_guard import EventStreamGuard
+from miniexchange.http.stream_guard import guard_stream
 from miniexchange.http.stream_hub import StreamHub
-from miniexchange.http.timeouts import WriteTimeout
 from miniexchange.http.webhooks import webhook_routes
 from miniexchange.ids import IdFactory, RandomIds
 from miniexchange.journal.store import JournalFormatError, open_journal
@@ -114,20 +113,27 @@ class StrictPaths:
 
 
 class ExchangeApp(falcon.asgi.App):
-    """Falcon's ASGI app, keeping the request's raw header list readable.
+    """Falcon's ASGI app, and the one layer the exchange adds around it (every wrapper
+    around an ASGI app costs each request a coroutine, so there is this one):
 
-    ASGI allows `scope["headers"]` to be a one-shot iterable (Falcon's test client
-    passes one); Falcon consumes it and joins repeated fields with commas, but
-    the idempotency check must tell two `Idempotency-Key` fields from one whose value has a comma.
+    - the request's raw header list stays readable: ASGI allows `scope["headers"]` to
+      be a one-shot iterable (Falcon's test client passes one, of one-shot pairs);
+      Falcon consumes it and joins repeated fields with commas, but the idempotency
+      check must tell two `Idempotency-Key` fields from one whose value has a comma;
+    - an event stream's request (a path ending in `/stream`) is served through
+      `guard_stream`.
+
+    `WRITE_TIMEOUT` is the connection's, not a layer here (`http.protocol`).
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             headers = scope["headers"]
-            # ... and each name-value pair may be a one-shot iterator too (Falcon's test
-            # client again); Falcon's own header parsing (`req.get_header`) consumes them.
-            if not isinstance(headers, list) or not all(type(pair) is tuple for pair in headers):
+            if type(headers) is not list:
                 scope["headers"] = [tuple(pair) for pair in headers]
+            if scope["path"].endswith("/stream"):
+                await guard_stream(super().__call__, scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -221,14 +227,13 @@ OBSERVABILITY_SWITCH = "MINIEXCHANGE_OBSERVABILITY"
 benchmark sets it, to measure what they cost (`python -m bench --observability`)."""
 
 
-def create_served_app(settings: Settings | None = None) -> WriteTimeout:
-    """What gunicorn serves: the app, with `WRITE_TIMEOUT` on every response body but
-    event streams', and the guard that ends streams promptly (`http.stream`). Its
-    logging is set up in the worker at lifespan startup (`LogLifespan`)."""
+def create_served_app(settings: Settings | None = None) -> ExchangeApp:
+    """What gunicorn serves: the app with its logging set up in the worker at lifespan
+    startup (`LogLifespan`), and the access log and HTTP metrics unless the benchmark
+    turned them off."""
     settings = settings or load_settings()
     observe = os.environ.get(OBSERVABILITY_SWITCH, "") != "off"
-    app = create_app(settings, configure_logs=True, observe_requests=observe)
-    return WriteTimeout(EventStreamGuard(app), settings.write_timeout_us / 1_000_000)
+    return create_app(settings, configure_logs=True, observe_requests=observe)
 
 
 app = create_served_app()

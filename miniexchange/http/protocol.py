@@ -10,7 +10,8 @@ and `limit_concurrency` answers in plain text and counts tasks, not connections.
 
 Pinned to uvicorn 0.54.0 (`UVICORN_VERSION`, and constraints.txt): this overrides
 `connection_made`, `connection_lost`, `data_received`, `on_headers_complete`,
-`on_message_complete` and `on_response_complete` of `HttpToolsProtocol`, and reads its
+`on_message_complete`, `on_response_complete`, `pause_writing` and `resume_writing` of
+`HttpToolsProtocol`, and reads its
 per-connection state (`parser`, `cycle`, `headers`, `timeout_keep_alive_task`) and the
 cycle's (`message_event`, `response_started`, `response_complete`, `keep_alive`).
 `tests/http/test_protocol.py` fails if any of that code changes: read the new version
@@ -31,6 +32,10 @@ A connection's life here:
   answers 408 (`http.core`). Here, a body still incomplete READ_TIMEOUT after its
   headers ends the connection once an answer has left (a 413, or a route that reads no
   body), so that nothing waits for a body that never comes.
+- Response: a body that the client does not read for WRITE_TIMEOUT (the send buffer
+  stays full, so writing stays paused) ends the connection; the app's waiting send then
+  returns and its request ends. Only paused writing arms the timer, and event streams
+  (`STREAMING`) are left to the stream hub, which ends a stream stuck in a write.
 - Connections: at most MAX_CONNECTIONS are served at once. One more is read up to the
   end of its header section, with the same limits, and answered 503 `overloaded`
   (event streams are counted by `http.stream_hub`, within this).
@@ -58,7 +63,7 @@ from miniexchange.http.errors import (
     error_body,
 )
 from miniexchange.http.observability import request_id_of
-from miniexchange.http.timeouts import CONNECTION_FLOW
+from miniexchange.http.timeouts import STREAMING
 from miniexchange.settings import Settings, to_seconds
 
 __all__ = ["UVICORN_VERSION", "ConnectionLimits", "ExchangeProtocol", "serving_protocol"]
@@ -79,12 +84,25 @@ CHUNKED: Final = -2
 class ConnectionLimits:
     """One server's limits, and its count of the connections it serves."""
 
-    __slots__ = ("idle_timeout_s", "max_connections", "read_timeout_s", "served")
+    __slots__ = (
+        "idle_timeout_s",
+        "max_connections",
+        "read_timeout_s",
+        "served",
+        "write_timeout_s",
+    )
 
-    def __init__(self, read_timeout_s: float, idle_timeout_s: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        read_timeout_s: float,
+        idle_timeout_s: float,
+        max_connections: int,
+        write_timeout_s: float,
+    ) -> None:
         self.read_timeout_s = read_timeout_s
         self.idle_timeout_s = idle_timeout_s
         self.max_connections = max_connections
+        self.write_timeout_s = write_timeout_s
         self.served = 0
 
     @classmethod
@@ -93,6 +111,7 @@ class ConnectionLimits:
             to_seconds(settings.read_timeout_us),
             to_seconds(settings.idle_timeout_us),
             settings.max_connections,
+            to_seconds(settings.write_timeout_us),
         )
 
 
@@ -160,6 +179,7 @@ class ExchangeProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
         self._counted = False  # among the `limits.served`
         self._stopped = False  # nothing more is parsed: refused, or not HTTP
         self._unsent_refusal = b""  # a refusal's answer not yet written
@@ -187,10 +207,10 @@ class ExchangeProtocol(HttpToolsProtocol):
             self.limits.served -= 1
 
     def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._body_timer, self._close_timer):
+        for timer in (self._head_timer, self._body_timer, self._close_timer, self._write_timer):
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._body_timer = self._close_timer = None
+        self._head_timer = self._body_timer = self._close_timer = self._write_timer = None
 
     def _idle(self) -> bool:
         """No request in flight: an answer written now would overtake none."""
@@ -323,7 +343,6 @@ class ExchangeProtocol(HttpToolsProtocol):
         if timer is not None:
             timer.cancel()
             self._head_timer = None
-        self.scope[CONNECTION_FLOW] = self.flow  # type: ignore[literal-required]
         HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
@@ -348,6 +367,35 @@ class ExchangeProtocol(HttpToolsProtocol):
             self._head_timer = self.loop.call_later(
                 self.limits.read_timeout_s, self._head_timed_out
             )
+
+    # -- writing -----------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        """The send buffer is full: the client has WRITE_TIMEOUT to read some of it."""
+        HttpToolsProtocol.pause_writing(self)
+        cycle = self.cycle
+        streaming = cycle is not None and STREAMING in cycle.scope
+        if self._write_timer is None and not streaming:
+            self._write_timer = self.loop.call_later(
+                self.limits.write_timeout_s, self._write_timed_out
+            )
+
+    def resume_writing(self) -> None:
+        HttpToolsProtocol.resume_writing(self)
+        timer = self._write_timer
+        if timer is not None:
+            timer.cancel()
+            self._write_timer = None
+
+    def _write_timed_out(self) -> None:
+        """Dropped, not closed: a close would wait for the unread bytes to leave. The
+        connection's loss resumes the app's waiting send, and its request ends."""
+        self._write_timer = None
+        log.info(
+            "response not read within WRITE_TIMEOUT: connection dropped",
+            extra={"event": "write_timeout"},
+        )
+        self.transport.abort()
 
     # -- timeouts and refusals ---------------------------------------------------------
 

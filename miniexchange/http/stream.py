@@ -12,8 +12,9 @@ How news travels, and why a slow reader never slows matching (one module a part)
   `overloaded`, as a connection past `MAX_CONNECTIONS` is), the body fed to Falcon's
   SSE (`resp.sse`), a keep-alive comment every 15 s, and the close of every stream on
   SIGTERM/SIGINT, before the server waits for in-flight requests.
-- `stream_guard.EventStreamGuard`: sees the reader's disconnect at once, and lets a
-  stream cancelled in a write that never completes end quietly.
+- `stream_guard.guard_stream` (called by the app for a `/stream` path): sees the
+  reader's disconnect at once, and lets a stream cancelled in a write that never
+  completes end quietly.
 - `sse`: the wire format, rendered once for every reader.
 """
 
@@ -44,7 +45,7 @@ class StreamResource(SymbolResource):
         self.actor_of_known(symbol)  # 404 symbol_not_found before anything streams
         subscriber = Subscriber(symbol, req.path)
         self.hub.admit(subscriber)
-        req.scope[STREAMING] = subscriber  # no WRITE_TIMEOUT; seen by `EventStreamGuard`
+        req.scope[STREAMING] = subscriber  # no WRITE_TIMEOUT; seen by `guard_stream`
         resp.set_header("Cache-Control", "no-store")
         resp.set_header("X-Accel-Buffering", "no")  # proxies must not hold events back
         resp.sse = self.hub.events(subscriber)

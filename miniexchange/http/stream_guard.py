@@ -1,4 +1,4 @@
-"""The ASGI wrapper that lets an event stream see its connection."""
+"""What an event stream needs from its connection that Falcon's SSE does not give it."""
 
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class EventStreamGuard:
-    """ASGI wrapper around the app for the two things an event stream needs from the
-    connection that Falcon's SSE does not give it:
+async def guard_stream(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve a request for an event stream with `app`, adding:
 
     - the reader's disconnect, at once: Falcon notices it only after its next write,
       which for a quiet symbol is the next 15 s ping;
@@ -27,28 +26,20 @@ class EventStreamGuard:
       connection instead of logging the cancellation as a crash.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope.get("path", "").endswith("/stream"):
-            await self.app(scope, receive, send)
-            return
-
-        async def watched_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                subscriber = scope.get(STREAMING)
-                if isinstance(subscriber, Subscriber):
-                    subscriber.close("client")
-            return message
-
-        try:
-            await self.app(scope, watched_receive, send)
-        except asyncio.CancelledError:
+    async def watched_receive() -> Message:
+        message = await receive()
+        if message["type"] == "http.disconnect":
             subscriber = scope.get(STREAMING)
-            if not (isinstance(subscriber, Subscriber) and subscriber.aborted):
-                raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
+            if isinstance(subscriber, Subscriber):
+                subscriber.close("client")
+        return message
+
+    try:
+        await app(scope, watched_receive, send)
+    except asyncio.CancelledError:
+        subscriber = scope.get(STREAMING)
+        if not (isinstance(subscriber, Subscriber) and subscriber.aborted):
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()

@@ -52,7 +52,7 @@ class Subscriber:
         self.counted = False  # among the hub's open streams
         self.reason = "client"
         self.writing = False  # a chunk was handed to the server and its write is pending
-        self.aborted = False  # its request was cancelled (read by `EventStreamGuard`)
+        self.aborted = False  # its request was cancelled (read by `guard_stream`)
         self._book: bytes | None = None
         self._book_seq = -1
         self._trades: list[bytes] = []

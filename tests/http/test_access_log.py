@@ -90,9 +90,9 @@ def test_bodies_are_never_logged(client: AppClient, logged: pytest.LogCaptureFix
 
 
 @pytest.fixture
-def streaming(streaming_client: AppClient) -> AppClient:
-    register(streaming_client, "S", 0, AAPL=100)
-    return streaming_client
+def streaming(client: AppClient) -> AppClient:
+    register(client, "S", 0, AAPL=100)
+    return client
 
 
 def test_an_event_stream_is_logged_once_when_it_ends_with_its_request_id(

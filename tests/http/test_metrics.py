@@ -329,9 +329,9 @@ def test_delivery_durations_are_exposed_as_cumulative_buckets() -> None:
 
 
 @pytest.fixture
-def streaming(streaming_client: AppClient) -> AppClient:
-    register(streaming_client, "S", 0, AAPL=100)
-    return streaming_client
+def streaming(client: AppClient) -> AppClient:
+    register(client, "S", 0, AAPL=100)
+    return client
 
 
 def test_an_event_stream_is_counted_once_when_it_ends(streaming: AppClient) -> None:

@@ -27,7 +27,7 @@ from uvicorn.server import ServerState
 
 from miniexchange.http.errors import MAX_HEADER_BYTES
 from miniexchange.http.protocol import UVICORN_VERSION, ConnectionLimits, ExchangeProtocol
-from miniexchange.http.timeouts import CONNECTION_FLOW
+from miniexchange.http.timeouts import STREAMING
 
 # -- the pins ------------------------------------------------------------------------------
 
@@ -50,6 +50,8 @@ FINGERPRINTS = {
     "HttpToolsProtocol.on_body": "dba9c32aeba35b6a",
     "HttpToolsProtocol.on_message_complete": "1fbad42dc31fc01f",
     "HttpToolsProtocol.on_response_complete": "64e254f28e389e76",
+    "HttpToolsProtocol.pause_writing": "17a8fd215d96a13c",
+    "HttpToolsProtocol.resume_writing": "7844bbaa8cceb1ef",
     "HttpToolsProtocol.shutdown": "d7351fa33f00d430",
     "HttpToolsProtocol.send_400_response": "ae5a4a3782b646fd",
     "RequestResponseCycle.__init__": "4d2f220910c33c12",
@@ -102,7 +104,8 @@ class Connection:
     """One accepted connection of a real loopback server: `read` hands the protocol a
     read, as the event loop would; `answers` is what the client received."""
 
-    def __init__(self) -> None:
+    def __init__(self, write_timeout_s: float = 30.0) -> None:
+        self.write_timeout_s = write_timeout_s
         self.requests: list[tuple[str, str, dict[str, Any]]] = []
         """(method, path, first receive event) of each request the app got."""
         self.state = ServerState()
@@ -124,7 +127,7 @@ class Connection:
 
     async def open(self) -> None:
         class Protocol(ExchangeProtocol):
-            limits = ConnectionLimits(30.0, 30.0, 10)
+            limits = ConnectionLimits(30.0, 30.0, 10, self.write_timeout_s)
 
         config = Config(
             app=self.app, interface="asgi3", lifespan="off", log_config=None, http=Protocol
@@ -154,6 +157,23 @@ class Connection:
             await asyncio.sleep(0)
         self.protocol.transport.close()
         return await asyncio.wait_for(self._reader.read(), 10)
+
+    async def body_received(self, length: int) -> int:
+        """How many body bytes the client reads of a response of that body `length`,
+        until it has them all or the connection ends (an end or a reset)."""
+        assert self._reader is not None
+        received = b""
+        try:
+            head = await asyncio.wait_for(self._reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            while len(received) < length:
+                chunk = await asyncio.wait_for(self._reader.read(1 << 20), 10)
+                if not chunk:
+                    break
+                received += chunk
+        except (ConnectionResetError, asyncio.IncompleteReadError):
+            pass
+        return len(received)
 
 
 def exchange(reads: list[bytes]) -> tuple[list[tuple[str, str, dict[str, Any]]], bytes]:
@@ -232,30 +252,50 @@ def test_the_app_gets_its_first_event_at_the_end_of_the_headers() -> None:
     assert answers.endswith(b"\r\n\r\n5")
 
 
-def test_the_app_sees_the_connections_flow_control() -> None:
-    """`WriteTimeout` arms a timer only while this says the connection's writing is
-    paused (uvicorn's send waits for the client only then)."""
-    seen: list[Any] = []
+BIG_BODY = 32 * 1024 * 1024
+"""More than the kernel's buffers on both sides hold: the server's writing pauses."""
 
-    async def run() -> ExchangeProtocol:
-        connection = Connection()
-        app = connection.app
 
-        async def recording(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            seen.append(scope[CONNECTION_FLOW])
-            await app(scope, receive, send)
+async def unread_response(streaming: bool) -> tuple[bool, bool, int]:
+    """A GET answered with `BIG_BODY` that the client does not read for 3 x WRITE_TIMEOUT
+    (0.2 s): whether the app's last send returned by then, whether the connection was
+    closing, and how many bytes the client then received."""
+    sent = asyncio.Event()
+    connection = Connection(write_timeout_s=0.2)
 
-        connection.app = recording  # type: ignore[method-assign]
-        await connection.open()
-        await connection.read(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-        await connection.answers()
-        assert connection.protocol is not None
-        return connection.protocol
+    async def big(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if streaming:
+            scope[STREAMING] = True
+        headers = [(b"content-length", str(BIG_BODY).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        half = b"x" * (BIG_BODY // 2)
+        await send({"type": "http.response.body", "body": half, "more_body": True})
+        await send({"type": "http.response.body", "body": half})  # waits: writing paused
+        sent.set()
 
-    protocol = asyncio.run(run())
-    assert seen == [protocol.flow]
-    protocol.pause_writing()  # what the transport calls once its buffer is full
-    assert seen[0].write_paused
+    connection.app = big  # type: ignore[method-assign]
+    await connection.open()
+    await connection.read(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.sleep(0.6)
+    assert connection.protocol is not None
+    closing = connection.protocol.transport.is_closing()
+    returned = sent.is_set()
+    return returned, closing, await connection.body_received(BIG_BODY)
+
+
+def test_a_response_the_client_does_not_read_is_dropped_after_write_timeout() -> None:
+    """The app's send, waiting for the client, returns once the connection is dropped:
+    the request ends instead of holding its task and buffers forever."""
+    returned, closing, received = asyncio.run(unread_response(streaming=False))
+    assert (returned, closing) == (True, True)
+    assert received < BIG_BODY
+
+
+def test_an_event_stream_is_left_to_the_stream_hub() -> None:
+    """A `STREAMING` response is not timed: its reader gets everything, however late."""
+    returned, closing, received = asyncio.run(unread_response(streaming=True))
+    assert (returned, closing) == (False, False)
+    assert received == BIG_BODY
 
 
 @pytest.mark.parametrize("name", [b"Content-Length", b"content-length", b"CONTENT-LENGTH"])

@@ -282,10 +282,10 @@ def test_limit_is_checked_before_the_symbol(traders: AppClient) -> None:
 
 
 @pytest.fixture
-def streaming(streaming_client: AppClient) -> AppClient:
-    register(streaming_client, "S", 0, AAPL=1_000_000, MSFT=1_000_000)
-    register(streaming_client, "B", 100_000_000)
-    return streaming_client
+def streaming(client: AppClient) -> AppClient:
+    register(client, "S", 0, AAPL=1_000_000, MSFT=1_000_000)
+    register(client, "B", 100_000_000)
+    return client
 
 
 def parse_events(text: str) -> list[tuple[str, Any]]:
