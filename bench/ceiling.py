@@ -11,8 +11,6 @@ nothing, and the gap between it and `limit` is that work, per request.
 
 from __future__ import annotations
 
-from typing import Any
-
 import falcon
 import falcon.asgi
 import orjson
@@ -52,12 +50,5 @@ class FixedOrderResource(Resource):
         send_json(resp, 201, FIXED_ORDER)
 
 
-def _falcon_app(app: Any) -> falcon.asgi.App:
-    """The Falcon app inside the ASGI wrappers of `create_served_app`."""
-    while not isinstance(app, falcon.asgi.App):
-        app = app.app
-    return app
-
-
 app = create_served_app()
-_falcon_app(app).add_route("/orders", FixedOrderResource())
+app.add_route("/orders", FixedOrderResource())
