@@ -9,7 +9,9 @@ order's own work costs, per request.
 
 Every figure is also read as a share of a bare `falcon.asgi.App` answering a constant
 (`bench.bare`) under the same gunicorn configuration, measured first in the same run:
-the HTTP stack's own ceiling, which our middleware, parsing and actors share.
+the HTTP stack's own ceiling, which our middleware, parsing and actors share. The same
+bare app served from inside the exchange's process (`bench.bare_in_exchange`) splits
+the gap to our `/healthz` into what the process costs and what the request path does.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ EXPECTED = {
 SOCKET_ERRORS = ("connect", "read", "write", "timeout")
 CEILING_APP = "bench.ceiling:app"
 BARE_APP = "bench.bare:app"
+BARE_IN_EXCHANGE_APP = "bench.bare_in_exchange:app"
 # Of the bare app's GET /healthz rate (and p99), measured in the same run.
 BARE_HEALTHZ_TARGET = 0.80
 BARE_LIMIT_TARGET = 0.40
@@ -73,14 +76,18 @@ def measured(
 
 
 def run_scenarios(duration_s: float, log: Callable[[str], None] = print) -> dict[str, WrkResult]:
-    """Run every scenario; keys: bare_healthz, bare_limit, healthz, limit1, limit2,
-    limit3, mixed, ceiling."""
+    """Run every scenario; keys: bare_healthz, bare_limit, bare_in_exchange, healthz,
+    limit1, limit2, limit3, mixed, ceiling."""
     results: dict[str, WrkResult] = {}
     with running_server(register=False, app=BARE_APP) as server:
         for scenario in ("healthz", "limit"):
             log(f"http: {scenario} against a bare Falcon app, {duration_s:g} s ...")
             results[f"bare_{scenario}"] = measured(server, scenario, duration_s)
             log(f"  {_describe(results[f'bare_{scenario}'])}")
+    with running_server(register=False, app=BARE_IN_EXCHANGE_APP) as server:
+        log(f"http: healthz against the bare app in the exchange's process, {duration_s:g} s ...")
+        results["bare_in_exchange"] = measured(server, "healthz", duration_s)
+        log(f"  {_describe(results['bare_in_exchange'])}")
     with running_server() as server:
         log(f"http: healthz, {duration_s:g} s ...")
         results["healthz"] = measured(server, "healthz", duration_s)
@@ -149,6 +156,11 @@ def http_rows(duration_s: float, log: Callable[[str], None] = print) -> list[Row
     bare_rps = bare.rps or 1.0
     growth = results["limit3"].rps / (limit.rps or 1.0)
 
+    in_process = results["bare_in_exchange"]
+    bare_us, in_process_us, healthz_us = (
+        1e6 / (result.per_cpu_s or 1.0) for result in (bare, in_process, healthz)
+    )
+
     fixed = results["ceiling"]
     fixed_us = 1e6 / (fixed.per_cpu_s or 1.0)  # worker CPU per request, fixed answer
     order_work_us = 1e6 / (limit.per_cpu_s or 1.0) - fixed_us
@@ -196,6 +208,16 @@ def http_rows(duration_s: float, log: Callable[[str], None] = print) -> list[Row
             healthz.rps >= BARE_HEALTHZ_TARGET * bare_rps,
         ),
         Row("http healthz: p50 / p99", f"{healthz.p50_ms:.2f} ms / {healthz.p99_ms:.2f} ms"),
+        Row(
+            "http bare app in the exchange's process, GET /healthz: req/s",
+            f"{in_process.rps:,.0f} ({in_process.rps / bare_rps:.0%} of bare; "
+            f"{cpu_share(in_process, bare)})",
+        ),
+        Row(
+            "http healthz, worker CPU per request: bare + the process + our request path",
+            f"{bare_us:,.0f} µs + {in_process_us - bare_us:,.0f} µs "
+            f"+ {healthz_us - in_process_us:,.0f} µs = {healthz_us:,.0f} µs",
+        ),
         Row(
             "http healthz: non-2xx + socket errors", _fmt_counts(healthz_bad), "0", not healthz_bad
         ),
