@@ -24,6 +24,7 @@ from collections.abc import Callable
 from falcon import testing
 
 from miniexchange.actors.exchange import Exchange
+from miniexchange.actors.seam import EmbeddedEngine
 from miniexchange.http.app import create_app
 from miniexchange.journal import facts
 from miniexchange.journal.facts import Fact
@@ -77,7 +78,7 @@ def recovery(fills: int) -> None:
 def listing(orders: int) -> None:
     clock = ManualClock.at(START)
     exchange = Exchange(clock, SequentialIds(), FakeDeliveries(), expiration_interval_s=None)
-    app = create_app(load_settings({}), clock=clock, exchange=exchange)
+    app = create_app(load_settings({}), clock=clock, engine=EmbeddedEngine(exchange))
 
     async def measure() -> None:
         async with testing.ASGIConductor(app) as conductor:

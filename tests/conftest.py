@@ -25,6 +25,7 @@ import pytest
 from falcon import testing
 
 from miniexchange.actors.exchange import Exchange
+from miniexchange.actors.seam import EmbeddedEngine
 from miniexchange.http.app import create_app
 from miniexchange.metrics import Metrics
 from miniexchange.settings import load_settings
@@ -132,4 +133,4 @@ def _open(app: Any) -> Iterator[AppClient]:
 
 @pytest.fixture
 def client(clock: ManualClock, exchange: Exchange) -> Iterator[AppClient]:
-    yield from _open(create_app(load_settings({}), clock=clock, exchange=exchange))
+    yield from _open(create_app(load_settings({}), clock=clock, engine=EmbeddedEngine(exchange)))

@@ -1,8 +1,10 @@
-"""The Falcon ASGI application: routes, error rendering, and the actors' lifespan.
+"""The Falcon ASGI application: routes, error rendering, and the engine's lifespan.
 
-The actors start in the ASGI lifespan startup (in the gunicorn worker, never at import
-or in the master) and stop in its shutdown, after the server has let in-flight
-requests finish: first the expiration clock, then the symbol actors and the webhook dispatcher.
+The resources reach the exchange through one `Engine` (`actors.seam`); the served app's
+is the embedded one. The engine starts in the ASGI lifespan startup (in the gunicorn
+worker, never at import or in the master) and stops in its shutdown, after the server
+has let in-flight requests finish: first the expiration clock, then the symbol actors
+and the webhook dispatcher.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, NoReturn
 import falcon
 import falcon.asgi
 
-from miniexchange.actors.exchange import Exchange, history_retention
+from miniexchange.actors.seam import EmbeddedEngine, Engine
 from miniexchange.clock import Clock, SystemClock
 from miniexchange.http.auth import Authentication
 from miniexchange.http.core import JsonBodyReader, core_routes
@@ -32,10 +34,8 @@ from miniexchange.http.stream_guard import guard_stream
 from miniexchange.http.stream_hub import StreamHub
 from miniexchange.http.webhooks import webhook_routes
 from miniexchange.ids import IdFactory, RandomIds
-from miniexchange.journal.store import JournalFormatError, open_journal
-from miniexchange.metrics import Metrics
-from miniexchange.settings import Settings, format_duration, load_settings, to_seconds
-from miniexchange.webhooks.delivery import DeliveryPool
+from miniexchange.journal.store import JournalFormatError
+from miniexchange.settings import Settings, format_duration, load_settings
 
 GC_YOUNG_THRESHOLD = 50_000
 """Young collections after this many new container objects (CPython's default: 700).
@@ -55,25 +55,25 @@ def settle_garbage_collector() -> None:
 
 
 class Lifespan:
-    """Falcon middleware running the exchange's start and stop with the ASGI lifespan."""
+    """Falcon middleware running the engine's start and stop with the ASGI lifespan."""
 
     def __init__(
         self,
-        exchange: Exchange,
+        engine: Engine,
         streams: StreamHub | None = None,
         idempotency: IdempotencyStore | None = None,
     ) -> None:
-        self.exchange = exchange
+        self.engine = engine
         self.streams = streams
         self.idempotency = idempotency
 
     async def process_startup(self, scope: dict[str, Any], event: dict[str, Any]) -> None:
         try:
-            self.exchange.start()
+            self.engine.start()
         except JournalFormatError as refused:
             refuse_to_boot(str(refused))
         if self.idempotency is not None:  # answers kept before a restart still replay
-            self.idempotency.restore(self.exchange.recovered_answers)
+            self.idempotency.restore(self.engine.recovered_answers)
             self.idempotency.start_sweeping()
         if self.streams is not None:
             self.streams.start()  # open event streams close at once on SIGTERM
@@ -84,7 +84,7 @@ class Lifespan:
             self.streams.stop()
         if self.idempotency is not None:
             self.idempotency.stop_sweeping()
-        self.exchange.stop()
+        self.engine.stop()
 
 
 def refuse_to_boot(message: str) -> NoReturn:
@@ -142,11 +142,12 @@ def create_app(
     *,
     clock: Clock | None = None,
     ids: IdFactory | None = None,
-    exchange: Exchange | None = None,
+    engine: Engine | None = None,
     configure_logs: bool = False,
     observe_requests: bool = True,
 ) -> ExchangeApp:
-    """Build the app; tests pass a manual clock, fixed ids or a ready exchange.
+    """Build the app; tests pass a manual clock, fixed ids or a ready engine (then
+    `ids` is the engine's business).
 
     `configure_logs`: set up the process' logging at lifespan startup (the served app;
     tests keep pytest's). `observe_requests=False` leaves out the access log and the
@@ -154,47 +155,24 @@ def create_app(
     """
     settings = settings or load_settings()
     clock = clock or SystemClock()
-    if exchange is None:
-        metrics = Metrics(journal=settings.journal_enabled)
-        journal = open_journal(
-            settings.database_path,
-            settings.database_sync,
-            on_failure=stop_this_worker,
-            on_commit=metrics.observe_journal_commit,
-            snapshot_interval_s=to_seconds(settings.snapshot_interval_us),
-            retention=history_retention(
-                settings.vwap_window_us,
-                settings.idempotency_max_keys,
-                settings.idempotency_ttl_us,
-            ),
+    if engine is None:
+        engine = EmbeddedEngine.from_settings(
+            settings, clock, ids or RandomIds(), on_journal_failure=stop_this_worker
         )
-        exchange = Exchange(
-            clock,
-            ids or RandomIds(),
-            DeliveryPool(settings, on_outcome=metrics.count_delivery),
-            expiration_interval_s=settings.expiration_interval_us / 1_000_000,
-            vwap_window_us=settings.vwap_window_us,
-            journal=journal,
-            metrics=metrics,
-            account_actors=settings.account_actors,
-            max_symbols=settings.max_symbols,
-            idempotency_max_keys=settings.idempotency_max_keys,
-            idempotency_ttl_us=settings.idempotency_ttl_us,
-        )
-    streams = StreamHub(exchange, clock, settings.max_streams)
+    streams = StreamHub(engine, settings.max_streams)
     answers = IdempotencyStore(clock, settings.idempotency_ttl_us, settings.idempotency_max_keys)
-    idempotency = Idempotency(answers, lambda: exchange.journal)
-    metrics = exchange.metrics
+    idempotency = Idempotency(answers, engine)
+    metrics = engine.metrics
     api_keys = settings.auth == "api_key"
     observer = RequestObserver(metrics if observe_requests else None, observe_requests, api_keys)
     app = ExchangeApp(
         middleware=[
             LogLifespan(settings, configure_logs),  # first: its shutdown runs last
             observer,  # before StrictPaths: its 404 gets a request id and a log line
-            Lifespan(exchange, streams, answers),
+            Lifespan(engine, streams, answers),
             StrictPaths(),
             *(
-                [Authentication(settings.admin_token or "", exchange.credentials)]
+                [Authentication(settings.admin_token or "", engine.broker_with_key)]
                 if api_keys
                 else []
             ),
@@ -207,12 +185,12 @@ def create_app(
     )
     window = format_duration(settings.vwap_window_us)
     routes = [
-        *core_routes(exchange, body, clock, idempotency, api_keys),
-        *market_routes(exchange, clock, window),
-        *stocks_routes(exchange, clock, streams),
+        *core_routes(engine, body, clock, idempotency, api_keys),
+        *market_routes(engine, window),
+        *stocks_routes(engine, streams),
         ("/", MarketPageResource(static_files := load_static_files())),
         ("/static/{path:path}", StaticFileResource(static_files)),
-        *webhook_routes(exchange, body, idempotency),
+        *webhook_routes(engine, body, idempotency),
         ("/metrics", MetricsResource(metrics)),
     ]
     # the document of the running mode: with API keys, each route's token from its access

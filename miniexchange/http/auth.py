@@ -15,11 +15,11 @@ its SHA-256 digest (the exchange keeps no key), so no comparison leaks a prefix.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
 import falcon.asgi
 
-from miniexchange.actors.accounts import Published
 from miniexchange.model.errors import ExchangeError
 
 PUBLIC: Final = "public"
@@ -84,9 +84,10 @@ def idempotency_scope(req: falcon.asgi.Request, endpoint: str) -> str:
 class Authentication:
     """Falcon middleware for `AUTH=api_key`."""
 
-    def __init__(self, admin_token: str, credentials: Published) -> None:
+    def __init__(self, admin_token: str, broker_with_key: Callable[[str], str | None]) -> None:
+        """`broker_with_key`: the broker an API key belongs to (`Engine.broker_with_key`)."""
         self._admin = admin_token.encode()
-        self._credentials = credentials
+        self._broker_with_key = broker_with_key
 
     async def process_resource(
         self,
@@ -113,5 +114,5 @@ class Authentication:
             return None
         if hmac.compare_digest(token.encode(), self._admin):
             return THE_ADMIN
-        broker_id = self._credentials.broker_with_key(token)
+        broker_id = self._broker_with_key(token)
         return None if broker_id is None else Principal(broker_id)

@@ -9,11 +9,9 @@ import falcon
 import falcon.asgi
 import orjson
 
-from miniexchange.actors.exchange import Exchange
-from miniexchange.actors.messages import Cancel, Submit
+from miniexchange.actors.seam import Engine
 from miniexchange.clock import Clock
 from miniexchange.http.auth import ADMIN, PUBLIC, act_for, may_see
-from miniexchange.http.bridge import answer, call
 from miniexchange.http.errors import answer_or_refusal
 from miniexchange.http.json_body import parse_json_object
 from miniexchange.http.render import balance_json, order_json, registration_json
@@ -83,14 +81,14 @@ class BrokersResource(Resource):
 
     def __init__(
         self,
-        exchange: Exchange,
+        engine: Engine,
         body: JsonBodyReader,
         idempotency: Idempotency,
         with_credentials: bool = False,
     ) -> None:
         """`with_credentials` (`AUTH=api_key`): the answer holds the broker's new API key
         and webhook secret, so `Idempotency-Key` is ignored (nothing secret is kept)."""
-        self.exchange = exchange
+        self.engine = engine
         self.body = body
         self.idempotency = idempotency
         self.with_credentials = with_credentials
@@ -100,7 +98,7 @@ class BrokersResource(Resource):
 
         async def register(keep: KeepAnswer | None) -> Any:
             command = validate_registration(body)
-            return await answer(lambda reply: self.exchange.register_broker(command, reply, keep))
+            return await self.engine.register(command, keep)
 
         if not self.with_credentials:
             await self.idempotency.respond(
@@ -108,9 +106,7 @@ class BrokersResource(Resource):
             )
             return
         balance = await register(None)
-        issued = await answer(
-            lambda reply: self.exchange.issue(balance.broker_id, True, True, reply)
-        )
+        issued = await self.engine.issue(balance.broker_id, True, True)
         send_json(resp, 201, registration_json(balance, issued))
 
 
@@ -120,16 +116,16 @@ render_registration = answer_or_refusal(lambda balance: (201, registration_json(
 class BalanceResource(Resource):
     methods = ("GET",)
 
-    def __init__(self, exchange: Exchange) -> None:
-        self.exchange = exchange
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, broker_id: str
     ) -> None:
         act_for(req, broker_id)
-        # A message to the broker's account actor: it answers after every settlement
-        # told to it before, so the read follows every answered order.
-        balance = await answer(lambda reply: self.exchange.read_balance(broker_id, reply))
+        # The engine answers after every settlement of the orders answered before (the
+        # embedded one: a message to the broker's account actor, told them first).
+        balance = await self.engine.balance(broker_id)
         send_json(resp, 200, balance_json(balance))
 
 
@@ -137,9 +133,9 @@ class OrdersResource(Resource):
     methods = ("POST",)
 
     def __init__(
-        self, exchange: Exchange, body: JsonBodyReader, clock: Clock, idempotency: Idempotency
+        self, engine: Engine, body: JsonBodyReader, clock: Clock, idempotency: Idempotency
     ) -> None:
-        self.exchange = exchange
+        self.engine = engine
         self.body = body
         self.clock = clock
         self.idempotency = idempotency
@@ -161,22 +157,21 @@ class OrdersResource(Resource):
         command = validate_order(body, self.clock.now())
         act_for(req, command.broker_id)
         request_id = req.context.request_id
-        exchange = self.exchange
-        if not exchange.is_registered(command.broker_id):
-            exchange.metrics.count_order(command.type, command.side, "broker_not_found")
+        engine = self.engine
+        if not engine.is_registered(command.broker_id):
+            engine.metrics.count_order(command.type, command.side, "broker_not_found")
             await self.idempotency.refuse(keep, broker_not_found(command.broker_id))
         if command.type == MARKET:
             # A market order never lists its symbol, but the limit is checked before
             # its own 409s (a limit order claims its place in its account actor).
-            listing = exchange.listing
-            if not listing.has_place_for(command.symbol):
-                exchange.metrics.count_order(command.type, command.side, "symbol_limit_reached")
-                await self.idempotency.refuse(keep, symbol_limit_reached(listing.limit))
-            if exchange.existing_symbol_actor(command.symbol) is None:
+            if not engine.has_place_for(command.symbol):
+                engine.metrics.count_order(command.type, command.side, "symbol_limit_reached")
+                await self.idempotency.refuse(keep, symbol_limit_reached(engine.max_symbols))
+            if not engine.has_book(command.symbol):
                 # no book yet: nothing to trade against
-                exchange.metrics.count_order(command.type, command.side, "no_liquidity")
+                engine.metrics.count_order(command.type, command.side, "no_liquidity")
                 await self.idempotency.refuse(keep, no_liquidity(command.symbol))
-        return await answer(lambda reply: exchange.submit(Submit(command, reply, keep, request_id)))
+        return await engine.submit(command, keep, request_id)
 
 
 render_order = answer_or_refusal(lambda order: (201, order_json(order)))
@@ -185,13 +180,13 @@ render_order = answer_or_refusal(lambda order: (201, order_json(order)))
 class OrderResource(Resource):
     methods = ("GET", "DELETE")
 
-    def __init__(self, exchange: Exchange) -> None:
-        self.exchange = exchange
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, order_id: str
     ) -> None:
-        order = self.exchange.read_index.get(order_id)
+        order = await self.engine.order(order_id)
         if order is None or not may_see(req, order.broker_id):
             raise order_not_found(order_id)
         send_json(resp, 200, order_json(order))
@@ -199,13 +194,12 @@ class OrderResource(Resource):
     async def on_delete(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, order_id: str
     ) -> None:
-        order = self.exchange.read_index.get(order_id)
+        order = await self.engine.order(order_id)
         if order is None or not may_see(req, order.broker_id):
             raise order_not_found(order_id)
         if not order.is_active:  # a terminal state never changes: answer without a hop
             raise not_cancellable(order.order_id, order.status)
-        actor = self.exchange.symbol_actor(order.symbol)
-        cancelled = await call(actor, lambda reply: Cancel(order_id, reply, req.context.request_id))
+        cancelled = await self.engine.cancel(order.symbol, order_id, req.context.request_id)
         send_json(resp, 200, order_json(cancelled))
 
 
@@ -216,23 +210,21 @@ class CredentialResource(Resource):
     methods = ("POST",)
     access = ADMIN
 
-    def __init__(self, exchange: Exchange, kind: str) -> None:
-        self.exchange = exchange
+    def __init__(self, engine: Engine, kind: str) -> None:
+        self.engine = engine
         self.kind = kind  # "api_key" or "webhook_secret"
 
     async def on_post(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, broker_id: str
     ) -> None:
         api_key = self.kind == "api_key"
-        issued = await answer(
-            lambda reply: self.exchange.issue(broker_id, api_key, not api_key, reply)
-        )
+        issued = await self.engine.issue(broker_id, api_key, not api_key)
         value = issued.api_key if api_key else issued.webhook_secret
         send_json(resp, 201, orjson.dumps({"broker_id": broker_id, self.kind: value}))
 
 
 def core_routes(
-    exchange: Exchange,
+    engine: Engine,
     body: JsonBodyReader,
     clock: Clock,
     idempotency: Idempotency,
@@ -242,12 +234,12 @@ def core_routes(
     that issue new ones exist."""
     routes: list[tuple[str, Resource]] = [
         ("/healthz", HealthResource()),
-        ("/brokers", BrokersResource(exchange, body, idempotency, api_keys)),
-        ("/brokers/{broker_id}/balance", BalanceResource(exchange)),
-        ("/orders", OrdersResource(exchange, body, clock, idempotency)),
-        ("/orders/{order_id}", OrderResource(exchange)),
+        ("/brokers", BrokersResource(engine, body, idempotency, api_keys)),
+        ("/brokers/{broker_id}/balance", BalanceResource(engine)),
+        ("/orders", OrdersResource(engine, body, clock, idempotency)),
+        ("/orders/{order_id}", OrderResource(engine)),
     ]
     if api_keys:
         for kind in ("api_key", "webhook_secret"):
-            routes.append((f"/brokers/{{broker_id}}/{kind}", CredentialResource(exchange, kind)))
+            routes.append((f"/brokers/{{broker_id}}/{kind}", CredentialResource(engine, kind)))
     return routes

@@ -9,8 +9,8 @@ from typing import Any
 import falcon
 import falcon.asgi
 import orjson
-import pykka
 
+from miniexchange.actors.seam import EngineStopped
 from miniexchange.model.errors import ExchangeError
 
 log = logging.getLogger("miniexchange.http")
@@ -119,7 +119,7 @@ async def handle_http_error(
         resp.data = error_body("invalid_request", error.title or "Bad request")
 
 
-async def handle_actor_dead(
+async def handle_engine_stopped(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, error: Exception, params: dict
 ) -> None:
     render_error(resp, "unavailable", "The exchange is shutting down; retry later")
@@ -136,5 +136,5 @@ def install_error_handlers(app: falcon.asgi.App) -> None:
     # Falcon picks the most specific handler for an exception's class.
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_http_error)
-    app.add_error_handler(pykka.ActorDeadError, handle_actor_dead)
+    app.add_error_handler(EngineStopped, handle_engine_stopped)
     app.add_error_handler(ExchangeError, handle_exchange_error)

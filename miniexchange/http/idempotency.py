@@ -19,21 +19,18 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Final, NoReturn
 
 import falcon.asgi
 
-from miniexchange.actors.base import Reply
+from miniexchange.actors.seam import Engine
 from miniexchange.clock import Clock
 from miniexchange.http.auth import idempotency_scope
-from miniexchange.http.bridge import answer
 from miniexchange.http.errors import render_refusal
 from miniexchange.http.fingerprint import fingerprint
 from miniexchange.http.resource import send_json
 from miniexchange.journal.facts import Fact, KeepAnswer, answer_fact
-from miniexchange.journal.store import Journal
-from miniexchange.model.errors import ExchangeError, journal_unavailable, validation_error
+from miniexchange.model.errors import ExchangeError, validation_error
 from miniexchange.model.idempotency import KeptAnswers, Key, StoredAnswer, fingerprint_digest
 from miniexchange.settings import Settings
 
@@ -198,9 +195,9 @@ def header_values(req: falcon.asgi.Request, name: bytes) -> list[str]:
 class Idempotency:
     """Runs the three POSTs under their `Idempotency-Key`, if they have one."""
 
-    def __init__(self, store: IdempotencyStore, journal: Callable[[], Journal]) -> None:
+    def __init__(self, store: IdempotencyStore, engine: Engine) -> None:
         self.store = store
-        self._journal = journal
+        self._engine = engine
 
     async def respond(
         self,
@@ -246,14 +243,8 @@ class Idempotency:
         answer is journaled before it is sent, like an actor's."""
         answer_fact = keep.fact(refusal) if keep is not None else None
         try:
-            if answer_fact is not None:
-                await answer(partial(self._record, answer_fact, refusal))
+            if answer_fact is not None:  # journal_unavailable if it cannot be
+                await self._engine.journal_answer(answer_fact)
             raise refusal
         finally:  # this frame must not hold what its traceback holds: that cycle would
             del refusal  # keep the request (its body) alive until the collector runs
-
-    def _record(self, answer_fact: Fact, refusal: ExchangeError, reply: Reply) -> None:
-        def recorded(error: BaseException | None) -> None:
-            reply(refusal if error is None else journal_unavailable())
-
-        self._journal().append((answer_fact,), recorded)

@@ -10,8 +10,7 @@ from typing import Any
 
 import orjson
 
-from miniexchange.actors.market_data import Summary
-from miniexchange.actors.messages import Issued
+from miniexchange.actors.seam import Issued, Summary
 from miniexchange.model.book import Level
 from miniexchange.model.candles import Candle
 from miniexchange.model.commands import LIMIT

@@ -23,8 +23,7 @@ from __future__ import annotations
 import falcon
 import falcon.asgi
 
-from miniexchange.actors.exchange import Exchange
-from miniexchange.clock import Clock
+from miniexchange.actors.seam import Engine
 from miniexchange.http.errors import overloaded
 from miniexchange.http.market import SymbolResource
 from miniexchange.http.stream_hub import StreamHub
@@ -33,8 +32,8 @@ from miniexchange.http.timeouts import STREAMING
 
 
 class StreamResource(SymbolResource):
-    def __init__(self, exchange: Exchange, clock: Clock, hub: StreamHub) -> None:
-        super().__init__(exchange, clock)
+    def __init__(self, engine: Engine, hub: StreamHub) -> None:
+        super().__init__(engine)
         self.hub = hub
 
     async def on_get(
@@ -42,7 +41,7 @@ class StreamResource(SymbolResource):
     ) -> None:
         if self.hub.full():  # a connection limit: before anything else
             raise overloaded()
-        self.actor_of_known(symbol)  # 404 symbol_not_found before anything streams
+        self.check_known(symbol)  # 404 symbol_not_found before anything streams
         subscriber = Subscriber(symbol, req.path)
         self.hub.admit(subscriber)
         req.scope[STREAMING] = subscriber  # no WRITE_TIMEOUT; seen by `guard_stream`

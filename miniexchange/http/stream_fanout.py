@@ -16,9 +16,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
-import pykka
 
-from miniexchange.actors.market_data import SymbolFeed
+from miniexchange.actors.seam import EngineStopped, SymbolFeed
 from miniexchange.http.render import trade_dict
 from miniexchange.http.sse import sse
 from miniexchange.http.stream_subscriber import Subscriber
@@ -83,7 +82,7 @@ class SymbolFanout:
                 self._book_version = version
                 for subscriber in list(self.subscribers):
                     subscriber.offer_book(seq, event)
-        except pykka.ActorDeadError:
+        except EngineStopped:
             pass  # the exchange is stopping; the streams close with it
         except Exception:
             log.exception("book refresh failed for %s", self.feed.symbol)

@@ -15,16 +15,10 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from functools import partial
 from types import FrameType
 from typing import Any
 
-import pykka
-
-from miniexchange.actors.exchange import Exchange
-from miniexchange.actors.messages import ReadBook
-from miniexchange.clock import Clock
-from miniexchange.http.bridge import call
+from miniexchange.actors.seam import Engine, EngineStopped
 from miniexchange.http.render import book_json
 from miniexchange.http.sse import Chunk, sse
 from miniexchange.http.stream_fanout import SymbolFanout
@@ -41,9 +35,8 @@ RETRY_MS = 1000
 class StreamHub:
     """Every open stream of the app, by symbol; closes them all at shutdown."""
 
-    def __init__(self, exchange: Exchange, clock: Clock, max_streams: int = 100) -> None:
-        self.exchange = exchange
-        self.clock = clock
+    def __init__(self, engine: Engine, max_streams: int = 100) -> None:
+        self.engine = engine
         self.max_streams = max_streams
         self.open_streams = 0
         self.closed = False
@@ -92,13 +85,10 @@ class StreamHub:
 
     async def read_book(self, symbol: str) -> tuple[int, bytes]:
         """One L2 snapshot as a `book` event, numbered in the order the reads were sent
-        (the actor answers in that order), so a subscriber never goes back in time."""
+        (the engine answers in that order), so a subscriber never goes back in time."""
         self._reads += 1
         seq = self._reads
-        actor = self.exchange.existing_symbol_actor(symbol)
-        if actor is None:  # known from holdings only: no order yet, an empty book
-            return seq, sse("book", book_json(symbol, [], [], self.clock.now()))
-        view = await call(actor, partial(ReadBook, BOOK_DEPTH))
+        view = await self.engine.book(symbol, BOOK_DEPTH)
         return seq, sse("book", book_json(symbol, view.bids, view.asks, view.snapshot_at))
 
     def full(self) -> bool:
@@ -116,7 +106,7 @@ class StreamHub:
         symbol = subscriber.symbol
         fanout = self._fanouts.get(symbol)
         if fanout is None:
-            feed = self.exchange.market_data.feed(symbol)
+            feed = self.engine.feed(symbol)
             fanout = self._fanouts[symbol] = SymbolFanout(feed, self.read_book)
         fanout.subscribers.add(subscriber)
         subscriber.start_pings()
@@ -164,7 +154,7 @@ class StreamHub:
         try:
             try:
                 seq, book = await self.read_book(subscriber.symbol)
-            except pykka.ActorDeadError:
+            except EngineStopped:
                 subscriber.close("shutdown")
                 return
             subscriber.offer_book(seq, book)

@@ -1,7 +1,7 @@
 """Webhook subscriptions over HTTP: subscribe, list, unsubscribe.
 
-Every 400 is decided before the broker lookup, which needs no actor hop (the
-registry); the subscription table itself is the dispatcher actor's.
+Every 400 is decided before the broker lookup, which needs no hop (the engine's
+registered brokers); the subscription table itself is the engine's.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ import falcon
 import falcon.asgi
 import orjson
 
-from miniexchange.actors.exchange import Exchange
-from miniexchange.actors.messages import ListWebhooks, Subscribe, Unsubscribe
+from miniexchange.actors.seam import Engine
 from miniexchange.http.auth import act_for, owner_of
-from miniexchange.http.bridge import call
 from miniexchange.http.core import JsonBodyReader
 from miniexchange.http.errors import answer_or_refusal
 from miniexchange.http.idempotency import Idempotency
@@ -53,8 +51,8 @@ render_upsert = answer_or_refusal(
 class WebhooksResource(Resource):
     methods = ("GET", "POST")
 
-    def __init__(self, exchange: Exchange, body: JsonBodyReader, idempotency: Idempotency) -> None:
-        self.exchange = exchange
+    def __init__(self, engine: Engine, body: JsonBodyReader, idempotency: Idempotency) -> None:
+        self.engine = engine
         self.body = body
         self.idempotency = idempotency
 
@@ -74,41 +72,37 @@ class WebhooksResource(Resource):
     ) -> Upserted:
         broker_id, url, events = validate_webhook_subscription(body)
         act_for(req, broker_id)
-        if not self.exchange.is_registered(broker_id):
+        if not self.engine.is_registered(broker_id):
             await self.idempotency.refuse(keep, broker_not_found(broker_id))
-        return await call(
-            self.exchange.dispatcher, lambda reply: Subscribe(broker_id, url, events, reply, keep)
-        )
+        return await self.engine.subscribe(broker_id, url, events, keep)
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         broker_id = validate_webhook_broker_query(parse_query(req.query_string))
         act_for(req, broker_id)
-        if not self.exchange.is_registered(broker_id):
+        if not self.engine.is_registered(broker_id):
             raise broker_not_found(broker_id)
-        subscriptions = await call(
-            self.exchange.dispatcher, lambda reply: ListWebhooks(broker_id, reply)
-        )
+        subscriptions = await self.engine.webhooks(broker_id)
         send_json(resp, 200, webhooks_json(subscriptions))
 
 
 class WebhookResource(Resource):
     methods = ("DELETE",)
 
-    def __init__(self, exchange: Exchange) -> None:
-        self.exchange = exchange
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
     async def on_delete(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, webhook_id: str
     ) -> None:
         owner = owner_of(req)  # another broker's subscription: as if it did not exist
-        await call(self.exchange.dispatcher, lambda reply: Unsubscribe(webhook_id, reply, owner))
+        await self.engine.unsubscribe(webhook_id, owner)
         resp.status = 204
 
 
 def webhook_routes(
-    exchange: Exchange, body: JsonBodyReader, idempotency: Idempotency
+    engine: Engine, body: JsonBodyReader, idempotency: Idempotency
 ) -> tuple[tuple[str, Resource], ...]:
     return (
-        ("/webhooks", WebhooksResource(exchange, body, idempotency)),
-        ("/webhooks/{webhook_id}", WebhookResource(exchange)),
+        ("/webhooks", WebhooksResource(engine, body, idempotency)),
+        ("/webhooks/{webhook_id}", WebhookResource(engine)),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from miniexchange.actors.exchange import Exchange
+from miniexchange.actors.seam import EmbeddedEngine
 from miniexchange.http.app import create_app
 from miniexchange.journal.store import SqliteJournal
 from miniexchange.settings import load_settings
@@ -70,4 +71,4 @@ def journaled_app(clock: ManualClock, path: str) -> AppClient:
         expiration_interval_s=None,
         journal=SqliteJournal(path),
     )
-    return AppClient(create_app(load_settings({}), clock=clock, exchange=exchange))
+    return AppClient(create_app(load_settings({}), clock=clock, engine=EmbeddedEngine(exchange)))

@@ -12,6 +12,7 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from miniexchange.actors.exchange import Exchange
+from miniexchange.actors.seam import EmbeddedEngine
 from miniexchange.http.app import create_app
 from miniexchange.settings import load_settings
 from miniexchange.testing import ManualClock
@@ -34,7 +35,7 @@ def bearer(token: str) -> dict[str, str]:
 @pytest.fixture
 def secured(clock: ManualClock, exchange: Exchange) -> Iterator[AppClient]:
     settings = load_settings({"AUTH": "api_key", "ADMIN_TOKEN": ADMIN})
-    yield from _open(create_app(settings, clock=clock, exchange=exchange))
+    yield from _open(create_app(settings, clock=clock, engine=EmbeddedEngine(exchange)))
 
 
 def register(client: AppClient, broker_id: str, cash: Any = 1000, **holdings: int) -> str:

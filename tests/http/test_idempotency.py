@@ -18,6 +18,7 @@ import pykka
 import pytest
 
 from miniexchange.actors.exchange import Exchange
+from miniexchange.actors.seam import EmbeddedEngine, Engine
 from miniexchange.http.app import Lifespan, create_app
 from miniexchange.http.core import MAX_BODY_BYTES
 from miniexchange.http.fingerprint import fingerprint
@@ -245,11 +246,11 @@ class Restarts:
         self.path = str(path)
         self.clock = clock
         self.settings = load_settings({"DATABASE_PATH": self.path, **env})
-        self.exchange: Exchange | None = None
+        self.exchange: Engine | None = None
 
     def start(self) -> AppClient:
         app = create_app(self.settings, clock=self.clock)
-        self.exchange = lifespan_of(app).exchange
+        self.exchange = lifespan_of(app).engine
         return AppClient(app)
 
     def answer_facts(self) -> list[dict[str, Any]]:
@@ -457,7 +458,7 @@ def test_answers_journaled_in_the_earlier_encoding_still_replay(tmp_path: Path) 
 def test_the_served_app_forgets_expired_keys_while_no_request_comes(
     clock: ManualClock, exchange: Exchange
 ) -> None:
-    app = create_app(load_settings({}), clock=clock, exchange=exchange)
+    app = create_app(load_settings({}), clock=clock, engine=EmbeddedEngine(exchange))
     store = lifespan_of(app).idempotency
     assert store is not None
     client = AppClient(app)

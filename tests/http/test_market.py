@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from miniexchange.actors.exchange import Exchange
+from miniexchange.actors.seam import EmbeddedEngine
 from miniexchange.http.app import create_app
 from miniexchange.settings import load_settings
 from miniexchange.testing import FakeDeliveries, ManualClock, SequentialIds, run_expiration
@@ -317,7 +318,7 @@ def fresh_app(env: dict[str, str] | None = None) -> Iterator[tuple[AppClient, Ma
         expiration_interval_s=None,
         vwap_window_us=app_settings.vwap_window_us,
     )
-    client = AppClient(create_app(app_settings, clock=clock, exchange=exchange))
+    client = AppClient(create_app(app_settings, clock=clock, engine=EmbeddedEngine(exchange)))
     try:
         yield client, clock
     finally:

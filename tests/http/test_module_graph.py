@@ -56,7 +56,7 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_is_read() -> None:
     graph = http_imports()
     assert "miniexchange.http.idempotency" in graph["miniexchange.http.core"]
-    assert "miniexchange.http.bridge" in graph["miniexchange.http.core"]
+    assert "miniexchange.http.errors" in graph["miniexchange.http.core"]
 
 
 def test_a_circle_is_found() -> None:

@@ -36,6 +36,7 @@ from schemathesis.specs.openapi.checks import (
 
 import miniexchange.http
 from miniexchange.actors.exchange import Exchange
+from miniexchange.actors.seam import EmbeddedEngine
 from miniexchange.http.app import create_app
 from miniexchange.http.docs import OpenApiResource
 from miniexchange.settings import Settings, load_settings
@@ -254,7 +255,7 @@ def _api_key_document() -> dict[str, Any]:
     clock = ManualClock.at(START)
     settings = load_settings({"AUTH": "api_key", "ADMIN_TOKEN": "t" * 32})
     exchange = Exchange(clock, SequentialIds(), FakeDeliveries(), expiration_interval_s=None)
-    resource, *_ = create_app(settings, clock=clock, exchange=exchange)._router.find(
+    resource, *_ = create_app(settings, clock=clock, engine=EmbeddedEngine(exchange))._router.find(
         "/openapi.json"
     )
     assert isinstance(resource, OpenApiResource)
@@ -521,7 +522,7 @@ def serve_seeded(
     module's tests, so the state grows from one operation's run to the next."""
     clock = ManualClock.at(START)
     exchange = Exchange(clock, SequentialIds(), recorder, expiration_interval_s=None)
-    app = create_app(settings, clock=clock, exchange=exchange)
+    app = create_app(settings, clock=clock, engine=EmbeddedEngine(exchange))
     client = client_class(app)  # lifespan startup: the exchange starts
     try:
         SEEDS.replace(seed(client, clock, exchange))

@@ -16,6 +16,7 @@ import pytest
 import schemathesis
 
 from miniexchange.actors.exchange import Exchange
+from miniexchange.actors.seam import EmbeddedEngine
 from miniexchange.http.app import create_app
 from miniexchange.http.docs import OpenApiResource
 from miniexchange.settings import load_settings
@@ -35,7 +36,9 @@ def _served_document() -> dict[str, Any]:
     app = create_app(
         SETTINGS,
         clock=clock,
-        exchange=Exchange(clock, SequentialIds(), FakeDeliveries(), expiration_interval_s=None),
+        engine=EmbeddedEngine(
+            Exchange(clock, SequentialIds(), FakeDeliveries(), expiration_interval_s=None)
+        ),
     )
     resource, *_ = app._router.find("/openapi.json")
     assert isinstance(resource, OpenApiResource)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from miniexchange.actors.exchange import Exchange
+from miniexchange.actors.seam import EmbeddedEngine
 from miniexchange.http.app import create_app
 from miniexchange.journal import facts as kinds
 from miniexchange.journal.facts import Fact, decode
@@ -78,7 +79,7 @@ def run_child(path: str) -> None:
     exchange = Exchange(
         clock, SequentialIds(), FakeDeliveries(), journal=journal, expiration_interval_s=None
     )
-    client = AppClient(create_app(load_settings({}), clock=clock, exchange=exchange))
+    client = AppClient(create_app(load_settings({}), clock=clock, engine=EmbeddedEngine(exchange)))
     for broker_id, cash in START_CASH.items():
         register(client, broker_id, cash / 100, **START_HOLDINGS[broker_id])
     resting = limit(client, "Y", "bid", PRICE, 1, symbol="AAA")

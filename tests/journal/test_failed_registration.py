@@ -12,6 +12,7 @@ import pykka
 import pytest
 
 from miniexchange.actors.exchange import Exchange
+from miniexchange.actors.seam import EmbeddedEngine
 from miniexchange.http.app import create_app
 from miniexchange.journal.store import Journal, SqliteJournal
 from miniexchange.settings import load_settings
@@ -42,7 +43,7 @@ def open_app(clock: ManualClock, journal: Journal) -> AppClient:
     exchange = Exchange(
         clock, SequentialIds(), FakeDeliveries(), expiration_interval_s=None, journal=journal
     )
-    return AppClient(create_app(load_settings({}), clock=clock, exchange=exchange))
+    return AppClient(create_app(load_settings({}), clock=clock, engine=EmbeddedEngine(exchange)))
 
 
 def answer(result: Any) -> tuple[int, Any]:

@@ -1,15 +1,16 @@
 """From the event loop to an actor (or the journal) and back, never blocking the loop.
 
 The responder creates an asyncio future and hands a reply callback to whoever answers
-(an actor's message, the registry); that thread completes the future with
-`loop.call_soon_threadsafe`.
+(an actor's message, the journal); that thread completes the future with
+`loop.call_soon_threadsafe`. The engine seam (`actors.seam`) answers the HTTP layer
+this way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pykka
@@ -44,6 +45,7 @@ async def answer(send: Callable[[Reply], object]) -> Any:
     return value
 
 
-async def call(actor: pykka.ActorRef, message_with: Callable[[Reply], Any]) -> Any:
-    """Send `message_with(reply)` to `actor` and await its answer."""
-    return await answer(lambda reply: actor.tell(message_with(reply)))
+def call(actor: pykka.ActorRef, message_with: Callable[[Reply], Any]) -> Coroutine[Any, Any, Any]:
+    """Send `message_with(reply)` to `actor` and await its answer (`answer`'s coroutine
+    itself: no second layer)."""
+    return answer(lambda reply: actor.tell(message_with(reply)))
