@@ -171,7 +171,8 @@ class AccountActor(ExchangeActor):
         if claimed is None:
             self._refuse(message.reply, symbol_limit_reached(listing.limit), message.keep)
             return DEFERRED
-        ledger = Ledger(broker_id, command.initial_cash, dict(command.holdings), self.clock.now())
+        at = self.clock.now() if message.at is None else message.at
+        ledger = Ledger(broker_id, command.initial_cash, dict(command.holdings), at)
         self.registering[broker_id] = ledger
         balance = ledger.balance()
         recorded = [facts.broker_registered(command, balance.created_at)]

@@ -41,7 +41,7 @@ from miniexchange.model.settlement import (
 from miniexchange.model.vwap import TradeWindow
 
 if TYPE_CHECKING:
-    from miniexchange.ids import IdFactory
+    from miniexchange.ids import OrderIds
 
 
 class SymbolState:
@@ -135,7 +135,7 @@ broker does not have them available."""
 
 
 def submit(
-    state: SymbolState, command: SubmitOrder, ids: IdFactory, outcome: Outcome, hold: HoldFunds
+    state: SymbolState, command: SubmitOrder, ids: OrderIds, outcome: Outcome, hold: HoldFunds
 ) -> Order | ExchangeError:
     """One submission: expire the due orders (none may trade at or after its expiry),
     check and hold a market order's funds with `hold` (a limit order's are held
@@ -185,7 +185,7 @@ def give_back_hold(state: SymbolState, command: SubmitOrder, outcome: Outcome) -
 
 
 def accept_and_match(
-    state: SymbolState, command: SubmitOrder, ids: IdFactory, outcome: Outcome
+    state: SymbolState, command: SubmitOrder, ids: OrderIds, outcome: Outcome
 ) -> Order:
     """Create the order at `outcome.at` and run the match loop (a market remainder is cancelled);
     its funds are held. Returns the order as the step leaves it."""
