@@ -60,10 +60,16 @@ class ExpireDue:
     at: int | None = None
 
 
+# A read expires the due orders first (the embedded mode's default); `expire=False` leaves
+# them out of the answer and on the book instead, and the price read forgets no trade:
+# a read outside the sequenced commands must change nothing (docs/ray.md, "Reads").
+
+
 @dataclass(frozen=True, slots=True)
 class ReadBook:
     depth: int
     reply: Reply
+    expire: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +77,13 @@ class ReadQuote:
     side: str
     quantity: int
     reply: Reply
+    expire: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class ReadPrice:
     reply: Reply
+    expire: bool = True
 
 
 # -- account actors ------------------------------------------------------------------

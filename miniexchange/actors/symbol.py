@@ -153,18 +153,20 @@ class SymbolActor(ExchangeActor):
 
     def _read_book(self, message: ReadBook) -> BookView:
         outcome = Outcome(self.context.clock.now())
-        view = engine.read_book(self.state, message.depth, outcome)
-        self._finish(outcome)
+        view = engine.read_book(self.state, message.depth, outcome, message.expire)
+        self._finish(outcome)  # what expired, if the read expires anything
         return view
 
     def _read_quote(self, message: ReadQuote) -> QuoteView:
         outcome = Outcome(self.context.clock.now())
-        view = engine.read_quote(self.state, message.side, message.quantity, outcome)
+        view = engine.read_quote(
+            self.state, message.side, message.quantity, outcome, message.expire
+        )
         self._finish(outcome)
         return view
 
     def _read_price(self, message: ReadPrice) -> Price:
-        return self.state.trades.price(self.context.clock.now())
+        return self.state.trades.price(self.context.clock.now(), message.expire)
 
     handlers = {  # noqa: RUF012
         Submit: _submit,

@@ -154,17 +154,31 @@ def submit(
         return refusal
 
 
-def read_book(state: SymbolState, depth: int, outcome: Outcome) -> BookView:
-    """The L2 book without the orders due now: they are expired first."""
-    expire_due(state, outcome)
+def read_book(state: SymbolState, depth: int, outcome: Outcome, expire: bool = True) -> BookView:
+    """The L2 book without the orders due at `outcome.at`: they are expired first, or,
+    with `expire=False`, left out of the view and on the book (a read outside the
+    sequenced stream of commands, which must change nothing: docs/ray.md, "Reads")."""
+    due_at = _leave_due_out(state, outcome, expire)
     book = state.book
-    return BookView(book.levels(BID, depth), book.levels(ASK, depth), outcome.at)
+    return BookView(book.levels(BID, depth, due_at), book.levels(ASK, depth, due_at), outcome.at)
 
 
-def read_quote(state: SymbolState, side: str, quantity: int, outcome: Outcome) -> QuoteView:
-    """What a market order would take now, due orders expired first."""
-    expire_due(state, outcome)
-    return QuoteView(state.book.sweep(side, quantity), outcome.at)
+def read_quote(
+    state: SymbolState, side: str, quantity: int, outcome: Outcome, expire: bool = True
+) -> QuoteView:
+    """What a market order would take now, due orders expired first (or, with
+    `expire=False`, left out and on the book, as for `read_book`)."""
+    due_at = _leave_due_out(state, outcome, expire)
+    return QuoteView(state.book.sweep(side, quantity, due_at), outcome.at)
+
+
+def _leave_due_out(state: SymbolState, outcome: Outcome, expire: bool) -> int | None:
+    """A read's way with due orders: expire them (None: none are left to leave out), or
+    the time at which the view leaves them out."""
+    if expire:
+        expire_due(state, outcome)
+        return None
+    return outcome.at
 
 
 def market_hold(state: SymbolState, command: SubmitOrder) -> tuple[int, int]:
