@@ -1,4 +1,5 @@
-"""Production ids: a prefix and a lowercase random version-4 UUID."""
+"""Production ids: a prefix and a lowercase random version-4 UUID; stamped ids: the
+given order id and trade ids derived from a seed."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 import threading
 import uuid
 
-from miniexchange.ids import RandomIds, random_uuid4
+from miniexchange.ids import RandomIds, StampedIds, random_uuid4, seeded_uuid4
 
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
@@ -64,3 +65,28 @@ def test_a_forked_child_never_repeats_the_parents_ids() -> None:
     os.close(reader)
     assert UUID4.fullmatch(child_id)
     assert child_id != random_uuid4()  # the parent's next id, from the same bytes
+
+
+def test_a_seeded_uuid4_is_a_function_of_seed_and_number_shaped_as_a_version_4_uuid() -> None:
+    # BLAKE2b-128 of b"7:1" is 94ced0f979111072bd9f60ed4ad96dd7: digit 13 becomes the
+    # version 4, digit 17 the variant (b keeps its low bits: b).
+    assert seeded_uuid4(7, 1) == "94ced0f9-7911-4072-bd9f-60ed4ad96dd7"
+    assert seeded_uuid4(7, 1) == seeded_uuid4(7, 1)
+    made = {seeded_uuid4(seed, number) for seed in range(50) for number in range(1, 21)}
+    assert len(made) == 1_000
+    for text in made:
+        assert UUID4.fullmatch(text), text
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+
+
+def test_stamped_ids_give_the_order_id_and_one_trade_id_per_fill_from_the_seed() -> None:
+    ids = StampedIds("ord-given", 7)
+    assert ids.order_id() == "ord-given"
+    assert [ids.trade_id(), ids.trade_id()] == [
+        "trd-94ced0f9-7911-4072-bd9f-60ed4ad96dd7",
+        "trd-" + seeded_uuid4(7, 2),
+    ]
+    again = StampedIds("ord-given", 7)  # a replay of the same command
+    assert again.trade_id() == "trd-94ced0f9-7911-4072-bd9f-60ed4ad96dd7"
+    assert StampedIds("ord-other", 8).trade_id() == "trd-" + seeded_uuid4(8, 1)

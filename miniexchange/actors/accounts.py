@@ -15,6 +15,8 @@ The order path is exchange-core's pipeline, each stage a message, no lock shared
 - R2 (`Apply`): what a matching step decided (acceptances, settlements, releases), told
   once its facts are durable, so no other actor ever sees a change the journal could
   still lose (a funded order can never be committed before the trade that funded it).
+  In the shard mode a market order's hold arrives here too, recorded (`Held`, ahead of
+  its legs) instead of asked.
 
 Registration, balance reads and the brokers' credentials (`Issue`: an API key kept as
 its digest, a webhook secret) are messages here too; the published credentials
@@ -171,7 +173,8 @@ class AccountActor(ExchangeActor):
         if claimed is None:
             self._refuse(message.reply, symbol_limit_reached(listing.limit), message.keep)
             return DEFERRED
-        ledger = Ledger(broker_id, command.initial_cash, dict(command.holdings), self.clock.now())
+        at = self.clock.now() if message.at is None else message.at
+        ledger = Ledger(broker_id, command.initial_cash, dict(command.holdings), at)
         self.registering[broker_id] = ledger
         balance = ledger.balance()
         recorded = [facts.broker_registered(command, balance.created_at)]

@@ -37,8 +37,9 @@ class ClockActor(ExchangeActor):
         heapq.heappush(self._due, (message.at, message.symbol))
 
     def _tick(self, message: Tick) -> list[str]:
-        """Send `ExpireDue` to every symbol due now; returns their names (for tests)."""
-        now = self.clock.now()
+        """Send `ExpireDue` to every symbol due at the tick's time; returns their names
+        (for tests)."""
+        now = self.clock.now() if message.at is None else message.at
         due = self._due
         sent = []
         while due and due[0][0] <= now:
@@ -49,7 +50,7 @@ class ClockActor(ExchangeActor):
             actor = self.symbols(symbol)
             if actor is not None:
                 with contextlib.suppress(pykka.ActorDeadError):  # stopping
-                    actor.tell(ExpireDue())
+                    actor.tell(ExpireDue(message.at))
                 sent.append(symbol)
         return sent
 

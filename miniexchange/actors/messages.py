@@ -2,6 +2,11 @@
 
 A message that expects an answer carries a `reply` callback (see `actors.base.Reply`);
 the handler's return value (or the `ExchangeError` it raises) is passed to it.
+
+A write may carry its stamped inputs (docs/ray.md, "Batches"): `at`, the time its step
+runs at, and for a submission its order id and trade seed (`ids.StampedIds`), so that a
+replay of the same commands makes the same state. The embedded mode stamps nothing: a
+missing `at` is the actor's clock reading, missing ids are drawn from its id factory.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ class Submit(NamedTuple):
     reply: Reply
     keep: KeepAnswer | None = None  # journal the answer with the facts (Idempotency-Key)
     request_id: str | None = None  # the request's X-Request-Id, carried to the webhook logs
+    at: int | None = None  # stamped: the step's time (None: the clock's)
+    order_id: str | None = None  # stamped with `trade_seed` (None: drawn from the factory)
+    trade_seed: int | None = None  # the trades' ids derive from it (`ids.StampedIds`)
 
 
 class Reserved(NamedTuple):
@@ -42,17 +50,26 @@ class Cancel(NamedTuple):
     order_id: str
     reply: Reply
     request_id: str | None = None  # the request's X-Request-Id
+    at: int | None = None  # stamped: the step's time (None: the clock's)
 
 
 @dataclass(frozen=True, slots=True)
 class ExpireDue:
-    """From the clock actor: expire what is due now."""
+    """From the clock actor: expire what is due at `at` (None: now, by the clock)."""
+
+    at: int | None = None
+
+
+# A read expires the due orders first (the embedded mode's default); `expire=False` leaves
+# them out of the answer and on the book instead, and the price read forgets no trade:
+# a read outside the sequenced commands must change nothing (docs/ray.md, "Reads").
 
 
 @dataclass(frozen=True, slots=True)
 class ReadBook:
     depth: int
     reply: Reply
+    expire: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +77,13 @@ class ReadQuote:
     side: str
     quantity: int
     reply: Reply
+    expire: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class ReadPrice:
     reply: Reply
+    expire: bool = True
 
 
 # -- account actors ------------------------------------------------------------------
@@ -76,6 +95,7 @@ class Register(NamedTuple):
     command: RegisterBroker
     reply: Reply
     keep: KeepAnswer | None = None
+    at: int | None = None  # stamped: the ledger's `created_at` (None: the clock's)
 
 
 class Issue(NamedTuple):
@@ -135,7 +155,10 @@ class NextExpiry:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """Run one expiration sweep (sent by the ticker thread, or by a test)."""
+    """Run one expiration sweep (sent by the ticker thread, or by a test) for the time
+    `at`, which the `ExpireDue`s carry on (None: now, by each actor's clock)."""
+
+    at: int | None = None
 
 
 # -- webhook dispatcher -------------------------------------------------------------
@@ -150,6 +173,8 @@ class Subscribe:
     events: tuple[str, ...]
     reply: Reply
     keep: KeepAnswer | None = None
+    at: int | None = None  # stamped: the change's time (None: the clock's)
+    webhook_ids: tuple[str, ...] | None = None  # stamped: a new subscription takes the next
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ from miniexchange.actors.messages import (
 )
 from miniexchange.actors.read_index import ReadIndex
 from miniexchange.clock import Clock
-from miniexchange.ids import IdFactory
+from miniexchange.ids import IdFactory, OrderIds, StampedIds
 from miniexchange.journal import facts
 from miniexchange.journal.facts import KeepAnswer
 from miniexchange.journal.store import Journal, MemoryJournal
@@ -109,8 +109,13 @@ class SymbolActor(ExchangeActor):
 
     def _step(self, message: Submit) -> object:
         command = message.command
-        outcome = Outcome(self.context.clock.now(), message.request_id)
-        answer = engine.submit(self.state, command, self.context.ids, outcome, self._hold)
+        at = message.at
+        outcome = Outcome(self.context.clock.now() if at is None else at, message.request_id)
+        order_id = message.order_id
+        ids: OrderIds = self.context.ids
+        if order_id is not None:  # stamped with its trade seed
+            ids = StampedIds(order_id, message.trade_seed)  # type: ignore[arg-type]
+        answer = engine.submit(self.state, command, ids, outcome, self._hold)
         if command.type == LIMIT and isinstance(answer, ExchangeError):
             self.context.listing.release((self.symbol,))  # the place R1 claimed, if any
         self._finish(outcome, message.reply, answer, command, message.keep)
@@ -123,39 +128,45 @@ class SymbolActor(ExchangeActor):
     def _expire_then_check(self, message: ExpireThenCheck) -> None:
         """R1 could not hold: expire what is due, then send the order back for the
         final check, after the releases (one mailbox, FIFO)."""
-        outcome = Outcome(self.context.clock.now())
-        engine.expire_due(self.state, outcome)
         submit = message.submit
+        outcome = Outcome(self._at(submit.at))
+        engine.expire_due(self.state, outcome)
         account = self.context.accounts(submit.command.broker_id)
         self._finish(outcome, then=lambda: account.tell(Recheck(submit)))
 
     def _cancel(self, message: Cancel) -> object:
-        outcome = Outcome(self.context.clock.now(), message.request_id)
+        outcome = Outcome(self._at(message.at), message.request_id)
         answer = engine.cancel(self.state, message.order_id, outcome)
         self._finish(outcome, message.reply, answer)  # a refusal too: after what expired
         return DEFERRED
 
     def _expire(self, message: ExpireDue) -> None:
-        outcome = Outcome(self.context.clock.now())
+        outcome = Outcome(self._at(message.at))
         engine.expire_due(self.state, outcome)
         self._finish(outcome)
+
+    def _at(self, stamped: int | None) -> int:
+        """A step's time: the stamped one, or (embedded mode) the clock's reading now."""
+        return self.context.clock.now() if stamped is None else stamped
 
     # -- reads -------------------------------------------------------------------
 
     def _read_book(self, message: ReadBook) -> BookView:
         outcome = Outcome(self.context.clock.now())
-        view = engine.read_book(self.state, message.depth, outcome)
-        self._finish(outcome)
+        view = engine.read_book(self.state, message.depth, outcome, message.expire)
+        self._finish(outcome)  # what expired, if the read expires anything
         return view
 
     def _read_quote(self, message: ReadQuote) -> QuoteView:
         outcome = Outcome(self.context.clock.now())
-        view = engine.read_quote(self.state, message.side, message.quantity, outcome)
+        view = engine.read_quote(
+            self.state, message.side, message.quantity, outcome, message.expire
+        )
         self._finish(outcome)
         return view
 
     def _read_price(self, message: ReadPrice) -> Price:
-        return self.state.trades.price(self.context.clock.now())
+        return self.state.trades.price(self.context.clock.now(), message.expire)
 
     handlers = {  # noqa: RUF012
         Submit: _submit,

@@ -100,8 +100,13 @@ class WebhookDispatcherActor(ExchangeActor):
         self.secrets: Mapping[str, str] = secrets if secrets is not None else {}
 
     def _subscribe(self, message: Subscribe) -> object:
+        at, stamped = message.at, message.webhook_ids
         upserted = self.subscriptions.upsert(
-            message.broker_id, message.url, message.events, self.clock.now(), self.ids.webhook_id
+            message.broker_id,
+            message.url,
+            message.events,
+            self.clock.now() if at is None else at,
+            self.ids.webhook_id if stamped is None else iter(stamped).__next__,
         )
         self.listening.brokers = self.subscriptions.brokers()
         saved = [facts.webhook_saved(asdict(subscription)) for subscription in upserted.changed]

@@ -37,6 +37,9 @@ from miniexchange.model.orders import CANCELLED, EXPIRED, Order, Trade
 _COMPACT_AFTER = 32
 """Entries gone from a level's front (or left dead inside it) before it is compacted."""
 
+_NOTHING_LEFT_OUT: dict[int, list[int]] = {}
+"""What an ordinary read leaves out of the levels (never written to)."""
+
 
 class Fill(NamedTuple):
     """One trade of a matching pass, with both orders as they stood right after it."""
@@ -187,11 +190,19 @@ class _Side:
             if price_key == self.best:
                 self.best = prices[0] if prices else None
 
-    def best_levels(self) -> Iterator[tuple[int, _Level]]:
-        """(price, level), best first."""
+    def best_levels(
+        self, left_out: dict[int, list[int]] = _NOTHING_LEFT_OUT
+    ) -> Iterator[tuple[int, int, int]]:
+        """(price, quantity, orders) of each level, best first, less what `left_out`
+        holds for its price key ([quantity, orders]); a level left empty is skipped."""
         levels, sign = self.levels, self.sign
         for price_key in self.prices:
-            yield sign * price_key, levels[price_key]
+            level = levels[price_key]
+            out = left_out.get(price_key)
+            if out is None:
+                yield sign * price_key, level.quantity, level.count
+            elif out[1] < level.count:
+                yield sign * price_key, level.quantity - out[0], level.count - out[1]
 
 
 class OrderBook:
@@ -240,29 +251,65 @@ class OrderBook:
             self._expiry_gone -= 1
         return expiry[0][0] if expiry else None
 
-    def levels(self, side: str, depth: int) -> list[Level]:
-        """The best `depth` L2 levels of a side, best first (`GET /stocks/{symbol}/book`)."""
+    def levels(self, side: str, depth: int, due_at: int | None = None) -> list[Level]:
+        """The best `depth` L2 levels of a side, best first (`GET /stocks/{symbol}/book`).
+
+        `due_at`: leave out the orders due then (`expires_at <= due_at`) without
+        expiring them: they stay on the book (a read that must change nothing)."""
         out = []
-        for price, level in (self._bids if side == BID else self._asks).best_levels():
+        book_side = self._bids if side == BID else self._asks
+        left_out = _NOTHING_LEFT_OUT if due_at is None else self._due_by_price_key(due_at)
+        for price, quantity, count in book_side.best_levels(left_out):
             if len(out) == depth:
                 break
-            out.append(Level(price, level.quantity, level.count))
+            out.append(Level(price, quantity, count))
         return out
 
-    def sweep(self, incoming_side: str, quantity: int) -> list[Level]:
+    def sweep(self, incoming_side: str, quantity: int, due_at: int | None = None) -> list[Level]:
         """What a market order of `quantity` would take, level by level (its hold, the quote).
 
-        Each returned level's `quantity` is what the sweep takes from it.
+        Each returned level's `quantity` is what the sweep takes from it. `due_at`: as
+        for `levels`, the orders due then are left out, and on the book.
         """
         out = []
         left = quantity
-        for price, level in self._opposite(incoming_side).best_levels():
+        left_out = _NOTHING_LEFT_OUT if due_at is None else self._due_by_price_key(due_at)
+        for price, offered, count in self._opposite(incoming_side).best_levels(left_out):
             if not left:
                 break
-            take = min(left, level.quantity)
-            out.append(Level(price, take, level.count))
+            take = min(left, offered)
+            out.append(Level(price, take, count))
             left -= take
         return out
+
+    def _due_by_price_key(self, now: int) -> dict[int, list[int]]:
+        """Price key -> [quantity, orders] of the resting orders due at `now`, found in
+        the part of the expiry heap at or before `now` (its stale entries skipped), so
+        it costs what is due, never the whole book."""
+        due: dict[int, list[int]] = {}
+        heap, orders = self._expiry, self._orders
+        size = len(heap)
+        pending = [0] if size else []
+        while pending:
+            index = pending.pop()
+            expires_at, order_id = heap[index]
+            if expires_at > now:  # and so is every entry below it
+                continue
+            order = orders.get(order_id)
+            if order is not None:
+                price_key = self._side(order.side).sign * order.price  # type: ignore[operator]
+                counted = due.get(price_key)
+                if counted is None:
+                    due[price_key] = [order.remaining_quantity, 1]
+                else:
+                    counted[0] += order.remaining_quantity
+                    counted[1] += 1
+            child = 2 * index + 1
+            if child < size:
+                pending.append(child)
+                if child + 1 < size:
+                    pending.append(child + 1)
+        return due
 
     # -- writes ------------------------------------------------------------------
 

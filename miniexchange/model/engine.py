@@ -41,7 +41,7 @@ from miniexchange.model.settlement import (
 from miniexchange.model.vwap import TradeWindow
 
 if TYPE_CHECKING:
-    from miniexchange.ids import IdFactory
+    from miniexchange.ids import OrderIds
 
 
 class SymbolState:
@@ -135,7 +135,7 @@ broker does not have them available."""
 
 
 def submit(
-    state: SymbolState, command: SubmitOrder, ids: IdFactory, outcome: Outcome, hold: HoldFunds
+    state: SymbolState, command: SubmitOrder, ids: OrderIds, outcome: Outcome, hold: HoldFunds
 ) -> Order | ExchangeError:
     """One submission: expire the due orders (none may trade at or after its expiry),
     check and hold a market order's funds with `hold` (a limit order's are held
@@ -154,17 +154,31 @@ def submit(
         return refusal
 
 
-def read_book(state: SymbolState, depth: int, outcome: Outcome) -> BookView:
-    """The L2 book without the orders due now: they are expired first."""
-    expire_due(state, outcome)
+def read_book(state: SymbolState, depth: int, outcome: Outcome, expire: bool = True) -> BookView:
+    """The L2 book without the orders due at `outcome.at`: they are expired first, or,
+    with `expire=False`, left out of the view and on the book (a read outside the
+    sequenced stream of commands, which must change nothing: docs/ray.md, "Reads")."""
+    due_at = _leave_due_out(state, outcome, expire)
     book = state.book
-    return BookView(book.levels(BID, depth), book.levels(ASK, depth), outcome.at)
+    return BookView(book.levels(BID, depth, due_at), book.levels(ASK, depth, due_at), outcome.at)
 
 
-def read_quote(state: SymbolState, side: str, quantity: int, outcome: Outcome) -> QuoteView:
-    """What a market order would take now, due orders expired first."""
-    expire_due(state, outcome)
-    return QuoteView(state.book.sweep(side, quantity), outcome.at)
+def read_quote(
+    state: SymbolState, side: str, quantity: int, outcome: Outcome, expire: bool = True
+) -> QuoteView:
+    """What a market order would take now, due orders expired first (or, with
+    `expire=False`, left out and on the book, as for `read_book`)."""
+    due_at = _leave_due_out(state, outcome, expire)
+    return QuoteView(state.book.sweep(side, quantity, due_at), outcome.at)
+
+
+def _leave_due_out(state: SymbolState, outcome: Outcome, expire: bool) -> int | None:
+    """A read's way with due orders: expire them (None: none are left to leave out), or
+    the time at which the view leaves them out."""
+    if expire:
+        expire_due(state, outcome)
+        return None
+    return outcome.at
 
 
 def market_hold(state: SymbolState, command: SubmitOrder) -> tuple[int, int]:
@@ -185,7 +199,7 @@ def give_back_hold(state: SymbolState, command: SubmitOrder, outcome: Outcome) -
 
 
 def accept_and_match(
-    state: SymbolState, command: SubmitOrder, ids: IdFactory, outcome: Outcome
+    state: SymbolState, command: SubmitOrder, ids: OrderIds, outcome: Outcome
 ) -> Order:
     """Create the order at `outcome.at` and run the match loop (a market remainder is cancelled);
     its funds are held. Returns the order as the step leaves it."""

@@ -81,7 +81,20 @@ class Released(NamedTuple):
     at: int | None
 
 
-LedgerChange = Accepted | Settled | Released
+class Held(NamedTuple):
+    """R2: a market order's hold, `cash` (a bid's sweep cost) or `quantity` shares (an
+    ask), made when its symbol's step ran. Ahead of that order's `Accepted`, `Settled`
+    and `Released`, it does to the ledger what the blocking `Hold` ask does in the
+    embedded mode, where the step asks instead (docs/ray.md, "A market order, and its
+    Hold"). Decided already: applied as is, and, like any hold, at no time."""
+
+    broker_id: str
+    symbol: str
+    cash: int
+    quantity: int
+
+
+LedgerChange = Accepted | Settled | Released | Held
 """What a matching step tells the account actors, in the order it happened."""
 
 
@@ -184,6 +197,8 @@ class Ledger:
             self.release(change.symbol, change.cash, change.quantity)
             if change.at is not None:
                 self.touch(change.at)
+        elif type(change) is Held:
+            self._shift_held(change.symbol, change.cash, change.quantity)
         else:
             self.touch(change.at)
 

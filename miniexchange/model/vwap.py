@@ -59,10 +59,23 @@ class TradeWindow:
             self._value -= value
             self._quantity -= quantity
 
-    def price(self, now: int) -> Price:
-        """VWAP of the trades with `now - window <= executed_at <= now`, else the last price."""
-        self.advance(now)
+    def price(self, now: int, forget: bool = True) -> Price:
+        """VWAP of the trades with `now - window <= executed_at <= now`, else the last price.
+
+        `forget=False`: the trades that left the window are skipped, not forgotten (a read
+        that must change nothing; it costs those trades until the next step forgets them)."""
+        if forget:
+            self.advance(now)
         trades = self._trades
-        if not trades:
+        value, quantity, count = self._value, self._quantity, len(trades)
+        if not forget:
+            oldest = now - self._window
+            for executed_at, left_value, left_quantity in trades:
+                if executed_at >= oldest:
+                    break
+                value -= left_value
+                quantity -= left_quantity
+                count -= 1
+        if not count:
             return Price(self.last_price, 0, self.last_at)
-        return Price(self._value // self._quantity, len(trades), self.last_at)
+        return Price(value // quantity, count, self.last_at)

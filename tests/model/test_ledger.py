@@ -12,6 +12,7 @@ from miniexchange.model.errors import ExchangeError
 from miniexchange.model.ledger import (
     Accepted,
     Balance,
+    Held,
     Holding,
     Ledger,
     Released,
@@ -429,3 +430,43 @@ def test_holds_are_counted_per_symbol_for_the_due_check() -> None:
     ledger.release("AAPL", 0, 4)
     assert not ledger.holds_on("GOOG")
     assert not ledger.holds_on("AAPL")
+
+
+def test_held_then_the_legs_equal_a_market_bids_hold_then_the_legs() -> None:
+    """A market bid of 5 sweeping 3 @ 10.00 and 2 @ 11.00 while a limit bid holds 7.00:
+    the recorded `Held` does what the asked hold did."""
+    t = at("09:00:04")
+    legs = (SettlementLeg(BID, 3, 3_000, 3_000), SettlementLeg(BID, 2, 2_200, 2_200))
+    asked, recorded = (Ledger("B", 10_000, {}, T0) for _ in range(2))
+    for ledger in (asked, recorded):
+        assert ledger.hold_cash("MSFT", 700)  # a resting limit bid elsewhere
+    assert asked.hold("AAPL", 5_200, 0)
+    for change in (Accepted("B", t), Settled("B", "AAPL", legs, t)):
+        asked.apply(change)
+    for change in (Held("B", "AAPL", 5_200, 0), Accepted("B", t), Settled("B", "AAPL", legs, t)):
+        recorded.apply(change)
+    expected = Balance("B", 4_800, 700, (Holding("AAPL", 5, 0),), T0, t)
+    assert asked.balance() == recorded.balance() == expected
+    assert asked.cash_held_on == recorded.cash_held_on == {"MSFT": 700}
+
+
+def test_held_then_the_legs_and_the_remainder_equal_a_market_asks_hold() -> None:
+    """A market ask of 6 that fills 4 @ 10.00: its IOC remainder of 2 goes back."""
+    t = at("09:00:04")
+    changes = (
+        Accepted("S", t),
+        Settled("S", "AAPL", (SettlementLeg(ASK, 4, 4_000, 0),), t),
+        Released("S", "AAPL", 0, 2, t),
+    )
+    asked, recorded = (Ledger("S", 0, {"AAPL": 10}, T0) for _ in range(2))
+    assert asked.hold("AAPL", 0, 6)
+    for change in changes:
+        asked.apply(change)
+    recorded.apply(Held("S", "AAPL", 0, 6))
+    assert recorded.updated_at == T0  # a hold is no change of record
+    assert recorded.reserved_shares == {"AAPL": 6}
+    for change in changes:
+        recorded.apply(change)
+    expected = Balance("S", 4_000, 0, (Holding("AAPL", 6, 0),), T0, t)
+    assert asked.balance() == recorded.balance() == expected
+    assert asked.reserved_shares == recorded.reserved_shares == {}
