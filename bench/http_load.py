@@ -214,9 +214,9 @@ def http_rows(duration_s: float, log: Callable[[str], None] = print) -> list[Row
             f"{cpu_share(in_process, bare)})",
         ),
         Row(
-            "http healthz, worker CPU per request: bare + the process + our request path",
-            f"{bare_us:,.0f} µs + {in_process_us - bare_us:,.0f} µs "
-            f"+ {healthz_us - in_process_us:,.0f} µs = {healthz_us:,.0f} µs",
+            "http healthz, worker CPU per request: bare, the process, our request path",
+            f"{bare_us:,.0f} µs bare, {in_process_us - bare_us:+,.0f} µs the process, "
+            f"{healthz_us - in_process_us:+,.0f} µs our request path = {healthz_us:,.0f} µs",
         ),
         Row(
             "http healthz: non-2xx + socket errors", _fmt_counts(healthz_bad), "0", not healthz_bad
