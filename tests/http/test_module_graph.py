@@ -6,28 +6,16 @@ cannot be understood (or moved) one without the other.
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
-import miniexchange.http
-
-HTTP = Path(miniexchange.http.__file__).parent
+from tests.http.imports import HTTP, absolute_imports
 
 
 def http_imports() -> dict[str, set[str]]:
-    graph: dict[str, set[str]] = {}
-    for path in sorted(HTTP.glob("*.py")):
-        name = f"miniexchange.http.{path.stem}"
-        imported = graph.setdefault(name, set())
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                modules = [node.module]
-            elif isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            else:
-                continue
-            imported.update(m for m in modules if m.startswith("miniexchange.http."))
-    return graph
+    return {
+        f"miniexchange.http.{path.stem}": {
+            module for module in absolute_imports(path) if module.startswith("miniexchange.http.")
+        }
+        for path in sorted(HTTP.glob("*.py"))
+    }
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -4,30 +4,19 @@ the protocol's parameters (a second engine is held to the same list)."""
 
 from __future__ import annotations
 
-import ast
 import inspect
-from pathlib import Path
 
-import miniexchange.http
 from miniexchange.actors.seam import EmbeddedEngine, Engine
-
-HTTP = Path(miniexchange.http.__file__).parent
+from tests.http.imports import HTTP, absolute_imports
 
 
 def actors_imports() -> dict[str, set[str]]:
-    """Per module of `http`, the modules of `actors` it imports (`TYPE_CHECKING` too)."""
+    """Per module of `http`, the modules of `actors` it imports."""
     found: dict[str, set[str]] = {}
     for path in sorted(HTTP.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                modules = [node.module]
-            elif isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            else:
-                continue
-            for module in modules:
-                if module == "miniexchange.actors" or module.startswith("miniexchange.actors."):
-                    found.setdefault(path.stem, set()).add(module)
+        for module in absolute_imports(path):
+            if module == "miniexchange.actors" or module.startswith("miniexchange.actors."):
+                found.setdefault(path.stem, set()).add(module)
     return found
 
 
