@@ -20,7 +20,7 @@ from miniexchange.model.commands import RegisterBroker, SubmitOrder
 from miniexchange.model.errors import ExchangeError
 from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import Order
-from miniexchange.testing import ManualClock, Replies, SequentialIds, read_balance
+from miniexchange.testing import FakeDeliveries, ManualClock, Replies, SequentialIds, read_balance
 
 T0_ISO = "2026-02-17T09:00:00Z"
 SECOND = 1_000_000  # the clock counts microseconds
@@ -43,6 +43,15 @@ def clock() -> ManualClock:
 @pytest.fixture
 def ids() -> SequentialIds:
     return SequentialIds()
+
+
+@pytest.fixture
+def exchange(clock: ManualClock, ids: SequentialIds) -> Iterator[Exchange]:
+    """A started exchange without a ticker (expiry only when a test makes it happen)."""
+    started = Exchange(clock, ids, FakeDeliveries(), expiration_interval_s=None)
+    started.start()
+    yield started
+    started.stop()
 
 
 def oid(n: int) -> str:

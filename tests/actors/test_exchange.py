@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pykka
@@ -32,14 +31,6 @@ from tests.actors.conftest import SECOND, T0, WAIT_S, balance, oid, register, su
 
 E1 = T0 + 3600 * SECOND
 THREADS = 8
-
-
-@pytest.fixture
-def exchange(clock: ManualClock, ids: SequentialIds) -> Iterator[Exchange]:
-    started = Exchange(clock, ids, FakeDeliveries(), expiration_interval_s=None)
-    started.start()
-    yield started
-    started.stop()
 
 
 def test_an_exchange_is_handed_its_delivery_pool(clock: ManualClock, ids: SequentialIds) -> None:

@@ -4,11 +4,9 @@ actors read the clock and draw ids as before. Real actors, a manual clock left a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pykka
-import pytest
 
 from miniexchange.actors.exchange import Exchange
 from miniexchange.actors.messages import Cancel, ReadPrice, Register, Submit, Subscribe, Tick
@@ -18,20 +16,12 @@ from miniexchange.model.events import ORDER_CANCELLED, TRADE_EXECUTED
 from miniexchange.model.ledger import Balance, Holding
 from miniexchange.model.orders import CANCELLED, EXPIRED, FILLED, PENDING, Order, Trade
 from miniexchange.model.subscriptions import Subscription, Upserted
-from miniexchange.testing import FakeDeliveries, ManualClock, Replies, SequentialIds
+from miniexchange.testing import ManualClock, Replies
 from tests.actors.conftest import SECOND, T0, WAIT_S, balance, oid, register, submit
 
 DOC = "12345678900"
 E1 = T0 + 3600 * SECOND
 TRADE_7_1 = "trd-94ced0f9-7911-4072-bd9f-60ed4ad96dd7"  # seeded_uuid4(7, 1), see tests/test_ids
-
-
-@pytest.fixture
-def exchange(clock: ManualClock, ids: SequentialIds) -> Iterator[Exchange]:
-    started = Exchange(clock, ids, FakeDeliveries(), expiration_interval_s=None)
-    started.start()
-    yield started
-    started.stop()
 
 
 def limit(
