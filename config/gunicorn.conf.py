@@ -32,7 +32,7 @@ except SettingsError as error:
 SHUTDOWN_MARGIN_S = 5
 
 wsgi_app = "miniexchange.http.app:app"  # the Falcon ASGI app, despite gunicorn's name
-# loop "auto" -> uvloop; http: `post_worker_init` sets the exchange's httptools protocol
+# loop and http: `post_worker_init` sets uvloop accepting in batches and our httptools protocol
 worker_class = "uvicorn_worker.UvicornWorker"
 # All exchange state (books, balances, subscriptions) lives in the one worker process.
 workers = 1
@@ -107,9 +107,10 @@ def nworkers_changed(server: Arbiter, new_value: int, old_value: int | None) -> 
 
 
 def post_worker_init(worker: Worker) -> None:
-    """Bound uvicorn's wait for in-flight requests at shutdown by SHUTDOWN_TIMEOUT, and
+    """Bound uvicorn's wait for in-flight requests at shutdown by SHUTDOWN_TIMEOUT,
     serve connections with the exchange's protocol (its limits on header size and time,
-    body time and connections at once: `miniexchange/http/protocol.py`).
+    body time and connections at once: `miniexchange/http/protocol.py`), and run uvloop
+    with new connections accepted in batches (`miniexchange/http/accept.py`).
 
     The uvicorn worker passes no graceful-shutdown timeout of its own: without this it
     waits for open requests until gunicorn kills it, and the lifespan shutdown never runs.
@@ -122,3 +123,4 @@ def post_worker_init(worker: Worker) -> None:
 
         config.timeout_graceful_shutdown = to_seconds(settings.shutdown_timeout_us)
         config.http = serving_protocol(settings)
+        config.loop = "miniexchange.http.accept:ExchangeLoop"  # new connections in batches

@@ -23,7 +23,7 @@ import uvicorn
 import uvicorn_worker
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
-from uvicorn.server import ServerState
+from uvicorn.server import Server, ServerState
 
 from miniexchange.http.errors import MAX_HEADER_BYTES
 from miniexchange.http.protocol import UVICORN_VERSION, ConnectionLimits, ExchangeProtocol
@@ -35,6 +35,7 @@ OWNERS: dict[str, type] = {
     "HttpToolsProtocol": HttpToolsProtocol,
     "RequestResponseCycle": RequestResponseCycle,
     "Config": Config,
+    "Server": Server,
     "UvicornWorker": uvicorn_worker.UvicornWorker,
 }
 
@@ -59,10 +60,15 @@ FINGERPRINTS = {
     "RequestResponseCycle.receive": "8124ae006be71184",
     "Config.load": "92b7159dce105a9c",
     "UvicornWorker.__init__": "d51a1f9f91fdc5da",
+    "Config.get_loop_factory": "de5a9cb6dc6b3129",
+    "Server.startup": "2aa1d70a244bfcf2",
+    "Server.shutdown": "9b33c50562992b1e",
 }
 """The code `http.protocol` overrides, calls or reads the state of, and where the
-worker's config gets its protocol class (`config/gunicorn.conf.py` sets it): the first
-16 hex digits of the SHA-256 of each one's source in the pinned versions."""
+worker's config gets its protocol class (`config/gunicorn.conf.py` sets it); and for
+`http.accept`, how uvicorn makes the loop from `config.loop` and serves a listening
+socket through `loop.create_server(sock=...)`, closing it at shutdown: the first 16
+hex digits of the SHA-256 of each one's source in the pinned versions."""
 
 
 def fingerprint(name: str) -> str:
