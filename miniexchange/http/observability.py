@@ -91,6 +91,21 @@ class LogLifespan:
             self._setup = None
 
 
+_RAW_HEADER: Final = HEADER.lower().encode()
+
+
+def _raw_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The `X-Request-Id` field as sent, from the raw header list: reading it through
+    Falcon would decode every header of a request that needs no other. Several fields
+    are joined as Falcon joins them (and so are unusable)."""
+    found: str | None = None
+    for name, value in headers:
+        if name == _RAW_HEADER:
+            text = value.decode("latin-1")
+            found = text if found is None else f"{found}, {text}"
+    return found
+
+
 def request_id_of(header: str | None) -> str:
     """The client's id if usable (1-128 of `[A-Za-z0-9._:-]`), else a new lowercase UUID4.
 
@@ -117,12 +132,11 @@ class RequestObserver:
         self.api_keys = api_keys
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        request_id = request_id_of(req.get_header(HEADER))
+        request_id = request_id_of(_raw_request_id(req.scope["headers"]))
         context = req.context
         context.request_id = request_id
         context.started = time.perf_counter()
         request_id_var.set(request_id)  # this request's task only: each has its own context
-        resp.set_header(HEADER, request_id)
 
     async def process_response(
         self,
@@ -136,7 +150,7 @@ class RequestObserver:
         if request_id is None:  # defensive: process_request always runs first
             request_id = context.request_id = request_id_of(None)
             context.started = time.perf_counter()
-        resp.set_header(HEADER, request_id)  # again: an error handler may have reset headers
+        resp.set_header(HEADER, request_id)  # here, after any error handler rendered
         method = req.method
         route = req.uri_template or NOT_FOUND_ROUTE
         if resp.sse is not None:
