@@ -15,7 +15,10 @@ facts a power loss took from the file), and with snapshots on it deletes the fac
 durable snapshot covers, a bounded chunk per pass so that commits go on between them.
 The file's `user_version` says its format: 0 (before it was stamped) and 1 are read,
 anything newer is refused at start with one line naming the file; so is a file SQLite
-cannot read (garbage, cut short), rather than a traceback.
+cannot read (garbage, cut short), rather than a traceback. Its `application_id` says
+which engine wrote it (a journal belongs to one: the embedded one journals facts, the
+Ray one of docs/ray.md commands): 0, every journal before the stamp, is the embedded
+engine's, and a start of the other engine refuses the file the same way.
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ CREATE TABLE IF NOT EXISTS facts (
 
 JOURNAL_FORMAT = 1
 """`PRAGMA user_version` of a journal this code writes; 0 is the same layout, unstamped."""
+
+ENGINE_STAMPS = {"embedded": 0, "ray": 0x4D58_5259}
+"""`PRAGMA application_id` of a journal written by each engine (`ENGINE`); the Ray
+engine's spells "MXRY". 0 is SQLite's default, so every embedded journal has it."""
 
 FORGET_CHUNK = 10_000
 """Facts deleted per writer pass once a snapshot covers them (about 10 ms here)."""
@@ -131,14 +138,17 @@ class SqliteJournal:
         on_commit: Callable[[float, int], None] | None = None,
         snapshot_interval_s: float | None = None,
         retention: Retention = DEFAULT_RETENTION,
+        engine: str = "embedded",
     ) -> None:
         """`on_commit(seconds, fact_count)` is told of each commit (for metrics).
         `snapshot_interval_s`: snapshots at most this far apart while facts arrive
         (None: never; recovery then replays every fact). `retention`: what of the trade
         history a snapshot keeps beside the orders (the exchange's tape and VWAP window).
+        `engine`: whose journal this is (`ENGINE_STAMPS`); another engine's is refused.
 
         Nothing is opened here (the app is built at import): see `_connect`."""
         self.path = path
+        self._engine = engine
         self._snapshot_interval_s = snapshot_interval_s
         self._retention = retention
         self._snapshots: SnapshotSchedule | None = None
@@ -177,6 +187,7 @@ class SqliteJournal:
                 f"{self.path}: journal format {version}, this version reads formats 0 "
                 f"to {JOURNAL_FORMAT}; run the version that wrote it"
             )
+        self._check_engine(connection, fresh=version == 0 and not _has_facts_table(connection))
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={self._synchronous}")
         connection.execute(SCHEMA)
@@ -189,6 +200,23 @@ class SqliteJournal:
             raise JournalFormatError(str(error)) from None
         self._snapshot_seq = header["seq"] if header is not None else 0
         self._last_seq = max(last, self._snapshot_seq)
+
+    def _check_engine(self, connection: sqlite3.Connection, fresh: bool) -> None:
+        """Refuse another engine's journal; stamp a new file with this engine's mark."""
+        (stamp,) = connection.execute("PRAGMA application_id").fetchone()
+        wanted = ENGINE_STAMPS[self._engine]
+        if stamp == wanted:
+            return
+        if fresh and stamp == 0:
+            connection.execute(f"PRAGMA application_id={wanted}")
+            return
+        writer = next((name for name, mark in ENGINE_STAMPS.items() if mark == stamp), None)
+        raise JournalFormatError(
+            f"{self.path}: a journal of ENGINE={writer}, and this start is ENGINE="
+            f"{self._engine}; start it with ENGINE={writer}, or give DATABASE_PATH another file"
+            if writer is not None
+            else f"{self.path}: not a miniexchange journal (application_id {stamp})"
+        )
 
     # -- reading (recovery, before start) ----------------------------------------
 
@@ -362,6 +390,13 @@ class SqliteJournal:
 
 
 Journal = MemoryJournal | SqliteJournal
+
+
+def _has_facts_table(connection: sqlite3.Connection) -> bool:
+    found = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'facts'"
+    ).fetchone()
+    return found is not None
 
 
 def open_journal(

@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import requests
 
+from miniexchange.journal.store import ENGINE_STAMPS
 from tests.e2e.conftest import Server, refused_start
 
 WAIT_S = 60.0
@@ -35,6 +36,19 @@ def test_a_journal_of_a_newer_format_stops_the_start_with_one_line(tmp_path: Pat
     assert (
         f"miniexchange: {database}: journal format 2, this version reads formats 0 to 1; "
         "run the version that wrote it\n"
+    ) in output
+    assert "Traceback" not in output
+
+
+def test_a_journal_of_the_ray_engine_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    database = tmp_path / "exchange.db"
+    with sqlite3.connect(database) as db:
+        db.execute(f"PRAGMA application_id={ENGINE_STAMPS['ray']}")
+    status, output = failed_start(database)
+    assert status == 3, output
+    assert (
+        f"miniexchange: {database}: a journal of ENGINE=ray, and this start is "
+        "ENGINE=embedded; start it with ENGINE=ray, or give DATABASE_PATH another file\n"
     ) in output
     assert "Traceback" not in output
 
