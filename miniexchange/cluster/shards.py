@@ -38,7 +38,7 @@ releases ahead of the spending.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, cast
 
 import pykka
@@ -236,10 +236,10 @@ class ClaimedAtTheCut(SymbolListing):
     `symbol_limit_reached`) at the cut, so a claim here always succeeds and takes
     nothing; `listed` is what this shard has seen listed."""
 
-    def claim(self, symbols: Any) -> tuple[str, ...] | None:
+    def claim(self, symbols: Iterable[str]) -> tuple[str, ...] | None:
         return ()
 
-    def release(self, claimed: Any) -> None:
+    def release(self, claimed: Iterable[str]) -> None:
         pass
 
 

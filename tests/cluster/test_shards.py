@@ -158,24 +158,24 @@ def test_r1_holds_a_market_bids_budget_so_the_next_batch_in_flight_cannot_spend_
         )
     )
     buy = stamper.stamp(market("buyer", BID, 5))
-    second = stamper.batch([buy])
-    third = stamper.batch([stamper.stamp(limit("buyer", BID, 8_000, 1, "MSFT"))], after=2)
+    sweep = stamper.batch([buy])
+    late = stamper.batch([stamper.stamp(limit("buyer", BID, 8_000, 1, "MSFT"))], after=2)
     buyer = shards.account("buyer")
-    matched = shards.me(second.k, shards.r1(second))
+    matched = shards.me(sweep.k, shards.r1(sweep))
     assert buyer.balance("buyer").reserved_cash == 10_000  # the budget, held in R1
     with pytest.raises(PhaseOrderError):  # as if cut after R2 of batch 3: not run yet
-        buyer.r1(third._replace(after=3))
-    third_r1 = shards.r1(third)
+        buyer.r1(late._replace(after=3))
+    late_r1 = shards.r1(late)
     # batch 3's R2 in the buyer's shard: the budget's rest released after the legs
     (effects,) = matched[0][1].effects
     assert effects.changes[-1] == Released("buyer", "AAPL", 4_800, 0, None)
-    second_answers = shards.r2(second.k, matched)
-    assert (order(second_answers[buy.seq]).status, order(second_answers[buy.seq]).filled_value) == (
+    sweep_answers = shards.r2(sweep.k, matched)
+    assert (order(sweep_answers[buy.seq]).status, order(sweep_answers[buy.seq]).filled_value) == (
         FILLED,
         5_200,
     )
-    third_answers = shards.r2(third.k, shards.me(third.k, third_r1))
-    assert refused(third_answers[third.commands[0].seq]) == (
+    late_answers = shards.r2(late.k, shards.me(late.k, late_r1))
+    assert refused(late_answers[late.commands[0].seq]) == (
         "insufficient_balance",
         "Broker buyer has insufficient available cash for this order",
     )
