@@ -29,6 +29,7 @@ from bench.engine import engine_rows
 from bench.footprint import NOTE as FOOTPRINT_NOTE
 from bench.footprint import footprint_rows
 from bench.http_load import (
+    HEALTHZ_ROUNDS,
     OBSERVABILITY_ROUNDS,
     account_actor_rows,
     http_rows,
@@ -150,10 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"to core 0, wrk -t1 -c{CONNECTIONS} -d{duration:g}s pinned to core 1, "
                 "127.0.0.1 only; a fresh server per scenario, the three limit runs share one. "
                 "The bare app: a `falcon.asgi.App` answering a constant (`bench/bare.py`) "
-                "under the same gunicorn configuration, measured first; every share of "
-                "'bare' is of its GET /healthz rate. The bare app in the exchange's process: "
-                "the same app served from inside our worker (`bench/bare_in_exchange.py`: "
-                "our lifespan, so actors, log writer and GC settings, no middleware). "
+                "under the same gunicorn configuration; every share of 'bare' is of its "
+                "GET /healthz rate. The bare app in the exchange's process: the same app "
+                "served from inside our worker (`bench/bare_in_exchange.py`: our lifespan, "
+                "so actors, log writer and GC settings, no middleware). GET /healthz "
+                f"against the bare app, that one and ours alternates for {HEALTHZ_ROUNDS} "
+                "rounds, one server each, and each figure is its median run. "
                 "The fixed order: `limit` against our "
                 "server whose POST /orders only reads and parses the body and answers a "
                 "fixed order (`bench/ceiling.py`). The journal rows: `limit` with "
