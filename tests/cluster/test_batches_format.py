@@ -45,6 +45,8 @@ market_orders = st.builds(
     side=st.sampled_from((BID, ASK)),
     symbol=texts,
     quantity=integers,
+    price=st.none(),  # named: left out, builds would draw them from the type hints,
+    expires_at=st.none(),  # unbounded integers
 )
 registrations = st.builds(
     RegisterBroker,
