@@ -222,12 +222,13 @@ class AccountActor(ExchangeActor):
         recorded: list[facts.Fact] = []
         api_key = secret = None
         issued = held
+        stamped = message.secrets
         if message.api_key:
-            api_key = self.secrets.api_key()
+            api_key = self.secrets.api_key() if stamped is None else stamped[0]
             issued = issued._replace(api_key_digest=api_key_digest(api_key))
             recorded.append(facts.api_key_issued(broker_id, issued.api_key_digest, now))
         if message.webhook_secret:
-            secret = self.secrets.webhook_secret()
+            secret = self.secrets.webhook_secret() if stamped is None else stamped[1]
             issued = issued._replace(webhook_secret=secret)
             recorded.append(facts.webhook_secret_issued(broker_id, secret, now))
         self.credentials[broker_id] = issued

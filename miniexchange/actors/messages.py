@@ -106,6 +106,10 @@ class Issue(NamedTuple):
     api_key: bool
     webhook_secret: bool
     reply: Reply
+    secrets: tuple[str, str] | None = None
+    """Stamped (the shard mode): the new API key and webhook secret, drawn by the
+    sequencer so that a replay issues the same; each used if its flag is set. None:
+    drawn here (`Secrets`)."""
 
 
 class Issued(NamedTuple):

@@ -231,6 +231,17 @@ class Unstamped:
         raise RuntimeError("a shard draws no webhook id: the sequencer stamps them")
 
 
+class UnstampedSecrets(Secrets):
+    """The credentials maker of a shard: an issue comes with the ones the sequencer
+    stamped (`Stamped.secrets`), so drawing one is a bug, as for ids."""
+
+    def api_key(self) -> str:
+        raise RuntimeError("a shard draws no API key: the sequencer stamps it")
+
+    def webhook_secret(self) -> str:
+        raise RuntimeError("a shard draws no webhook secret: the sequencer stamps it")
+
+
 class ClaimedAtTheCut(SymbolListing):
     """The listing as a shard sees it: the sequencer claims the places (and refuses
     `symbol_limit_reached`) at the cut, so a claim here always succeeds and takes
@@ -356,10 +367,8 @@ class AccountShard:
         deliver: Deliver,
         account_actors: int = 1,
         metrics: Metrics | None = None,
-        secrets: Secrets | None = None,
     ) -> None:
-        """`deliver`: where webhook deliveries go (a delivery pool's `submit`);
-        `secrets`: makes new credentials (tests pass predictable ones)."""
+        """`deliver`: where webhook deliveries go (a delivery pool's `submit`)."""
         self.index = index
         self.placement = placement
         self.clock = StampedClock()
@@ -379,7 +388,7 @@ class AccountShard:
                 self.listing,
                 self.metrics,
                 published=self.published,
-                secrets=secrets,
+                secrets=UnstampedSecrets(),
             )
             for _ in range(account_actors)
         ]
@@ -467,7 +476,9 @@ class AccountShard:
             issue = cast(IssueCredentials, command)
             return _asked(
                 self.account_actor(issue.broker_id),
-                lambda reply: Issue(issue.broker_id, issue.api_key, issue.webhook_secret, reply),
+                lambda reply: Issue(
+                    issue.broker_id, issue.api_key, issue.webhook_secret, reply, stamped.secrets
+                ),
             )
         if kind is SubscribeWebhooks:
             subscribe = cast(SubscribeWebhooks, command)

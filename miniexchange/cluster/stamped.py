@@ -45,6 +45,9 @@ class Stamped(NamedTuple):
     trade_seed: int | None = None
     """A submission's trades' ids derive from it and the fill number (`ids.StampedIds`)."""
     webhook_ids: tuple[str, ...] = ()
+    secrets: tuple[str, str] | None = None
+    """An issue's new API key and webhook secret, drawn by the sequencer from OS
+    randomness: a shard draws nothing, so a replay issues the same credentials."""
     """A subscription's ids for the subscriptions it creates, in the order of its events:
     each names the broker's account shard, like an order id."""
 

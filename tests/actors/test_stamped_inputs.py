@@ -9,7 +9,16 @@ from typing import Any
 import pykka
 
 from miniexchange.actors.exchange import Exchange
-from miniexchange.actors.messages import Cancel, ReadPrice, Register, Submit, Subscribe, Tick
+from miniexchange.actors.messages import (
+    Cancel,
+    Issue,
+    Issued,
+    ReadPrice,
+    Register,
+    Submit,
+    Subscribe,
+    Tick,
+)
 from miniexchange.ids import seeded_uuid4
 from miniexchange.model.commands import ASK, BID, LIMIT, MARKET, RegisterBroker, SubmitOrder
 from miniexchange.model.events import ORDER_CANCELLED, TRADE_EXECUTED
@@ -138,6 +147,20 @@ def test_a_stamped_registration_is_created_at_its_time(exchange: Exchange) -> No
     )
     assert registered == Balance("b", 500, 0, (Holding("AAPL", 3, 0),), at, at)
     assert register(exchange, "c").created_at == T0  # unstamped: the clock's
+
+
+def test_stamped_credentials_are_issued_as_stamped(exchange: Exchange) -> None:
+    register(exchange, "b")
+    issued = answer(
+        lambda reply: exchange.account_actor("b").tell(
+            Issue("b", True, True, reply, secrets=("mx_stamped", "whsec_stamped"))
+        )
+    )
+    assert issued == Issued("b", "mx_stamped", "whsec_stamped")
+    assert exchange.credentials.broker_with_key("mx_stamped") == "b"
+    drawn = answer(lambda reply: exchange.account_actor("b").tell(Issue("b", True, False, reply)))
+    assert drawn.api_key.startswith("mx_") and drawn.api_key != "mx_stamped"  # unstamped
+    assert exchange.credentials.broker_with_key("mx_stamped") is None  # replaced
 
 
 def test_a_stamped_subscription_takes_its_time_and_its_ids(exchange: Exchange) -> None:

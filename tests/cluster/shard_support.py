@@ -24,7 +24,12 @@ from miniexchange.actors.messages import (
     Unsubscribe,
 )
 from miniexchange.actors.messages import Tick as Sweep
-from miniexchange.cluster.batches import CancelOrder, SubscribeWebhooks, UnsubscribeWebhook
+from miniexchange.cluster.batches import (
+    CancelOrder,
+    IssueCredentials,
+    SubscribeWebhooks,
+    UnsubscribeWebhook,
+)
 from miniexchange.cluster.shards import (
     AccountShard,
     Answer,
@@ -71,6 +76,9 @@ class Stamper:
         if isinstance(command, SubscribeWebhooks):
             ids = self._draw("wh", seq, command.broker_id, len(command.events))
             return Stamped(seq, at, command, request_id, webhook_ids=ids)
+        if isinstance(command, IssueCredentials):
+            secrets = (f"mx_stamped_{seq}", f"whsec_stamped_{seq}")
+            return Stamped(seq, at, command, request_id, secrets=secrets)
         return Stamped(seq, at, command, request_id)
 
     def _draw(self, prefix: str, seed: int, broker_id: str, count: int) -> tuple[str, ...]:

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import pykka
 import pytest
 
-from miniexchange.actors.accounts import Secrets
 from miniexchange.actors.messages import Issued
 from miniexchange.cluster.batches import (
     CancelOrder,
@@ -324,25 +323,10 @@ def test_phases_run_once_each_in_batch_order_with_a_part_from_every_sender(
     assert shards.r2(1, matched) == {1: Balance("buyer", 1, 0, (), at, at)}
 
 
-class CountedSecrets(Secrets):
-    """Predictable credentials: the shard draws none of its own."""
-
-    def __init__(self) -> None:
-        self.issued = 0
-
-    def api_key(self) -> str:
-        self.issued += 1
-        return f"mx_test_{self.issued}"
-
-    def webhook_secret(self) -> str:
-        self.issued += 1
-        return f"whsec_test_{self.issued}"
-
-
 def test_credentials_are_issued_in_r1_by_the_brokers_account_shard() -> None:
     placement = Placement(2, 1)
     deliveries = FakeDeliveries()
-    account = AccountShard(1, placement, deliveries.submit, secrets=CountedSecrets())
+    account = AccountShard(1, placement, deliveries.submit)  # draws no credentials
     symbol = SymbolShard(0, placement, ManualClock(READ_AT))
     other = AccountShard(0, placement, deliveries.submit)
     stamper = Stamper()
@@ -361,7 +345,7 @@ def test_credentials_are_issued_in_r1_by_the_brokers_account_shard() -> None:
     finally:
         for shard in (account, symbol, other):
             shard.stop()
-    assert answers[2] == Issued("buyer", "mx_test_1", "whsec_test_2")
+    assert answers[2] == Issued("buyer", "mx_stamped_2", "whsec_stamped_2")  # as stamped
     assert refused(answers[3])[0] == "broker_not_found"
-    assert account.published.broker_with_key("mx_test_1") == "buyer"
-    assert account.published.webhook_secrets == {"buyer": "whsec_test_2"}
+    assert account.published.broker_with_key("mx_stamped_2") == "buyer"
+    assert account.published.webhook_secrets == {"buyer": "whsec_stamped_2"}
