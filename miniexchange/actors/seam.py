@@ -354,10 +354,7 @@ class EmbeddedEngine:
         return entries
 
     async def _best_prices(self, symbol: str, summary: Summary) -> Summary:
-        actor = self._exchange.existing_symbol_actor(symbol)
-        if actor is None:  # never happens: a published book has an actor
-            return summary
-        view = await call(actor, partial(ReadBook, 1))
+        view = await self.book(symbol, 1)
         return summary._replace(
             best_bid=view.bids[0].price if view.bids else None,
             best_ask=view.asks[0].price if view.asks else None,

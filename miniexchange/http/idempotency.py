@@ -28,7 +28,7 @@ from miniexchange.clock import Clock
 from miniexchange.http.auth import idempotency_scope
 from miniexchange.http.errors import render_refusal
 from miniexchange.http.fingerprint import fingerprint
-from miniexchange.http.resource import send_json
+from miniexchange.http.resource import header_values, send_json
 from miniexchange.journal.facts import Fact, KeepAnswer, answer_fact
 from miniexchange.model.errors import ExchangeError, validation_error
 from miniexchange.model.idempotency import KeptAnswers, Key, StoredAnswer, fingerprint_digest
@@ -184,12 +184,6 @@ def validate_idempotency_key(values: list[str]) -> str | None:
 
 Render = Callable[[Any], tuple[int, bytes]]
 Handle = Callable[[KeepAnswer | None], Awaitable[Any]]
-
-
-def header_values(req: falcon.asgi.Request, name: bytes) -> list[str]:
-    """Every field of one header as sent (Falcon joins repeats with commas, and a key
-    may itself contain a comma)."""
-    return [value.decode("latin-1") for field, value in req.scope["headers"] if field == name]
 
 
 class Idempotency:

@@ -29,7 +29,7 @@ import falcon
 import falcon.asgi
 
 from miniexchange.http.auth import ADMIN, owner_of
-from miniexchange.http.core import Resource
+from miniexchange.http.resource import Resource, header_values
 from miniexchange.ids import random_uuid4
 from miniexchange.logs import (
     NOT_LOGGED,
@@ -94,18 +94,6 @@ class LogLifespan:
 _RAW_HEADER: Final = HEADER.lower().encode()
 
 
-def _raw_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The `X-Request-Id` field as sent, from the raw header list: reading it through
-    Falcon would decode every header of a request that needs no other. Several fields
-    are joined as Falcon joins them (and so are unusable)."""
-    found: str | None = None
-    for name, value in headers:
-        if name == _RAW_HEADER:
-            text = value.decode("latin-1")
-            found = text if found is None else f"{found}, {text}"
-    return found
-
-
 def request_id_of(header: str | None) -> str:
     """The client's id if usable (1-128 of `[A-Za-z0-9._:-]`), else a new lowercase UUID4.
 
@@ -132,7 +120,9 @@ class RequestObserver:
         self.api_keys = api_keys
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        request_id = request_id_of(_raw_request_id(req.scope["headers"]))
+        # several fields are joined as Falcon joins them, and so unusable
+        sent = header_values(req, _RAW_HEADER)
+        request_id = request_id_of(", ".join(sent) if sent else None)
         context = req.context
         context.request_id = request_id
         context.started = time.perf_counter()

@@ -1,4 +1,5 @@
-"""The base of every resource, and the one way a JSON answer is sent."""
+"""The base of every resource, the one way a JSON answer is sent, and the one way a
+header is read as sent."""
 
 from __future__ import annotations
 
@@ -30,3 +31,10 @@ def send_json(resp: falcon.asgi.Response, status: int, body: bytes) -> None:
     resp.status = status
     resp.content_type = "application/json"
     resp.data = body
+
+
+def header_values(req: falcon.asgi.Request, name: bytes) -> list[str]:
+    """Every field of one header as sent, from the raw list (`name` lowercase): Falcon
+    joins repeats with commas (an `Idempotency-Key` may itself contain one), and reading
+    one header through Falcon decodes every header of the request."""
+    return [value.decode("latin-1") for field, value in req.scope["headers"] if field == name]
