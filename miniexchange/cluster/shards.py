@@ -404,6 +404,7 @@ class AccountShard:
         )
         self._r1_done = 0  # the last batch whose R1 ran
         self._r2_done = 0
+        self._r2_allowed = 0  # the last batch whose R2 the sequencer let run (`allow_r2`)
         self._decided: dict[int, list[Answer]] = {}  # R1's answers, given with R2's
 
     def account_actor(self, broker_id: str) -> pykka.ActorRef[Any]:
@@ -446,6 +447,7 @@ class AccountShard:
                 outgoing[self.placement.symbol_shard(result.symbol)].append(result)
         self._decided[batch.k] = decided
         self._r1_done = batch.k
+        self._r2_allowed = batch.k - 1  # R2 of the batch before may follow this R1
         return [MatchPart(batch.k, self.index, tuple(commands)) for commands in outgoing]
 
     def _r1(self, stamped: Stamped) -> Any:
@@ -551,14 +553,31 @@ class AccountShard:
 
     # -- R2 --------------------------------------------------------------------------
 
+    def allow_r2(self, k: int) -> None:
+        """The sequencer's word that R2 of batch `k`, the last whose R1 ran, may run
+        before any other R1: no batch was cut behind `k`, and the next will say
+        `after = k`. Without it R2 of `k` waits for R1 of `k + 1` (which comes first
+        then): a shard that settled `k` on its own, before the sequencer saw `k` settled
+        everywhere and cut `k + 1` with `after = k - 1`, would have run its phases in an
+        order the journal does not record."""
+        if k != self._r1_done:
+            raise PhaseOrderError(
+                f"R2 of batch {k} allowed: this account shard ran R1 of {self._r1_done}"
+            )
+        self._r2_allowed = k
+
+    def may_settle(self, k: int) -> bool:
+        """Whether R2 of `k` may run now (its parts aside): the next R2, allowed."""
+        return k == self._r2_done + 1 and k <= self._r2_allowed
+
     def r2(self, k: int, parts: Sequence[SettlePart]) -> list[Answer]:
         """R2 of batch `k` from every symbol shard's part: the changes, order states and
         events applied in (`seq`, sender) order, whatever order the parts came in; then
         the answers of the commands this shard decided, by `seq`."""
-        if k != self._r2_done + 1 or k > self._r1_done:
+        if not self.may_settle(k):
             raise PhaseOrderError(
                 f"R2 of batch {k}: this account shard ran R1 of {self._r1_done} and R2 of "
-                f"{self._r2_done}"
+                f"{self._r2_done}, and may settle batches up to {self._r2_allowed}"
             )
         _check_parts(k, parts, self.placement.symbol_shards)
         index, listening = self.read_index, self._listening

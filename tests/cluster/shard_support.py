@@ -149,6 +149,8 @@ class Shards:
         """R2 in every account shard; the batch's answers by `seq`."""
         answers: list[Answer] = []
         for i, account in enumerate(self.accounts):
+            if not account.may_settle(k):  # no batch behind `k`: the sequencer's word
+                account.allow_r2(k)
             answers.extend(account.r2(k, [mine[i] for mine in reversed(parts)]))
         return dict(sorted(answers))
 

@@ -323,6 +323,31 @@ def test_phases_run_once_each_in_batch_order_with_a_part_from_every_sender(
     assert shards.r2(1, matched) == {1: Balance("buyer", 1, 0, (), at, at)}
 
 
+def test_an_account_shard_settles_a_batch_only_when_the_sequencer_orders_it(
+    shards: Shards,
+) -> None:
+    """Batch 1's parts all reached the account shard, but the sequencer, which has not
+    seen batch 1 settled everywhere, may still cut batch 2 with `after = 0`, whose R1
+    must then come first: R2 of 1 waits for that R1 or for the sequencer's word."""
+    stamper = Stamper()
+    first = stamper.batch([stamper.stamp(RegisterBroker("buyer", 1, ()))])
+    account = shards.account("buyer")
+    matched = shards.me(1, shards.r1(first))
+    mine = [parts[shards.accounts.index(account)] for parts in matched]
+    assert not account.may_settle(1)
+    with pytest.raises(PhaseOrderError):  # settled on its own: an order not journaled
+        account.r2(1, mine)
+    with pytest.raises(PhaseOrderError):  # a word for a batch whose R1 has not run
+        account.allow_r2(2)
+    second = stamper.batch([stamper.stamp(RegisterBroker("seller", 1, ()))], after=0)
+    shards.r1(second)  # R1 of 2 first, as the cut recorded: then R2 of 1 may run
+    assert account.may_settle(1) and not account.may_settle(2)
+    at = first.commands[0].at
+    assert account.r2(1, mine) == [(1, Balance("buyer", 1, 0, (), at, at))]
+    account.allow_r2(2)  # no batch behind 2: the next one will say `after = 2`
+    assert account.may_settle(2)
+
+
 def test_credentials_are_issued_in_r1_by_the_brokers_account_shard() -> None:
     placement = Placement(2, 1)
     deliveries = FakeDeliveries()
@@ -340,6 +365,8 @@ def test_credentials_are_issued_in_r1_by_the_brokers_account_shard() -> None:
     try:
         parts = [other.r1(batch), account.r1(batch)]
         matched = symbol.me(1, [parts[0][0], parts[1][0]])
+        other.allow_r2(1)
+        account.allow_r2(1)
         assert other.r2(1, [matched[0]]) == []
         answers = dict(account.r2(1, [matched[1]]))
     finally:

@@ -48,10 +48,14 @@ def replay_account(i: int, shards: Shards, batches: list[Batch], sent: Outboxes)
     for batch in batches:
         while matched and matched[0] <= batch.after:
             k = matched.pop(0)
+            if not shard.may_settle(k):  # R2 of `k` before R1 of `k + 1`: as the cut said
+                shard.allow_r2(k)
             shard.r2(k, [parts[i] for parts in sent.settle[k]])
         assert shard.r1(batch) == sent.match[batch.k][i]
         matched.append(batch.k)
     for k in matched:
+        if not shard.may_settle(k):
+            shard.allow_r2(k)
         shard.r2(k, [parts[i] for parts in sent.settle[k]])
     return shard
 
