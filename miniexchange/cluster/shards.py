@@ -566,6 +566,11 @@ class AccountShard:
             )
         self._r2_allowed = k
 
+    @property
+    def settled_through(self) -> int:
+        """The last batch whose R2 ran here: a batch's R1 waits until it is `after`."""
+        return self._r2_done
+
     def may_settle(self, k: int) -> bool:
         """Whether R2 of `k` may run now (its parts aside): the next R2, allowed."""
         return k == self._r2_done + 1 and k <= self._r2_allowed

@@ -1,0 +1,295 @@
+"""The sequencer of `ENGINE=ray`: one stream of numbered, stamped commands, cut into
+batches (docs/ray.md, "The sequencer cuts batches").
+
+The workers' writes queue here (`accept`); a cut (`cut`) takes what is queued and:
+
+- numbers each command (`seq`) and stamps it with `at`, the sequencer's clock made
+  strictly increasing, so that time priority follows the sequence; with a submission's
+  order id and trade seed, a subscription's webhook ids and an issue's credentials. An
+  order or webhook id is drawn until it names its broker's account shard, so that a read
+  by id goes straight to the shard that has it;
+- decides what only it can: the places of `MAX_SYMBOLS` (claimed at the cut, refused at
+  once with `symbol_limit_reached`, listed or given back when the batch's answers come),
+  and the one rule of a market bid (below);
+- fixes the order in which the account shards run this batch's R1 and the previous
+  batch's R2 (`after`), and puts the expiration tick into the stream every
+  `EXPIRATION_INTERVAL`, so that a replay of the journal runs the same steps in the same
+  order at the same times.
+
+**Two batches in flight, and `after`.** A batch may be cut while the one before it is
+being matched (its R1 then overlaps the other's ME), never while two are. An account
+shard settles (R2) batch `k` only after the sequencer's word: the R1 of a batch cut
+behind `k` with `after = k - 1`, or `allow_r2(k)` (`Go`) when nothing was cut behind
+it, after which the next cut says `after = k`. The order of every shard's phases is so
+decided here, once, and journaled with the batch.
+
+**A market bid's budget** is all the broker's available cash, held in R1 and spent by
+the sweeps in ME (`cluster.shards`). Cash is shared across symbols, which are matched in
+different shards, so within one batch a broker's market bids are all on one symbol; one
+on another symbol waits for the next batch.
+
+Plain, single-threaded state: the Ray actor around it (landing step 7) calls it from one
+thread, journals each cut before sending it, and sends the answers back to the workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+from miniexchange.actors.accounts import Secrets
+from miniexchange.actors.listing import SymbolListing
+from miniexchange.clock import Clock
+from miniexchange.cluster.batches import (
+    IssueCredentials,
+    Part,
+    SubscribeWebhooks,
+    Write,
+)
+from miniexchange.cluster.shards import Answer, Placement
+from miniexchange.cluster.stamped import Batch, Command, Stamped, Tick
+from miniexchange.ids import random_uuid4
+from miniexchange.model.commands import BID, LIMIT, MARKET, RegisterBroker, SubmitOrder
+from miniexchange.model.errors import ExchangeError, symbol_limit_reached
+
+IN_FLIGHT = 2  # batches in the shards at once: one matched while the next one's R1 runs
+KEPT_ANSWERS = 65_536  # answers kept for a worker that sends a write again
+
+
+class Ticket(NamedTuple):
+    """Who waits for a command's answer: a worker and its write's number."""
+
+    worker: str
+    number: int
+
+
+class Go(NamedTuple):
+    """To every account shard: settle batch `k` before any other R1 (`allow_r2`)."""
+
+    k: int
+
+
+class Cut(NamedTuple):
+    """What one cut decided: the batch for the shards (to journal first), the writes
+    refused at the cut with their answers, and the symbols listed since the previous
+    cut (journaled with this one: the listing is the sequencer's, rebuilt from the
+    journal)."""
+
+    batch: Batch | None
+    refused: tuple[tuple[Ticket, ExchangeError], ...]
+    listed: tuple[str, ...]
+
+
+def random_seed() -> int:
+    """A trade seed: 63 bits of OS randomness (any 64-bit integer travels exactly)."""
+    return int.from_bytes(os.urandom(8), "big") >> 1
+
+
+class Sequencer:
+    def __init__(
+        self,
+        placement: Placement,
+        clock: Clock,
+        max_symbols: int,
+        expiration_interval_us: int | None,
+        draw_uuid: Callable[[], str] = random_uuid4,
+        draw_seed: Callable[[], int] = random_seed,
+        secrets: Secrets | None = None,
+    ) -> None:
+        """`expiration_interval_us`: how often a tick enters the stream (None: never).
+        The draws are the sources of ids and seeds (tests give seeded ones)."""
+        self.placement = placement
+        self.clock = clock
+        self.listing = SymbolListing(max_symbols)
+        self._expiration_interval_us = expiration_interval_us
+        self._draw_uuid = draw_uuid
+        self._draw_seed = draw_seed
+        self._secrets = secrets if secrets is not None else Secrets()
+        self._queued: list[tuple[Ticket, Write]] = []
+        self._waiting: set[Ticket] = set()  # queued or in the shards
+        self._answered: OrderedDict[Ticket, Any] = OrderedDict()
+        self._k = 0  # the last batch cut
+        self._settled = 0  # the last batch whose answers every account shard returned
+        self._allowed = 0  # the last batch whose R2 the account shards may run
+        self._seq = 0
+        self._at = 0
+        self._next_tick = (
+            None if expiration_interval_us is None else clock.now() + expiration_interval_us
+        )
+        self._tickets: dict[int, dict[int, Ticket]] = {}  # batch -> seq -> ticket
+        self._claims: dict[int, tuple[str, ...]] = {}  # seq -> places it claimed
+        self._listed: list[str] = []  # listed since the last cut
+
+    # -- the workers' writes ------------------------------------------------------------
+
+    def accept(self, part: Part) -> list[tuple[Ticket, Any]]:
+        """Queue a worker's writes for the next cut. A write sent again (the worker's
+        call failed) is queued once: its answer, if already given, comes back now."""
+        again: list[tuple[Ticket, Any]] = []
+        for write in part.writes:
+            ticket = Ticket(part.worker, write.number)
+            if ticket in self._waiting:
+                continue
+            if ticket in self._answered:
+                again.append((ticket, self._answered[ticket]))
+                continue
+            self._waiting.add(ticket)
+            self._queued.append((ticket, write))
+        return again
+
+    @property
+    def in_flight(self) -> int:
+        return self._k - self._settled
+
+    def tick_due(self) -> bool:
+        return self._next_tick is not None and self.clock.now() >= self._next_tick
+
+    # -- the cut ------------------------------------------------------------------------
+
+    def cut(self) -> Cut | None:
+        """The next batch of everything queued (a tick too when one is due), or None
+        when two batches are in the shards or there is nothing to cut. Refusals at the
+        cut come back in the `Cut` even when nothing else is left for a batch."""
+        if self.in_flight >= IN_FLIGHT:
+            return None
+        tick = self.tick_due()
+        if not self._queued and not tick:
+            return None
+        taken, deferred = self._take()
+        stamped: list[Stamped] = []
+        refused: list[tuple[Ticket, ExchangeError]] = []
+        tickets: dict[int, Ticket] = {}
+        for ticket, write in taken:
+            claimed = self._claim(write.command)
+            if isinstance(claimed, ExchangeError):
+                self._waiting.discard(ticket)
+                self._remember(ticket, claimed)
+                refused.append((ticket, claimed))
+                continue
+            command = self._stamp(write.command, write.request_id)
+            if claimed:
+                self._claims[command.seq] = claimed
+            tickets[command.seq] = ticket
+            stamped.append(command)
+        if tick:
+            self._next_tick = self.clock.now() + (self._expiration_interval_us or 0)
+            stamped.append(self._stamp(Tick(), None))
+        self._queued = deferred
+        listed, self._listed = tuple(self._listed), []
+        if not stamped:
+            return Cut(None, tuple(refused), listed)
+        self._k += 1
+        batch = Batch(self._k, self._allowed, tuple(stamped))
+        self._allowed = self._k - 1  # R2 of the batch before may follow this R1
+        self._tickets[self._k] = tickets
+        return Cut(batch, tuple(refused), listed)
+
+    def go(self) -> Go | None:
+        """When nothing is queued: let the account shards settle the last batch cut
+        without waiting for a next one (whose `after` then names it)."""
+        if self._queued or self._allowed == self._k:
+            return None
+        self._allowed = self._k
+        return Go(self._k)
+
+    def _take(self) -> tuple[list[tuple[Ticket, Write]], list[tuple[Ticket, Write]]]:
+        """What this cut takes, in arrival order, and what waits: a broker's market bid
+        on a symbol other than that of its first market bid in the batch."""
+        taken: list[tuple[Ticket, Write]] = []
+        deferred: list[tuple[Ticket, Write]] = []
+        bids: dict[str, str] = {}  # broker -> the symbol of its market bids in this batch
+        for entry in self._queued:
+            command = entry[1].command
+            if (
+                type(command) is SubmitOrder
+                and command.type == MARKET
+                and command.side == BID
+                and bids.setdefault(command.broker_id, command.symbol) != command.symbol
+            ):
+                deferred.append(entry)
+                continue
+            taken.append(entry)
+        return taken, deferred
+
+    def _claim(self, command: Command) -> tuple[str, ...] | ExchangeError:
+        """The places a command would list, claimed for it, or its refusal when they
+        are not all free (`MAX_SYMBOLS`)."""
+        listing = self.listing
+        kind = type(command)
+        if kind is SubmitOrder:
+            symbol = command.symbol  # type: ignore[union-attr]
+            if command.type == LIMIT:  # type: ignore[union-attr]
+                symbols: tuple[str, ...] = (symbol,)
+            elif listing.has_place_for(symbol):  # a market order lists nothing
+                return ()
+            else:
+                return symbol_limit_reached(listing.limit)
+        elif kind is RegisterBroker:
+            symbols = tuple(symbol for symbol, _ in command.holdings)  # type: ignore[union-attr]
+        else:
+            return ()
+        claimed = listing.claim(symbols)
+        return symbol_limit_reached(listing.limit) if claimed is None else claimed
+
+    def _stamp(self, command: Command, request_id: str | None) -> Stamped:
+        self._seq += 1
+        self._at = at = max(self.clock.now(), self._at + 1)
+        seq = self._seq
+        kind = type(command)
+        if kind is SubmitOrder:
+            order_id = self._draw_id("ord-", command.broker_id)  # type: ignore[union-attr]
+            return Stamped(seq, at, command, request_id, order_id, self._draw_seed())
+        if kind is SubscribeWebhooks:
+            broker_id = command.broker_id  # type: ignore[union-attr]
+            ids = tuple(self._draw_id("wh-", broker_id) for _ in command.events)  # type: ignore[union-attr]
+            return Stamped(seq, at, command, request_id, webhook_ids=ids)
+        if kind is IssueCredentials:
+            secrets = (self._secrets.api_key(), self._secrets.webhook_secret())
+            return Stamped(seq, at, command, request_id, secrets=secrets)
+        return Stamped(seq, at, command, request_id)
+
+    def _draw_id(self, prefix: str, broker_id: str) -> str:
+        """A random id that names the broker's account shard (about as many draws as
+        there are account shards)."""
+        placement = self.placement
+        shard = placement.account_shard(broker_id)
+        while True:
+            drawn = prefix + self._draw_uuid()
+            if placement.account_shard(drawn) == shard:
+                return drawn
+
+    # -- the answers --------------------------------------------------------------------
+
+    def settled(self, k: int, answers: Iterable[Answer]) -> list[tuple[Ticket, Any]]:
+        """Batch `k`'s answers, once every account shard has returned its R2 of `k`
+        (together: every effect of `k` is then in place everywhere), by ticket."""
+        if k != self._settled + 1 or k > self._k:
+            raise ValueError(f"batch {k} settled: {self._settled} was, {self._k} is cut")
+        self._settled = k
+        tickets = self._tickets.pop(k)
+        listing = self.listing
+        given: list[tuple[Ticket, Any]] = []
+        for seq, answer in sorted(answers, key=lambda answer: answer[0]):
+            claimed = self._claims.pop(seq, ())
+            if claimed:
+                if isinstance(answer, ExchangeError):
+                    listing.release(claimed)
+                else:
+                    self._listed.extend(s for s in claimed if s not in listing.listed)
+                    listing.list(claimed)
+            ticket = tickets.pop(seq, None)
+            if ticket is not None:
+                self._waiting.discard(ticket)
+                self._remember(ticket, answer)
+                given.append((ticket, answer))
+        if tickets:
+            raise ValueError(f"batch {k} settled without answers for seq {sorted(tickets)}")
+        return given
+
+    def _remember(self, ticket: Ticket, answer: Any) -> None:
+        answered = self._answered
+        answered[ticket] = answer
+        if len(answered) > KEPT_ANSWERS:
+            answered.popitem(last=False)

@@ -1,0 +1,440 @@
+"""The sequencer: stamps, cuts, the order of the shards' phases, and the rules only it
+can apply, alone and driving real shards (no Ray)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import hypothesis
+import pykka
+import pytest
+from hypothesis import strategies as st
+
+from miniexchange.cluster.batches import (
+    CancelOrder,
+    IssueCredentials,
+    Part,
+    SubscribeWebhooks,
+    Write,
+    WriteCommand,
+)
+from miniexchange.cluster.sequencer import Cut, Go, Sequencer, Ticket
+from miniexchange.cluster.shards import Answer, MatchPart, Placement, SettlePart
+from miniexchange.cluster.stamped import Batch, Tick
+from miniexchange.ids import seeded_uuid4
+from miniexchange.model.commands import ASK, BID, RegisterBroker
+from miniexchange.model.errors import ExchangeError
+from miniexchange.model.ledger import Balance
+from miniexchange.model.orders import FILLED, PENDING, Order
+from miniexchange.testing import ManualClock
+from tests.cluster.shard_support import SECOND, T0, Shards, comparable, observe_shards
+from tests.cluster.test_shards import limit, market, refused
+
+INTERVAL = SECOND  # the expiration tick's
+
+
+def seeded() -> Any:
+    numbers = itertools.count(1)
+    return lambda: seeded_uuid4(0, next(numbers))
+
+
+def sequencer(
+    clock: ManualClock,
+    placement: Placement | None = None,
+    max_symbols: int = 10,
+    interval: int | None = None,
+) -> Sequencer:
+    seeds = itertools.count(1000)
+    return Sequencer(
+        placement or Placement(4, 2), clock, max_symbols, interval, seeded(), lambda: next(seeds)
+    )
+
+
+def part(worker: str, *commands: WriteCommand, first: int = 1) -> Part:
+    return Part(worker, tuple(Write(n, c, f"req-{n}") for n, c in enumerate(commands, start=first)))
+
+
+def batch_of(cut: Cut | None) -> Batch:
+    assert cut is not None and cut.batch is not None, cut
+    return cut.batch
+
+
+# -- stamps -------------------------------------------------------------------------------
+
+
+def test_a_cut_numbers_and_stamps_each_command_once_in_arrival_order() -> None:
+    clock = ManualClock(T0)  # standing still: `at` still strictly increases
+    seq = sequencer(clock)
+    seq.accept(
+        part(
+            "w1",
+            limit("alice", BID, 100, 1),
+            SubscribeWebhooks("bob", "https://x.test/h", ("order.filled", "order.expired")),
+            IssueCredentials("carol", True, True),
+            CancelOrder("ord-x"),
+        )
+    )
+    batch = batch_of(seq.cut())
+    assert (batch.k, batch.after) == (1, 0)
+    assert [(c.seq, c.at, c.request_id) for c in batch.commands] == [
+        (1, T0, "req-1"),
+        (2, T0 + 1, "req-2"),
+        (3, T0 + 2, "req-3"),
+        (4, T0 + 3, "req-4"),
+    ]
+    order, subscribe, issue, cancel = batch.commands
+    placement = seq.placement
+    assert order.order_id is not None and order.order_id.startswith("ord-")
+    assert placement.account_shard(order.order_id) == placement.account_shard("alice")
+    assert order.trade_seed == 1000
+    assert len(subscribe.webhook_ids) == 2 and len(set(subscribe.webhook_ids)) == 2
+    assert all(
+        i.startswith("wh-") and placement.account_shard(i) == placement.account_shard("bob")
+        for i in subscribe.webhook_ids
+    )
+    assert issue.secrets is not None
+    assert issue.secrets[0].startswith("mx_") and issue.secrets[1].startswith("whsec_")
+    assert (cancel.order_id, cancel.trade_seed, cancel.webhook_ids, cancel.secrets) == (
+        None,
+        None,
+        (),
+        None,
+    )
+    clock.advance(microseconds=10)
+    seq.go()
+    seq.accept(part("w1", CancelOrder("ord-y"), first=5))
+    (later,) = batch_of(seq.cut()).commands
+    assert (later.seq, later.at) == (5, T0 + 10)  # the clock again once it is ahead
+
+
+def test_a_write_sent_again_is_sequenced_once_and_answered_again() -> None:
+    seq = sequencer(ManualClock(T0))
+    registration = RegisterBroker("alice", 100, ())
+    assert seq.accept(part("w1", registration)) == []
+    assert seq.accept(part("w1", registration)) == []  # queued already
+    batch = batch_of(seq.cut())
+    assert len(batch.commands) == 1
+    assert seq.accept(part("w1", registration)) == []  # in the shards
+    assert seq.cut() is None
+    answer = Balance("alice", 100, 0, (), T0, T0)
+    assert seq.settled(1, [(1, answer)]) == [(Ticket("w1", 1), answer)]
+    assert seq.accept(part("w1", registration)) == [(Ticket("w1", 1), answer)]
+    assert seq.cut() is None  # nothing queued
+
+
+# -- the order of the phases ----------------------------------------------------------------
+
+
+def test_two_batches_in_flight_and_after_names_the_r2_each_r1_follows() -> None:
+    seq = sequencer(ManualClock(T0))
+    orders = iter(range(1, 100))
+
+    def write() -> None:
+        seq.accept(part("w1", CancelOrder("ord-x"), first=next(orders)))
+
+    write()
+    assert batch_of(seq.cut())[:2] == (1, 0)
+    write()
+    assert batch_of(seq.cut())[:2] == (2, 0)  # R1 of 2 before R2 of 1
+    write()
+    assert seq.cut() is None  # two in flight
+    assert seq.go() is None  # something waits: R2 of 2 waits for the next R1
+    seq.settled(1, [(1, None)])
+    assert batch_of(seq.cut())[:2] == (3, 1)  # R2 of 2 after R1 of 3
+    assert seq.go() == Go(3)  # nothing queued: R2 of 3 may run at once
+    assert seq.go() is None
+    seq.settled(2, [(2, None)])
+    write()
+    assert batch_of(seq.cut())[:2] == (4, 3)  # after R2 of 3, as the word said
+
+
+# -- the rules of the cut ---------------------------------------------------------------------
+
+
+def test_a_brokers_market_bids_in_one_batch_are_on_one_symbol() -> None:
+    seq = sequencer(ManualClock(T0))
+    seq.accept(
+        part(
+            "w1",
+            market("alice", BID, 1, "AAPL"),
+            market("alice", BID, 1, "MSFT"),  # waits
+            market("alice", BID, 2, "AAPL"),
+            market("alice", ASK, 1, "MSFT"),  # an ask holds shares, not cash
+            market("bob", BID, 1, "MSFT"),
+        )
+    )
+    first = batch_of(seq.cut())
+    assert [(c.command.side, c.command.symbol, c.request_id) for c in first.commands] == [  # type: ignore[union-attr]
+        (BID, "AAPL", "req-1"),
+        (BID, "AAPL", "req-3"),
+        (ASK, "MSFT", "req-4"),
+        (BID, "MSFT", "req-5"),
+    ]
+    (second,) = batch_of(seq.cut()).commands
+    assert (second.request_id, second.seq) == ("req-2", 5)
+
+
+def test_symbol_places_are_claimed_at_the_cut_and_listed_or_given_back_with_the_answers() -> None:
+    seq = sequencer(ManualClock(T0), max_symbols=2)
+    seq.accept(
+        part(
+            "w1",
+            RegisterBroker("alice", 1_000, (("AAPL", 5),)),
+            limit("alice", BID, 100, 1, "MSFT"),
+            limit("alice", BID, 100, 1, "TSLA"),  # no place left
+            market("alice", BID, 1, "IBM"),  # nor for a market order
+            limit("alice", BID, 100, 1, "AAPL"),  # AAPL's place is claimed already
+        )
+    )
+    cut = seq.cut()
+    assert [(ticket.number, error.code) for ticket, error in cut.refused] == [  # type: ignore[union-attr]
+        (3, "symbol_limit_reached"),
+        (4, "symbol_limit_reached"),
+    ]
+    batch = batch_of(cut)
+    assert [c.seq for c in batch.commands] == [1, 2, 3]
+    seq.go()
+    refusal = ExchangeError("insufficient_balance", "no")
+    answers = seq.settled(1, [(1, Balance("alice", 1_000, 0, (), T0, T0)), (2, refusal), (3, None)])
+    assert [ticket.number for ticket, _ in answers] == [1, 2, 5]
+    assert seq.listing.listed == {"AAPL"}  # MSFT's place given back with the refusal
+    seq.accept(part("w1", limit("alice", BID, 100, 1, "TSLA"), first=6))
+    cut = seq.cut()
+    assert cut is not None and cut.refused == () and cut.listed == ("AAPL",)
+    ((ticket, again),) = seq.accept(part("w1", limit("alice", BID, 100, 1, "TSLA"), first=3))
+    assert (ticket, refused(again)) == (
+        Ticket("w1", 3),
+        ("symbol_limit_reached", "The exchange lists at most 2 symbols"),
+    )
+
+
+def test_a_tick_enters_the_stream_every_interval_also_when_idle() -> None:
+    clock = ManualClock(T0)
+    seq = sequencer(clock, interval=INTERVAL)
+    assert seq.cut() is None
+    seq.accept(part("w1", CancelOrder("ord-x")))
+    clock.advance(microseconds=INTERVAL)
+    batch = batch_of(seq.cut())
+    assert [type(c.command) for c in batch.commands] == [CancelOrder, Tick]
+    assert batch.commands[1].at == T0 + INTERVAL + 1
+    seq.go()
+    seq.settled(1, [(1, None)])
+    clock.advance(microseconds=INTERVAL - 1)
+    assert seq.cut() is None
+    clock.advance(microseconds=1)
+    (tick,) = batch_of(seq.cut()).commands
+    assert (tick.seq, tick.command, tick.at) == (3, Tick(), T0 + 2 * INTERVAL)
+
+
+# -- driving real shards, every phase when a drawn schedule says ------------------------------
+
+
+class Cluster:
+    """The sequencer and 2 + 2 shards in this process, each shard running its next
+    phase only when told (`step_account`, `step_symbol`), as separate processes would at
+    any relative speed: an account shard queues R1s until the R2 their `after` names
+    has run, and settles only with the sequencer's word."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.shards = Shards(2, 2, clock, VWAP_WINDOW, account_actors=2)
+        self.sequencer = sequencer(clock, self.shards.placement)
+        self.batches: list[Batch] = []
+        self.r1_queue: list[list[Batch]] = [[], []]  # per account shard
+        self.match: dict[int, list[list[MatchPart]]] = {}  # k -> [account][symbol]
+        self.me_done = [0, 0]
+        self.settle: dict[int, list[list[SettlePart]]] = {}  # k -> [symbol][account]
+        self.r2_answers: dict[int, list[list[Answer]]] = {}  # k -> the accounts' answers
+        self.answers: dict[Ticket, Any] = {}
+        self.sent = 0
+
+    def send(self, *commands: WriteCommand) -> list[int]:
+        numbers = list(range(self.sent + 1, self.sent + 1 + len(commands)))
+        self.sent += len(commands)
+        writes = tuple(Write(n, c) for n, c in zip(numbers, commands, strict=True))
+        assert self.sequencer.accept(Part("w", writes)) == []
+        return numbers
+
+    def cut(self) -> bool:
+        cut = self.sequencer.cut()
+        if cut is None:
+            return False
+        self.give(cut.refused)
+        if cut.batch is not None:
+            self.batches.append(cut.batch)
+            for queue in self.r1_queue:
+                queue.append(cut.batch)
+        return True
+
+    def go(self) -> bool:
+        go = self.sequencer.go()
+        if go is None:
+            return False
+        for queue in self.r1_queue:
+            queue.append(go)  # type: ignore[arg-type]
+        return True
+
+    def step_account(self, i: int) -> bool:
+        """Shard i's next phase, if it can run: its next R1 or word, else its next R2."""
+        account, queue = self.shards.accounts[i], self.r1_queue[i]
+        done = account.settled_through
+        if queue and (type(queue[0]) is Go or queue[0].after == done):
+            head = queue.pop(0)
+            if type(head) is Go:
+                account.allow_r2(head.k)
+            else:
+                self.match.setdefault(head.k, [[], []])[i] = account.r1(head)  # type: ignore[union-attr]
+            return True
+        k = done + 1
+        settle = self.settle.get(k)
+        if settle is None or len(settle) < 2 or not account.may_settle(k):
+            return False
+        answers = self.r2_answers.setdefault(k, [])
+        answers.append(account.r2(k, [parts[i] for parts in settle]))
+        if len(answers) == 2:
+            self.give(self.sequencer.settled(k, [a for shard in answers for a in shard]))
+        return True
+
+    def step_symbol(self, j: int) -> bool:
+        k = self.me_done[j] + 1
+        parts = self.match.get(k)
+        if parts is None or any(not mine for mine in parts):
+            return False
+        self.settle.setdefault(k, []).append(
+            self.shards.symbols[j].me(k, [mine[j] for mine in parts])
+        )
+        if len(self.settle[k]) == 2:  # [symbol][account], in shard order
+            self.settle[k].sort(key=lambda symbol_parts: symbol_parts[0].sender)
+        self.me_done[j] = k
+        return True
+
+    def give(self, answers: Any) -> None:
+        for ticket, answer in answers:
+            assert ticket not in self.answers, ticket
+            self.answers[ticket] = answer
+
+    def drain(self) -> None:
+        """Every phase that can run, words included, until all is answered."""
+        steps = (
+            self.cut,
+            lambda: self.step_account(0),
+            lambda: self.step_account(1),
+            lambda: self.step_symbol(0),
+            lambda: self.step_symbol(1),
+            self.go,
+        )
+        while any(step() for step in steps):
+            pass
+
+
+VWAP_WINDOW = 3_000_000
+
+
+@st.composite
+def writes(draw: st.DrawFn, answered: list[str]) -> WriteCommand:
+    broker = draw(st.sampled_from(BROKERS))
+    symbol = draw(st.sampled_from(("AAPL", "MSFT")))
+    side = draw(st.sampled_from((BID, ASK)))
+    quantity = draw(st.integers(1, 4))
+    kind = draw(st.sampled_from(("limit", "limit", "market", "cancel")))
+    if kind == "cancel" and answered:
+        return CancelOrder(draw(st.sampled_from(answered)))
+    if kind == "market":
+        return market(broker, side, quantity, symbol)
+    return limit(broker, side, draw(st.integers(98, 102)), quantity, symbol)
+
+
+BROKERS = ("seller", "buyer", "bob", "alice")
+
+
+@pytest.fixture(autouse=True)
+def _stop_actors() -> Iterator[None]:
+    yield
+    pykka.ActorRegistry.stop_all()
+
+
+@hypothesis.settings(max_examples=25, deadline=None)
+@hypothesis.given(st.data())
+def test_any_relative_speed_of_the_shards_runs_the_phases_the_journaled_batches_order(
+    data: st.DataObject,
+) -> None:
+    """Writes arrive between phases run in a drawn order; no phase is ever refused, every
+    write is answered once, and the batches the sequencer cut, replayed through fresh
+    shards in the order their `after` records, give the same answers and state."""
+    clock = ManualClock(T0)
+    cluster = Cluster(clock)
+    cluster.send(*(RegisterBroker(b, 1_000, (("AAPL", 10), ("MSFT", 10))) for b in BROKERS))
+    cluster.drain()
+    order_ids: list[str] = []
+    steps = [
+        cluster.cut,
+        cluster.go,
+        lambda: cluster.step_account(0),
+        lambda: cluster.step_account(1),
+        lambda: cluster.step_symbol(0),
+        lambda: cluster.step_symbol(1),
+    ]
+    for _ in range(data.draw(st.integers(5, 40))):
+        if data.draw(st.booleans()):
+            cluster.send(*data.draw(st.lists(writes(order_ids), min_size=1, max_size=3)))
+        else:
+            data.draw(st.sampled_from(steps))()
+        clock.advance(microseconds=1_000)
+        order_ids[:] = [a.order_id for a in cluster.answers.values() if isinstance(a, Order)]
+    cluster.drain()
+    assert sorted(cluster.answers) == [Ticket("w", n) for n in range(1, cluster.sent + 1)]
+    replay = Shards(2, 2, ManualClock(clock.now()), VWAP_WINDOW, account_actors=2)
+    sent = replay.drive(cluster.batches)
+    assert comparable_answers(sent.answers) == comparable_answers(
+        {
+            seq: answer
+            for k in cluster.r2_answers
+            for shard in cluster.r2_answers[k]
+            for seq, answer in shard
+        }
+    )
+    assert observe_shards(replay, BROKERS, ("AAPL", "MSFT")) == observe_shards(
+        cluster.shards, BROKERS, ("AAPL", "MSFT")
+    )
+    cash = sum(cluster.shards.account(b).balance(b).cash_balance for b in BROKERS)
+    assert cash == 4_000
+
+
+def comparable_answers(answers: dict[int, Any]) -> dict[int, Any]:
+    return {seq: comparable(answer) for seq, answer in sorted(answers.items())}
+
+
+def test_a_sequential_market_order_fills_against_the_book_through_the_sequencer() -> None:
+    cluster = Cluster(ManualClock(T0))
+    cluster.send(RegisterBroker("seller", 0, (("AAPL", 10),)), RegisterBroker("buyer", 10_000, ()))
+    cluster.drain()
+    (ask,) = cluster.send(limit("seller", ASK, 1_000, 3))
+    cluster.drain()
+    (bid,) = cluster.send(market("buyer", BID, 2))
+    cluster.drain()
+    resting, filled = cluster.answers[Ticket("w", ask)], cluster.answers[Ticket("w", bid)]
+    assert (resting.status, filled.status, filled.filled_value) == (PENDING, FILLED, 2_000)
+    balance = cluster.shards.account("buyer").balance("buyer")
+    assert (balance.cash_balance, balance.reserved_cash) == (8_000, 0)
+    assert [b.after for b in cluster.batches] == [0, 1, 2]  # each settled on the word
+
+
+def test_a_batch_cut_after_the_word_follows_the_r2_a_shard_may_have_run_on_it() -> None:
+    """Batch 1 settled in account shard 0 on the sequencer's word, not yet in shard 1
+    (not seen settled by the sequencer): batch 2, cut now, must say `after = 1`, which
+    shard 0 has run and shard 1 will run first."""
+    cluster = Cluster(ManualClock(T0))
+    cluster.send(RegisterBroker("seller", 0, (("AAPL", 10),)))  # account shard 0
+    assert cluster.cut()
+    assert cluster.step_account(0) and cluster.step_account(1)  # R1
+    assert cluster.step_symbol(0) and cluster.step_symbol(1)  # ME
+    assert cluster.go()
+    assert cluster.step_account(0) and cluster.step_account(0)  # the word, R2 of 1
+    assert cluster.sequencer.in_flight == 1
+    cluster.send(RegisterBroker("buyer", 5, ()))  # account shard 1
+    assert cluster.cut()
+    assert cluster.batches[-1][:2] == (2, 1)
+    cluster.drain()
+    assert sorted(cluster.answers) == [Ticket("w", 1), Ticket("w", 2)]
+    assert cluster.shards.account("buyer").balance("buyer").cash_balance == 5
