@@ -1,10 +1,10 @@
 """The documents that travel to and between the shards: the sequencer's `Batch`, R1's
 `MatchPart` (account → symbol shard) and ME's `SettlePart` (symbol → account shard).
 
-Each is one orjson document, not pickled Python values: measured, a pickled tuple costs
+Each is one orjson document, not pickled Python values: measured, pickled tuples cost
 about twice the CPU per order of the same values in one orjson document
-(bench/results/ray_hop.md), and every batch crosses `1 + 2 × SYMBOL_SHARDS` hops. Like the
-worker's part (`batches.encode_part`) a document carries a format number and its kind
+(bench/results/ray_hop.md), and a batch makes `ACCOUNT_SHARDS × (1 + 2 × SYMBOL_SHARDS)`
+calls (docs/ray.md, "Batches"). Like the worker's part (`batches.encode_part`) a document carries a format number and its kind
 (`"part"`): the shards are detached actors started apart and may run different code, so
 a mismatch is a clear refusal (`BatchFormatError`), never a misread.
 

@@ -558,6 +558,7 @@ ORDER_STATE = (*EFFECT, 2, 0, 1)  # the order of the effect's first order state
         (decode_match_part, altered(MATCHED, ("commands", 0, 0), "loan"), "unknown funds kind"),
         (decode_match_part, altered(MATCHED, ("commands", 0, 2), 2.02), "expected an integer"),
         (decode_match_part, altered(MATCHED, ("sender",), "1"), "expected an integer, got '1'"),
+        (decode_match_part, MATCHED.replace(b",202,", b",2" + b"0" * 24 + b","), "expected an int"),
         (decode_settle_part, altered(SETTLED, (*EFFECT, 3), DROP), "a command's effects is not"),
         (decode_settle_part, altered(SETTLED, (*EFFECT, 1, 0, 0), "paid"), "unknown change kind"),
         (decode_settle_part, altered(SETTLED, (*EFFECT, 1, 0, 4), DROP), "a ledger change of kind"),
