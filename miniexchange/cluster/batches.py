@@ -198,7 +198,7 @@ def encode_part(part: Part) -> bytes:
             "format": FORMAT,
             "worker": part.worker,
             "writes": [
-                [write.number, write.request_id, *_encode_command(write.command)]
+                [write.number, write.request_id, *encode_command(write.command)]
                 for write in part.writes
             ],
         }
@@ -231,7 +231,8 @@ _SUBSCRIBE = "subscribe"
 _UNSUBSCRIBE = "unsubscribe"
 
 
-def _encode_command(command: WriteCommand) -> list[Any]:
+def encode_command(command: WriteCommand) -> list[Any]:
+    """A write command as a flat array led by its kind (also inside the shards' parts)."""
     # orjson writes plain tuples but refuses their subclasses: NamedTuples become lists.
     if isinstance(command, SubmitOrder):
         return [_ORDER, *command]
@@ -253,14 +254,19 @@ def _decode_write(write: Any) -> Write:
     if not isinstance(write, list) or len(write) < 3:
         raise BatchFormatError(f"a write is not [number, request_id, kind, ...]: {write!r}")
     number, request_id, kind, *fields = write
+    command = decode_command(kind, fields)
+    return Write(_int(number), command, _optional(_str, request_id))
+
+
+def decode_command(kind: Any, fields: list[Any]) -> WriteCommand:
+    """The command `encode_command` made of `[kind, *fields]`, or a `BatchFormatError`."""
     decode = _DECODERS.get(kind) if isinstance(kind, str) else None
     if decode is None:
         raise BatchFormatError(f"unknown write kind {kind!r}")
     try:
-        command = decode(*fields)
+        return decode(*fields)
     except TypeError:  # a wrong number of fields
         raise BatchFormatError(f"a write of kind {kind!r} with wrong fields: {fields!r}") from None
-    return Write(_int(number), command, _optional(_str, request_id))
 
 
 def _decode_order(

@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 import orjson
@@ -122,23 +122,7 @@ def _records(state: Recovered) -> Iterator[list[Any]]:
             for trade in order.trades:
                 yield ["trade", *trade]
     for order in state.orders.values():
-        yield [
-            "order",
-            order.order_id,
-            order.type,
-            order.broker_id,
-            order.document_number,
-            order.side,
-            order.symbol,
-            order.price,
-            order.quantity,
-            order.expires_at,
-            order.created_at,
-            order.status,
-            order.cancelled_at,
-            order.expired_at,
-            [trade.trade_id for trade in order.trades],
-        ]
+        yield ["order", *order_fields(order), [trade.trade_id for trade in order.trades]]
     for symbol in sorted(state.known_symbols):
         kept = state.trades.get(symbol, ())
         yield ["symbol", symbol, state.volumes.get(symbol, 0), [t.trade_id for t in kept]]
@@ -262,10 +246,35 @@ def _read_records(lines: Iterable[bytes], state: Recovered) -> int | None:
     return None
 
 
+def order_fields(order: Order) -> list[Any]:
+    """An order's own fields as a record keeps them: what the rest derives from, with
+    its trades (`rebuilt_order`). The shards' parts carry orders so too."""
+    return [
+        order.order_id,
+        order.type,
+        order.broker_id,
+        order.document_number,
+        order.side,
+        order.symbol,
+        order.price,
+        order.quantity,
+        order.expires_at,
+        order.created_at,
+        order.status,
+        order.cancelled_at,
+        order.expired_at,
+    ]
+
+
 def _order(record: list[Any], trades: dict[str, Trade]) -> Order:
-    """The order as the fold left it, rebuilt by the transitions that made it."""
+    """A snapshot's order record, its trades given by id."""
+    return rebuilt_order(record[1:-1], [trades[trade_id] for trade_id in record[-1]])
+
+
+def rebuilt_order(fields: Sequence[Any], trades: Iterable[Trade]) -> Order:
+    """The order of `order_fields` and its trades, rebuilt by the transitions that made
+    it; a ValueError if its status does not follow from them."""
     (
-        _,
         order_id,
         type_,
         broker_id,
@@ -279,14 +288,13 @@ def _order(record: list[Any], trades: dict[str, Trade]) -> Order:
         status,
         cancelled_at,
         expired_at,
-        trade_ids,
-    ) = record
+    ) = fields
     command = SubmitOrder(
         type_, broker_id, document_number, side, symbol, quantity, price, expires_at
     )
     order = new_order(command, order_id, created_at)
-    for trade_id in trade_ids:
-        order = order.filled(trades[trade_id])
+    for trade in trades:
+        order = order.filled(trade)
     if status in (CANCELLED, EXPIRED):
         order = order.closed(status, cancelled_at, expired_at)
     if order.status != status:

@@ -1,0 +1,499 @@
+"""The documents that travel to and between the shards: the sequencer's `Batch`, R1's
+`MatchPart` (account → symbol shard) and ME's `SettlePart` (symbol → account shard).
+
+Each is one orjson document, not pickled Python values: measured, pickled tuples cost
+about twice the CPU per order of the same values in one orjson document
+(bench/results/ray_hop.md), and a batch makes `ACCOUNT_SHARDS × (1 + 2 × SYMBOL_SHARDS)`
+calls (docs/ray.md, "Batches"). Like the worker's part (`batches.encode_part`) a document carries a format number and its kind
+(`"part"`): the shards are detached actors started apart and may run different code, so
+a mismatch is a clear refusal (`BatchFormatError`), never a misread.
+
+Values are flat arrays led by their kind; money is integer cents and times integer
+microseconds, never a float. It reuses what exists: a write command is encoded as the
+worker's part encodes it (`batches.encode_command`), and an order as a snapshot records
+it (`snapshot.order_fields`), with its trades, rebuilt by the engine's own transitions
+(`snapshot.rebuilt_order`), so a decoded order equals the one sent field by field.
+Decoding gives values equal to the encoded ones, except that an `ExchangeError` is a new
+exception with the same code and message (exceptions compare by identity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from miniexchange.actors.messages import Issued
+from miniexchange.cluster.batches import (
+    BatchFormatError,
+    _bool,
+    _int,
+    _list,
+    _optional,
+    _str,
+    decode_command,
+    encode_command,
+)
+from miniexchange.cluster.shards import (
+    BUDGET,
+    NO_LEDGER,
+    NOTHING,
+    RESERVED,
+    SHORTFALL,
+    Answer,
+    Effects,
+    MatchPart,
+    OrderState,
+    SettlePart,
+    ToMatch,
+)
+from miniexchange.cluster.stamped import Batch, Command, Stamped, Tick
+from miniexchange.journal.snapshot import order_fields, rebuilt_order
+from miniexchange.model.errors import ExchangeError
+from miniexchange.model.events import Event, OrderClosed, TradeExecuted
+from miniexchange.model.ledger import (
+    Accepted,
+    Balance,
+    Held,
+    Holding,
+    LedgerChange,
+    Released,
+    Settled,
+    SettlementLeg,
+)
+from miniexchange.model.orders import Order, Trade
+from miniexchange.model.subscriptions import Subscription, Upserted
+
+FORMAT = 1  # the format of these documents; a decoder refuses any other
+
+BATCH = "batch"
+MATCH = "match"
+SETTLE = "settle"
+
+
+class ShardFailure(RuntimeError):
+    """The answer of a command on which a shard's actor failed (a bug, not a refusal):
+    it travels as its text, and whoever waits for it fails as on any other error."""
+
+
+# -- the documents --------------------------------------------------------------------
+
+
+def encode_batch(batch: Batch) -> bytes:
+    """`{"format": 1, "part": "batch", "k", "after", "commands": [stamped, ...]}`."""
+    return orjson.dumps(
+        {
+            "format": FORMAT,
+            "part": BATCH,
+            "k": batch.k,
+            "after": batch.after,
+            "commands": [_encode_stamped(stamped) for stamped in batch.commands],
+        }
+    )
+
+
+def decode_batch(document: bytes) -> Batch:
+    """The batch `encode_batch` made, equal to it; anything else is a `BatchFormatError`."""
+    value = _document(document, BATCH)
+    return Batch(
+        _int(_field(value, BATCH, "k")),
+        _int(_field(value, BATCH, "after")),
+        tuple(_decode_stamped(stamped) for stamped in _list(_field(value, BATCH, "commands"))),
+    )
+
+
+def encode_match_part(part: MatchPart) -> bytes:
+    """`{"format": 1, "part": "match", "k", "sender", "commands": [to_match, ...]}`."""
+    return orjson.dumps(
+        {
+            "format": FORMAT,
+            "part": MATCH,
+            "k": part.k,
+            "sender": part.sender,
+            "commands": [
+                [funds, symbol, cash, quantity, *_encode_stamped(stamped)]
+                for stamped, funds, symbol, cash, quantity in part.commands
+            ],
+        }
+    )
+
+
+def decode_match_part(document: bytes) -> MatchPart:
+    """The part `encode_match_part` made, equal to it; anything else a `BatchFormatError`."""
+    value = _document(document, MATCH)
+    return MatchPart(
+        _int(_field(value, MATCH, "k")),
+        _int(_field(value, MATCH, "sender")),
+        tuple(_decode_to_match(command) for command in _list(_field(value, MATCH, "commands"))),
+    )
+
+
+def encode_settle_part(part: SettlePart) -> bytes:
+    """`{"format": 1, "part": "settle", "k", "sender", "effects": [[seq, changes, orders,
+    events], ...], "answers": [[seq, kind, *fields], ...]}`."""
+    return orjson.dumps(
+        {
+            "format": FORMAT,
+            "part": SETTLE,
+            "k": part.k,
+            "sender": part.sender,
+            "effects": [
+                [
+                    effect.seq,
+                    [_encode_change(change) for change in effect.changes],
+                    [[state.new, _encode_order(state.order)] for state in effect.orders],
+                    [_encode_event(event) for event in effect.events],
+                ]
+                for effect in part.effects
+            ],
+            "answers": [[seq, *_encode_answer(value)] for seq, value in part.answers],
+        }
+    )
+
+
+def decode_settle_part(document: bytes) -> SettlePart:
+    """The part `encode_settle_part` made, equal to it (a refusal: an `ExchangeError` of
+    the same code and message); anything else is a `BatchFormatError`."""
+    value = _document(document, SETTLE)
+    return SettlePart(
+        _int(_field(value, SETTLE, "k")),
+        _int(_field(value, SETTLE, "sender")),
+        tuple(_decode_effects(effects) for effects in _list(_field(value, SETTLE, "effects"))),
+        tuple(_decode_answer(answer) for answer in _list(_field(value, SETTLE, "answers"))),
+    )
+
+
+def _document(document: bytes, kind: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(document)
+    except orjson.JSONDecodeError as error:
+        raise BatchFormatError(f"a {kind} part is not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise BatchFormatError(f"a {kind} part is not an object")
+    if value.get("format") != FORMAT:
+        raise BatchFormatError(
+            f"a {kind} part of format {value.get('format')!r}; this code reads format {FORMAT}"
+        )
+    if value.get("part") != kind:
+        raise BatchFormatError(f"a {value.get('part')!r} part where a {kind} part was expected")
+    return value
+
+
+def _field(value: dict[str, Any], kind: str, name: str) -> Any:
+    if name not in value:
+        raise BatchFormatError(f"a {kind} part without {name!r}")
+    return value[name]
+
+
+def _decoded(kind: str, what: str, decoders: dict[str, Callable[..., Any]], row: Any) -> Any:
+    """`[kind, *fields]` by the decoder of its kind; a wrong count of fields refused."""
+    if not isinstance(row, list) or not row:
+        raise BatchFormatError(f"{what} is not [kind, ...]: {row!r}")
+    name, *fields = row
+    decode = decoders.get(name) if isinstance(name, str) else None
+    if decode is None:
+        raise BatchFormatError(f"unknown {kind} kind {name!r}")
+    try:
+        return decode(*fields)
+    except TypeError:  # a wrong number of fields
+        raise BatchFormatError(f"{what} of kind {name!r} with wrong fields: {fields!r}") from None
+
+
+def _row(value: Any, length: int, what: str) -> list[Any]:
+    """An array of exactly `length` values."""
+    if not isinstance(value, list) or len(value) != length:
+        raise BatchFormatError(f"{what} is not an array of {length} values: {value!r}")
+    return value
+
+
+# -- stamped commands -------------------------------------------------------------------
+
+_TICK = "tick"
+_STAMPS = 7  # seq, at, request_id, order_id, trade_seed, webhook_ids, secrets
+
+
+def _encode_stamped(stamped: Stamped) -> list[Any]:
+    """`[seq, at, request_id, order_id, trade_seed, webhook_ids, secrets, kind, *fields]`."""
+    command = stamped.command
+    secrets = stamped.secrets
+    return [
+        stamped.seq,
+        stamped.at,
+        stamped.request_id,
+        stamped.order_id,
+        stamped.trade_seed,
+        list(stamped.webhook_ids),
+        None if secrets is None else list(secrets),
+        *([_TICK] if type(command) is Tick else encode_command(command)),
+    ]
+
+
+def _decode_stamped(row: Any) -> Stamped:
+    if not isinstance(row, list) or len(row) <= _STAMPS:
+        raise BatchFormatError(f"a stamped command is not [seq, at, ..., kind, ...]: {row!r}")
+    seq, at, request_id, order_id, trade_seed, webhook_ids, secrets = row[:_STAMPS]
+    kind, *fields = row[_STAMPS:]
+    command: Command
+    if kind == _TICK:
+        if fields:
+            raise BatchFormatError(f"a tick with fields: {fields!r}")
+        command = Tick()
+    else:
+        command = decode_command(kind, fields)
+    return Stamped(
+        _int(seq),
+        _int(at),
+        command,
+        _optional(_str, request_id),
+        _optional(_str, order_id),
+        _optional(_int, trade_seed),
+        tuple(_str(webhook_id) for webhook_id in _list(webhook_ids)),
+        _optional(_secrets, secrets),
+    )
+
+
+def _secrets(value: Any) -> tuple[str, str]:
+    api_key, webhook_secret = _row(value, 2, "stamped secrets")
+    return _str(api_key), _str(webhook_secret)
+
+
+_FUNDS = frozenset((RESERVED, SHORTFALL, BUDGET, NO_LEDGER, NOTHING))
+
+
+def _decode_to_match(row: Any) -> ToMatch:
+    """`[funds, symbol, cash, quantity, *stamped]`."""
+    if not isinstance(row, list) or len(row) < 4:
+        raise BatchFormatError(f"a command to match is not [funds, symbol, ...]: {row!r}")
+    funds, symbol, cash, quantity = row[:4]
+    if funds not in _FUNDS:
+        raise BatchFormatError(f"unknown funds kind {funds!r}")
+    return ToMatch(_decode_stamped(row[4:]), funds, _str(symbol), _int(cash), _int(quantity))
+
+
+# -- ledger changes ------------------------------------------------------------------------
+
+_ACCEPTED = "accepted"
+_SETTLED = "settled"
+_RELEASED = "released"
+_HELD = "held"
+
+
+def _encode_change(change: LedgerChange) -> list[Any]:
+    if type(change) is Settled:
+        legs = [list(leg) for leg in change.legs]
+        return [_SETTLED, change.broker_id, change.symbol, legs, change.at]
+    if type(change) is Accepted:
+        return [_ACCEPTED, *change]
+    if type(change) is Released:
+        return [_RELEASED, *change]
+    if type(change) is Held:
+        return [_HELD, *change]
+    raise TypeError(f"not a ledger change: {change!r}")
+
+
+def _decode_settled(broker_id: Any, symbol: Any, legs: Any, at: Any) -> Settled:
+    return Settled(_str(broker_id), _str(symbol), tuple(_leg(leg) for leg in _list(legs)), _int(at))
+
+
+def _leg(value: Any) -> SettlementLeg:
+    side, quantity, amount, release = _row(value, 4, "a settlement leg")
+    return SettlementLeg(_str(side), _int(quantity), _int(amount), _int(release))
+
+
+_CHANGES: dict[str, Callable[..., LedgerChange]] = {
+    _ACCEPTED: lambda broker_id, at: Accepted(_str(broker_id), _int(at)),
+    _SETTLED: _decode_settled,
+    _RELEASED: lambda broker_id, symbol, cash, quantity, at: Released(
+        _str(broker_id), _str(symbol), _int(cash), _int(quantity), _optional(_int, at)
+    ),
+    _HELD: lambda broker_id, symbol, cash, quantity: Held(
+        _str(broker_id), _str(symbol), _int(cash), _int(quantity)
+    ),
+}
+
+
+# -- orders, trades and events -------------------------------------------------------------
+
+
+def _encode_order(order: Order) -> list[Any]:
+    """A snapshot's order fields, then its trades (each a snapshot's trade record)."""
+    return [*order_fields(order), [list(trade) for trade in order.trades]]
+
+
+_ORDER_FIELDS = 13  # order_fields' count
+
+
+def _decode_order(value: Any) -> Order:
+    fields = _row(value, _ORDER_FIELDS + 1, "an order")
+    order_id, type_, broker_id, document_number, side, symbol = map(_str, fields[:6])
+    price, quantity, expires_at, created_at = fields[6:10]
+    status, cancelled_at, expired_at, trades = fields[10:]
+    checked = [
+        order_id,
+        type_,
+        broker_id,
+        document_number,
+        side,
+        symbol,
+        _optional(_int, price),
+        _int(quantity),
+        _optional(_int, expires_at),
+        _int(created_at),
+        _str(status),
+        _optional(_int, cancelled_at),
+        _optional(_int, expired_at),
+    ]
+    decoded = [_decode_trade(trade) for trade in _list(trades)]
+    try:
+        return rebuilt_order(checked, decoded)
+    except ValueError as error:  # its status does not follow from its trades
+        raise BatchFormatError(f"an order that its fields do not make: {error}") from None
+
+
+def _decode_trade(value: Any) -> Trade:
+    row = _row(value, len(Trade._fields), "a trade")
+    trade_id, symbol = _str(row[0]), _str(row[1])
+    price, quantity, executed_at = _int(row[2]), _int(row[3]), _int(row[4])
+    return Trade(trade_id, symbol, price, quantity, executed_at, *map(_str, row[5:]))
+
+
+def _decode_state(value: Any) -> OrderState:
+    new, order = _row(value, 2, "an order state")
+    return OrderState(_decode_order(order), _bool(new))
+
+
+_TRADE = "trade"
+_CLOSED = "closed"
+
+
+def _encode_event(event: Event) -> list[Any]:
+    if type(event) is TradeExecuted:
+        return [_TRADE, list(event.trade), _encode_order(event.order), event.request_id]
+    if type(event) is OrderClosed:
+        return [_CLOSED, _encode_order(event.order), event.request_id]
+    raise TypeError(f"not an event: {event!r}")
+
+
+_EVENTS: dict[str, Callable[..., Event]] = {
+    _TRADE: lambda trade, order, request_id: TradeExecuted(
+        _decode_trade(trade), _decode_order(order), _optional(_str, request_id)
+    ),
+    _CLOSED: lambda order, request_id: OrderClosed(
+        _decode_order(order), _optional(_str, request_id)
+    ),
+}
+
+
+def _decode_effects(value: Any) -> Effects:
+    seq, changes, orders, events = _row(value, 4, "a command's effects")
+    return Effects(
+        _int(seq),
+        tuple(_decoded("change", "a ledger change", _CHANGES, row) for row in _list(changes)),
+        tuple(_decode_state(state) for state in _list(orders)),
+        tuple(_decoded("event", "an event", _EVENTS, row) for row in _list(events)),
+    )
+
+
+# -- answers -------------------------------------------------------------------------------
+
+_ORDER = "order"  # a submission's or a cancel's
+_REFUSED = "refused"
+_BALANCE = "balance"  # a registration's
+_ISSUED = "issued"
+_UPSERTED = "upserted"  # a subscription's
+_NONE = "none"  # an unsubscription's
+_FAILED = "failed"
+
+
+def _encode_answer(value: Any) -> list[Any]:
+    """An answer as `[kind, *fields]`: every kind a shard's R1 or ME gives."""
+    if type(value) is Order:
+        return [_ORDER, _encode_order(value)]
+    if isinstance(value, ExchangeError):
+        return [_REFUSED, value.code, value.message]
+    if value is None:
+        return [_NONE]
+    if type(value) is Balance:
+        holdings = [[h.symbol, h.quantity, h.reserved_quantity] for h in value.holdings]
+        return [
+            _BALANCE,
+            value.broker_id,
+            value.cash_balance,
+            value.reserved_cash,
+            holdings,
+            value.created_at,
+            value.updated_at,
+        ]
+    if type(value) is Issued:
+        return [_ISSUED, *value]
+    if type(value) is Upserted:
+        subscriptions = [_encode_subscription(s) for s in value.subscriptions]
+        changed = [_encode_subscription(s) for s in value.changed]
+        return [_UPSERTED, value.created, subscriptions, changed]
+    if isinstance(value, Exception):  # an actor's bug: its text, for the error log
+        return [_FAILED, f"{type(value).__name__}: {value}"]
+    raise TypeError(f"not an answer of a shard: {value!r}")
+
+
+def _encode_subscription(subscription: Subscription) -> list[Any]:
+    return [
+        subscription.webhook_id,
+        subscription.broker_id,
+        subscription.event,
+        subscription.url,
+        subscription.created_at,
+        subscription.updated_at,
+    ]
+
+
+def _decode_subscription(value: Any) -> Subscription:
+    row = _row(value, 6, "a subscription")
+    return Subscription(*map(_str, row[:4]), _int(row[4]), _int(row[5]))
+
+
+def _decode_balance(
+    broker_id: Any,
+    cash_balance: Any,
+    reserved_cash: Any,
+    holdings: Any,
+    created_at: Any,
+    updated_at: Any,
+) -> Balance:
+    return Balance(
+        _str(broker_id),
+        _int(cash_balance),
+        _int(reserved_cash),
+        tuple(_holding(holding) for holding in _list(holdings)),
+        _int(created_at),
+        _int(updated_at),
+    )
+
+
+def _holding(value: Any) -> Holding:
+    symbol, quantity, reserved = _row(value, 3, "a holding")
+    return Holding(_str(symbol), _int(quantity), _int(reserved))
+
+
+_ANSWERS: dict[str, Callable[..., Any]] = {
+    _ORDER: _decode_order,
+    _REFUSED: lambda code, message: ExchangeError(_str(code), _str(message)),
+    _NONE: lambda: None,
+    _BALANCE: _decode_balance,
+    _ISSUED: lambda broker_id, api_key, webhook_secret: Issued(
+        _str(broker_id), _optional(_str, api_key), _optional(_str, webhook_secret)
+    ),
+    _UPSERTED: lambda created, subscriptions, changed: Upserted(
+        _bool(created),
+        tuple(_decode_subscription(s) for s in _list(subscriptions)),
+        tuple(_decode_subscription(s) for s in _list(changed)),
+    ),
+    _FAILED: lambda text: ShardFailure(_str(text)),
+}
+
+
+def _decode_answer(value: Any) -> Answer:
+    """`[seq, kind, *fields]`."""
+    if not isinstance(value, list) or len(value) < 2:
+        raise BatchFormatError(f"an answer is not [seq, kind, ...]: {value!r}")
+    return _int(value[0]), _decoded("answer", "an answer", _ANSWERS, value[1:])
