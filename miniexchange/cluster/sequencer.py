@@ -28,6 +28,11 @@ the sweeps in ME (`cluster.shards`). Cash is shared across symbols, which are ma
 different shards, so within one batch a broker's market bids are all on one symbol; one
 on another symbol waits for the next batch.
 
+**The journal** holds one fact per batch (`Cut.fact`, kind `commands`): the batch as the
+shards receive it and the symbols listed since the one before. The commands, not their
+results: a shard rebuilds its state by replaying them, and a restarted sequencer goes on
+from them (`resume`).
+
 Plain, single-threaded state: the Ray actor around it (landing step 7) calls it from one
 thread, journals each cut before sending it, and sends the answers back to the workers.
 """
@@ -35,22 +40,28 @@ thread, journals each cut before sending it, and sends the answers back to the w
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
+
+import orjson
 
 from miniexchange.actors.accounts import Secrets
 from miniexchange.actors.listing import SymbolListing
 from miniexchange.clock import Clock
 from miniexchange.cluster.batches import (
+    BatchFormatError,
     IssueCredentials,
     Part,
     SubscribeWebhooks,
     Write,
 )
+from miniexchange.cluster.parts import decode_batch, encode_batch
 from miniexchange.cluster.shards import Answer, Placement
 from miniexchange.cluster.stamped import Batch, Command, Stamped, Tick
 from miniexchange.ids import random_uuid4
+from miniexchange.journal.facts import Fact
+from miniexchange.journal.store import JournalFormatError
 from miniexchange.model.commands import BID, LIMIT, MARKET, RegisterBroker, SubmitOrder
 from miniexchange.model.errors import ExchangeError, symbol_limit_reached
 
@@ -72,14 +83,74 @@ class Go(NamedTuple):
 
 
 class Cut(NamedTuple):
-    """What one cut decided: the batch for the shards (to journal first), the writes
-    refused at the cut with their answers, and the symbols listed since the previous
-    cut (journaled with this one: the listing is the sequencer's, rebuilt from the
-    journal)."""
+    """What one cut decided: the batch for the shards (to journal first: `fact`), the
+    writes refused at the cut with their answers, and the symbols listed since the
+    previous batch (journaled with this one: the listing is the sequencer's, rebuilt
+    from the journal)."""
 
     batch: Batch | None
     refused: tuple[tuple[Ticket, ExchangeError], ...]
     listed: tuple[str, ...]
+    settled: int = 0
+    """The last batch settled at the cut: `listed` covers the answers up to it."""
+
+    @property
+    def fact(self) -> Fact:
+        """The batch as the command journal records it: one fact, appended (and durable)
+        before any shard sees the batch."""
+        assert self.batch is not None, "a cut that refused everything journals nothing"
+        return COMMANDS, orjson.dumps(
+            {
+                "batch": orjson.Fragment(encode_batch(self.batch)),
+                "listed": self.listed,
+                "settled": self.settled,
+            }
+        )
+
+
+COMMANDS = "commands"
+"""The one kind of fact of a Ray journal: a batch of stamped commands."""
+
+
+class Journaled(NamedTuple):
+    """One fact of a command journal."""
+
+    batch: Batch
+    listed: tuple[str, ...]
+    settled: int
+
+
+def journaled(facts: Iterable[Fact]) -> Iterator[Journaled]:
+    """The batches a command journal holds, in order, with what each recorded of the
+    listing; anything else is a `JournalFormatError` (one line, naming what it found)."""
+    for kind, body in facts:
+        if kind != COMMANDS:
+            raise JournalFormatError(f"a fact of kind {kind!r} in a command journal")
+        try:
+            value = orjson.loads(body)
+            entry = Journaled(
+                decode_batch(orjson.dumps(value["batch"])),
+                tuple(value["listed"]),
+                value["settled"],
+            )
+        except (orjson.JSONDecodeError, BatchFormatError, KeyError, TypeError) as error:
+            raise JournalFormatError(f"a damaged batch in a command journal: {error}") from None
+        if (
+            not all(type(symbol) is str for symbol in entry.listed)
+            or type(entry.settled) is not int
+        ):
+            raise JournalFormatError("a damaged batch in a command journal: its listing")
+        yield entry
+
+
+def listed_by(command: Command) -> tuple[str, ...]:
+    """The symbols a command lists if it succeeds: a limit order's, a registration's
+    holdings'."""
+    if type(command) is SubmitOrder:
+        return (command.symbol,) if command.type == LIMIT else ()
+    if type(command) is RegisterBroker:
+        return tuple(symbol for symbol, _ in command.holdings)
+    return ()
 
 
 def random_seed() -> int:
@@ -121,6 +192,30 @@ class Sequencer:
         self._tickets: dict[int, dict[int, Ticket]] = {}  # batch -> seq -> ticket
         self._claims: dict[int, tuple[str, ...]] = {}  # seq -> places it claimed
         self._listed: list[str] = []  # listed since the last cut
+
+    def resume(self, facts: Iterable[Fact]) -> int:
+        """Continue the stream a journal holds (a restart): the batch and command
+        numbers, the clock floor and the listing go on from it. Every journaled batch is
+        taken as settled, since the shards replay them all before the next one: the next
+        cut says `after` = the last. Returns that last batch's number.
+
+        The places claimed by the last batches, whose answers no later batch recorded
+        (at most two), are kept as listed: their symbols may have been refused, but a
+        place is never given twice."""
+        last: deque[Journaled] = deque(maxlen=IN_FLIGHT)
+        for entry in journaled(facts):
+            self.listing.list(entry.listed)
+            last.append(entry)
+        if last:
+            batch = last[-1].batch
+            self._k, self._seq, self._at = batch.k, batch.commands[-1].seq, batch.commands[-1].at
+            for entry in last:
+                if entry.batch.k > last[-1].settled:
+                    for stamped in entry.batch.commands:
+                        self.listing.list(listed_by(stamped.command))
+        self._settled = self._allowed = self._k
+        self.clock.not_before(self._at)
+        return self._k
 
     # -- the workers' writes ------------------------------------------------------------
 
@@ -177,14 +272,14 @@ class Sequencer:
             self._next_tick = self.clock.now() + (self._expiration_interval_us or 0)
             stamped.append(self._stamp(Tick(), None))
         self._queued = deferred
-        listed, self._listed = tuple(self._listed), []
         if not stamped:
-            return Cut(None, tuple(refused), listed)
+            return Cut(None, tuple(refused), ())
+        listed, self._listed = tuple(self._listed), []
         self._k += 1
         batch = Batch(self._k, self._allowed, tuple(stamped))
         self._allowed = self._k - 1  # R2 of the batch before may follow this R1
         self._tickets[self._k] = tickets
-        return Cut(batch, tuple(refused), listed)
+        return Cut(batch, tuple(refused), listed, self._settled)
 
     def go(self) -> Go | None:
         """When nothing is queued: let the account shards settle the last batch cut
@@ -215,22 +310,14 @@ class Sequencer:
 
     def _claim(self, command: Command) -> tuple[str, ...] | ExchangeError:
         """The places a command would list, claimed for it, or its refusal when they
-        are not all free (`MAX_SYMBOLS`)."""
+        are not all free (`MAX_SYMBOLS`). A market order lists nothing, but needs a
+        symbol that is listed or could be."""
         listing = self.listing
-        kind = type(command)
-        if kind is SubmitOrder:
-            symbol = command.symbol  # type: ignore[union-attr]
-            if command.type == LIMIT:  # type: ignore[union-attr]
-                symbols: tuple[str, ...] = (symbol,)
-            elif listing.has_place_for(symbol):  # a market order lists nothing
+        if type(command) is SubmitOrder and command.type == MARKET:
+            if listing.has_place_for(command.symbol):
                 return ()
-            else:
-                return symbol_limit_reached(listing.limit)
-        elif kind is RegisterBroker:
-            symbols = tuple(symbol for symbol, _ in command.holdings)  # type: ignore[union-attr]
-        else:
-            return ()
-        claimed = listing.claim(symbols)
+            return symbol_limit_reached(listing.limit)
+        claimed = listing.claim(listed_by(command))
         return symbol_limit_reached(listing.limit) if claimed is None else claimed
 
     def _stamp(self, command: Command, request_id: str | None) -> Stamped:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -20,10 +21,11 @@ from miniexchange.cluster.batches import (
     Write,
     WriteCommand,
 )
-from miniexchange.cluster.sequencer import Cut, Go, Sequencer, Ticket
+from miniexchange.cluster.sequencer import COMMANDS, Cut, Go, Sequencer, Ticket, journaled
 from miniexchange.cluster.shards import Answer, MatchPart, Placement, SettlePart
 from miniexchange.cluster.stamped import Batch, Tick
 from miniexchange.ids import seeded_uuid4
+from miniexchange.journal.store import JournalFormatError, SqliteJournal
 from miniexchange.model.commands import ASK, BID, RegisterBroker
 from miniexchange.model.errors import ExchangeError
 from miniexchange.model.ledger import Balance
@@ -33,6 +35,7 @@ from tests.cluster.shard_support import SECOND, T0, Shards, comparable, observe_
 from tests.cluster.test_shards import limit, market, refused
 
 INTERVAL = SECOND  # the expiration tick's
+BATCH = Batch(1, 0, ())
 
 
 def seeded() -> Any:
@@ -438,3 +441,58 @@ def test_a_batch_cut_after_the_word_follows_the_r2_a_shard_may_have_run_on_it() 
     cluster.drain()
     assert sorted(cluster.answers) == [Ticket("w", 1), Ticket("w", 2)]
     assert cluster.shards.account("buyer").balance("buyer").cash_balance == 5
+
+
+# -- the command journal ----------------------------------------------------------------------
+
+
+def test_a_restarted_sequencer_goes_on_from_its_journal(tmp_path: Path) -> None:
+    """Batches journaled (a real file, the Ray engine's mark) and read back equal; a new
+    sequencer over them goes on numbering, never stamps earlier than the last `at` even
+    on a clock that is behind, and keeps the listing's limit."""
+    path = str(tmp_path / "commands.db")
+    clock = ManualClock(T0)
+    first = sequencer(clock, max_symbols=2)
+    journal = SqliteJournal(path, engine="ray")
+    journal.start()
+    durable: list[BaseException | None] = []
+    first.accept(part("w1", RegisterBroker("alice", 1_000, (("AAPL", 5),))))
+    one = first.cut()
+    assert one is not None and one.batch is not None
+    journal.append([one.fact], durable.append)
+    first.go()
+    first.settled(1, [(1, Balance("alice", 1_000, 0, (("AAPL", 5),), T0, T0))])
+    clock.advance(microseconds=5)
+    first.accept(part("w1", limit("alice", BID, 100, 1, "MSFT"), first=2))
+    two = first.cut()
+    assert two is not None and two.batch is not None and two.listed == ("AAPL",)
+    journal.append([two.fact], durable.append)
+    journal.close()
+    assert durable == [None, None]
+
+    reopened = SqliteJournal(path, engine="ray")
+    assert list(journaled(reopened.facts())) == [(one.batch, (), 0), (two.batch, ("AAPL",), 1)]
+    behind = ManualClock(T0)
+    again = sequencer(behind, max_symbols=2)
+    assert again.resume(reopened.facts()) == 2
+    reopened.close()
+    again.accept(part("w2", limit("alice", BID, 100, 1, "TSLA"), CancelOrder("ord-x")))
+    cut = again.cut()
+    assert cut is not None and cut.batch is not None
+    assert [(c.seq, c.at) for c in cut.batch.commands] == [(3, T0 + 6)]  # the cancel
+    assert (cut.batch.k, cut.batch.after) == (3, 2)
+    # AAPL listed; batch 2's answer unknown, so its MSFT keeps its place: none for TSLA
+    assert [(t, e.code) for t, e in cut.refused] == [(Ticket("w2", 1), "symbol_limit_reached")]
+
+
+def test_a_command_journal_with_anything_but_batches_is_refused_with_one_line() -> None:
+    with pytest.raises(JournalFormatError, match="a fact of kind 'order_accepted'"):
+        list(journaled([("order_accepted", b"{}")]))
+    with pytest.raises(JournalFormatError, match="a damaged batch in a command journal"):
+        list(journaled([("commands", b'{"batch": {"format": 9}, "listed": []}')]))
+    kind, body = Cut(BATCH, (), ()).fact
+    with pytest.raises(JournalFormatError, match="its listing"):
+        list(journaled([(kind, body.replace(b'"listed":[]', b'"listed":[1]'))]))
+    with pytest.raises(JournalFormatError, match="its listing"):
+        list(journaled([(kind, body.replace(b'"settled":0', b'"settled":0.5'))]))
+    assert list(journaled([(COMMANDS, body)])) == [(BATCH, (), 0)]
