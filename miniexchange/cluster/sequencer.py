@@ -58,7 +58,7 @@ from miniexchange.cluster.batches import (
 )
 from miniexchange.cluster.parts import decode_batch, encode_batch
 from miniexchange.cluster.shards import Answer, Placement
-from miniexchange.cluster.stamped import Batch, Command, Stamped, Tick
+from miniexchange.cluster.stamped import Batch, Command, Go, Stamped, Tick
 from miniexchange.ids import random_uuid4
 from miniexchange.journal.facts import Fact
 from miniexchange.journal.store import JournalFormatError
@@ -74,12 +74,6 @@ class Ticket(NamedTuple):
 
     worker: str
     number: int
-
-
-class Go(NamedTuple):
-    """To every account shard: settle batch `k` before any other R1 (`allow_r2`)."""
-
-    k: int
 
 
 class Cut(NamedTuple):

@@ -65,3 +65,10 @@ class Batch(NamedTuple):
     its R1s and R2s, which two batches in flight make ambiguous, is fixed and journaled."""
     commands: tuple[Stamped, ...]
     """In `seq` order."""
+
+
+class Go(NamedTuple):
+    """The sequencer's word to every account shard: settle batch `k`, the last cut,
+    before any other R1 (`AccountShard.allow_r2`); the next batch will say `after = k`."""
+
+    k: int
