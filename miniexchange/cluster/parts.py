@@ -19,7 +19,7 @@ exception with the same code and message (exceptions compare by identity).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -70,6 +70,7 @@ FORMAT = 1  # the format of these documents; a decoder refuses any other
 BATCH = "batch"
 MATCH = "match"
 SETTLE = "settle"
+ANSWERS = "answers"
 
 
 class ShardFailure(RuntimeError):
@@ -161,6 +162,31 @@ def decode_settle_part(document: bytes) -> SettlePart:
         _int(_field(value, SETTLE, "sender")),
         tuple(_decode_effects(effects) for effects in _list(_field(value, SETTLE, "effects"))),
         tuple(_decode_answer(answer) for answer in _list(_field(value, SETTLE, "answers"))),
+    )
+
+
+def encode_answers(k: int, sender: int, answers: Sequence[Answer]) -> bytes:
+    """R2 → sequencer: `{"format": 1, "part": "answers", "k", "sender", "answers":
+    [[seq, kind, *fields], ...]}`, the answers of the commands an account shard decided
+    or was answered for."""
+    return orjson.dumps(
+        {
+            "format": FORMAT,
+            "part": ANSWERS,
+            "k": k,
+            "sender": sender,
+            "answers": [[seq, *_encode_answer(value)] for seq, value in answers],
+        }
+    )
+
+
+def decode_answers(document: bytes) -> tuple[int, int, list[Answer]]:
+    """(k, sender, answers) as `encode_answers` took them; else a `BatchFormatError`."""
+    value = _document(document, ANSWERS)
+    return (
+        _int(_field(value, ANSWERS, "k")),
+        _int(_field(value, ANSWERS, "sender")),
+        [_decode_answer(answer) for answer in _list(_field(value, ANSWERS, "answers"))],
     )
 
 

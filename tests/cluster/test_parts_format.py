@@ -24,9 +24,11 @@ from miniexchange.cluster.batches import (
 )
 from miniexchange.cluster.parts import (
     ShardFailure,
+    decode_answers,
     decode_batch,
     decode_match_part,
     decode_settle_part,
+    encode_answers,
     encode_batch,
     encode_match_part,
     encode_settle_part,
@@ -603,3 +605,14 @@ def test_anything_else_is_refused_whole(decode: Any, raw: bytes, message: str) -
     with pytest.raises(BatchFormatError) as refused:
         decode(raw)
     assert str(refused.value).startswith(message), str(refused.value)
+
+
+def test_an_account_shards_answers_read_back_for_the_sequencer(shards: Shards) -> None:
+    sent = shards.drive(scenario())
+    answers = sorted(sent.answers.items())
+    document = encode_answers(7, 1, answers)
+    k, sender, decoded = decode_answers(document)
+    assert (k, sender, typed(decoded)) == (7, 1, typed(answers))
+    assert encode_answers(k, sender, decoded) == document
+    with pytest.raises(BatchFormatError):
+        decode_answers(encode_batch(Batch(1, 0, ())))  # a document of another kind
