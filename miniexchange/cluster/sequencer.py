@@ -229,6 +229,11 @@ class Sequencer:
         return again
 
     @property
+    def settled_through(self) -> int:
+        """The last batch whose answers `settled` took: the next one to settle follows."""
+        return self._settled
+
+    @property
     def in_flight(self) -> int:
         return self._k - self._settled
 

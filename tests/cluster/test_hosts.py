@@ -1,0 +1,156 @@
+"""The sequencer and the shards as Ray actors on a real local head: writes sent as a
+worker sends them are sequenced, journaled, matched and settled across processes, and
+answered as the shards decided.
+
+Skipped without the `ray` extra (the default test venv has none)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from miniexchange.clock import SystemClock
+from miniexchange.cluster.batches import Part, Write, WriteCommand, encode_part
+from miniexchange.cluster.head import Head, connect, disconnect, start_head
+from miniexchange.cluster.hosts import Hosts, start_hosts
+from miniexchange.cluster.parts import decode_answers
+from miniexchange.cluster.sequencer import journaled
+from miniexchange.cluster.shards import Placement
+from miniexchange.journal.store import SqliteJournal
+from miniexchange.model.commands import ASK, BID, RegisterBroker
+from miniexchange.model.errors import ExchangeError
+from miniexchange.model.ledger import Balance, Holding
+from miniexchange.model.orders import FILLED, PENDING, Order
+from miniexchange.testing import FakeDeliveries
+from tests.cluster.helpers import ray_or_skip
+from tests.cluster.test_shards import limit, market
+
+ray: Any = ray_or_skip()
+
+WAIT_S = 60.0
+"""How long to wait for an answer that must come; never an upper bound on speed."""
+LATER = SystemClock().now() + 3_600_000_000  # the hosts stamp real time: an hour ahead
+
+
+@pytest.fixture(scope="module")
+def head() -> Iterator[Head]:
+    with start_head(num_cpus=2) as started:
+        connect(started.address)
+        try:
+            yield started
+        finally:
+            disconnect()
+
+
+@pytest.fixture
+def journal_path(tmp_path: Path) -> str:
+    return str(tmp_path / "commands.db")
+
+
+@pytest.fixture
+def hosts(head: Head, journal_path: str) -> Iterator[Hosts]:
+    started = start_hosts(Placement(2, 2), FakeDeliveries, journal_path)
+    try:
+        yield started
+    finally:
+        for host in (*started.accounts, *started.symbols):
+            ray.get(host.stop.remote(), timeout=WAIT_S)
+        for host in (started.sequencer, *started.accounts, *started.symbols):
+            ray.kill(host)
+
+
+class Worker:
+    """What an ingress worker sends: its writes, numbered, in one part per call."""
+
+    def __init__(self, hosts: Hosts, name: str) -> None:
+        self.hosts, self.name, self.sent = hosts, name, 0
+
+    def call(self, *commands: WriteCommand) -> Any:
+        """One call's ObjectRef (not waited for)."""
+        first = self.sent + 1
+        self.sent += len(commands)
+        writes = tuple(Write(n, c) for n, c in enumerate(commands, start=first))
+        return self.hosts.sequencer.submit.remote(encode_part(Part(self.name, writes)))
+
+    def answers(self, *commands: WriteCommand) -> list[Any]:
+        _, _, answers = decode_answers(ray.get(self.call(*commands), timeout=WAIT_S))
+        return [answer for _, answer in answers]
+
+
+def balance(hosts: Hosts, broker_id: str) -> Any:
+    shard = Placement(2, 2).account_shard(broker_id)
+    _, _, [(_, answer)] = decode_answers(
+        ray.get(hosts.accounts[shard].balance.remote(broker_id), timeout=WAIT_S)
+    )
+    return answer
+
+
+def test_orders_are_matched_and_settled_across_the_shards_processes(
+    hosts: Hosts, journal_path: str
+) -> None:
+    worker = Worker(hosts, "w1")
+    seller, buyer = worker.answers(  # account shards 0 and 1
+        RegisterBroker("seller", 0, (("AAPL", 10),)), RegisterBroker("buyer", 10_000, ())
+    )
+    assert isinstance(seller, Balance) and isinstance(buyer, Balance)
+    assert (seller.holdings, buyer.cash_balance) == ((Holding("AAPL", 10, 0),), 10_000)
+    (ask,) = worker.answers(limit("seller", ASK, 1_000, 3, expires=LATER))
+    assert isinstance(ask, Order) and ask.status == PENDING
+    (bid,) = worker.answers(market("buyer", BID, 2))
+    assert isinstance(bid, Order)
+    assert (bid.status, bid.filled_quantity, bid.filled_value) == (FILLED, 2, 2_000)
+    after = balance(hosts, "buyer")
+    assert (after.cash_balance, after.reserved_cash, after.holdings) == (
+        8_000,
+        0,
+        (Holding("AAPL", 2, 0),),
+    )
+    (refused,) = worker.answers(limit("buyer", BID, 100_000, 1, expires=LATER))
+    assert isinstance(refused, ExchangeError) and refused.code == "insufficient_balance"
+    journal = SqliteJournal(journal_path, engine="ray")
+    try:  # every batch journaled before its answers came
+        commands = [c.command for entry in journaled(journal.facts()) for c in entry.batch.commands]
+    finally:
+        journal.close()
+    assert [type(c).__name__ for c in commands if type(c).__name__ != "Tick"] == [
+        "RegisterBroker",
+        "RegisterBroker",
+        "SubmitOrder",
+        "SubmitOrder",
+        "SubmitOrder",
+    ]
+
+
+def test_concurrent_calls_of_several_workers_are_all_answered_and_conserve_cash(
+    hosts: Hosts,
+) -> None:
+    brokers = ("seller", "buyer", "bob", "alice")
+    Worker(hosts, "setup").answers(
+        *(RegisterBroker(b, 10_000, (("AAPL", 50), ("MSFT", 50))) for b in brokers)
+    )
+    workers = [Worker(hosts, f"w{n}") for n in range(3)]
+    calls = []
+    for round_ in range(10):
+        for n, worker in enumerate(workers):
+            broker = brokers[(round_ + n) % 4]
+            symbol = ("AAPL", "MSFT")[round_ % 2]
+            calls.append(
+                worker.call(
+                    limit(broker, (BID, ASK)[n % 2], 99 + round_ % 3, 2, symbol, LATER),
+                    market(brokers[(round_ + n + 1) % 4], (ASK, BID)[n % 2], 1, symbol),
+                )
+            )
+    answered = [decode_answers(document)[2] for document in ray.get(calls, timeout=WAIT_S)]
+    assert [len(answers) for answers in answered] == [2] * 30
+    orders = [a for answers in answered for _, a in answers if isinstance(a, Order)]
+    assert all(isinstance(a, Order | ExchangeError) for answers in answered for _, a in answers)
+    assert sum(order.filled_quantity for order in orders) > 0  # they traded
+    balances = [balance(hosts, b) for b in brokers]
+    assert sum(b.cash_balance for b in balances) == 40_000
+    for symbol in ("AAPL", "MSFT"):
+        held = [h.quantity for b in balances for h in b.holdings if h.symbol == symbol]
+        assert sum(held) == 200
+    assert all(b.available_cash >= 0 for b in balances)
