@@ -105,6 +105,8 @@ class AccountSnapshot(NamedTuple):
     symbol_shards: int
     r1_done: int
     r2_done: int
+    r2_allowed: int
+    """The last batch whose R2 the sequencer let run (`AccountShard.allow_r2`)."""
     decided: tuple[tuple[int, tuple[tuple[int, Any], ...]], ...]
     """R1's answers of each batch in flight, by batch: they leave with its R2."""
     ledgers: tuple[LedgerState, ...]

@@ -660,6 +660,7 @@ class AccountShard:
             *self.placement,
             self._r1_done,
             self._r2_done,
+            self._r2_allowed,
             tuple((k, tuple(answers)) for k, answers in sorted(self._decided.items())),
             tuple(ledgers),
             tuple(credentials),
@@ -707,6 +708,7 @@ class AccountShard:
         self.listing.list(snapshot.listed)
         self._r1_done = snapshot.r1_done
         self._r2_done = snapshot.r2_done
+        self._r2_allowed = snapshot.r2_allowed
         self._decided = {k: list(answers) for k, answers in snapshot.decided}
 
 
