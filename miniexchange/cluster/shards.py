@@ -85,10 +85,19 @@ from miniexchange.cluster.batches import (
     SubscribeWebhooks,
     UnsubscribeWebhook,
 )
+from miniexchange.cluster.shard_snapshots import (
+    AccountSnapshot,
+    LedgerState,
+    SymbolBook,
+    SymbolSnapshot,
+    read_attribute,
+    set_attribute,
+)
 from miniexchange.cluster.stamped import Batch, Command, Stamped, Tick
 from miniexchange.journal.store import MemoryJournal
 from miniexchange.metrics import Metrics
 from miniexchange.model.commands import BID, LIMIT, RegisterBroker, SubmitOrder
+from miniexchange.model.credentials import Credentials
 from miniexchange.model.engine import BookView, QuoteView
 from miniexchange.model.errors import (
     ExchangeError,
@@ -98,10 +107,10 @@ from miniexchange.model.errors import (
     order_not_found,
 )
 from miniexchange.model.events import Event
-from miniexchange.model.ledger import Balance, Held, LedgerChange, Released
+from miniexchange.model.ledger import Balance, Held, Ledger, LedgerChange, Released
 from miniexchange.model.orders import Order
 from miniexchange.model.settlement import limit_hold
-from miniexchange.model.subscriptions import Subscription
+from miniexchange.model.subscriptions import Subscription, Subscriptions
 from miniexchange.model.vwap import Price
 
 # -- placement ------------------------------------------------------------------------
@@ -631,6 +640,77 @@ class AccountShard:
             _asked(self._dispatcher, lambda reply: ListWebhooks(broker_id, reply)),
         )
 
+    # -- snapshots (`cluster.shard_snapshots`: why the actors are read by message) ----------
+
+    def snapshot(self) -> AccountSnapshot:
+        """The shard's state between two phases (after an R2; R1 of the next batch may
+        have run): what `from_snapshot` starts an equal shard from."""
+        ledgers: list[LedgerState] = []
+        credentials: list[tuple[str, Credentials]] = []
+        for actor in self._actors:
+            ledgers.extend(map(LedgerState.of, read_attribute(actor, "ledgers").values()))
+            credentials.extend(read_attribute(actor, "credentials").items())
+        subscriptions = tuple(
+            subscription
+            for broker_id in sorted(self._listening.brokers)
+            for subscription in self.webhooks(broker_id)
+        )
+        return AccountSnapshot(
+            self.index,
+            *self.placement,
+            self._r1_done,
+            self._r2_done,
+            self._r2_allowed,
+            tuple((k, tuple(answers)) for k, answers in sorted(self._decided.items())),
+            tuple(ledgers),
+            tuple(credentials),
+            subscriptions,
+            tuple(self.read_index.orders.values()),
+            tuple(sorted(self.listing.listed)),
+        )
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        snapshot: AccountSnapshot,
+        deliver: Deliver,
+        account_actors: int = 1,
+        metrics: Metrics | None = None,
+    ) -> AccountShard:
+        """A shard in the state of `snapshot`, ready for the phase after it; its brokers
+        spread over `account_actors` actors (any number: they are placed again)."""
+        placement = Placement(snapshot.account_shards, snapshot.symbol_shards)
+        shard = cls(snapshot.index, placement, deliver, account_actors, metrics)
+        shard._restore(snapshot)
+        return shard
+
+    def _restore(self, snapshot: AccountSnapshot) -> None:
+        """Before any command: each actor gets its brokers' ledgers and credentials."""
+        actors = self._actors
+        ledgers: list[dict[str, Ledger]] = [{} for _ in actors]
+        credentials: list[dict[str, Credentials]] = [{} for _ in actors]
+        for state in snapshot.ledgers:
+            ledgers[actors.index(self.account_actor(state.broker_id))][state.broker_id] = (
+                state.ledger()
+            )
+            self.registered.add(state.broker_id)
+        for broker_id, held in snapshot.credentials:
+            credentials[actors.index(self.account_actor(broker_id))][broker_id] = held
+            self.published.replace(broker_id, Credentials(), held)
+        for actor, share, held_by in zip(actors, ledgers, credentials, strict=True):
+            set_attribute(actor, "ledgers", share)
+            set_attribute(actor, "credentials", held_by)
+        subscriptions = Subscriptions(snapshot.subscriptions)
+        set_attribute(self._dispatcher, "subscriptions", subscriptions)
+        self._listening.brokers = subscriptions.brokers()
+        for order in snapshot.orders:
+            self.read_index.publish_new(order)
+        self.listing.list(snapshot.listed)
+        self._r1_done = snapshot.r1_done
+        self._r2_done = snapshot.r2_done
+        self._r2_allowed = snapshot.r2_allowed
+        self._decided = {k: list(answers) for k, answers in snapshot.decided}
+
 
 # -- symbol shards -----------------------------------------------------------------------
 
@@ -842,6 +922,53 @@ class SymbolShard:
         if actor is None:
             return Price(None, 0, None)
         return cast(Price, _asked(actor, lambda reply: ReadPrice(reply, expire=False)))
+
+    # -- snapshots (`cluster.shard_snapshots`: why the actors are read by message) ----------
+
+    def snapshot(self) -> SymbolSnapshot:
+        """The shard's state after an ME: what `from_snapshot` starts an equal one from."""
+        market_data = self.market_data
+        books = tuple(
+            SymbolBook.of(symbol, read_attribute(actor, "state"), market_data.get(symbol))
+            for symbol, actor in self._actors.items()
+        )
+        return SymbolSnapshot(
+            self.index,
+            *self.placement,
+            self._me_done,
+            books,
+            tuple(sorted(self._context.listing.listed)),
+        )
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        snapshot: SymbolSnapshot,
+        clock: Clock,
+        vwap_window_us: int = 300_000_000,
+        metrics: Metrics | None = None,
+    ) -> SymbolShard:
+        """A shard in the state of `snapshot`, ready for the ME after it; `clock` serves
+        the reads only, as for a new shard."""
+        placement = Placement(snapshot.account_shards, snapshot.symbol_shards)
+        shard = cls(snapshot.index, placement, clock, vwap_window_us, metrics)
+        shard._restore(snapshot)
+        return shard
+
+    def _restore(self, snapshot: SymbolSnapshot) -> None:
+        """Each symbol's actor started on its restored state (as `Exchange.start` does),
+        its feed published first; then each asked once, so that every one has told the
+        clock actor its next expiry before the first tick asks for the due ones."""
+        context = self._context
+        for book in snapshot.books:
+            state = book.state(context.vwap_window_us)
+            if book.feed is not None:
+                book.feed.restore(self.market_data.feed(book.symbol), state)
+            self._actors[book.symbol] = SymbolActor.start(book.symbol, context, state)
+        for actor in self._actors.values():
+            _asked(actor, lambda reply: ReadPrice(reply, expire=False))
+        context.listing.list(snapshot.listed)
+        self._me_done = snapshot.me_done
 
 
 _UNANSWERED = object()

@@ -30,6 +30,7 @@ from miniexchange.cluster.batches import (
     SubscribeWebhooks,
     UnsubscribeWebhook,
 )
+from miniexchange.cluster.shard_snapshots import AccountSnapshot, SymbolSnapshot
 from miniexchange.cluster.shards import (
     AccountShard,
     Answer,
@@ -40,7 +41,7 @@ from miniexchange.cluster.shards import (
 )
 from miniexchange.cluster.stamped import Batch, Command, Stamped, Tick
 from miniexchange.ids import RandomIds, seeded_uuid4
-from miniexchange.model.commands import RegisterBroker, SubmitOrder
+from miniexchange.model.commands import ASK, BID, RegisterBroker, SubmitOrder
 from miniexchange.model.errors import ExchangeError, not_cancellable, order_not_found
 from miniexchange.testing import FakeDeliveries, ManualClock, Replies
 
@@ -104,6 +105,7 @@ class Outboxes:
     match: dict[int, list[list[MatchPart]]] = field(default_factory=dict)  # [account][symbol]
     settle: dict[int, list[list[SettlePart]]] = field(default_factory=dict)  # [symbol][account]
     answers: dict[int, Any] = field(default_factory=dict)
+    matched: list[int] = field(default_factory=list)  # ME done, R2 not yet
 
 
 class Shards:
@@ -116,9 +118,21 @@ class Shards:
         clock: ManualClock,
         vwap_window_us: int = 300_000_000,
         account_actors: int = 1,
+        snapshots: tuple[Sequence[AccountSnapshot], Sequence[SymbolSnapshot]] | None = None,
     ) -> None:
+        """`snapshots`: each shard starts from its own (`from_snapshot`), not empty."""
         self.placement = Placement(accounts, symbols)
         self.deliveries = FakeDeliveries()
+        if snapshots is not None:
+            self.accounts = [
+                AccountShard.from_snapshot(snapshot, self.deliveries.submit, account_actors)
+                for snapshot in snapshots[0]
+            ]
+            self.symbols = [
+                SymbolShard.from_snapshot(snapshot, clock, vwap_window_us)
+                for snapshot in snapshots[1]
+            ]
+            return
         self.accounts = [
             AccountShard(i, self.placement, self.deliveries.submit, account_actors)
             for i in range(accounts)
@@ -159,25 +173,36 @@ class Shards:
         return self.r2(batch.k, self.me(batch.k, self.r1(batch)))
 
     def drive(
-        self, batches: Sequence[Batch], each_phase: Callable[[], None] = lambda: None
+        self,
+        batches: Sequence[Batch],
+        each_phase: Callable[[], None] = lambda: None,
+        sent: Outboxes | None = None,
+        settle: bool = True,
     ) -> Outboxes:
         """The batches, each R1 right after the R2 its `after` names (two in flight when
-        `after` is `k - 2`); `each_phase` runs after each phase of every shard."""
-        sent = Outboxes()
-        matched: list[int] = []  # ME done, R2 not yet
+        `after` is `k - 2`); `each_phase` runs after each phase of every shard. `sent`:
+        a run to go on with (its batches in flight: `matched`); `settle=False` leaves
+        the R2s no batch's `after` named yet in flight."""
+        sent = Outboxes() if sent is None else sent
         for batch in batches:
-            while matched and matched[0] <= batch.after:
-                k = matched.pop(0)
-                sent.answers.update(self.r2(k, sent.settle[k]))
-                each_phase()
+            self.settle(batch.after, sent, each_phase)
             sent.match[batch.k] = self.r1(batch)
             sent.settle[batch.k] = self.me(batch.k, sent.match[batch.k])
-            matched.append(batch.k)
+            sent.matched.append(batch.k)
             each_phase()
-        for k in matched:
+        if settle and sent.matched:
+            self.settle(sent.matched[-1], sent, each_phase)
+        return sent
+
+    def settle(
+        self, upto: int, sent: Outboxes, each_phase: Callable[[], None] = lambda: None
+    ) -> None:
+        """R2 of the batches in flight up to `upto`, in order."""
+        matched = sent.matched
+        while matched and matched[0] <= upto:
+            k = matched.pop(0)
             sent.answers.update(self.r2(k, sent.settle[k]))
             each_phase()
-        return sent
 
     def account(self, broker_id: str) -> AccountShard:
         return self.accounts[self.placement.account_shard(broker_id)]
@@ -333,3 +358,32 @@ def observe_shards(
         tape = [] if feed is None else feed.latest_trades(500)
         seen[symbol] = (book.bids, book.asks, book.snapshot_at, shard.price(symbol), tape)
     return seen
+
+
+def observe_webhooks_and_quotes(
+    shards: Shards, brokers: Sequence[str], symbols: Sequence[str]
+) -> dict[str, Any]:
+    """What `observe_shards` leaves out: each broker's subscriptions, and each symbol's
+    quotes for a small and a large market order of either side."""
+    seen: dict[str, Any] = {
+        "webhooks": {broker: shards.account(broker).webhooks(broker) for broker in brokers}
+    }
+    for symbol in symbols:
+        shard = shards.symbol(symbol)
+        seen[symbol] = [
+            shard.quote(symbol, side, quantity) for side in (BID, ASK) for quantity in (2, 1_000)
+        ]
+    return seen
+
+
+def delivered(shards: Shards) -> dict[str, list[tuple[Any, ...]]]:
+    """The webhook deliveries handed over, per subscription in the order made, each
+    without its random delivery id; after every `Notify` sent was handled."""
+    for account in shards.accounts:
+        account.webhooks("")  # behind every Notify R2 told its dispatcher
+    made: dict[str, list[tuple[Any, ...]]] = {}
+    for d in shards.deliveries.recorded():
+        made.setdefault(d.webhook_id, []).append(
+            (d.url, d.event_type, d.body, d.request_id, d.secret)
+        )
+    return made
