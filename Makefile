@@ -35,8 +35,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@# the dev install holds the runtime one: `make run` needs no install after it
 	touch $@ $(RUN_STAMP)
 
-# The ray extra (ENGINE=ray, being built: docs/ray.md), with dev; `make run` and
-# `make test` never install it.
+# The ray extra (ENGINE=ray, being built: docs/ray.md), with dev: `make test` installs
+# it, since its tests run real Ray processes; `make run` never does.
 $(RAY_STAMP): pyproject.toml constraints.txt
 	$(venv)
 	$(VENV)/bin/pip install -c constraints.txt -e '.[dev,ray]'
@@ -45,7 +45,7 @@ $(RAY_STAMP): pyproject.toml constraints.txt
 run: $(RUN_STAMP)
 	exec $(VENV)/bin/gunicorn -c config/gunicorn.conf.py
 
-test: $(STAMP)
+test: $(RAY_STAMP)
 	bash scripts/test-deps
 	$(VENV)/bin/pytest
 

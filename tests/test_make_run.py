@@ -41,5 +41,8 @@ def test_make_run_installs_the_runtime_dependencies_only() -> None:
     assert commands[-1] == "exec .venv/bin/gunicorn -c config/gunicorn.conf.py"
 
 
-def test_make_test_still_installs_the_dev_extra() -> None:
-    assert installs(dry_run("test")) == [".venv/bin/pip install -c constraints.txt -e '.[dev]'"]
+def test_make_test_installs_the_dev_and_ray_extras() -> None:
+    """The Ray engine's tests start real Ray processes: the test install has Ray."""
+    assert installs(dry_run("test")) == [
+        ".venv/bin/pip install -c constraints.txt -e '.[dev,ray]'"
+    ]

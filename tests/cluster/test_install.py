@@ -1,5 +1,5 @@
-"""The `ray` extra is pinned once and installed only on request: `make run` and
-`make test` keep their installs (tests/test_make_run.py), and the Ray stamp adds it."""
+"""The `ray` extra is pinned once; `make test` installs it with the dev extra, `make run`
+never (tests/test_make_run.py)."""
 
 from __future__ import annotations
 
