@@ -19,6 +19,10 @@ class ExchangeError(Exception):
     def __repr__(self) -> str:
         return f"ExchangeError({self.code!r}, {self.message!r})"
 
+    def __reduce__(self) -> tuple[type[ExchangeError], tuple[str, str]]:
+        """Pickled with its code (a refusal a shard process returns to a worker)."""
+        return type(self), (self.code, self.message)
+
 
 def validation_error(message: str) -> ExchangeError:
     return ExchangeError("validation_error", message)
