@@ -41,7 +41,12 @@ from miniexchange.cluster.sequencer import Sequencer, Ticket
 from miniexchange.cluster.shards import AccountShard, Answer, Placement, SymbolShard
 from miniexchange.cluster.stamped import Batch, Go
 from miniexchange.journal.store import MemoryJournal, SqliteJournal
-from miniexchange.model.errors import ExchangeError, journal_unavailable
+from miniexchange.model.engine import BookView, QuoteView
+from miniexchange.model.errors import ExchangeError, broker_not_found, journal_unavailable
+from miniexchange.model.ledger import Balance
+from miniexchange.model.orders import Order
+from miniexchange.model.subscriptions import Subscription
+from miniexchange.model.vwap import Price
 from miniexchange.webhooks.delivery import Deliveries
 
 SEQUENCER = "sequencer"
@@ -108,13 +113,29 @@ class AccountShardHost:
                     document = encode_answers(sent.k, self.index, sent.answers)
                     self._peers(SEQUENCER).settled.remote(document)
 
-    def balance(self, broker_id: str) -> bytes:
-        """A broker's balance (or its refusal) as an answers document."""
+    # -- reads: straight from a worker, beside the phases; a refusal is returned, not
+    # raised (Ray would wrap it), and pickled as Ray returns values ----------------------
+
+    def order(self, order_id: str) -> Order | None:
+        return self._shard.order(order_id)
+
+    def broker_orders(
+        self, broker_id: str, status: str | None, start: int, limit: int
+    ) -> tuple[list[Order], int] | ExchangeError:
+        if broker_id not in self._shard.registered:
+            return broker_not_found(broker_id)
+        return self._shard.broker_orders(broker_id, status, start, limit)
+
+    def balance(self, broker_id: str) -> Balance | ExchangeError:
         try:
-            answer: Any = self._shard.balance(broker_id)
+            return self._shard.balance(broker_id)
         except ExchangeError as refusal:
-            answer = refusal
-        return encode_answers(0, self.index, [(0, answer)])
+            return refusal
+
+    def webhooks(self, broker_id: str) -> list[Subscription] | ExchangeError:
+        if broker_id not in self._shard.registered:
+            return broker_not_found(broker_id)
+        return self._shard.webhooks(broker_id)
 
     def stop(self) -> None:
         self._shard.stop()
@@ -136,6 +157,15 @@ class SymbolShardHost:
             for _, parts in self._door.run():
                 for i, settle in enumerate(parts):
                     self._peers(ACCOUNTS, i).take_settle_part.remote(encode_settle_part(settle))
+
+    def book(self, symbol: str, depth: int) -> BookView:
+        return self._shard.book(symbol, depth)
+
+    def quote(self, symbol: str, side: str, quantity: int) -> QuoteView:
+        return self._shard.quote(symbol, side, quantity)
+
+    def price(self, symbol: str) -> Price:
+        return self._shard.price(symbol)
 
     def stop(self) -> None:
         self._shard.stop()

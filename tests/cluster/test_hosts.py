@@ -82,10 +82,7 @@ class Worker:
 
 def balance(hosts: Hosts, broker_id: str) -> Any:
     shard = Placement(2, 2).account_shard(broker_id)
-    _, _, [(_, answer)] = decode_answers(
-        ray.get(hosts.accounts[shard].balance.remote(broker_id), timeout=WAIT_S)
-    )
-    return answer
+    return ray.get(hosts.accounts[shard].balance.remote(broker_id), timeout=WAIT_S)
 
 
 def test_orders_are_matched_and_settled_across_the_shards_processes(

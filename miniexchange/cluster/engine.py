@@ -1,0 +1,170 @@
+"""The ingress side of `ENGINE=ray`: what a gunicorn worker's HTTP layer calls instead of
+the embedded exchange (the engine seam, `actors.seam.Engine`), answered by the hosts
+(`cluster.hosts`) of a running cluster.
+
+- **Writes** (registrations, credentials, orders, cancels, subscriptions) go to the
+  sequencer through one `Outbox`: every write of one event-loop pass leaves in one call,
+  numbered by this worker (`Write.number`, never reused), and each request awaits its own
+  answer. A refusal comes back as a value and is raised here, as the embedded engine's
+  awaitables raise theirs.
+- **Reads** go straight to the shard that owns the data: an order to the account shard
+  its id names, a broker's balance, orders and webhooks to the broker's, a book, quote
+  or price to the symbol's. An answer leaves the sequencer only after every account
+  shard settled its batch, so a read sent after it sees its effects, on any worker.
+
+The checks the HTTP layer makes before it sends anything (`is_registered`, `is_listed`,
+`has_place_for`, `has_book`) cannot be answered here without a hop: the registry and
+the listing live in the shards and the sequencer. This engine answers them "maybe"
+(True), and the command or read refuses where the data is: `broker_not_found` by the
+account shard, `symbol_limit_reached` by the sequencer's cut.
+
+Not yet here (docs/ray.md, landing steps 7 and 9): market data (`stocks`, `trades`,
+`candles`, the event streams' `feed`), `Idempotency-Key` across workers, API-key
+credentials, metrics across processes. The HTTP layer does not serve this engine until
+they are.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from miniexchange.actors.messages import Issued
+from miniexchange.cluster.batches import (
+    CancelOrder,
+    IssueCredentials,
+    Outbox,
+    Part,
+    SubscribeWebhooks,
+    UnsubscribeWebhook,
+    Write,
+    WriteCommand,
+    encode_part,
+)
+from miniexchange.cluster.hosts import ACCOUNTS, SEQUENCER, SYMBOLS, Peers
+from miniexchange.cluster.parts import decode_answers
+from miniexchange.cluster.shards import Placement
+from miniexchange.journal.facts import KeepAnswer
+from miniexchange.model.commands import RegisterBroker, SubmitOrder
+from miniexchange.model.engine import BookView, QuoteView
+from miniexchange.model.errors import ExchangeError
+from miniexchange.model.ledger import Balance
+from miniexchange.model.orders import Order
+from miniexchange.model.subscriptions import Subscription, Upserted
+from miniexchange.model.vwap import Price
+
+
+class RayEngine:
+    def __init__(self, placement: Placement, max_symbols: int, worker: str | None = None) -> None:
+        """`worker`: this process's name in the sequencer (default: host and pid), under
+        which its writes are numbered."""
+        self.placement = placement
+        self.max_symbols = max_symbols
+        self.worker = worker or f"{socket.gethostname()}-{os.getpid()}"
+        self._numbers = itertools.count(1)
+        self._peers = Peers()
+        self._outbox: Outbox[Write] = Outbox(self._send)
+
+    # -- lifespan ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Find the hosts (the process has joined the cluster: `cluster.head.connect`)."""
+        self._peers(SEQUENCER)
+        for i in range(self.placement.account_shards):
+            self._peers(ACCOUNTS, i)
+        for j in range(self.placement.symbol_shards):
+            self._peers(SYMBOLS, j)
+
+    def stop(self) -> None:
+        """Nothing of the exchange lives in a worker: the hosts go on without it."""
+
+    # -- no hop: "maybe", refused where the data is -----------------------------------------
+
+    def is_registered(self, broker_id: str) -> bool:
+        return True
+
+    def is_listed(self, symbol: str) -> bool:
+        return True
+
+    def has_place_for(self, symbol: str) -> bool:
+        return True
+
+    def has_book(self, symbol: str) -> bool:
+        return True
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def register(self, command: RegisterBroker, keep: KeepAnswer | None) -> Balance:
+        return await self._write(command)
+
+    async def issue(self, broker_id: str, api_key: bool, webhook_secret: bool) -> Issued:
+        return await self._write(IssueCredentials(broker_id, api_key, webhook_secret))
+
+    async def submit(
+        self, command: SubmitOrder, keep: KeepAnswer | None, request_id: str | None
+    ) -> Order:
+        return await self._write(command, request_id)
+
+    async def cancel(self, symbol: str, order_id: str, request_id: str | None) -> Order:
+        return await self._write(CancelOrder(order_id), request_id)
+
+    async def subscribe(
+        self, broker_id: str, url: str, events: tuple[str, ...], keep: KeepAnswer | None
+    ) -> Upserted:
+        return await self._write(SubscribeWebhooks(broker_id, url, events))
+
+    async def unsubscribe(self, webhook_id: str, owner: str | None) -> None:
+        await self._write(UnsubscribeWebhook(webhook_id, owner))
+
+    async def _write(self, command: WriteCommand, request_id: str | None = None) -> Any:
+        return await self._outbox.request(Write(next(self._numbers), command, request_id))
+
+    async def _send(self, writes: Sequence[Write]) -> list[Any]:
+        """One call to the sequencer with a pass's writes; their answers, in order."""
+        document = encode_part(Part(self.worker, tuple(writes)))
+        _, _, answers = decode_answers(await self._peers(SEQUENCER).submit.remote(document))
+        return [answer for _, answer in answers]
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def order(self, order_id: str) -> Order | None:
+        return await self._account(order_id).order.remote(order_id)
+
+    async def broker_orders(
+        self, broker_id: str, status: str | None, start: int, limit: int
+    ) -> tuple[list[Order], int]:
+        return _refused_or(
+            await self._account(broker_id).broker_orders.remote(broker_id, status, start, limit)
+        )
+
+    async def balance(self, broker_id: str) -> Balance:
+        return _refused_or(await self._account(broker_id).balance.remote(broker_id))
+
+    async def webhooks(self, broker_id: str) -> list[Subscription]:
+        return _refused_or(await self._account(broker_id).webhooks.remote(broker_id))
+
+    async def book(self, symbol: str, depth: int) -> BookView:
+        return await self._symbol(symbol).book.remote(symbol, depth)
+
+    async def quote(self, symbol: str, side: str, quantity: int) -> QuoteView:
+        return await self._symbol(symbol).quote.remote(symbol, side, quantity)
+
+    async def price(self, symbol: str) -> Price:
+        return await self._symbol(symbol).price.remote(symbol)
+
+    def _account(self, name: str) -> Any:
+        """The account host of a broker, or of the order or webhook whose id names it."""
+        return self._peers(ACCOUNTS, self.placement.account_shard(name))
+
+    def _symbol(self, symbol: str) -> Any:
+        return self._peers(SYMBOLS, self.placement.symbol_shard(symbol))
+
+
+def _refused_or(answer: Any) -> Any:
+    """A read's answer, or its refusal raised (a host returns refusals as values)."""
+    if isinstance(answer, ExchangeError):
+        raise answer
+    return answer

@@ -1,0 +1,108 @@
+"""The ingress engine of `ENGINE=ray` against real hosts on a real local head: two
+workers' engines, each write answered as the shards decided, each read on either worker
+seeing every answer given before it.
+
+Skipped without the `ray` extra (the default test venv has none)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from miniexchange.cluster.engine import RayEngine
+from miniexchange.cluster.hosts import Hosts
+from miniexchange.cluster.shards import Placement
+from miniexchange.model.commands import ASK, BID, RegisterBroker
+from miniexchange.model.errors import ExchangeError
+from miniexchange.model.ledger import Holding
+from miniexchange.model.orders import CANCELLED, FILLED, PARTIALLY_FILLED, PENDING
+from tests.cluster.helpers import ray_or_skip
+from tests.cluster.test_hosts import LATER, head, hosts, journal_path  # noqa: F401 (fixtures)
+from tests.cluster.test_shards import limit, market
+
+ray: Any = ray_or_skip()
+
+
+def engines() -> tuple[RayEngine, RayEngine]:
+    """Two workers' engines (as two gunicorn workers would have), started."""
+    pair = (
+        RayEngine(Placement(2, 2), 100, worker="w1"),
+        RayEngine(Placement(2, 2), 100, worker="w2"),
+    )
+    for engine in pair:
+        engine.start()
+    return pair
+
+
+async def refusal(awaitable: Any) -> tuple[str, str]:
+    with pytest.raises(ExchangeError) as refused:
+        await awaitable
+    return refused.value.code, refused.value.message
+
+
+def test_writes_on_one_worker_are_seen_by_reads_on_the_other(hosts: Hosts) -> None:  # noqa: F811
+    one, two = engines()
+
+    async def scenario() -> None:
+        seller, buyer = await asyncio.gather(  # one pass: one call to the sequencer
+            one.register(RegisterBroker("seller", 0, (("AAPL", 10),)), None),
+            one.register(RegisterBroker("buyer", 10_000, ()), None),
+        )
+        assert (seller.holdings, buyer.cash_balance) == ((Holding("AAPL", 10, 0),), 10_000)
+        assert (await two.balance("buyer")).cash_balance == 10_000
+        ask = await one.submit(limit("seller", ASK, 1_000, 5, expires=LATER), None, "req-1")
+        assert ask.status == PENDING
+        bid = await two.submit(market("buyer", BID, 2), None, "req-2")
+        assert (bid.status, bid.filled_value) == (FILLED, 2_000)
+        resting = await two.order(ask.order_id)
+        assert resting is not None
+        assert (resting.status, resting.filled_quantity) == (PARTIALLY_FILLED, 2)
+        assert await one.order("ord-00000000-0000-4000-8000-000000000000") is None
+        listed, total = await one.broker_orders("seller", None, 0, 10)
+        assert ([o.order_id for o in listed], total) == ([ask.order_id], 1)
+        book = await two.book("AAPL", 5)
+        assert ([(level.price, level.quantity) for level in book.asks], book.bids) == (
+            [(1_000, 3)],
+            [],
+        )
+        quote = await one.quote("AAPL", BID, 3)
+        assert [(level.price, level.quantity) for level in quote.levels] == [(1_000, 3)]
+        assert (await one.price("AAPL")).current_price == 1_000
+        cancelled = await one.cancel("AAPL", ask.order_id, "req-3")
+        assert (cancelled.status, cancelled.filled_quantity) == (CANCELLED, 2)
+        after = await two.balance("seller")
+        assert (after.cash_balance, after.holdings) == (2_000, (Holding("AAPL", 8, 0),))
+
+    asyncio.run(scenario())
+
+
+def test_refusals_are_raised_where_the_data_is(hosts: Hosts) -> None:  # noqa: F811
+    one, two = engines()
+
+    async def scenario() -> None:
+        await one.register(RegisterBroker("buyer", 100, ()), None)
+        assert await refusal(two.register(RegisterBroker("buyer", 1, ()), None)) == (
+            "broker_already_exists",
+            "Broker buyer is already registered",
+        )
+        assert (await refusal(two.balance("nobody")))[0] == "broker_not_found"
+        assert (await refusal(two.broker_orders("nobody", None, 0, 10)))[0] == "broker_not_found"
+        assert (await refusal(one.webhooks("nobody")))[0] == "broker_not_found"
+        assert (await refusal(one.submit(limit("nobody", BID, 1, 1, expires=LATER), None, None)))[
+            0
+        ] == "broker_not_found"
+        big = limit("buyer", BID, 1_000, 1, expires=LATER)
+        assert (await refusal(two.submit(big, None, None)))[0] == "insufficient_balance"
+        upserted = await two.subscribe("buyer", "https://hooks.test/x", ("order.filled",), None)
+        (subscription,) = await one.webhooks("buyer")
+        assert subscription.webhook_id == upserted.subscriptions[0].webhook_id
+        assert await refusal(one.unsubscribe(subscription.webhook_id, "seller")) == (
+            "webhook_not_found",
+            f"Webhook {subscription.webhook_id} does not exist",
+        )
+        await one.unsubscribe(subscription.webhook_id, "buyer")
+        assert await two.webhooks("buyer") == []
+
+    asyncio.run(scenario())
