@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 from miniexchange.actors.listeners import Step, StepListener
 from miniexchange.model.candles import Candle, SymbolCandles
+from miniexchange.model.engine import BookView
 from miniexchange.model.orders import Trade
 
 TAPE_LENGTH = 500
@@ -50,6 +51,16 @@ class Summary(NamedTuple):
     best_bid: int | None = None
     best_ask: int | None = None
     next_expiry: int | None = None
+
+    def may_show_a_due_order(self, now: int) -> bool:
+        return self.next_expiry is not None and self.next_expiry <= now
+
+    def with_best_prices(self, view: BookView) -> Summary:
+        """The best prices of a book read (which leaves due orders out)."""
+        return self._replace(
+            best_bid=view.bids[0].price if view.bids else None,
+            best_ask=view.asks[0].price if view.asks else None,
+        )
 
 
 EMPTY_SUMMARY = Summary()

@@ -345,20 +345,14 @@ class EmbeddedEngine:
         stale = [
             position
             for position, (_, summary) in enumerate(entries)
-            if summary.next_expiry is not None and summary.next_expiry <= now
+            if summary.may_show_a_due_order(now)
         ]
         if stale:
-            fresh = await asyncio.gather(*(self._best_prices(*entries[i]) for i in stale))
-            for position, summary in zip(stale, fresh, strict=True):
-                entries[position] = (entries[position][0], summary)
+            views = await asyncio.gather(*(self.book(entries[i][0], 1) for i in stale))
+            for position, view in zip(stale, views, strict=True):
+                symbol, summary = entries[position]
+                entries[position] = (symbol, summary.with_best_prices(view))
         return entries
-
-    async def _best_prices(self, symbol: str, summary: Summary) -> Summary:
-        view = await self.book(symbol, 1)
-        return summary._replace(
-            best_bid=view.bids[0].price if view.bids else None,
-            best_ask=view.asks[0].price if view.asks else None,
-        )
 
     async def trades(self, symbol: str, limit: int) -> list[Trade]:
         feed = self._exchange.market_data.get(symbol)

@@ -16,22 +16,24 @@ The checks the HTTP layer makes before it sends anything (`is_registered`, `is_l
 `has_place_for`, `has_book`) cannot be answered here without a hop: the registry and
 the listing live in the shards and the sequencer. This engine answers them "maybe"
 (True), and the command or read refuses where the data is: `broker_not_found` by the
-account shard, `symbol_limit_reached` by the sequencer's cut.
+account shard, `symbol_limit_reached` by the sequencer's cut, `symbol_not_found` by
+the listing the sequencer keeps (asked once per symbol a worker has not seen listed).
 
-Not yet here (docs/ray.md, landing steps 7 and 9): market data (`stocks`, `trades`,
-`candles`, the event streams' `feed`), `Idempotency-Key` across workers, API-key
-credentials, metrics across processes. The HTTP layer does not serve this engine until
-they are.
+Not yet here (docs/ray.md, landing steps 7 and 9): the event streams' `feed`,
+`Idempotency-Key` across workers, API-key credentials, metrics across processes. The
+HTTP layer does not serve this engine until they are.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import socket
 from collections.abc import Sequence
 from typing import Any
 
+from miniexchange.actors.market_data import Summary
 from miniexchange.actors.messages import Issued
 from miniexchange.cluster.batches import (
     CancelOrder,
@@ -48,11 +50,12 @@ from miniexchange.cluster.hosts import ACCOUNTS, SEQUENCER, SYMBOLS, Peers
 from miniexchange.cluster.parts import decode_answers
 from miniexchange.cluster.shards import Placement
 from miniexchange.journal.facts import KeepAnswer
+from miniexchange.model.candles import Candle
 from miniexchange.model.commands import RegisterBroker, SubmitOrder
 from miniexchange.model.engine import BookView, QuoteView
-from miniexchange.model.errors import ExchangeError
+from miniexchange.model.errors import ExchangeError, symbol_not_found
 from miniexchange.model.ledger import Balance
-from miniexchange.model.orders import Order
+from miniexchange.model.orders import Order, Trade
 from miniexchange.model.subscriptions import Subscription, Upserted
 from miniexchange.model.vwap import Price
 
@@ -67,6 +70,7 @@ class RayEngine:
         self._numbers = itertools.count(1)
         self._peers = Peers()
         self._outbox: Outbox[Write] = Outbox(self._send)
+        self._listed: set[str] = set()  # symbols seen listed (a listing only grows)
 
     # -- lifespan ----------------------------------------------------------------------
 
@@ -147,19 +151,53 @@ class RayEngine:
         return _refused_or(await self._account(broker_id).webhooks.remote(broker_id))
 
     async def book(self, symbol: str, depth: int) -> BookView:
-        return await self._symbol(symbol).book.remote(symbol, depth)
+        return await (await self._symbol(symbol)).book.remote(symbol, depth)
 
     async def quote(self, symbol: str, side: str, quantity: int) -> QuoteView:
-        return await self._symbol(symbol).quote.remote(symbol, side, quantity)
+        return await (await self._symbol(symbol)).quote.remote(symbol, side, quantity)
 
     async def price(self, symbol: str) -> Price:
-        return await self._symbol(symbol).price.remote(symbol)
+        return await (await self._symbol(symbol)).price.remote(symbol)
+
+    async def stocks(self) -> list[tuple[str, Summary]]:
+        """Every listed symbol's summary, by symbol: the listing from the sequencer,
+        then one call per symbol shard."""
+        listed: list[str] = await self._peers(SEQUENCER).listed.remote()
+        self._listed.update(listed)
+        placement = self.placement
+        by_shard: dict[int, list[str]] = {}
+        for symbol in listed:
+            by_shard.setdefault(placement.symbol_shard(symbol), []).append(symbol)
+        shards = list(by_shard.items())
+        answers = await asyncio.gather(
+            *(self._peers(SYMBOLS, j).summaries.remote(symbols) for j, symbols in shards)
+        )
+        summaries = {
+            symbol: summary
+            for (_, symbols), shard_summaries in zip(shards, answers, strict=True)
+            for symbol, summary in zip(symbols, shard_summaries, strict=True)
+        }
+        return [(symbol, summaries[symbol]) for symbol in listed]
+
+    async def trades(self, symbol: str, limit: int) -> list[Trade]:
+        return await (await self._symbol(symbol)).trades.remote(symbol, limit)
+
+    async def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]:
+        return await (await self._symbol(symbol)).candles.remote(symbol, interval, limit)
 
     def _account(self, name: str) -> Any:
         """The account host of a broker, or of the order or webhook whose id names it."""
         return self._peers(ACCOUNTS, self.placement.account_shard(name))
 
-    def _symbol(self, symbol: str) -> Any:
+    async def _symbol(self, symbol: str) -> Any:
+        """The symbol's host, once the symbol is known to be listed (else
+        `symbol_not_found`). A listed symbol stays listed, so the worker remembers the
+        ones it has seen and asks the sequencer only about the others."""
+        if symbol not in self._listed:
+            listed: list[str] = await self._peers(SEQUENCER).listed.remote()
+            self._listed.update(listed)
+            if symbol not in self._listed:
+                raise symbol_not_found(symbol)
         return self._peers(SYMBOLS, self.placement.symbol_shard(symbol))
 
 

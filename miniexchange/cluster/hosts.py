@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from miniexchange.actors.market_data import Summary
 from miniexchange.clock import SystemClock
 from miniexchange.cluster.batches import decode_part
 from miniexchange.cluster.doors import AccountDoor, Matched, SymbolDoor
@@ -41,10 +42,11 @@ from miniexchange.cluster.sequencer import Sequencer, Ticket
 from miniexchange.cluster.shards import AccountShard, Answer, Placement, SymbolShard
 from miniexchange.cluster.stamped import Batch, Go
 from miniexchange.journal.store import MemoryJournal, SqliteJournal
+from miniexchange.model.candles import Candle
 from miniexchange.model.engine import BookView, QuoteView
 from miniexchange.model.errors import ExchangeError, broker_not_found, journal_unavailable
 from miniexchange.model.ledger import Balance
-from miniexchange.model.orders import Order
+from miniexchange.model.orders import Order, Trade
 from miniexchange.model.subscriptions import Subscription
 from miniexchange.model.vwap import Price
 from miniexchange.webhooks.delivery import Deliveries
@@ -167,6 +169,26 @@ class SymbolShardHost:
     def price(self, symbol: str) -> Price:
         return self._shard.price(symbol)
 
+    def summaries(self, symbols: list[str]) -> list[Summary]:
+        """Each symbol's summary as published, its best prices from the book (which
+        leaves due orders out) where an order may be due: no read shows a due order."""
+        shard, now = self._shard, self._shard.clock.now()
+        summaries = [shard.market_data.summary(symbol) for symbol in symbols]
+        return [
+            summary.with_best_prices(shard.book(symbol, 1))
+            if summary.may_show_a_due_order(now)
+            else summary
+            for symbol, summary in zip(symbols, summaries, strict=True)
+        ]
+
+    def trades(self, symbol: str, limit: int) -> list[Trade]:
+        feed = self._shard.market_data.get(symbol)
+        return [] if feed is None else feed.latest_trades(limit)
+
+    def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]:
+        feed = self._shard.market_data.get(symbol)
+        return [] if feed is None else feed.latest_candles(interval, limit)
+
     def stop(self) -> None:
         self._shard.stop()
 
@@ -235,6 +257,11 @@ class SequencerHost:
             del self._reported[k]
             self._give(self._sequencer.settled(k, self._answers.pop(k)))
         self._schedule_pump()
+
+    async def listed(self) -> list[str]:
+        """The listed symbols, sorted: a symbol is listed once the request that listed
+        it was answered, and stays listed."""
+        return sorted(self._sequencer.listing.listed)
 
     def _settled_next(self) -> int:
         return self._sequencer.settled_through + 1

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from miniexchange.actors.market_data import Summary
 from miniexchange.cluster.engine import RayEngine
 from miniexchange.cluster.hosts import Hosts
 from miniexchange.cluster.shards import Placement
@@ -47,10 +48,10 @@ def test_writes_on_one_worker_are_seen_by_reads_on_the_other(hosts: Hosts) -> No
 
     async def scenario() -> None:
         seller, buyer = await asyncio.gather(  # one pass: one call to the sequencer
-            one.register(RegisterBroker("seller", 0, (("AAPL", 10),)), None),
+            one.register(RegisterBroker("seller", 0, (("AAPL", 10), ("MSFT", 1))), None),
             one.register(RegisterBroker("buyer", 10_000, ()), None),
         )
-        assert (seller.holdings, buyer.cash_balance) == ((Holding("AAPL", 10, 0),), 10_000)
+        assert (seller.holdings[0], buyer.cash_balance) == (Holding("AAPL", 10, 0), 10_000)
         assert (await two.balance("buyer")).cash_balance == 10_000
         ask = await one.submit(limit("seller", ASK, 1_000, 5, expires=LATER), None, "req-1")
         assert ask.status == PENDING
@@ -70,10 +71,24 @@ def test_writes_on_one_worker_are_seen_by_reads_on_the_other(hosts: Hosts) -> No
         quote = await one.quote("AAPL", BID, 3)
         assert [(level.price, level.quantity) for level in quote.levels] == [(1_000, 3)]
         assert (await one.price("AAPL")).current_price == 1_000
+        assert await two.stocks() == [
+            ("AAPL", Summary(1_000, 2, None, 1_000, LATER)),
+            ("MSFT", Summary()),  # listed by a registration: no book yet
+        ]
+        (trade,) = await one.trades("AAPL", 5)
+        assert (trade.price, trade.quantity, trade.bid_order_id) == (1_000, 2, bid.order_id)
+        (candle,) = await two.candles("AAPL", "1m", 5)
+        assert (candle.open, candle.close, candle.volume) == (1_000, 1_000, 2)
+        assert (await two.book("MSFT", 5)).asks == []
+        for read in (two.book("ZZZ", 5), one.trades("ZZZ", 5), one.price("ZZZ")):
+            assert await refusal(read) == (
+                "symbol_not_found",
+                "Symbol ZZZ is not listed on this exchange",
+            )
         cancelled = await one.cancel("AAPL", ask.order_id, "req-3")
         assert (cancelled.status, cancelled.filled_quantity) == (CANCELLED, 2)
         after = await two.balance("seller")
-        assert (after.cash_balance, after.holdings) == (2_000, (Holding("AAPL", 8, 0),))
+        assert (after.cash_balance, after.holdings[0]) == (2_000, Holding("AAPL", 8, 0))
 
     asyncio.run(scenario())
 
