@@ -108,6 +108,10 @@ def test_refusals_are_raised_where_the_data_is(hosts: Hosts) -> None:  # noqa: F
         assert (await refusal(one.submit(limit("nobody", BID, 1, 1, expires=LATER), None, None)))[
             0
         ] == "broker_not_found"
+        assert await refusal(one.submit(market("buyer", BID, 1, "TSLA"), None, None)) == (
+            "no_liquidity",
+            "No matching orders available for market order on TSLA",
+        )
         big = limit("buyer", BID, 1_000, 1, expires=LATER)
         assert (await refusal(two.submit(big, None, None)))[0] == "insufficient_balance"
         upserted = await two.subscribe("buyer", "https://hooks.test/x", ("order.filled",), None)

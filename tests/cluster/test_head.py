@@ -15,12 +15,9 @@ import pytest
 
 from miniexchange.cluster.head import (
     Head,
-    connect,
-    disconnect,
     listening_sockets,
-    start_head,
 )
-from tests.cluster.helpers import ray_or_skip
+from tests.cluster.helpers import joined_head, ray_or_skip
 
 ray: Any = ray_or_skip()
 
@@ -37,12 +34,8 @@ class Counter:
 
 @pytest.fixture(scope="module")
 def head() -> Iterator[Head]:
-    with start_head(num_cpus=2) as started:
-        connect(started.address)
-        try:
-            yield started
-        finally:
-            disconnect()
+    with joined_head() as started:
+        yield started
 
 
 def test_an_actor_answers_in_a_process_of_the_head(head: Head) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from miniexchange.clock import SystemClock
 from miniexchange.cluster.batches import Part, Write, WriteCommand, encode_part
-from miniexchange.cluster.head import Head, connect, disconnect, start_head
+from miniexchange.cluster.head import Head
 from miniexchange.cluster.hosts import Hosts, start_hosts
 from miniexchange.cluster.parts import decode_answers
 from miniexchange.cluster.sequencer import journaled
@@ -25,7 +25,7 @@ from miniexchange.model.errors import ExchangeError
 from miniexchange.model.ledger import Balance, Holding
 from miniexchange.model.orders import FILLED, PENDING, Order
 from miniexchange.testing import FakeDeliveries
-from tests.cluster.helpers import ray_or_skip
+from tests.cluster.helpers import joined_head, ray_or_skip
 from tests.cluster.test_shards import limit, market
 
 ray: Any = ray_or_skip()
@@ -37,12 +37,8 @@ LATER = SystemClock().now() + 3_600_000_000  # the hosts stamp real time: an hou
 
 @pytest.fixture(scope="module")
 def head() -> Iterator[Head]:
-    with start_head(num_cpus=2) as started:
-        connect(started.address)
-        try:
-            yield started
-        finally:
-            disconnect()
+    with joined_head() as started:
+        yield started
 
 
 @pytest.fixture
