@@ -19,8 +19,10 @@ the listing live in the shards and the sequencer. This engine answers them "mayb
 account shard, `symbol_limit_reached` by the sequencer's cut, `symbol_not_found` by
 the listing the sequencer keeps (asked once per symbol a worker has not seen listed).
 
-Not yet here (docs/ray.md, landing steps 7 and 9): the event streams' `feed`,
-`Idempotency-Key` across workers, API-key credentials, metrics across processes. The
+The event streams read a replica of each streamed symbol's feed, kept by one long poll
+per symbol shard (`cluster.news`).
+
+Not yet here (docs/ray.md, landing steps 7 and 9): `Idempotency-Key` across workers, API-key credentials, metrics across processes. The
 HTTP layer does not serve this engine until they are.
 """
 
@@ -28,13 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import socket
 from collections.abc import Sequence
 from typing import Any
 
-from miniexchange.actors.market_data import Summary
+from miniexchange.actors.market_data import Summary, SymbolFeed
 from miniexchange.actors.messages import Issued
+from miniexchange.clock import SystemClock
 from miniexchange.cluster.batches import (
     CancelOrder,
     IssueCredentials,
@@ -47,6 +51,7 @@ from miniexchange.cluster.batches import (
     encode_part,
 )
 from miniexchange.cluster.hosts import ACCOUNTS, SEQUENCER, SYMBOLS, Peers
+from miniexchange.cluster.news import JOINING, Update
 from miniexchange.cluster.parts import decode_answers
 from miniexchange.cluster.shards import Placement
 from miniexchange.journal.facts import KeepAnswer
@@ -58,6 +63,12 @@ from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import Order, Trade
 from miniexchange.model.subscriptions import Subscription, Upserted
 from miniexchange.model.vwap import Price
+
+log = logging.getLogger("miniexchange.cluster")
+
+POLL_S = 0.5
+"""How long a stream poll waits at most: a symbol a worker starts streaming joins the
+next poll of its shard."""
 
 
 class RayEngine:
@@ -71,6 +82,10 @@ class RayEngine:
         self._peers = Peers()
         self._outbox: Outbox[Write] = Outbox(self._send)
         self._listed: set[str] = set()  # symbols seen listed (a listing only grows)
+        self._clock = SystemClock()  # when a stream joined: its trades are stamped after
+        self._feeds: dict[str, SymbolFeed] = {}
+        self._seen: dict[str, tuple[int, int]] = {}  # symbol -> (steps seen, joined at)
+        self._polls: dict[int, asyncio.Task[None]] = {}  # symbol shard -> its poll
 
     # -- lifespan ----------------------------------------------------------------------
 
@@ -83,7 +98,11 @@ class RayEngine:
             self._peers(SYMBOLS, j)
 
     def stop(self) -> None:
-        """Nothing of the exchange lives in a worker: the hosts go on without it."""
+        """Nothing of the exchange lives in a worker: the hosts go on without it; the
+        streams' polls end."""
+        for poll in self._polls.values():
+            poll.cancel()
+        self._polls.clear()
 
     # -- no hop: "maybe", refused where the data is -----------------------------------------
 
@@ -184,6 +203,40 @@ class RayEngine:
 
     async def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]:
         return await (await self._symbol(symbol)).candles.remote(symbol, interval, limit)
+
+    # -- the event streams' feeds: this worker's replicas ---------------------------------
+
+    def feed(self, symbol: str) -> SymbolFeed:
+        """This worker's replica of the symbol's feed, for its streams: a stream hears the
+        trades executed after it joined (the first poll asks for those), then each
+        step's trades once; every step moves the replica's book version, so the fan-out
+        reads the book again. One poll per symbol shard runs while any replica does."""
+        feed = self._feeds.get(symbol)
+        if feed is None:
+            feed = self._feeds[symbol] = SymbolFeed(symbol)
+            self._seen[symbol] = (JOINING, self._clock.now())
+            shard = self.placement.symbol_shard(symbol)
+            if shard not in self._polls:
+                poll = asyncio.get_running_loop().create_task(self._poll(shard))
+                self._polls[shard] = poll
+        return feed
+
+    async def _poll(self, shard: int) -> None:
+        host = self._peers(SYMBOLS, shard)
+        placement = self.placement
+        while True:
+            seen = {s: n for s, n in self._seen.items() if placement.symbol_shard(s) == shard}
+            try:
+                updates: dict[str, Update] = await host.news.remote(seen, POLL_S)
+            except Exception:  # the shard is restarting: its streams wait, then go on
+                log.exception("stream poll of symbol shard %d failed", shard)
+                await asyncio.sleep(POLL_S)
+                continue
+            for symbol, update in updates.items():
+                self._seen[symbol] = (update.steps, self._seen[symbol][1])
+                if update.trades or seen[symbol][0] != JOINING:
+                    # the replica's summary is never read: market data comes from the shard
+                    self._feeds[symbol].publish(update.trades, None, None, None)
 
     def _account(self, name: str) -> Any:
         """The account host of a broker, or of the order or webhook whose id names it."""

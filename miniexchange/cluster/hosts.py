@@ -28,6 +28,7 @@ from miniexchange.clock import SystemClock
 from miniexchange.cluster.batches import decode_part
 from miniexchange.cluster.doors import AccountDoor, Matched, SymbolDoor
 from miniexchange.cluster.head import NAMESPACE, import_ray
+from miniexchange.cluster.news import News, Update
 from miniexchange.cluster.parts import (
     decode_answers,
     decode_batch,
@@ -147,7 +148,10 @@ class AccountShardHost:
 class SymbolShardHost:
     def __init__(self, index: int, placement: Placement, vwap_window_us: int) -> None:
         self.index = index
-        self._shard = SymbolShard(index, placement, SystemClock(), vwap_window_us)
+        self._news = News()
+        self._shard = SymbolShard(
+            index, placement, SystemClock(), vwap_window_us, listeners=(self._news,)
+        )
         self._door = SymbolDoor(self._shard)
         self._lock = threading.Lock()
         self._peers = Peers()
@@ -188,6 +192,11 @@ class SymbolShardHost:
     def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]:
         feed = self._shard.market_data.get(symbol)
         return [] if feed is None else feed.latest_candles(interval, limit)
+
+    def news(self, seen: dict[str, tuple[int, int]], wait_s: float) -> dict[str, Update]:
+        """A worker's long poll for its streams (`News.since`): it holds one of this
+        actor's threads while it waits."""
+        return self._news.since(seen, wait_s)
 
     def stop(self) -> None:
         self._shard.stop()
@@ -349,6 +358,8 @@ def start_hosts(
     if detached:
         options["lifetime"] = "detached"
     threaded = {**options, "max_concurrency": 8}
+    # a symbol host also holds one thread per worker's long poll for its streams
+    polled = {**options, "max_concurrency": 64}
     accounts = [
         ray.remote(AccountShardHost)
         .options(name=host_name(ACCOUNTS, i), **threaded)
@@ -357,7 +368,7 @@ def start_hosts(
     ]
     symbols = [
         ray.remote(SymbolShardHost)
-        .options(name=host_name(SYMBOLS, j), **threaded)
+        .options(name=host_name(SYMBOLS, j), **polled)
         .remote(j, placement, vwap_window_us)
         for j in range(placement.symbol_shards)
     ]

@@ -727,9 +727,11 @@ class SymbolShard:
         clock: Clock,
         vwap_window_us: int = 300_000_000,
         metrics: Metrics | None = None,
+        listeners: Sequence[StepListener] = (),
     ) -> None:
         """`clock` serves the reads only (a book leaves out what is due by now): every
-        write runs at its stamped time."""
+        write runs at its stamped time. `listeners` hear every durable step too (the
+        streams' news)."""
         self.index = index
         self.placement = placement
         self.clock = clock
@@ -750,7 +752,7 @@ class SymbolShard:
             vwap_window_us=vwap_window_us,
             journal=MemoryJournal(),
             clock_actor=self.clock_actor,
-            listeners=(self.market_data, CountTrades(self.metrics), settlement),
+            listeners=(self.market_data, CountTrades(self.metrics), settlement, *listeners),
             listing=ClaimedAtTheCut(),
             metrics=self.metrics,
         )
@@ -947,11 +949,12 @@ class SymbolShard:
         clock: Clock,
         vwap_window_us: int = 300_000_000,
         metrics: Metrics | None = None,
+        listeners: Sequence[StepListener] = (),
     ) -> SymbolShard:
         """A shard in the state of `snapshot`, ready for the ME after it; `clock` serves
         the reads only, as for a new shard."""
         placement = Placement(snapshot.account_shards, snapshot.symbol_shards)
-        shard = cls(snapshot.index, placement, clock, vwap_window_us, metrics)
+        shard = cls(snapshot.index, placement, clock, vwap_window_us, metrics, listeners)
         shard._restore(snapshot)
         return shard
 

@@ -20,7 +20,13 @@ from miniexchange.model.errors import ExchangeError
 from miniexchange.model.ledger import Holding
 from miniexchange.model.orders import CANCELLED, FILLED, PARTIALLY_FILLED, PENDING
 from tests.cluster.helpers import ray_or_skip
-from tests.cluster.test_hosts import LATER, head, hosts, journal_path  # noqa: F401 (fixtures)
+from tests.cluster.test_hosts import (  # noqa: F401 (fixtures)
+    LATER,
+    WAIT_S,
+    head,
+    hosts,
+    journal_path,
+)
 from tests.cluster.test_shards import limit, market
 
 ray: Any = ray_or_skip()
@@ -123,5 +129,43 @@ def test_refusals_are_raised_where_the_data_is(hosts: Hosts) -> None:  # noqa: F
         )
         await one.unsubscribe(subscription.webhook_id, "buyer")
         assert await two.webhooks("buyer") == []
+
+    asyncio.run(scenario())
+
+
+def test_a_workers_stream_feed_hears_the_trades_made_through_another_worker(
+    hosts: Hosts,  # noqa: F811
+) -> None:
+    one, two = engines()
+
+    async def scenario() -> None:
+        await one.register(RegisterBroker("seller", 0, (("AAPL", 10),)), None)
+        await one.register(RegisterBroker("buyer", 10_000, ()), None)
+        before = await two.submit(limit("seller", ASK, 900, 1, expires=LATER), None, None)
+        await one.submit(market("buyer", BID, 1), None, None)  # before the stream joined
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        feed = one.feed("AAPL")  # as the stream hub does for a symbol's first stream
+        feed.listen(lambda: loop.call_soon_threadsafe(woken.set))
+        version = feed.book_version
+        ask = await two.submit(limit("seller", ASK, 1_000, 3, expires=LATER), None, None)
+        bid = await two.submit(market("buyer", BID, 2), None, None)
+        heard: list[Any] = []
+        async with asyncio.timeout(WAIT_S):
+            while len(heard) < 1:
+                await woken.wait()
+                woken.clear()
+                trades, overflowed = feed.take()
+                assert not overflowed
+                heard.extend(trades)
+        (trade,) = heard  # the trade before the stream joined is not news
+        assert (trade.bid_order_id, trade.ask_order_id, trade.quantity) == (
+            bid.order_id,
+            ask.order_id,
+            2,
+        )
+        assert before.order_id != trade.ask_order_id
+        assert feed.book_version > version  # the fan-out reads the book again
+        one.stop()
 
     asyncio.run(scenario())
