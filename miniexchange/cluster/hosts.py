@@ -228,6 +228,7 @@ class SequencerHost:
         self._failure: ExchangeError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pump_scheduled = False
+        self._ticker: asyncio.Task[None] | None = None
         self._peers = Peers()
 
     async def submit(self, document: bytes) -> bytes:
@@ -256,9 +257,11 @@ class SequencerHost:
         batch's effects are all in place, and its answers go."""
         self._started()
         k, sender, answers = decode_answers(document)
+        if k <= self._sequencer.settled_through:
+            return  # sent again after a failure
         reported = self._reported.setdefault(k, set())
         if sender in reported:
-            return  # sent again after a failure
+            return
         reported.add(sender)
         self._answers.setdefault(k, []).extend(answers)
         while len(self._reported.get(self._settled_next(), ())) == self.placement.account_shards:
@@ -278,8 +281,8 @@ class SequencerHost:
     def _started(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-            if self._interval_s is not None:
-                self._loop.create_task(self._tick())
+            if self._interval_s is not None:  # held: the loop keeps only weak references
+                self._ticker = self._loop.create_task(self._tick())
         return self._loop
 
     async def _tick(self) -> None:

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from miniexchange.actors.market_data import Summary
+from miniexchange.clock import SystemClock
 from miniexchange.cluster.engine import RayEngine
 from miniexchange.cluster.hosts import Hosts
 from miniexchange.cluster.shards import Placement
 from miniexchange.model.commands import ASK, BID, RegisterBroker
 from miniexchange.model.errors import ExchangeError
 from miniexchange.model.ledger import Holding
-from miniexchange.model.orders import CANCELLED, FILLED, PARTIALLY_FILLED, PENDING
+from miniexchange.model.orders import CANCELLED, EXPIRED, FILLED, PARTIALLY_FILLED, PENDING
 from tests.cluster.helpers import ray_or_skip
 from tests.cluster.test_hosts import (  # noqa: F401 (fixtures)
     LATER,
@@ -167,5 +168,28 @@ def test_a_workers_stream_feed_hears_the_trades_made_through_another_worker(
         assert before.order_id != trade.ask_order_id
         assert feed.book_version > version  # the fan-out reads the book again
         one.stop()
+
+    asyncio.run(scenario())
+
+
+def test_an_order_expires_on_the_sequencers_tick_with_no_request_after_it(
+    hosts: Hosts,  # noqa: F811
+) -> None:
+    """The tick enters the stream every second (`start_hosts`' default), idle or not."""
+    one, _ = engines()
+
+    async def scenario() -> None:
+        await one.register(RegisterBroker("buyer", 1_000, ()), None)
+        soon = SystemClock().now() + 1_500_000
+        order = await one.submit(limit("buyer", BID, 1_000, 1, expires=soon), None, None)
+        assert (await one.balance("buyer")).reserved_cash == 1_000
+        async with asyncio.timeout(WAIT_S):
+            while (expired := await one.order(order.order_id)) is not None and (
+                expired.status != EXPIRED
+            ):
+                await asyncio.sleep(0.2)
+        assert expired is not None and expired.expired_at is not None
+        assert expired.expired_at >= soon
+        assert (await one.balance("buyer")).reserved_cash == 0
 
     asyncio.run(scenario())
