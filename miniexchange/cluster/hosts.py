@@ -354,10 +354,13 @@ def start_hosts(
     detached: bool = False,
 ) -> Hosts:
     """Start the sequencer and the shards as named Ray actors of the connected cluster
-    (restarted by Ray if their process dies; `detached`: they outlive this process)."""
+    (`detached`: they outlive this process). A host whose process dies stays dead, and
+    calls to it fail, until recovery is built (docs/ray.md, landing step 8)."""
     ray = import_ray()
     # no CPU reserved: a host is a long-lived process, placed wherever Ray has room
-    options: dict[str, Any] = {"namespace": NAMESPACE, "max_restarts": -1, "num_cpus": 0}
+    # Not restarted yet: a host restarted empty would answer from no state at all. Ray
+    # restarts them once a host rebuilds itself from its snapshot and the journal.
+    options: dict[str, Any] = {"namespace": NAMESPACE, "max_restarts": 0, "num_cpus": 0}
     if detached:
         options["lifetime"] = "detached"
     threaded = {**options, "max_concurrency": 8}

@@ -193,3 +193,21 @@ def test_an_order_expires_on_the_sequencers_tick_with_no_request_after_it(
         assert (await one.balance("buyer")).reserved_cash == 0
 
     asyncio.run(scenario())
+
+
+def test_a_shard_whose_process_died_fails_its_calls_instead_of_answering_empty(
+    hosts: Hosts,  # noqa: F811
+) -> None:
+    """Until a shard rebuilds itself from its snapshot and the journal, Ray must not
+    restart it empty: a broker it knew would be answered `broker_not_found`."""
+    one, _ = engines()
+
+    async def scenario() -> None:
+        await one.register(RegisterBroker("buyer", 1_000, ()), None)
+        ray.kill(hosts.accounts[Placement(2, 2).account_shard("buyer")], no_restart=False)
+        for _ in range(5):  # over seconds: long enough for Ray to have restarted it
+            with pytest.raises(ray.exceptions.RayActorError):
+                await one.balance("buyer")
+            await asyncio.sleep(1)
+
+    asyncio.run(scenario())
