@@ -54,6 +54,7 @@ from miniexchange.cluster.hosts import ACCOUNTS, SEQUENCER, SYMBOLS, Peers
 from miniexchange.cluster.news import JOINING, Update
 from miniexchange.cluster.parts import decode_answers
 from miniexchange.cluster.shards import Placement
+from miniexchange.ids import random_uuid4
 from miniexchange.journal.facts import KeepAnswer
 from miniexchange.model.candles import Candle
 from miniexchange.model.commands import RegisterBroker, SubmitOrder
@@ -73,11 +74,12 @@ next poll of its shard."""
 
 class RayEngine:
     def __init__(self, placement: Placement, max_symbols: int, worker: str | None = None) -> None:
-        """`worker`: this process's name in the sequencer (default: host and pid), under
-        which its writes are numbered."""
+        """`worker`: this process's name in the sequencer, under which its writes are
+        numbered from 1 (default: host, pid and a random part, so that a process that
+        reuses a pid is never taken for the one before it and answered its answers)."""
         self.placement = placement
         self.max_symbols = max_symbols
-        self.worker = worker or f"{socket.gethostname()}-{os.getpid()}"
+        self.worker = worker or f"{socket.gethostname()}-{os.getpid()}-{random_uuid4()[:8]}"
         self._numbers = itertools.count(1)
         self._peers = Peers()
         self._outbox: Outbox[Write] = Outbox(self._send)
@@ -118,7 +120,7 @@ class RayEngine:
     def has_book(self, symbol: str) -> bool:
         return True
 
-    # -- commands ----------------------------------------------------------------------
+    # -- commands (`keep`, an Idempotency-Key's answer, is not kept yet: step 9) ----------
 
     async def register(self, command: RegisterBroker, keep: KeepAnswer | None) -> Balance:
         return await self._write(command)

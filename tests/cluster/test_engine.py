@@ -211,3 +211,11 @@ def test_a_shard_whose_process_died_fails_its_calls_instead_of_answering_empty(
             await asyncio.sleep(1)
 
     asyncio.run(scenario())
+
+
+def test_two_processes_never_share_a_worker_name_even_with_one_pid() -> None:
+    """The sequencer recognises a write sent again by (worker, number): a worker
+    restarted under a pid used before must not be answered its predecessor's answers."""
+    first, second = RayEngine(Placement(1, 1), 1), RayEngine(Placement(1, 1), 1)
+    assert first.worker != second.worker
+    assert first.worker.split("-")[:-1] == second.worker.split("-")[:-1]  # host, pid
