@@ -93,7 +93,7 @@ def decode_account_snapshot(document: bytes) -> AccountSnapshot:
         return document_field(value, ACCOUNT_SNAPSHOT, name)
 
     return AccountSnapshot(
-        *(_int(field(name)) for name in AccountSnapshot._fields[:6]),
+        *(_int(field(name)) for name in AccountSnapshot._fields[:6]),  # index ... r2_allowed
         tuple(_decode_decided(decided) for decided in _list(field("decided"))),
         tuple(_decode_ledger(ledger) for ledger in _list(field("ledgers"))),
         tuple(_decode_credentials(held) for held in _list(field("credentials"))),
@@ -181,7 +181,7 @@ def decode_symbol_snapshot(document: bytes) -> SymbolSnapshot:
         return document_field(value, SYMBOL_SNAPSHOT, name)
 
     return SymbolSnapshot(
-        *(_int(field(name)) for name in SymbolSnapshot._fields[:4]),
+        *(_int(field(name)) for name in SymbolSnapshot._fields[:4]),  # index ... me_done
         tuple(_decode_book(book) for book in _list(field("books"))),
         tuple(_str(symbol) for symbol in _list(field("listed"))),
     )
