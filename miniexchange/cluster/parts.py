@@ -96,11 +96,13 @@ def encode_batch(batch: Batch) -> bytes:
 
 def decode_batch(document: bytes) -> Batch:
     """The batch `encode_batch` made, equal to it; anything else is a `BatchFormatError`."""
-    value = _document(document, BATCH)
+    value = read_document(document, BATCH)
     return Batch(
-        _int(_field(value, BATCH, "k")),
-        _int(_field(value, BATCH, "after")),
-        tuple(_decode_stamped(stamped) for stamped in _list(_field(value, BATCH, "commands"))),
+        _int(document_field(value, BATCH, "k")),
+        _int(document_field(value, BATCH, "after")),
+        tuple(
+            _decode_stamped(stamped) for stamped in _list(document_field(value, BATCH, "commands"))
+        ),
     )
 
 
@@ -122,11 +124,13 @@ def encode_match_part(part: MatchPart) -> bytes:
 
 def decode_match_part(document: bytes) -> MatchPart:
     """The part `encode_match_part` made, equal to it; anything else a `BatchFormatError`."""
-    value = _document(document, MATCH)
+    value = read_document(document, MATCH)
     return MatchPart(
-        _int(_field(value, MATCH, "k")),
-        _int(_field(value, MATCH, "sender")),
-        tuple(_decode_to_match(command) for command in _list(_field(value, MATCH, "commands"))),
+        _int(document_field(value, MATCH, "k")),
+        _int(document_field(value, MATCH, "sender")),
+        tuple(
+            _decode_to_match(command) for command in _list(document_field(value, MATCH, "commands"))
+        ),
     )
 
 
@@ -143,12 +147,12 @@ def encode_settle_part(part: SettlePart) -> bytes:
                 [
                     effect.seq,
                     [_encode_change(change) for change in effect.changes],
-                    [[state.new, _encode_order(state.order)] for state in effect.orders],
+                    [[state.new, encode_order(state.order)] for state in effect.orders],
                     [_encode_event(event) for event in effect.events],
                 ]
                 for effect in part.effects
             ],
-            "answers": [[seq, *_encode_answer(value)] for seq, value in part.answers],
+            "answers": [[seq, *encode_answer(value)] for seq, value in part.answers],
         }
     )
 
@@ -156,12 +160,14 @@ def encode_settle_part(part: SettlePart) -> bytes:
 def decode_settle_part(document: bytes) -> SettlePart:
     """The part `encode_settle_part` made, equal to it (a refusal: an `ExchangeError` of
     the same code and message); anything else is a `BatchFormatError`."""
-    value = _document(document, SETTLE)
+    value = read_document(document, SETTLE)
     return SettlePart(
-        _int(_field(value, SETTLE, "k")),
-        _int(_field(value, SETTLE, "sender")),
-        tuple(_decode_effects(effects) for effects in _list(_field(value, SETTLE, "effects"))),
-        tuple(_decode_answer(answer) for answer in _list(_field(value, SETTLE, "answers"))),
+        _int(document_field(value, SETTLE, "k")),
+        _int(document_field(value, SETTLE, "sender")),
+        tuple(
+            _decode_effects(effects) for effects in _list(document_field(value, SETTLE, "effects"))
+        ),
+        tuple(decode_answer(answer) for answer in _list(document_field(value, SETTLE, "answers"))),
     )
 
 
@@ -175,22 +181,24 @@ def encode_answers(k: int, sender: int, answers: Sequence[Answer]) -> bytes:
             "part": ANSWERS,
             "k": k,
             "sender": sender,
-            "answers": [[seq, *_encode_answer(value)] for seq, value in answers],
+            "answers": [[seq, *encode_answer(value)] for seq, value in answers],
         }
     )
 
 
 def decode_answers(document: bytes) -> tuple[int, int, list[Answer]]:
     """(k, sender, answers) as `encode_answers` took them; else a `BatchFormatError`."""
-    value = _document(document, ANSWERS)
+    value = read_document(document, ANSWERS)
     return (
-        _int(_field(value, ANSWERS, "k")),
-        _int(_field(value, ANSWERS, "sender")),
-        [_decode_answer(answer) for answer in _list(_field(value, ANSWERS, "answers"))],
+        _int(document_field(value, ANSWERS, "k")),
+        _int(document_field(value, ANSWERS, "sender")),
+        [decode_answer(answer) for answer in _list(document_field(value, ANSWERS, "answers"))],
     )
 
 
-def _document(document: bytes, kind: str) -> dict[str, Any]:
+def read_document(document: bytes, kind: str) -> dict[str, Any]:
+    """The object of a document of `kind` in this format (the shard snapshots' too:
+    `cluster.snapshot_format`); anything else is a `BatchFormatError`."""
     try:
         value = orjson.loads(document)
     except orjson.JSONDecodeError as error:
@@ -206,7 +214,8 @@ def _document(document: bytes, kind: str) -> dict[str, Any]:
     return value
 
 
-def _field(value: dict[str, Any], kind: str, name: str) -> Any:
+def document_field(value: dict[str, Any], kind: str, name: str) -> Any:
+    """A field a document of `kind` must have."""
     if name not in value:
         raise BatchFormatError(f"a {kind} part without {name!r}")
     return value[name]
@@ -226,7 +235,7 @@ def _decoded(kind: str, what: str, decoders: dict[str, Callable[..., Any]], row:
         raise BatchFormatError(f"{what} of kind {name!r} with wrong fields: {fields!r}") from None
 
 
-def _row(value: Any, length: int, what: str) -> list[Any]:
+def fixed_array(value: Any, length: int, what: str) -> list[Any]:
     """An array of exactly `length` values."""
     if not isinstance(value, list) or len(value) != length:
         raise BatchFormatError(f"{what} is not an array of {length} values: {value!r}")
@@ -280,7 +289,7 @@ def _decode_stamped(row: Any) -> Stamped:
 
 
 def _secrets(value: Any) -> tuple[str, str]:
-    api_key, webhook_secret = _row(value, 2, "stamped secrets")
+    api_key, webhook_secret = fixed_array(value, 2, "stamped secrets")
     return _str(api_key), _str(webhook_secret)
 
 
@@ -323,7 +332,7 @@ def _decode_settled(broker_id: Any, symbol: Any, legs: Any, at: Any) -> Settled:
 
 
 def _leg(value: Any) -> SettlementLeg:
-    side, quantity, amount, release = _row(value, 4, "a settlement leg")
+    side, quantity, amount, release = fixed_array(value, 4, "a settlement leg")
     return SettlementLeg(_str(side), _int(quantity), _int(amount), _int(release))
 
 
@@ -342,7 +351,7 @@ _CHANGES: dict[str, Callable[..., LedgerChange]] = {
 # -- orders, trades and events -------------------------------------------------------------
 
 
-def _encode_order(order: Order) -> list[Any]:
+def encode_order(order: Order) -> list[Any]:
     """A snapshot's order fields, then its trades (each a snapshot's trade record)."""
     return [*order_fields(order), [list(trade) for trade in order.trades]]
 
@@ -350,8 +359,8 @@ def _encode_order(order: Order) -> list[Any]:
 _ORDER_FIELDS = 13  # order_fields' count
 
 
-def _decode_order(value: Any) -> Order:
-    fields = _row(value, _ORDER_FIELDS + 1, "an order")
+def decode_order(value: Any) -> Order:
+    fields = fixed_array(value, _ORDER_FIELDS + 1, "an order")
     order_id, type_, broker_id, document_number, side, symbol = map(_str, fields[:6])
     price, quantity, expires_at, created_at = fields[6:10]
     status, cancelled_at, expired_at, trades = fields[10:]
@@ -370,23 +379,23 @@ def _decode_order(value: Any) -> Order:
         _optional(_int, cancelled_at),
         _optional(_int, expired_at),
     ]
-    decoded = [_decode_trade(trade) for trade in _list(trades)]
+    decoded = [decode_trade(trade) for trade in _list(trades)]
     try:
         return rebuilt_order(checked, decoded)
     except ValueError as error:  # its status does not follow from its trades
         raise BatchFormatError(f"an order that its fields do not make: {error}") from None
 
 
-def _decode_trade(value: Any) -> Trade:
-    row = _row(value, len(Trade._fields), "a trade")
+def decode_trade(value: Any) -> Trade:
+    row = fixed_array(value, len(Trade._fields), "a trade")
     trade_id, symbol = _str(row[0]), _str(row[1])
     price, quantity, executed_at = _int(row[2]), _int(row[3]), _int(row[4])
     return Trade(trade_id, symbol, price, quantity, executed_at, *map(_str, row[5:]))
 
 
 def _decode_state(value: Any) -> OrderState:
-    new, order = _row(value, 2, "an order state")
-    return OrderState(_decode_order(order), _bool(new))
+    new, order = fixed_array(value, 2, "an order state")
+    return OrderState(decode_order(order), _bool(new))
 
 
 _TRADE = "trade"
@@ -395,24 +404,24 @@ _CLOSED = "closed"
 
 def _encode_event(event: Event) -> list[Any]:
     if type(event) is TradeExecuted:
-        return [_TRADE, list(event.trade), _encode_order(event.order), event.request_id]
+        return [_TRADE, list(event.trade), encode_order(event.order), event.request_id]
     if type(event) is OrderClosed:
-        return [_CLOSED, _encode_order(event.order), event.request_id]
+        return [_CLOSED, encode_order(event.order), event.request_id]
     raise TypeError(f"not an event: {event!r}")
 
 
 _EVENTS: dict[str, Callable[..., Event]] = {
     _TRADE: lambda trade, order, request_id: TradeExecuted(
-        _decode_trade(trade), _decode_order(order), _optional(_str, request_id)
+        decode_trade(trade), decode_order(order), _optional(_str, request_id)
     ),
     _CLOSED: lambda order, request_id: OrderClosed(
-        _decode_order(order), _optional(_str, request_id)
+        decode_order(order), _optional(_str, request_id)
     ),
 }
 
 
 def _decode_effects(value: Any) -> Effects:
-    seq, changes, orders, events = _row(value, 4, "a command's effects")
+    seq, changes, orders, events = fixed_array(value, 4, "a command's effects")
     return Effects(
         _int(seq),
         tuple(_decoded("change", "a ledger change", _CHANGES, row) for row in _list(changes)),
@@ -432,10 +441,10 @@ _NONE = "none"  # an unsubscription's
 _FAILED = "failed"
 
 
-def _encode_answer(value: Any) -> list[Any]:
+def encode_answer(value: Any) -> list[Any]:
     """An answer as `[kind, *fields]`: every kind a shard's R1 or ME gives."""
     if type(value) is Order:
-        return [_ORDER, _encode_order(value)]
+        return [_ORDER, encode_order(value)]
     if isinstance(value, ExchangeError):
         return [_REFUSED, value.code, value.message]
     if value is None:
@@ -454,15 +463,15 @@ def _encode_answer(value: Any) -> list[Any]:
     if type(value) is Issued:
         return [_ISSUED, *value]
     if type(value) is Upserted:
-        subscriptions = [_encode_subscription(s) for s in value.subscriptions]
-        changed = [_encode_subscription(s) for s in value.changed]
+        subscriptions = [encode_subscription(s) for s in value.subscriptions]
+        changed = [encode_subscription(s) for s in value.changed]
         return [_UPSERTED, value.created, subscriptions, changed]
     if isinstance(value, Exception):  # an actor's bug: its text, for the error log
         return [_FAILED, f"{type(value).__name__}: {value}"]
     raise TypeError(f"not an answer of a shard: {value!r}")
 
 
-def _encode_subscription(subscription: Subscription) -> list[Any]:
+def encode_subscription(subscription: Subscription) -> list[Any]:
     return [
         subscription.webhook_id,
         subscription.broker_id,
@@ -473,8 +482,8 @@ def _encode_subscription(subscription: Subscription) -> list[Any]:
     ]
 
 
-def _decode_subscription(value: Any) -> Subscription:
-    row = _row(value, 6, "a subscription")
+def decode_subscription(value: Any) -> Subscription:
+    row = fixed_array(value, 6, "a subscription")
     return Subscription(*map(_str, row[:4]), _int(row[4]), _int(row[5]))
 
 
@@ -497,12 +506,12 @@ def _decode_balance(
 
 
 def _holding(value: Any) -> Holding:
-    symbol, quantity, reserved = _row(value, 3, "a holding")
+    symbol, quantity, reserved = fixed_array(value, 3, "a holding")
     return Holding(_str(symbol), _int(quantity), _int(reserved))
 
 
 _ANSWERS: dict[str, Callable[..., Any]] = {
-    _ORDER: _decode_order,
+    _ORDER: decode_order,
     _REFUSED: lambda code, message: ExchangeError(_str(code), _str(message)),
     _NONE: lambda: None,
     _BALANCE: _decode_balance,
@@ -511,14 +520,14 @@ _ANSWERS: dict[str, Callable[..., Any]] = {
     ),
     _UPSERTED: lambda created, subscriptions, changed: Upserted(
         _bool(created),
-        tuple(_decode_subscription(s) for s in _list(subscriptions)),
-        tuple(_decode_subscription(s) for s in _list(changed)),
+        tuple(decode_subscription(s) for s in _list(subscriptions)),
+        tuple(decode_subscription(s) for s in _list(changed)),
     ),
     _FAILED: lambda text: ShardFailure(_str(text)),
 }
 
 
-def _decode_answer(value: Any) -> Answer:
+def decode_answer(value: Any) -> Answer:
     """`[seq, kind, *fields]`."""
     if not isinstance(value, list) or len(value) < 2:
         raise BatchFormatError(f"an answer is not [seq, kind, ...]: {value!r}")

@@ -24,7 +24,8 @@ snapshot is references to them plus copies of the small mutable parts (ledgers, 
 VWAP window), taken on the shard's thread and never changed after; a restore copies
 them again, so one snapshot can start any number of shards. The records follow
 `journal.snapshot`'s kinds (ledgers, credentials, subscriptions, orders, trades,
-candles); their encoding to a file is left for the restart itself (landing step 8).
+candles); their bytes are `cluster.snapshot_format`'s, the file the restart's (landing
+step 8).
 Nothing here reads a clock or draws anything: every value was stamped.
 """
 

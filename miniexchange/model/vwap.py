@@ -11,6 +11,7 @@ holds one window of trades however rarely its price is read.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from miniexchange.model.orders import Trade
@@ -33,6 +34,34 @@ class TradeWindow:
         self._quantity = 0
         self.last_price: int | None = None
         self.last_at: int | None = None
+
+    @classmethod
+    def restored(
+        cls,
+        window_us: int,
+        held: Iterable[tuple[int, int, int]],
+        last_price: int | None,
+        last_at: int | None,
+    ) -> TradeWindow:
+        """A window with these trades held (`held()`) and this last trade, as a shard's
+        snapshot file keeps it: the sums follow from the trades, never stored apart."""
+        window = cls(window_us)
+        for executed_at, value, quantity in held:
+            window._trades.append((executed_at, value, quantity))
+            window._value += value
+            window._quantity += quantity
+        window.last_price = last_price
+        window.last_at = last_at
+        return window
+
+    @property
+    def window_us(self) -> int:
+        return self._window
+
+    def held(self) -> tuple[tuple[int, int, int], ...]:
+        """The (executed_at, value, quantity) of the trades held, oldest first: with the
+        window's length and last trade, its whole state (what a snapshot keeps)."""
+        return tuple(self._trades)
 
     def __len__(self) -> int:
         """The trades held: those inside the window as of the latest `advance`."""

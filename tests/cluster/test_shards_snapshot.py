@@ -16,6 +16,7 @@ from the run's outboxes, as a restart takes it from its peers' outboxes.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +73,18 @@ class Cut:
     delivered: dict[str, list[tuple[Any, ...]]]
 
 
-def run_with_cut(shards: Shards, batches: list[Batch], i: int) -> tuple[Outboxes, Cut]:
+Stored = Callable[[Cut], Cut]
+"""How the snapshots are kept until shards start from them: as values (`as_taken`), or
+through bytes (`tests.cluster.test_snapshot_format`)."""
+
+
+def as_taken(taken: Cut) -> Cut:
+    return taken
+
+
+def run_with_cut(
+    shards: Shards, batches: list[Batch], i: int, stored: Stored = as_taken
+) -> tuple[Outboxes, Cut]:
     """`batches[:i]`, then the R2s `batches[i].after` names, snapshots, then the rest."""
     sent = shards.drive(batches[:i], settle=False)
     shards.settle(batches[i].after, sent)
@@ -84,7 +96,7 @@ def run_with_cut(shards: Shards, batches: list[Batch], i: int) -> tuple[Outboxes
         delivered(shards),
     )
     shards.drive(batches[i:], sent=sent)
-    return sent, taken
+    return sent, stored(taken)
 
 
 def since(cut: Cut, now: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tuple[Any, ...]]]:
@@ -117,11 +129,13 @@ def observe(shards: Shards) -> tuple[dict[str, Any], ...]:
     )
 
 
-def check_split_run(batches: list[Batch], i: int, account_actors: int) -> Cut:
+def check_split_run(
+    batches: list[Batch], i: int, account_actors: int, stored: Stored = as_taken
+) -> Cut:
     """A run split by a snapshot ends as the straight run (the same, and a fresh one)."""
     straight = Shards(2, 2, ManualClock(READ_AT), VWAP_WINDOW, account_actors)
     original = Shards(2, 2, ManualClock(READ_AT), VWAP_WINDOW, account_actors)
-    sent, taken = run_with_cut(original, batches, i)
+    sent, taken = run_with_cut(original, batches, i, stored)
     fresh = straight.drive(batches)
     seen = observe(original)
     assert observe(straight) == seen
@@ -190,10 +204,10 @@ def rebuild_symbol(snapshot: SymbolSnapshot, batches: list[Batch], sent: Outboxe
     return shard
 
 
-def check_rebuilt_shards(batches: list[Batch], i: int) -> None:
+def check_rebuilt_shards(batches: list[Batch], i: int, stored: Stored = as_taken) -> None:
     """Each shard in turn rebuilt from its snapshot at the cut and its peers' parts."""
     original = Shards(2, 2, ManualClock(READ_AT), VWAP_WINDOW, account_actors=2)
-    sent, taken = run_with_cut(original, batches, i)
+    sent, taken = run_with_cut(original, batches, i, stored)
     seen = observe(original)
     after_cut = since(taken, delivered(original))
     placement = original.placement
@@ -304,12 +318,18 @@ def scenario() -> tuple[Stamper, list[Batch]]:
 
 
 def test_an_exact_scenario_split_by_a_snapshot_and_one_shard_rebuilt_from_it() -> None:
+    check_exact_scenario(as_taken)
+
+
+def check_exact_scenario(stored: Stored) -> None:
+    """The scenario split at its cut, each shard rebuilt from it, the cut's snapshots as
+    expected, and the straight run's end."""
     stamper, batches = scenario()
     ask_id = batches[1].commands[0].order_id
     bid_id = batches[2].commands[0].order_id
     try:
-        taken = check_split_run(batches, 3, account_actors=2)
-        check_rebuilt_shards(batches, 3)
+        taken = check_split_run(batches, 3, account_actors=2, stored=stored)
+        check_rebuilt_shards(batches, 3, stored)
         # the cut: after R2 of 2, batch 3 in flight with one answer R1 gave
         assert (taken.n, taken.in_flight) == (2, [3])
         buyer_shard = taken.accounts[1]

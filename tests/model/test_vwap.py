@@ -55,3 +55,23 @@ def test_a_recovered_symbol_keeps_only_its_last_window() -> None:
     trades = [trade(n, T0 + n * SECOND) for n in range(1000)]
     state = SymbolState("AAPL", WINDOW, trades=trades)
     assert len(state.trades) == 301
+
+
+def test_a_window_restored_from_its_state_prices_as_the_original() -> None:
+    """A shard's snapshot keeps the window as its trades held and its last trade."""
+    window = TradeWindow(WINDOW)
+    window.record(trade(1, T0, 100_00, 10))
+    window.record(trade(2, T0 + SECOND, 200_00, 10))
+    window.record(trade(3, T0 + 2 * SECOND, 300_00, 30))
+    held = ((T0, 100_000, 10), (T0 + SECOND, 200_000, 10), (T0 + 2 * SECOND, 900_000, 30))
+    assert (window.window_us, window.held()) == (WINDOW, held)
+    restored = TradeWindow.restored(WINDOW, held, window.last_price, window.last_at)
+    assert restored.held() == held
+    expected = [
+        Price(1_200_000 // 50, 3, T0 + 2 * SECOND),
+        Price(1_100_000 // 40, 2, T0 + 2 * SECOND),  # the first trade left the window
+        Price(300_00, 0, T0 + 2 * SECOND),  # all left: the last price
+    ]
+    reads = (T0 + 2 * SECOND, T0 + WINDOW + SECOND, T0 + WINDOW + 3 * SECOND)
+    assert [restored.price(now) for now in reads] == expected
+    assert [window.price(now) for now in reads] == expected
