@@ -43,6 +43,4 @@ def test_make_run_installs_the_runtime_dependencies_only() -> None:
 
 def test_make_test_installs_the_dev_and_ray_extras() -> None:
     """The Ray engine's tests start real Ray processes: the test install has Ray."""
-    assert installs(dry_run("test")) == [
-        ".venv/bin/pip install -c constraints.txt -e '.[dev,ray]'"
-    ]
+    assert installs(dry_run("test")) == [".venv/bin/pip install -c constraints.txt -e '.[dev,ray]'"]
