@@ -65,7 +65,7 @@ from miniexchange.model.ledger import (
 from miniexchange.model.orders import Order, Trade
 from miniexchange.model.subscriptions import Subscription, Upserted
 
-FORMAT = 1  # the format of these documents; a decoder refuses any other
+FORMAT = 2  # the format of these documents; a decoder refuses any other
 
 BATCH = "batch"
 MATCH = "match"
@@ -82,7 +82,7 @@ class ShardFailure(RuntimeError):
 
 
 def encode_batch(batch: Batch) -> bytes:
-    """`{"format": 1, "part": "batch", "k", "after", "commands": [stamped, ...]}`."""
+    """`{"format": 2, "part": "batch", "k", "after", "commands": [stamped, ...]}`."""
     return orjson.dumps(
         {
             "format": FORMAT,
@@ -107,7 +107,7 @@ def decode_batch(document: bytes) -> Batch:
 
 
 def encode_match_part(part: MatchPart) -> bytes:
-    """`{"format": 1, "part": "match", "k", "sender", "commands": [to_match, ...]}`."""
+    """`{"format": 2, "part": "match", "k", "sender", "commands": [to_match, ...]}`."""
     return orjson.dumps(
         {
             "format": FORMAT,
@@ -135,23 +135,32 @@ def decode_match_part(document: bytes) -> MatchPart:
 
 
 def encode_settle_part(part: SettlePart) -> bytes:
-    """`{"format": 1, "part": "settle", "k", "sender", "effects": [[seq, changes, orders,
-    events], ...], "answers": [[seq, kind, *fields], ...]}`."""
+    """`{"format": 2, "part": "settle", "k", "sender", "trades": [trade, ...], "orders":
+    [[*order fields, [trade index, ...]], ...], "effects": [[seq, changes, [[new, order
+    index], ...], events], ...], "answers": [[seq, kind, *fields], ...]}`.
+
+    An order travels several times in a part (its state, each event, as the state of the
+    other side) and a trade with every order it filled: each goes once into the part's
+    tables and is named by its index, so it is encoded, checked and rebuilt once."""
+    tables = _Tables()
+    effects = [
+        [
+            effect.seq,
+            [_encode_change(change) for change in effect.changes],
+            [[state.new, tables.order(state.order)] for state in effect.orders],
+            [tables.event(event) for event in effect.events],
+        ]
+        for effect in part.effects
+    ]
     return orjson.dumps(
         {
             "format": FORMAT,
             "part": SETTLE,
             "k": part.k,
             "sender": part.sender,
-            "effects": [
-                [
-                    effect.seq,
-                    [_encode_change(change) for change in effect.changes],
-                    [[state.new, encode_order(state.order)] for state in effect.orders],
-                    [_encode_event(event) for event in effect.events],
-                ]
-                for effect in part.effects
-            ],
+            "trades": tables.trades,
+            "orders": tables.orders,
+            "effects": effects,
             "answers": [[seq, *encode_answer(value)] for seq, value in part.answers],
         }
     )
@@ -161,18 +170,23 @@ def decode_settle_part(document: bytes) -> SettlePart:
     """The part `encode_settle_part` made, equal to it (a refusal: an `ExchangeError` of
     the same code and message); anything else is a `BatchFormatError`."""
     value = read_document(document, SETTLE)
+    trades = [decode_trade(row) for row in _list(document_field(value, SETTLE, "trades"))]
+    orders = [
+        _decode_listed_order(row, trades) for row in _list(document_field(value, SETTLE, "orders"))
+    ]
     return SettlePart(
         _int(document_field(value, SETTLE, "k")),
         _int(document_field(value, SETTLE, "sender")),
         tuple(
-            _decode_effects(effects) for effects in _list(document_field(value, SETTLE, "effects"))
+            _decode_effects(effects, orders, trades)
+            for effects in _list(document_field(value, SETTLE, "effects"))
         ),
         tuple(decode_answer(answer) for answer in _list(document_field(value, SETTLE, "answers"))),
     )
 
 
 def encode_answers(k: int, sender: int, answers: Sequence[Answer]) -> bytes:
-    """R2 → sequencer: `{"format": 1, "part": "answers", "k", "sender", "answers":
+    """R2 → sequencer: `{"format": 2, "part": "answers", "k", "sender", "answers":
     [[seq, kind, *fields], ...]}`, the answers of the commands an account shard decided
     or was answered for."""
     return orjson.dumps(
@@ -360,10 +374,20 @@ _ORDER_FIELDS = 13  # order_fields' count
 
 
 def decode_order(value: Any) -> Order:
+    """An order as `encode_order` wrote it, its trades inline."""
     fields = fixed_array(value, _ORDER_FIELDS + 1, "an order")
+    return _rebuilt(fields, [decode_trade(trade) for trade in _list(fields[-1])])
+
+
+def _decode_listed_order(value: Any, trades: list[Trade]) -> Order:
+    """A settle part's order, its trades named by their index in the part's table."""
+    fields = fixed_array(value, _ORDER_FIELDS + 1, "an order")
+    return _rebuilt(fields, [_at(trades, index, "trade") for index in _list(fields[-1])])
+
+
+def _rebuilt(fields: list[Any], trades: list[Trade]) -> Order:
     order_id, type_, broker_id, document_number, side, symbol = map(_str, fields[:6])
-    price, quantity, expires_at, created_at = fields[6:10]
-    status, cancelled_at, expired_at, trades = fields[10:]
+    price, quantity, expires_at, created_at, status, cancelled_at, expired_at = fields[6:13]
     checked = [
         order_id,
         type_,
@@ -379,11 +403,51 @@ def decode_order(value: Any) -> Order:
         _optional(_int, cancelled_at),
         _optional(_int, expired_at),
     ]
-    decoded = [decode_trade(trade) for trade in _list(trades)]
     try:
-        return rebuilt_order(checked, decoded)
+        return rebuilt_order(checked, trades)
     except ValueError as error:  # its status does not follow from its trades
         raise BatchFormatError(f"an order that its fields do not make: {error}") from None
+
+
+def _at(table: list[Any], index: Any, what: str) -> Any:
+    """The entry of a part's table that `index` names."""
+    if type(index) is not int or not 0 <= index < len(table):
+        raise BatchFormatError(f"no {what} {index!r} in a table of {len(table)}")
+    return table[index]
+
+
+class _Tables:
+    """A settle part's trades and orders, each value once (by identity: an order and
+    its events share one value), named by index."""
+
+    __slots__ = ("_indices", "orders", "trades")
+
+    def __init__(self) -> None:
+        self.trades: list[list[Any]] = []
+        self.orders: list[list[Any]] = []
+        self._indices: dict[int, int] = {}  # id of a trade or an order -> its index
+
+    def trade(self, trade: Trade) -> int:
+        index = self._indices.get(id(trade))
+        if index is None:
+            index = self._indices[id(trade)] = len(self.trades)
+            self.trades.append(list(trade))
+        return index
+
+    def order(self, order: Order) -> int:
+        index = self._indices.get(id(order))
+        if index is None:
+            row = [*order_fields(order), [self.trade(trade) for trade in order.trades]]
+            index = self._indices[id(order)] = len(self.orders)
+            self.orders.append(row)
+        return index
+
+    def event(self, event: Event) -> list[Any]:
+        if type(event) is TradeExecuted:
+            return [_TRADE, self.trade(event.trade), self.order(event.order), event.request_id]
+        if type(event) is OrderClosed:
+            return [_CLOSED, self.order(event.order), event.request_id]
+        raise TypeError(f"not an event: {event!r}")
 
 
 def decode_trade(value: Any) -> Trade:
@@ -393,41 +457,41 @@ def decode_trade(value: Any) -> Trade:
     return Trade(trade_id, symbol, price, quantity, executed_at, *map(_str, row[5:]))
 
 
-def _decode_state(value: Any) -> OrderState:
-    new, order = fixed_array(value, 2, "an order state")
-    return OrderState(decode_order(order), _bool(new))
-
-
 _TRADE = "trade"
 _CLOSED = "closed"
 
 
-def _encode_event(event: Event) -> list[Any]:
-    if type(event) is TradeExecuted:
-        return [_TRADE, list(event.trade), encode_order(event.order), event.request_id]
-    if type(event) is OrderClosed:
-        return [_CLOSED, encode_order(event.order), event.request_id]
-    raise TypeError(f"not an event: {event!r}")
-
-
-_EVENTS: dict[str, Callable[..., Event]] = {
-    _TRADE: lambda trade, order, request_id: TradeExecuted(
-        decode_trade(trade), decode_order(order), _optional(_str, request_id)
-    ),
-    _CLOSED: lambda order, request_id: OrderClosed(
-        decode_order(order), _optional(_str, request_id)
-    ),
-}
-
-
-def _decode_effects(value: Any) -> Effects:
-    seq, changes, orders, events = fixed_array(value, 4, "a command's effects")
+def _decode_effects(value: Any, orders: list[Order], trades: list[Trade]) -> Effects:
+    seq, changes, states, events = fixed_array(value, 4, "a command's effects")
     return Effects(
         _int(seq),
         tuple(_decoded("change", "a ledger change", _CHANGES, row) for row in _list(changes)),
-        tuple(_decode_state(state) for state in _list(orders)),
-        tuple(_decoded("event", "an event", _EVENTS, row) for row in _list(events)),
+        tuple(_decode_state(state, orders) for state in _list(states)),
+        tuple(_decode_event(event, orders, trades) for event in _list(events)),
     )
+
+
+def _decode_state(value: Any, orders: list[Order]) -> OrderState:
+    new, order = fixed_array(value, 2, "an order state")
+    return OrderState(_at(orders, order, "order"), _bool(new))
+
+
+def _decode_event(value: Any, orders: list[Order], trades: list[Trade]) -> Event:
+    """`[kind, *fields]`, its trade and order named by index."""
+    if not isinstance(value, list) or not value:
+        raise BatchFormatError(f"an event is not [kind, ...]: {value!r}")
+    kind, *fields = value
+    if kind == _TRADE and len(fields) == 3:
+        trade, order, request_id = fields
+        return TradeExecuted(
+            _at(trades, trade, "trade"), _at(orders, order, "order"), _optional(_str, request_id)
+        )
+    if kind == _CLOSED and len(fields) == 2:
+        order, request_id = fields
+        return OrderClosed(_at(orders, order, "order"), _optional(_str, request_id))
+    if kind in (_TRADE, _CLOSED):
+        raise BatchFormatError(f"an event of kind {kind!r} with wrong fields: {fields!r}")
+    raise BatchFormatError(f"unknown event kind {kind!r}")
 
 
 # -- answers -------------------------------------------------------------------------------

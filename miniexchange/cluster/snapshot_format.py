@@ -54,7 +54,7 @@ SYMBOL_SNAPSHOT = "symbol_snapshot"
 
 
 def encode_account_snapshot(snapshot: AccountSnapshot) -> bytes:
-    """`{"format": 1, "part": "account_snapshot", "index", "account_shards",
+    """`{"format": 2, "part": "account_snapshot", "index", "account_shards",
     "symbol_shards", "r1_done", "r2_done", "r2_allowed", "decided": [[k, [[seq, kind,
     *fields], ...]], ...], "ledgers": [ledger, ...], "credentials": [[broker_id,
     api_key_digest, webhook_secret], ...], "subscriptions", "orders", "listed"}`."""
@@ -154,7 +154,7 @@ def _decode_decided(value: Any) -> tuple[int, tuple[tuple[int, Any], ...]]:
 
 
 def encode_symbol_snapshot(snapshot: SymbolSnapshot) -> bytes:
-    """`{"format": 1, "part": "symbol_snapshot", "index", "account_shards",
+    """`{"format": 2, "part": "symbol_snapshot", "index", "account_shards",
     "symbol_shards", "me_done", "books": [[symbol, [order, ...], window, feed], ...],
     "listed"}`; a window is `[window_us, last_price, last_at, [[executed_at, value,
     quantity], ...]]`, a feed (null: the symbol never published) `[[trade, ...] oldest

@@ -466,7 +466,7 @@ STAMPED_7 = [7, AT + 1, "req-7", "ord-b", 7, [], None, "order", "limit", "buyer"
 
 def test_the_documents_are_flat_arrays_led_by_their_kinds() -> None:
     assert orjson.loads(encode_batch(BATCH)) == {
-        "format": 1,
+        "format": 2,
         "part": "batch",
         "k": 3,
         "after": 2,
@@ -476,24 +476,25 @@ def test_the_documents_are_flat_arrays_led_by_their_kinds() -> None:
         ],
     }
     assert orjson.loads(encode_match_part(MATCH)) == {
-        "format": 1,
+        "format": 2,
         "part": "match",
         "k": 3,
         "sender": 1,
         "commands": [["reserved", "AAPL", 202, 0, *STAMPED_7, "AAPL", 2, 101, LATER]],
     }
-    order = [*ORDER_A, None, None, [TRADE_1]]
     assert orjson.loads(encode_settle_part(SETTLE)) == {
-        "format": 1,
+        "format": 2,
         "part": "settle",
         "k": 3,
         "sender": 0,
+        "trades": [TRADE_1],  # each once, named by index
+        "orders": [[*ORDER_A, None, None, [0]], [*ORDER_A, None, None, [0]]],
         "effects": [
             [
                 7,
                 [["settled", "seller", "AAPL", [["ask", 2, 200, 0]], AT + 1]],
-                [[False, order]],
-                [["trade", TRADE_1, order, "req-7"]],
+                [[False, 0]],
+                [["trade", 0, 1, "req-7"]],
             ]
         ],
         "answers": [[9, "refused", "order_not_found", "Order ord-x does not exist"]],
@@ -526,7 +527,7 @@ BATCHED, MATCHED, SETTLED = (
     encode_settle_part(SETTLE),
 )
 EFFECT = ("effects", 0)
-ORDER_STATE = (*EFFECT, 2, 0, 1)  # the order of the effect's first order state
+ORDER = ("orders", 0)  # the first order of the part's table
 
 
 @pytest.mark.parametrize(
@@ -534,7 +535,7 @@ ORDER_STATE = (*EFFECT, 2, 0, 1)  # the order of the effect's first order state
     [
         (decode_batch, b"{", "a batch part is not JSON"),
         (decode_batch, b"[]", "a batch part is not an object"),
-        (decode_batch, altered(BATCHED, ("format",), 2), "a batch part of format 2; this code"),
+        (decode_batch, altered(BATCHED, ("format",), 1), "a batch part of format 1; this code"),
         (decode_batch, altered(BATCHED, ("format",), DROP), "a batch part of format None"),
         (decode_match_part, BATCHED, "a 'batch' part where a match part was expected"),
         (decode_settle_part, MATCHED, "a 'match' part where a settle part was expected"),
@@ -569,17 +570,23 @@ ORDER_STATE = (*EFFECT, 2, 0, 1)  # the order of the effect's first order state
             altered(SETTLED, (*EFFECT, 1, 0, 3, 0, 2), 2e2),
             "expected an integer",
         ),
-        (decode_settle_part, altered(SETTLED, (*ORDER_STATE, 6), 100.0), "expected an integer"),
-        (decode_settle_part, altered(SETTLED, (*ORDER_STATE, 10), "filled"), "an order that its"),
+        (decode_settle_part, altered(SETTLED, (*ORDER, 6), 100.0), "expected an integer"),
+        (decode_settle_part, altered(SETTLED, (*ORDER, 10), "filled"), "an order that its"),
+        (decode_settle_part, altered(SETTLED, ("trades", 0), TRADE_1[:8]), "a trade is not"),
+        (decode_settle_part, altered(SETTLED, (*ORDER, 13, 0), 1), "no trade 1 in a table of 1"),
+        (decode_settle_part, altered(SETTLED, (*ORDER, 12), DROP), "an order is not an array"),
+        (decode_settle_part, altered(SETTLED, (*EFFECT, 2, 0, 1), 2), "no order 2 in a table"),
+        (decode_settle_part, altered(SETTLED, (*EFFECT, 3, 0, 2), -1), "no order -1 in a table"),
+        (decode_settle_part, altered(SETTLED, (*EFFECT, 3, 0, 1), 0.0), "no trade 0.0 in a"),
         (
             decode_settle_part,
-            altered(SETTLED, (*ORDER_STATE, 13, 0), TRADE_1[:8]),
-            "a trade is not",
+            altered(SETTLED, (*EFFECT, 3, 0), ["trade", 0, 1]),
+            "an event of kind 'trade' with wrong fields",
         ),
         (
             decode_settle_part,
-            altered(SETTLED, (*ORDER_STATE, 12), DROP),
-            "an order is not an array",
+            altered(SETTLED, ("orders",), DROP),
+            "a settle part without 'orders'",
         ),
         (decode_settle_part, altered(SETTLED, (*EFFECT, 2, 0, 0), 0), "expected true or false"),
         (decode_settle_part, altered(SETTLED, (*EFFECT, 3, 0, 0), "paid"), "unknown event kind"),

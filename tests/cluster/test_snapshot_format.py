@@ -231,7 +231,7 @@ def scenario_documents() -> tuple[dict[str, Any], dict[str, Any]]:
 def test_the_documents_are_flat_arrays_of_integers_and_strings() -> None:
     account, symbol = scenario_documents()
     assert (account["format"], account["part"], account["r1_done"], account["r2_done"]) == (
-        1,
+        2,
         "account_snapshot",
         3,
         2,
@@ -281,7 +281,7 @@ def aapl(symbol: dict[str, Any]) -> list[Any]:
 MALFORMED: list[tuple[Any, Any, str]] = [
     (ACCOUNT, lambda: b"{", "is not JSON"),
     (ACCOUNT, lambda: b"[1]", "is not an object"),
-    (ACCOUNT, lambda: spoil_account(lambda d: d.update(format=2)), "format 2; this code"),
+    (ACCOUNT, lambda: spoil_account(lambda d: d.update(format=1)), "format 1; this code"),
     (SYMBOL, lambda: spoil_symbol(lambda d: d.pop("format")), "format None"),
     (SYMBOL, lambda: spoil_account(lambda d: None), "'account_snapshot' part where a symbol"),
     (
