@@ -4,7 +4,8 @@
 Each is one orjson document, not pickled Python values: measured, pickled tuples cost
 about twice the CPU per order of the same values in one orjson document
 (bench/results/ray_hop.md), and a batch makes `ACCOUNT_SHARDS × (1 + 2 × SYMBOL_SHARDS)`
-calls (docs/ray.md, "Batches"). Like the worker's part (`batches.encode_part`) a document carries a format number and its kind
+calls (docs/ray.md, "Batches"). Like the worker's part (`batches.encode_part`) a
+document carries a format number and its kind
 (`"part"`): the shards are detached actors started apart and may run different code, so
 a mismatch is a clear refusal (`BatchFormatError`), never a misread.
 
@@ -12,7 +13,10 @@ Values are flat arrays led by their kind; money is integer cents and times integ
 microseconds, never a float. It reuses what exists: a write command is encoded as the
 worker's part encodes it (`batches.encode_command`), and an order as a snapshot records
 it (`snapshot.order_fields`), with its trades, rebuilt by the engine's own transitions
-(`snapshot.rebuilt_order`), so a decoded order equals the one sent field by field.
+(`snapshot.rebuilt_order`), so a decoded order equals the one sent field by field. In a
+settle part, where one order travels as its state, in its events and as the other side's
+counterpart, each trade and order is written once into the part's tables and named by
+index (format 2).
 Decoding gives values equal to the encoded ones, except that an `ExchangeError` is a new
 exception with the same code and message (exceptions compare by identity).
 """
