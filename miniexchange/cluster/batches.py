@@ -260,13 +260,22 @@ def _decode_write(write: Any) -> Write:
 
 def decode_command(kind: Any, fields: list[Any]) -> WriteCommand:
     """The command `encode_command` made of `[kind, *fields]`, or a `BatchFormatError`."""
-    decode = _DECODERS.get(kind) if isinstance(kind, str) else None
+    return decoded_by_kind("write", "a write", _DECODERS, [kind, *fields])  # type: ignore[no-any-return]
+
+
+def decoded_by_kind(kind: str, what: str, decoders: dict[str, Callable[..., Any]], row: Any) -> Any:
+    """`[kind, *fields]` by the decoder of its kind (every document of the cluster's
+    formats lays its values out so); an unknown kind or a wrong count of fields refused."""
+    if not isinstance(row, list) or not row:
+        raise BatchFormatError(f"{what} is not [kind, ...]: {row!r}")
+    name, *fields = row
+    decode = decoders.get(name) if isinstance(name, str) else None
     if decode is None:
-        raise BatchFormatError(f"unknown write kind {kind!r}")
+        raise BatchFormatError(f"unknown {kind} kind {name!r}")
     try:
         return decode(*fields)
     except TypeError:  # a wrong number of fields
-        raise BatchFormatError(f"a write of kind {kind!r} with wrong fields: {fields!r}") from None
+        raise BatchFormatError(f"{what} of kind {name!r} with wrong fields: {fields!r}") from None
 
 
 def _decode_order(

@@ -37,6 +37,7 @@ from miniexchange.cluster.batches import (
     _optional,
     _str,
     decode_command,
+    decoded_by_kind,
     encode_command,
 )
 from miniexchange.cluster.shards import (
@@ -237,20 +238,6 @@ def document_field(value: dict[str, Any], kind: str, name: str) -> Any:
     if name not in value:
         raise BatchFormatError(f"a {kind} part without {name!r}")
     return value[name]
-
-
-def _decoded(kind: str, what: str, decoders: dict[str, Callable[..., Any]], row: Any) -> Any:
-    """`[kind, *fields]` by the decoder of its kind; a wrong count of fields refused."""
-    if not isinstance(row, list) or not row:
-        raise BatchFormatError(f"{what} is not [kind, ...]: {row!r}")
-    name, *fields = row
-    decode = decoders.get(name) if isinstance(name, str) else None
-    if decode is None:
-        raise BatchFormatError(f"unknown {kind} kind {name!r}")
-    try:
-        return decode(*fields)
-    except TypeError:  # a wrong number of fields
-        raise BatchFormatError(f"{what} of kind {name!r} with wrong fields: {fields!r}") from None
 
 
 def fixed_array(value: Any, length: int, what: str) -> list[Any]:
@@ -469,7 +456,9 @@ def _decode_effects(value: Any, orders: list[Order], trades: list[Trade]) -> Eff
     seq, changes, states, events = fixed_array(value, 4, "a command's effects")
     return Effects(
         _int(seq),
-        tuple(_decoded("change", "a ledger change", _CHANGES, row) for row in _list(changes)),
+        tuple(
+            decoded_by_kind("change", "a ledger change", _CHANGES, row) for row in _list(changes)
+        ),
         tuple(_decode_state(state, orders) for state in _list(states)),
         tuple(_decode_event(event, orders, trades) for event in _list(events)),
     )
@@ -599,4 +588,4 @@ def decode_answer(value: Any) -> Answer:
     """`[seq, kind, *fields]`."""
     if not isinstance(value, list) or len(value) < 2:
         raise BatchFormatError(f"an answer is not [seq, kind, ...]: {value!r}")
-    return _int(value[0]), _decoded("answer", "an answer", _ANSWERS, value[1:])
+    return _int(value[0]), decoded_by_kind("answer", "an answer", _ANSWERS, value[1:])
