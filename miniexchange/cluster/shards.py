@@ -16,10 +16,12 @@ The actors run with stand-ins for what the embedded mode has in-process: a
 `MemoryJournal` (the journal is the sequencer's), clocks and ids that give only the
 stamped values, a listing whose places the sequencer claimed at the cut, and account
 refs (`SymbolContext.accounts`) answered by the symbol shard's batch code: `Hold` from
-the budget R1 sent, `Apply` collected into the part for R2. The shard sends each actor
-one message at a time and waits for it (one FIFO, no scheduling left to chance), so
-every effect is recorded against the command that caused it; a later step may pipeline
-the messages per actor.
+the budget R1 sent, `Apply` collected into the part for R2. Each actor gets its
+commands in `seq` order (one FIFO); ME sends limit orders and cancels on without waiting
+for each (the actors of several symbols then run at once), and each step's effects are
+recorded against its command by the step's `at`, which the sequencer made unique; what
+reads the batch's effects so far (a tick, a market order, a shortfall) waits for them.
+R1 still sends each account actor one message at a time and waits for it.
 
 **A market order's budget** (the race of docs/ray.md, "Open points", settled here): R1
 *holds* the budget in the ledger (a bid: all the cash available, an ask: its quantity,
@@ -38,6 +40,7 @@ releases ahead of the spending.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, cast
 
@@ -312,12 +315,16 @@ class _Recorded:
 class _Settlement(StepListener):
     """The account refs and a step listener of a symbol shard's actors: `Hold` answered
     from the batch's budgets, `Apply` and each durable step recorded against the command
-    being matched. Called on a symbol actor's thread while the shard waits for it."""
+    whose step it is. Called on the symbol actors' threads, several at once when the
+    shard has sent several symbols' actors their commands (a step's `at` names its
+    command: stamped times are unique)."""
 
     def __init__(self) -> None:
-        self.current = _Recorded()
+        self.current = _Recorded()  # the command the shard's own thread is matching
+        self.by_at: dict[int, _Recorded] = {}  # each command of the batch, by its `at`
         self.budgets: dict[tuple[str, str], list[int]] = {}  # (broker, symbol) -> cash, shares
         self.freed: dict[tuple[str, str], list[int]] = {}  # released this batch, not yet used
+        self._applied = threading.local()  # a step's `Apply`, until the step is heard
 
     def ask(self, message: Hold) -> bool:
         budget = self.budgets.get((message.broker_id, message.symbol))
@@ -333,7 +340,10 @@ class _Settlement(StepListener):
         if type(message) is not Apply:
             raise TypeError(f"a symbol shard's actor told its account {message!r}")
         changes = message.changes
-        self.current.changes.extend(changes)
+        applied = self._applied
+        if getattr(applied, "changes", None) is None:
+            applied.changes = []
+        applied.changes.extend(changes)  # the step's, heard next on this thread
         for change in changes:
             if type(change) is Released:
                 freed = self.freed.setdefault((change.broker_id, change.symbol), [0, 0])
@@ -341,7 +351,13 @@ class _Settlement(StepListener):
                 freed[1] += change.quantity
 
     def on_step(self, step: Step) -> None:
-        outcome, current = step.outcome, self.current
+        """After the step's `Apply`, if any, on the same thread (`SymbolActor._finish`)."""
+        outcome = step.outcome
+        current = self.by_at[outcome.at]
+        applied = getattr(self._applied, "changes", None)
+        if applied:
+            current.changes.extend(applied)
+            applied.clear()
         current.orders.extend(OrderState(order, False) for order in outcome.changed)
         if outcome.accepted is not None:
             current.orders.append(OrderState(outcome.accepted, True))
@@ -355,6 +371,26 @@ def _asked(actor: pykka.ActorRef[Any], message: Callable[[Reply], object]) -> An
     actor.ask(message(replies.append))
     (reply,) = replies
     return reply
+
+
+def _submission(stamped: Stamped, reply: Reply) -> Submit:
+    """A stamped order as its symbol actor takes it: at its time, with its ids."""
+    return Submit(
+        cast(SubmitOrder, stamped.command),
+        reply,
+        None,
+        stamped.request_id,
+        stamped.at,
+        stamped.order_id,
+        stamped.trade_seed,
+    )
+
+
+def _wait_all(sent: list[pykka.Future[Any]]) -> None:
+    """Wait until every message told is handled (each replies before it returns)."""
+    for future in sent:
+        future.get()
+    sent.clear()
 
 
 def _ignore(value: object) -> None:
@@ -773,7 +809,11 @@ class SymbolShard:
 
     def me(self, k: int, parts: Sequence[MatchPart]) -> list[SettlePart]:
         """ME of batch `k` from every account shard's part: the commands merged by `seq`,
-        each run to its end before the next. One part per account shard."""
+        each in its symbol actor's FIFO in that order. A limit order R1 holds for and a
+        cancel are sent on without waiting (they need nothing of the batch but their
+        place in the FIFO); a tick, a market order and a limit order short of funds wait
+        until everything sent before them is done, since they read what it did or
+        release what it left. One part per account shard."""
         if k != self._me_done + 1:
             raise PhaseOrderError(f"ME of batch {k}: this symbol shard ran ME of {self._me_done}")
         placement = self.placement
@@ -790,10 +830,26 @@ class SymbolShard:
                 last_market[(submitted.broker_id, command.symbol)] = command.stamped.seq
         effects: list[list[Effects]] = [[] for _ in range(placement.account_shards)]
         answers: list[list[Answer]] = [[] for _ in range(placement.account_shards)]
+        matched: list[tuple[ToMatch, _Recorded, list[Any]]] = []
+        sent: list[pykka.Future[Any]] = []  # commands told and not yet done
         for command in commands:
+            recorded = settlement.current = settlement.by_at[command.stamped.at] = _Recorded()
+            replies: list[Any] = []
+            if command.funds == RESERVED or type(command.stamped.command) is CancelOrder:
+                # nothing here waits on it: sent on, its actor keeps the order (one FIFO)
+                sent.append(
+                    self._actor(command.symbol).ask(
+                        self._message(command, replies.append), block=False
+                    )
+                )
+            else:  # it needs the effects of what came before, or sends what follows
+                _wait_all(sent)
+                replies.append(self._match(command, last_market))
+            matched.append((command, recorded, replies))
+        _wait_all(sent)
+        for command, recorded, replies in matched:
             seq = command.stamped.seq
-            recorded = settlement.current = _Recorded()
-            answer = self._match(command, last_market)
+            (answer,) = replies
             if answer is not _UNANSWERED:
                 answers[placement.deciding_shard(command.stamped.command)].append((seq, answer))
             for shard, entry in enumerate(self._split(seq, recorded)):
@@ -801,6 +857,7 @@ class SymbolShard:
                     effects[shard].append(entry)
         settlement.budgets.clear()
         settlement.freed.clear()
+        settlement.by_at.clear()
         self._me_done = k
         return [
             SettlePart(k, self.index, tuple(effects[shard]), tuple(answers[shard]))
@@ -816,24 +873,11 @@ class SymbolShard:
                 self._actors[symbol].ask(ExpireDue(at))
             return _UNANSWERED
         actor = self._actor(command.symbol)
-        if type(stamped.command) is CancelOrder:
-            order_id = cast(CancelOrder, stamped.command).order_id
-            return _asked(actor, lambda reply: Cancel(order_id, reply, stamped.request_id, at))
         submitted = cast(SubmitOrder, stamped.command)
 
         def submit(reply: Reply) -> Submit:
-            return Submit(
-                submitted,
-                reply,
-                None,
-                stamped.request_id,
-                at,
-                stamped.order_id,
-                stamped.trade_seed,
-            )
+            return _submission(stamped, reply)
 
-        if command.funds == RESERVED:
-            return _asked(actor, lambda reply: Reserved(submit(reply)))
         if command.funds == SHORTFALL:
             actor.ask(ExpireDue(at))  # the embedded `ExpireThenCheck`'s step
             if self._cover_shortfall(command, submitted):
@@ -860,6 +904,16 @@ class SymbolShard:
                     Released(submitted.broker_id, command.symbol, cash, quantity, None)
                 )
         return answer
+
+    @staticmethod
+    def _message(command: ToMatch, reply: Reply) -> Reserved | Cancel:
+        """A limit order whose funds R1 holds, or a cancel: what its actor is sent (it
+        needs nothing of the batch but its place in the actor's FIFO)."""
+        stamped = command.stamped
+        if type(stamped.command) is CancelOrder:
+            order_id = cast(CancelOrder, stamped.command).order_id
+            return Cancel(order_id, reply, stamped.request_id, stamped.at)
+        return Reserved(_submission(stamped, reply))
 
     def _cover_shortfall(self, command: ToMatch, submitted: SubmitOrder) -> bool:
         """Whether this batch's releases on the symbol to the broker, not yet used, cover
