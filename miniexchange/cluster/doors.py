@@ -46,10 +46,9 @@ class AccountDoor:
         self._batches: dict[int, Batch] = {}
         self._words: set[int] = set()
         self._parts: dict[int, dict[int, SettlePart]] = {}  # k -> symbol shard -> part
-        self._r1_done = 0
 
     def take_batch(self, batch: Batch) -> None:
-        if batch.k > self._r1_done:
+        if batch.k > self.shard.matched_through:
             self._batches[batch.k] = batch
 
     def take_go(self, go: Go) -> None:
@@ -66,15 +65,15 @@ class AccountDoor:
         sent: list[Matched | Settled] = []
         symbol_shards = shard.placement.symbol_shards
         while True:
-            batch = self._batches.get(self._r1_done + 1)
+            matched = shard.matched_through
+            batch = self._batches.get(matched + 1)
             if batch is not None and batch.after == shard.settled_through:
                 del self._batches[batch.k]
                 sent.append(Matched(batch.k, shard.r1(batch)))
-                self._r1_done = batch.k
                 continue
-            if self._r1_done in self._words:
-                self._words.discard(self._r1_done)
-                shard.allow_r2(self._r1_done)
+            if matched in self._words:
+                self._words.discard(matched)
+                shard.allow_r2(matched)
             k = shard.settled_through + 1
             parts = self._parts.get(k)
             if parts is None or len(parts) < symbol_shards or not shard.may_settle(k):
@@ -87,20 +86,19 @@ class SymbolDoor:
     def __init__(self, shard: SymbolShard) -> None:
         self.shard = shard
         self._parts: dict[int, dict[int, MatchPart]] = {}  # k -> account shard -> part
-        self._me_done = 0
 
     def take_match_part(self, part: MatchPart) -> None:
-        if part.k > self._me_done:
+        if part.k > self.shard.matched_through:
             self._parts.setdefault(part.k, {}).setdefault(part.sender, part)
 
     def run(self) -> list[tuple[int, list[SettlePart]]]:
         """ME of every batch that can run now, in order: (k, one part per account shard)."""
         account_shards = self.shard.placement.account_shards
         sent: list[tuple[int, list[SettlePart]]] = []
-        while (parts := self._parts.get(self._me_done + 1)) is not None and len(
-            parts
-        ) == account_shards:
-            k = self._me_done = self._me_done + 1
+        while True:
+            k = self.shard.matched_through + 1
+            parts = self._parts.get(k)
+            if parts is None or len(parts) < account_shards:
+                return sent
             del self._parts[k]
             sent.append((k, self.shard.me(k, [parts[i] for i in range(account_shards)])))
-        return sent

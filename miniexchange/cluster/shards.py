@@ -616,6 +616,11 @@ class AccountShard:
         """The last batch whose R2 ran here: a batch's R1 waits until it is `after`."""
         return self._r2_done
 
+    @property
+    def matched_through(self) -> int:
+        """The last batch whose R1 ran here: the next R1 is of the batch after it."""
+        return self._r1_done
+
     def may_settle(self, k: int) -> bool:
         """Whether R2 of `k` may run now (its parts aside): the next R2, allowed."""
         return k == self._r2_done + 1 and k <= self._r2_allowed
@@ -798,6 +803,11 @@ class SymbolShard:
         self.clock_actor.stop()
         for actor in list(self._actors.values()):
             actor.stop()
+
+    @property
+    def matched_through(self) -> int:
+        """The last batch whose ME ran here: the next ME is of the batch after it."""
+        return self._me_done
 
     def _actor(self, symbol: str) -> pykka.ActorRef[Any]:
         actor = self._actors.get(symbol)

@@ -23,7 +23,7 @@ from miniexchange.cluster.batches import (
 )
 from miniexchange.cluster.doors import AccountDoor, Matched, SymbolDoor
 from miniexchange.cluster.sequencer import COMMANDS, Cut, Sequencer, Ticket, journaled
-from miniexchange.cluster.shards import Answer, Placement
+from miniexchange.cluster.shards import AccountShard, Answer, Placement, SymbolShard
 from miniexchange.cluster.stamped import Batch, Go, Tick
 from miniexchange.ids import seeded_uuid4
 from miniexchange.journal.store import JournalFormatError, SqliteJournal
@@ -515,3 +515,30 @@ def test_a_message_delivered_twice_is_taken_once() -> None:
         0,
         2,
     )
+
+
+def test_doors_around_shards_started_from_snapshots_go_on_from_where_they_were() -> None:
+    """A door runs its shard's next phase, whatever batch the shard had reached."""
+    clock = ManualClock(T0)
+    cluster = Cluster(clock)
+    cluster.send(RegisterBroker("seller", 0, (("AAPL", 10),)), RegisterBroker("buyer", 5_000, ()))
+    cluster.send(limit("seller", ASK, 1_000, 3))
+    cluster.drain()
+    accounts = [
+        AccountShard.from_snapshot(door.shard.snapshot(), cluster.shards.deliveries.submit, 2)
+        for door in cluster.accounts
+    ]
+    symbols = [
+        SymbolShard.from_snapshot(door.shard.snapshot(), clock, VWAP_WINDOW)
+        for door in cluster.symbols
+    ]
+    cluster.shards.stop()
+    cluster.accounts = [AccountDoor(shard) for shard in accounts]
+    cluster.symbols = [SymbolDoor(shard) for shard in symbols]
+    assert [shard.matched_through for shard in (*accounts, *symbols)] == [1, 1, 1, 1]
+    (bid,) = cluster.send(market("buyer", BID, 2))
+    cluster.drain()
+    filled = cluster.answers[Ticket("w", bid)]
+    assert (filled.status, filled.filled_value) == (FILLED, 2_000)
+    buyer = accounts[cluster.shards.placement.account_shard("buyer")].balance("buyer")
+    assert (buyer.cash_balance, buyer.reserved_cash) == (3_000, 0)
