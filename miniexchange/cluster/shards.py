@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any, NamedTuple, cast
 
 import pykka
@@ -320,7 +321,6 @@ class _Settlement(StepListener):
     command: stamped times are unique)."""
 
     def __init__(self) -> None:
-        self.current = _Recorded()  # the command the shard's own thread is matching
         self.by_at: dict[int, _Recorded] = {}  # each command of the batch, by its `at`
         self.budgets: dict[tuple[str, str], list[int]] = {}  # (broker, symbol) -> cash, shares
         self.freed: dict[tuple[str, str], list[int]] = {}  # released this batch, not yet used
@@ -843,7 +843,7 @@ class SymbolShard:
         matched: list[tuple[ToMatch, _Recorded, list[Any]]] = []
         sent: list[pykka.Future[Any]] = []  # commands told and not yet done
         for command in commands:
-            recorded = settlement.current = settlement.by_at[command.stamped.at] = _Recorded()
+            recorded = settlement.by_at[command.stamped.at] = _Recorded()
             replies: list[Any] = []
             if command.funds == RESERVED or type(command.stamped.command) is CancelOrder:
                 # nothing here waits on it: sent on, its actor keeps the order (one FIFO)
@@ -884,16 +884,14 @@ class SymbolShard:
             return _UNANSWERED
         actor = self._actor(command.symbol)
         submitted = cast(SubmitOrder, stamped.command)
-
-        def submit(reply: Reply) -> Submit:
-            return _submission(stamped, reply)
-
+        recorded = self._settlement.by_at[at]  # what this thread adds, in its place
+        submit = partial(_submission, stamped)
         if command.funds == SHORTFALL:
             actor.ask(ExpireDue(at))  # the embedded `ExpireThenCheck`'s step
-            if self._cover_shortfall(command, submitted):
+            if self._cover_shortfall(command, submitted, recorded):
                 return _asked(actor, lambda reply: Reserved(submit(reply)))
             if command.cash or command.quantity:
-                self._settlement.current.changes.append(
+                recorded.changes.append(
                     Released(
                         submitted.broker_id, command.symbol, command.cash, command.quantity, None
                     )
@@ -910,7 +908,7 @@ class SymbolShard:
         if last_market.get(key) == stamped.seq:  # what the batch's sweeps did not use
             cash, quantity = budgets.pop(key)
             if cash or quantity:
-                self._settlement.current.changes.append(
+                recorded.changes.append(
                     Released(submitted.broker_id, command.symbol, cash, quantity, None)
                 )
         return answer
@@ -925,7 +923,9 @@ class SymbolShard:
             return Cancel(order_id, reply, stamped.request_id, stamped.at)
         return Reserved(_submission(stamped, reply))
 
-    def _cover_shortfall(self, command: ToMatch, submitted: SubmitOrder) -> bool:
+    def _cover_shortfall(
+        self, command: ToMatch, submitted: SubmitOrder, recorded: _Recorded
+    ) -> bool:
         """Whether this batch's releases on the symbol to the broker, not yet used, cover
         what R1 could not hold; if so they are used, and the hold recorded (`Held`)."""
         cash, quantity = limit_hold(submitted)
@@ -935,7 +935,7 @@ class SymbolShard:
             return False
         freed[0] -= short[0]
         freed[1] -= short[1]
-        self._settlement.current.changes.append(Held(submitted.broker_id, command.symbol, *short))
+        recorded.changes.append(Held(submitted.broker_id, command.symbol, *short))
         return True
 
     def _split(self, seq: int, recorded: _Recorded) -> list[Effects | None]:
