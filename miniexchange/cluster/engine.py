@@ -183,8 +183,7 @@ class RayEngine:
     async def stocks(self) -> list[tuple[str, Summary]]:
         """Every listed symbol's summary, by symbol: the listing from the sequencer,
         then one call per symbol shard."""
-        listed: list[str] = await self._peers(SEQUENCER).listed.remote()
-        self._listed.update(listed)
+        listed = await self._refresh_listed()
         placement = self.placement
         by_shard: dict[int, list[str]] = {}
         for symbol in listed:
@@ -240,6 +239,12 @@ class RayEngine:
                     # the replica's summary is never read: market data comes from the shard
                     self._feeds[symbol].publish(update.trades, None, None, None)
 
+    async def _refresh_listed(self) -> list[str]:
+        """The listing as the sequencer has it now, sorted, remembered."""
+        listed: list[str] = await self._peers(SEQUENCER).listed.remote()
+        self._listed.update(listed)
+        return listed
+
     def _account(self, name: str) -> Any:
         """The account host of a broker, or of the order or webhook whose id names it."""
         return self._peers(ACCOUNTS, self.placement.account_shard(name))
@@ -248,11 +253,8 @@ class RayEngine:
         """The symbol's host, once the symbol is known to be listed (else
         `symbol_not_found`). A listed symbol stays listed, so the worker remembers the
         ones it has seen and asks the sequencer only about the others."""
-        if symbol not in self._listed:
-            listed: list[str] = await self._peers(SEQUENCER).listed.remote()
-            self._listed.update(listed)
-            if symbol not in self._listed:
-                raise symbol_not_found(symbol)
+        if symbol not in self._listed and symbol not in await self._refresh_listed():
+            raise symbol_not_found(symbol)
         return self._peers(SYMBOLS, self.placement.symbol_shard(symbol))
 
 
