@@ -20,6 +20,7 @@ from typing import Final, Literal, TypeVar, cast, get_args
 __all__ = [
     "DURATION_FORM",
     "DatabaseSync",
+    "EngineName",
     "LogFormat",
     "LogLevel",
     "Settings",
@@ -34,6 +35,7 @@ LogLevel = Literal["debug", "info", "warn", "error"]
 DatabaseSync = Literal["full", "normal"]
 LogFormat = Literal["json", "text"]
 Auth = Literal["none", "api_key"]
+EngineName = Literal["embedded", "ray"]
 
 US_PER_MS: Final = 1_000
 US_PER_S: Final = 1_000_000
@@ -149,6 +151,16 @@ class Settings:
     idempotency_max_keys: int = 1_000_000
     #: Longest time between two state snapshots while facts arrive.
     snapshot_interval_us: int = 5 * US_PER_M
+    #: `embedded`: the whole exchange in one process; `ray`: across processes, on Ray.
+    engine: EngineName = "embedded"
+    #: gunicorn workers of this machine: 1 when embedded; with `ray`, the cores by default.
+    workers: int = 1
+    #: With `ray`: the processes the brokers' accounts are split over (fixed for a journal).
+    account_shards: int = 1
+    #: With `ray`: the processes the symbols' books are split over (fixed for a journal).
+    symbol_shards: int = 1
+    #: With `ray`: the head to join (`host:port`); None: `make run-ray` starts a local one.
+    ray_address: str | None = None
 
     @property
     def log_level_number(self) -> int:
@@ -191,6 +203,11 @@ class Settings:
             "max_symbols": self.max_symbols,
             "idempotency_max_keys": self.idempotency_max_keys,
             "snapshot_interval": format_duration(self.snapshot_interval_us),
+            "engine": self.engine,
+            "workers": self.workers,
+            "account_shards": self.account_shards,
+            "symbol_shards": self.symbol_shards,
+            "ray_address": self.ray_address,
         }
 
 
@@ -201,6 +218,10 @@ _LOG_LEVELS: Final[tuple[LogLevel, ...]] = get_args(LogLevel)
 _DATABASE_SYNCS: Final[tuple[DatabaseSync, ...]] = get_args(DatabaseSync)
 _LOG_FORMATS: Final[tuple[LogFormat, ...]] = get_args(LogFormat)
 _AUTHS: Final[tuple[Auth, ...]] = get_args(Auth)
+_ENGINES: Final[tuple[EngineName, ...]] = get_args(EngineName)
+RAY_DATABASE_PATH: Final = "data/miniexchange-ray.db"
+"""DATABASE_PATH's default with ENGINE=ray: a journal belongs to one mode, so the two
+modes' defaults never name the same file."""
 _ADMIN_TOKEN_FORM: Final = "expected at least 32 visible ASCII characters"
 
 
@@ -215,6 +236,14 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     auth = read("AUTH", _choice(_AUTHS), defaults.auth)
     if auth == "api_key" and not environ.get("ADMIN_TOKEN"):
         raise SettingsError("ADMIN_TOKEN", f"required with AUTH=api_key ({_ADMIN_TOKEN_FORM})")
+    engine = read("ENGINE", _choice(_ENGINES), defaults.engine)
+    ray = engine == "ray"
+    if ray and auth == "api_key":
+        raise SettingsError("AUTH", "api_key is not available with ENGINE=ray yet (use none)")
+    if not ray and read("WORKERS", _positive_int, 1) != 1:
+        raise SettingsError(
+            "WORKERS", "more than 1 needs ENGINE=ray (the embedded exchange is one process)"
+        )
     return Settings(
         port=read("PORT", _port, defaults.port),
         log_level=read("LOG_LEVEL", _choice(_LOG_LEVELS), defaults.log_level),
@@ -235,7 +264,9 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         webhook_queue_limit=read(
             "WEBHOOK_QUEUE_LIMIT", _positive_int, defaults.webhook_queue_limit
         ),
-        database_path=read("DATABASE_PATH", _text, defaults.database_path),
+        database_path=read(
+            "DATABASE_PATH", _text, RAY_DATABASE_PATH if ray else defaults.database_path
+        ),
         database_sync=read("DATABASE_SYNC", _choice(_DATABASE_SYNCS), defaults.database_sync),
         idempotency_ttl_us=read("IDEMPOTENCY_TTL", _duration, defaults.idempotency_ttl_us),
         log_format=read("LOG_FORMAT", _choice(_LOG_FORMATS), defaults.log_format),
@@ -249,6 +280,11 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
             "IDEMPOTENCY_MAX_KEYS", _positive_int, defaults.idempotency_max_keys
         ),
         snapshot_interval_us=read("SNAPSHOT_INTERVAL", _duration, defaults.snapshot_interval_us),
+        engine=engine,
+        workers=read("WORKERS", _positive_int, os.cpu_count() or 1) if ray else 1,
+        account_shards=read("ACCOUNT_SHARDS", _positive_int, defaults.account_shards),
+        symbol_shards=read("SYMBOL_SHARDS", _positive_int, defaults.symbol_shards),
+        ray_address=read("RAY_ADDRESS", _text, None) if ray else None,
     )
 
 

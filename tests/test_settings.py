@@ -59,6 +59,11 @@ ALL_VARIABLES = [
     "MAX_STREAMS",
     "MAX_SYMBOLS",
     "IDEMPOTENCY_MAX_KEYS",
+    "ENGINE",
+    "WORKERS",
+    "ACCOUNT_SHARDS",
+    "SYMBOL_SHARDS",
+    "RAY_ADDRESS",
 ]
 
 EXPECTED_DEFAULTS = {
@@ -87,6 +92,11 @@ EXPECTED_DEFAULTS = {
     "max_symbols": 10_000,
     "idempotency_max_keys": 1_000_000,
     "snapshot_interval_us": 300_000_000,
+    "engine": "embedded",
+    "workers": 1,
+    "account_shards": 1,
+    "symbol_shards": 1,
+    "ray_address": None,
 }
 
 
@@ -223,7 +233,25 @@ INVALID = [
     ),
     *(
         (name, "0", f"{name}: invalid integer '0' (expected a positive integer, e.g. 10000)")
-        for name in ("MAX_CONNECTIONS", "MAX_STREAMS", "MAX_SYMBOLS", "IDEMPOTENCY_MAX_KEYS")
+        for name in (
+            "MAX_CONNECTIONS",
+            "MAX_STREAMS",
+            "MAX_SYMBOLS",
+            "IDEMPOTENCY_MAX_KEYS",
+            "ACCOUNT_SHARDS",
+            "SYMBOL_SHARDS",
+        )
+    ),
+    ("ENGINE", "cluster", "ENGINE: invalid value 'cluster' (expected one of embedded, ray)"),
+    (
+        "WORKERS",
+        "2",
+        "WORKERS: more than 1 needs ENGINE=ray (the embedded exchange is one process)",
+    ),
+    (
+        "WORKERS",
+        "0",
+        "WORKERS: invalid integer '0' (expected a positive integer, e.g. 10000)",
     ),
     (
         "WEBHOOK_CA_BUNDLE",
@@ -333,6 +361,11 @@ def test_public_items_defaults() -> None:
         "max_symbols": 10_000,
         "idempotency_max_keys": 1_000_000,
         "snapshot_interval": "5m",
+        "engine": "embedded",
+        "workers": 1,
+        "account_shards": 1,
+        "symbol_shards": 1,
+        "ray_address": None,
     }
 
 
@@ -517,6 +550,53 @@ def test_example_env_lists_every_variable_with_its_default() -> None:
     example = {name: value for name, value in pairs}
     assert sorted(example) == sorted(ALL_VARIABLES)
     assert load_settings(example) == Settings()
+
+
+# --- ENGINE=ray ------------------------------------------------------------------------------
+
+
+def test_ray_takes_its_workers_shards_and_head() -> None:
+    settings = load_settings(
+        {
+            "ENGINE": "ray",
+            "WORKERS": "8",
+            "ACCOUNT_SHARDS": "2",
+            "SYMBOL_SHARDS": "4",
+            "RAY_ADDRESS": "10.0.0.5:6379",
+        }
+    )
+    assert (
+        settings.engine,
+        settings.workers,
+        settings.account_shards,
+        settings.symbol_shards,
+        settings.ray_address,
+    ) == ("ray", 8, 2, 4, "10.0.0.5:6379")
+
+
+def test_ray_defaults_to_a_worker_per_core_and_a_journal_of_its_own() -> None:
+    settings = load_settings({"ENGINE": "ray"})
+    assert settings.workers == (os.cpu_count() or 1)
+    assert settings.database_path == "data/miniexchange-ray.db"
+    assert settings.database_path != Settings().database_path  # one journal, one mode
+    assert settings.ray_address is None
+
+
+def test_embedded_reads_no_ray_address_and_takes_one_worker() -> None:
+    settings = load_settings({"WORKERS": "1", "RAY_ADDRESS": "10.0.0.5:6379"})
+    assert (settings.workers, settings.ray_address) == (1, None)
+
+
+def test_ray_refuses_api_keys_for_now() -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"ENGINE": "ray", "AUTH": "api_key", "ADMIN_TOKEN": "t" * 32})
+    assert str(refused.value) == "AUTH: api_key is not available with ENGINE=ray yet (use none)"
+
+
+def test_gunicorn_with_ray_refuses_to_start_without_a_head() -> None:
+    result = _gunicorn(ENGINE="ray", PORT=str(_free_port()))
+    assert result.returncode == 2
+    assert "ENGINE=ray needs RAY_ADDRESS" in result.stderr
 
 
 # --- API keys (AUTH, ADMIN_TOKEN) -----------------------------------------------------------
