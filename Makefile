@@ -1,5 +1,6 @@
 # Thin wrappers, nothing hidden: each target is the command you could type yourself.
 #   make run    serve the exchange (settings: environment variables, see config/example.env)
+#   make run-ray  the same across processes, on Ray (ENGINE=ray; README "Running on Ray")
 #   make test   the test suite          make lint   ruff check + format check
 #   make bench  the benchmarks          make clean  remove caches and build output
 
@@ -10,8 +11,9 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 RAY_STAMP := $(VENV)/.installed-ray
+RUN_RAY_STAMP := $(VENV)/.installed-run-ray
 
-.PHONY: run test lint bench clean distclean
+.PHONY: run run-ray test lint bench clean distclean
 
 # (Re)install whenever the dependencies change; a stamp records the last install.
 # `make run` installs the runtime dependencies only; tests, lint and bench add the dev extra.
@@ -35,15 +37,25 @@ $(STAMP): pyproject.toml constraints.txt
 	@# the dev install holds the runtime one: `make run` needs no install after it
 	touch $@ $(RUN_STAMP)
 
-# The ray extra (ENGINE=ray, being built: docs/ray.md), with dev: `make test` installs
-# it, since its tests run real Ray processes; `make run` never does.
+# The ray extra (ENGINE=ray: docs/ray.md): `make run-ray` installs it with the runtime
+# dependencies, `make test` with dev too (its tests run real Ray processes); `make run`
+# never does.
+$(RUN_RAY_STAMP): pyproject.toml constraints.txt
+	$(venv)
+	$(VENV)/bin/pip install -c constraints.txt -e '.[ray]'
+	touch $@ $(RUN_STAMP)
+
 $(RAY_STAMP): pyproject.toml constraints.txt
 	$(venv)
 	$(VENV)/bin/pip install -c constraints.txt -e '.[dev,ray]'
-	touch $@ $(STAMP) $(RUN_STAMP)
+	touch $@ $(STAMP) $(RUN_STAMP) $(RUN_RAY_STAMP)
 
 run: $(RUN_STAMP)
 	exec $(VENV)/bin/gunicorn -c config/gunicorn.conf.py
+
+# a local Ray head, the sequencer and the shards, then gunicorn with WORKERS workers
+run-ray: $(RUN_RAY_STAMP)
+	exec $(VENV)/bin/python -m miniexchange.cluster.serve
 
 test: $(RAY_STAMP)
 	bash scripts/test-deps

@@ -34,10 +34,13 @@ SHUTDOWN_MARGIN_S = 5
 wsgi_app = "miniexchange.http.app:app"  # the Falcon ASGI app, despite gunicorn's name
 # loop and http: `post_worker_init` sets uvloop accepting in batches and our httptools protocol
 worker_class = "uvicorn_worker.UvicornWorker"
-# All exchange state (books, balances, subscriptions) lives in the one worker process.
-workers = 1
-preload_app = False  # actors start in the worker's lifespan, never in the master
-max_requests = 0  # a recycled worker would lose the in-memory state
+# ENGINE=embedded: all exchange state (books, balances, subscriptions) lives in the one
+# worker process. ENGINE=ray: the state lives in the cluster's shards and any worker may
+# take any request, so WORKERS of them (`make run-ray` starts the cluster first).
+EMBEDDED = settings.engine == "embedded"
+workers = 1 if EMBEDDED else settings.workers
+preload_app = False  # actors start (or Ray is joined) in the worker's lifespan, never here
+max_requests = 0  # a recycled embedded worker would lose the in-memory state
 control_socket_disable = True  # its commands can change the worker count at run time
 
 bind = f"0.0.0.0:{settings.port}"
@@ -82,12 +85,20 @@ def _refuse(message: str) -> None:
 
 
 def on_starting(server: Arbiter) -> None:
-    """Refuse more than one worker: `-w`, `--workers` and GUNICORN_CMD_ARGS override this file.
-    Make SIGINT stop as gracefully as SIGTERM."""
+    """Embedded: refuse more than one worker (`-w`, `--workers` and GUNICORN_CMD_ARGS
+    override this file). Ray: refuse to start with no head to join. Make SIGINT stop as
+    gracefully as SIGTERM."""
     # gunicorn's SIGINT is a "quick" stop that sends the worker SIGQUIT, which the uvicorn
     # worker does not act on: it went on serving until the graceful timeout and was then
     # SIGKILLed with requests in flight. A second SIGINT still forces a quick stop.
     server.handle_int = server.handle_term  # type: ignore[method-assign]
+    if not EMBEDDED:
+        if settings.ray_address is None:
+            _refuse(
+                "ENGINE=ray needs RAY_ADDRESS, the head the workers join: `make run-ray` "
+                "starts a head and the shards, then these workers"
+            )
+        return
     if server.cfg.workers != 1:
         _refuse(
             f"refusing to start with {server.cfg.workers} workers: all exchange state "
@@ -98,7 +109,7 @@ def on_starting(server: Arbiter) -> None:
 
 def nworkers_changed(server: Arbiter, new_value: int, old_value: int | None) -> None:
     """Undo a run-time increase (SIGTTIN): a second worker would hold a second exchange."""
-    if old_value is not None and new_value > 1:
+    if EMBEDDED and old_value is not None and new_value > 1:
         server.log.error(
             "miniexchange: ignoring a request for %d workers: the exchange runs in exactly one",
             new_value,

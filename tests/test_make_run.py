@@ -44,3 +44,9 @@ def test_make_run_installs_the_runtime_dependencies_only() -> None:
 def test_make_test_installs_the_dev_and_ray_extras() -> None:
     """The Ray engine's tests start real Ray processes: the test install has Ray."""
     assert installs(dry_run("test")) == [".venv/bin/pip install -c constraints.txt -e '.[dev,ray]'"]
+
+
+def test_make_run_ray_installs_the_runtime_and_ray_only_and_starts_the_cluster() -> None:
+    commands = dry_run("run-ray")
+    assert installs(commands) == [".venv/bin/pip install -c constraints.txt -e '.[ray]'"]
+    assert commands[-1] == "exec .venv/bin/python -m miniexchange.cluster.serve"

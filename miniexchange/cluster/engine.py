@@ -22,8 +22,15 @@ the listing the sequencer keeps (asked once per symbol a worker has not seen lis
 The event streams read a replica of each streamed symbol's feed, kept by one long poll
 per symbol shard (`cluster.news`).
 
-Not yet here (docs/ray.md, landing steps 7 and 9): `Idempotency-Key` across workers, API-key credentials, metrics across processes. The
-HTTP layer does not serve this engine until they are.
+Not yet here (docs/ray.md, landing steps 8 and 9), and what stands in for it:
+
+- `Idempotency-Key` answers are kept by each worker for itself (`http.idempotency`):
+  a retry that reaches another worker, or comes after a restart, runs again. So
+  `recovered_answers` is empty and `journal_answer` journals nothing.
+- API keys: `AUTH=api_key` is refused with `ENGINE=ray` (settings), so
+  `broker_with_key` is never asked.
+- Metrics: each worker's own HTTP figures (`GET /metrics` answers the worker that took
+  it); the shards' figures are not collected yet.
 """
 
 from __future__ import annotations
@@ -50,20 +57,24 @@ from miniexchange.cluster.batches import (
     WriteCommand,
     encode_part,
 )
+from miniexchange.cluster.head import connect, import_ray
 from miniexchange.cluster.hosts import ACCOUNTS, SEQUENCER, SYMBOLS, Peers
 from miniexchange.cluster.news import JOINING, Update
 from miniexchange.cluster.parts import decode_answers
 from miniexchange.cluster.shards import Placement
 from miniexchange.ids import random_uuid4
-from miniexchange.journal.facts import KeepAnswer
+from miniexchange.journal.facts import Fact, KeepAnswer
+from miniexchange.metrics import Metrics
 from miniexchange.model.candles import Candle
 from miniexchange.model.commands import RegisterBroker, SubmitOrder
 from miniexchange.model.engine import BookView, QuoteView
-from miniexchange.model.errors import ExchangeError, symbol_not_found
+from miniexchange.model.errors import ExchangeError, exchange_unavailable, symbol_not_found
+from miniexchange.model.idempotency import KeptAnswers
 from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import Order, Trade
 from miniexchange.model.subscriptions import Subscription, Upserted
 from miniexchange.model.vwap import Price
+from miniexchange.settings import Settings
 
 log = logging.getLogger("miniexchange.cluster")
 
@@ -73,12 +84,22 @@ next poll of its shard."""
 
 
 class RayEngine:
-    def __init__(self, placement: Placement, max_symbols: int, worker: str | None = None) -> None:
+    def __init__(
+        self,
+        placement: Placement,
+        max_symbols: int,
+        worker: str | None = None,
+        address: str | None = None,
+    ) -> None:
         """`worker`: this process's name in the sequencer, under which its writes are
         numbered from 1 (default: host, pid and a random part, so that a process that
-        reuses a pid is never taken for the one before it and answered its answers)."""
+        reuses a pid is never taken for the one before it and answered its answers).
+        `address`: the head `start` joins (None: the process has joined one already)."""
         self.placement = placement
         self.max_symbols = max_symbols
+        self.metrics = Metrics()
+        self.recovered_answers = KeptAnswers(1, 1)  # none: answers are the workers' own
+        self._address = address
         self.worker = worker or f"{socket.gethostname()}-{os.getpid()}-{random_uuid4()[:8]}"
         self._numbers = itertools.count(1)
         self._peers = Peers()
@@ -91,8 +112,16 @@ class RayEngine:
 
     # -- lifespan ----------------------------------------------------------------------
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RayEngine:
+        """A gunicorn worker's engine: the head of `RAY_ADDRESS`, the shard counts."""
+        placement = Placement(settings.account_shards, settings.symbol_shards)
+        return cls(placement, settings.max_symbols, address=settings.ray_address)
+
     def start(self) -> None:
-        """Find the hosts (the process has joined the cluster: `cluster.head.connect`)."""
+        """Join the cluster and find the hosts."""
+        if self._address is not None:
+            connect(self._address)
         self._peers(SEQUENCER)
         for i in range(self.placement.account_shards):
             self._peers(ACCOUNTS, i)
@@ -120,6 +149,9 @@ class RayEngine:
     def has_book(self, symbol: str) -> bool:
         return True
 
+    def broker_with_key(self, api_key: str) -> str | None:
+        return None  # never asked: the settings refuse AUTH=api_key with ENGINE=ray
+
     # -- commands (`keep`, an Idempotency-Key's answer, is not kept yet: step 9) ----------
 
     async def register(self, command: RegisterBroker, keep: KeepAnswer | None) -> Balance:
@@ -144,41 +176,44 @@ class RayEngine:
     async def unsubscribe(self, webhook_id: str, owner: str | None) -> None:
         await self._write(UnsubscribeWebhook(webhook_id, owner))
 
+    async def journal_answer(self, fact: Fact) -> None:
+        """Nothing to journal: a worker keeps its `Idempotency-Key` answers itself."""
+
     async def _write(self, command: WriteCommand, request_id: str | None = None) -> Any:
         return await self._outbox.request(Write(next(self._numbers), command, request_id))
 
     async def _send(self, writes: Sequence[Write]) -> list[Any]:
         """One call to the sequencer with a pass's writes; their answers, in order."""
         document = encode_part(Part(self.worker, tuple(writes)))
-        _, _, answers = decode_answers(await self._peers(SEQUENCER).submit.remote(document))
+        _, _, answers = decode_answers(await reached(self._peers(SEQUENCER).submit, document))
         return [answer for _, answer in answers]
 
     # -- reads -------------------------------------------------------------------------
 
     async def order(self, order_id: str) -> Order | None:
-        return await self._account(order_id).order.remote(order_id)
+        return await reached(self._account(order_id).order, order_id)
 
     async def broker_orders(
         self, broker_id: str, status: str | None, start: int, limit: int
     ) -> tuple[list[Order], int]:
         return _refused_or(
-            await self._account(broker_id).broker_orders.remote(broker_id, status, start, limit)
+            await reached(self._account(broker_id).broker_orders, broker_id, status, start, limit)
         )
 
     async def balance(self, broker_id: str) -> Balance:
-        return _refused_or(await self._account(broker_id).balance.remote(broker_id))
+        return _refused_or(await reached(self._account(broker_id).balance, broker_id))
 
     async def webhooks(self, broker_id: str) -> list[Subscription]:
-        return _refused_or(await self._account(broker_id).webhooks.remote(broker_id))
+        return _refused_or(await reached(self._account(broker_id).webhooks, broker_id))
 
     async def book(self, symbol: str, depth: int) -> BookView:
-        return await (await self._symbol(symbol)).book.remote(symbol, depth)
+        return await reached((await self._symbol(symbol)).book, symbol, depth)
 
     async def quote(self, symbol: str, side: str, quantity: int) -> QuoteView:
-        return await (await self._symbol(symbol)).quote.remote(symbol, side, quantity)
+        return await reached((await self._symbol(symbol)).quote, symbol, side, quantity)
 
     async def price(self, symbol: str) -> Price:
-        return await (await self._symbol(symbol)).price.remote(symbol)
+        return await reached((await self._symbol(symbol)).price, symbol)
 
     async def stocks(self) -> list[tuple[str, Summary]]:
         """Every listed symbol's summary, by symbol: the listing from the sequencer,
@@ -190,7 +225,7 @@ class RayEngine:
             by_shard.setdefault(placement.symbol_shard(symbol), []).append(symbol)
         shards = list(by_shard.items())
         answers = await asyncio.gather(
-            *(self._peers(SYMBOLS, j).summaries.remote(symbols) for j, symbols in shards)
+            *(reached(self._peers(SYMBOLS, j).summaries, symbols) for j, symbols in shards)
         )
         summaries = {
             symbol: summary
@@ -200,10 +235,10 @@ class RayEngine:
         return [(symbol, summaries[symbol]) for symbol in listed]
 
     async def trades(self, symbol: str, limit: int) -> list[Trade]:
-        return await (await self._symbol(symbol)).trades.remote(symbol, limit)
+        return await reached((await self._symbol(symbol)).trades, symbol, limit)
 
     async def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]:
-        return await (await self._symbol(symbol)).candles.remote(symbol, interval, limit)
+        return await reached((await self._symbol(symbol)).candles, symbol, interval, limit)
 
     # -- the event streams' feeds: this worker's replicas ---------------------------------
 
@@ -241,7 +276,7 @@ class RayEngine:
 
     async def _refresh_listed(self) -> list[str]:
         """The listing as the sequencer has it now, sorted, remembered."""
-        listed: list[str] = await self._peers(SEQUENCER).listed.remote()
+        listed: list[str] = await reached(self._peers(SEQUENCER).listed)
         self._listed.update(listed)
         return listed
 
@@ -256,6 +291,16 @@ class RayEngine:
         if symbol not in self._listed and symbol not in await self._refresh_listed():
             raise symbol_not_found(symbol)
         return self._peers(SYMBOLS, self.placement.symbol_shard(symbol))
+
+
+async def reached(method: Any, *args: Any) -> Any:
+    """A host's answer to one call; a host that is down (its process died) refuses the
+    request with 503 `unavailable`, as the sequencer answers a write it cannot settle."""
+    ray = import_ray()
+    try:
+        return await method.remote(*args)
+    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+        raise exchange_unavailable() from None
 
 
 def _refused_or(answer: Any) -> Any:

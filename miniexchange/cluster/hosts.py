@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -45,7 +46,12 @@ from miniexchange.cluster.stamped import Batch, Go
 from miniexchange.journal.store import MemoryJournal, SqliteJournal
 from miniexchange.model.candles import Candle
 from miniexchange.model.engine import BookView, QuoteView
-from miniexchange.model.errors import ExchangeError, broker_not_found, journal_unavailable
+from miniexchange.model.errors import (
+    ExchangeError,
+    broker_not_found,
+    exchange_unavailable,
+    journal_unavailable,
+)
 from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import Order, Trade
 from miniexchange.model.subscriptions import Subscription
@@ -55,6 +61,10 @@ from miniexchange.webhooks.delivery import Deliveries
 SEQUENCER = "sequencer"
 ACCOUNTS = "accounts"
 SYMBOLS = "symbols"
+
+WATCH_S = 2.0
+"""How long a batch may go unsettled before the sequencer asks whether every shard is
+alive (a dead one would leave its writers waiting for ever)."""
 
 
 def host_name(kind: str, index: int = 0) -> str:
@@ -229,6 +239,7 @@ class SequencerHost:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pump_scheduled = False
         self._ticker: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._peers = Peers()
 
     async def submit(self, document: bytes) -> bytes:
@@ -281,8 +292,10 @@ class SequencerHost:
     def _started(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-            if self._interval_s is not None:  # held: the loop keeps only weak references
+            # held: the loop keeps only weak references to its tasks
+            if self._interval_s is not None:
                 self._ticker = self._loop.create_task(self._tick())
+            self._watcher = self._loop.create_task(self._watch())
         return self._loop
 
     async def _tick(self) -> None:
@@ -290,6 +303,40 @@ class SequencerHost:
         while True:
             await asyncio.sleep(self._interval_s or 1.0)
             self._pump()
+
+    async def _watch(self) -> None:
+        """Fail-stop once a shard is found dead: until shards rebuild themselves (docs/
+        ray.md, landing step 8) a batch it holds never settles, so every write waiting,
+        and every write after, is answered `unavailable` instead of waiting for ever."""
+        sequencer = self._sequencer
+        settled, since = sequencer.settled_through, time.monotonic()
+        while self._failure is None:
+            await asyncio.sleep(WATCH_S / 4)
+            if sequencer.in_flight == 0 or sequencer.settled_through != settled:
+                settled, since = sequencer.settled_through, time.monotonic()
+            elif time.monotonic() - since >= WATCH_S:
+                if not await self._shards_alive():
+                    self._fail(exchange_unavailable())
+                since = time.monotonic()
+
+    async def _shards_alive(self) -> bool:
+        ray = import_ray()
+        shards = [
+            *(self._peers(ACCOUNTS, i) for i in range(self.placement.account_shards)),
+            *(self._peers(SYMBOLS, j) for j in range(self.placement.symbol_shards)),
+        ]
+        try:
+            await asyncio.gather(*(shard.__ray_ready__.remote() for shard in shards))
+        except ray.exceptions.RayActorError:
+            return False
+        return True
+
+    def _fail(self, failure: ExchangeError) -> None:
+        """Answer every waiting write, and every later one, with `failure`."""
+        self._failure = failure
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_result(failure)
 
     def _schedule_pump(self) -> None:
         """One pump per pass of the loop: the writes of every call that arrived in it
@@ -315,10 +362,7 @@ class SequencerHost:
 
     def _durable(self, batch: Batch, error: BaseException | None) -> None:
         if error is not None:  # fail-stop: nothing of this batch reaches a shard
-            self._failure = journal_unavailable()
-            for future in self._waiting.values():
-                if not future.done():
-                    future.set_result(self._failure)
+            self._fail(journal_unavailable())
             return
         document = encode_batch(batch)
         for i in range(self.placement.account_shards):

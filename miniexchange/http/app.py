@@ -1,7 +1,8 @@
 """The Falcon ASGI application: routes, error rendering, and the engine's lifespan.
 
-The resources reach the exchange through one `Engine` (`actors.seam`); the served app's
-is the embedded one. The engine starts in the ASGI lifespan startup (in the gunicorn
+The resources reach the exchange through one `Engine` (`actors.seam`): the embedded
+one, or with `ENGINE=ray` the cluster's (`cluster.engine`, imported only then: the
+default install has no Ray). The engine starts in the ASGI lifespan startup (in the gunicorn
 worker, never at import or in the master) and stops in its shutdown, after the server
 has let in-flight requests finish: first the expiration clock, then the symbol actors
 and the webhook dispatcher.
@@ -137,6 +138,15 @@ class ExchangeApp(falcon.asgi.App):
         await super().__call__(scope, receive, send)
 
 
+def served_engine(settings: Settings, clock: Clock, ids: IdFactory) -> Engine:
+    """The engine `ENGINE` names. With `ray` the cluster stamps times and ids itself."""
+    if settings.engine == "ray":
+        from miniexchange.cluster.engine import RayEngine
+
+        return RayEngine.from_settings(settings)
+    return EmbeddedEngine.from_settings(settings, clock, ids, on_journal_failure=stop_this_worker)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -156,9 +166,7 @@ def create_app(
     settings = settings or load_settings()
     clock = clock or SystemClock()
     if engine is None:
-        engine = EmbeddedEngine.from_settings(
-            settings, clock, ids or RandomIds(), on_journal_failure=stop_this_worker
-        )
+        engine = served_engine(settings, clock, ids or RandomIds())
     streams = StreamHub(engine, settings.max_streams)
     answers = IdempotencyStore(clock, settings.idempotency_ttl_us, settings.idempotency_max_keys)
     idempotency = Idempotency(answers, engine)

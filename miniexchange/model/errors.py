@@ -88,6 +88,11 @@ def journal_unavailable() -> ExchangeError:
     )
 
 
+def exchange_unavailable() -> ExchangeError:
+    """The 503 when a process the request needs is down (`ENGINE=ray`: a shard)."""
+    return ExchangeError("unavailable", "A part of the exchange is down; retry later")
+
+
 def symbol_limit_reached(limit: int) -> ExchangeError:
     """The 409 for a registration or an order that would list one symbol too many."""
     return ExchangeError("symbol_limit_reached", f"The exchange lists at most {limit} symbols")

@@ -199,16 +199,21 @@ def test_a_shard_whose_process_died_fails_its_calls_instead_of_answering_empty(
     hosts: Hosts,  # noqa: F811
 ) -> None:
     """Until a shard rebuilds itself from its snapshot and the journal, Ray must not
-    restart it empty: a broker it knew would be answered `broker_not_found`."""
+    restart it empty: a broker it knew would be answered `broker_not_found`. A read
+    it would answer is refused `unavailable` (a 503); a write, whose batch that shard
+    would have to settle, is refused so once the sequencer finds the shard dead, and so
+    is every write after it."""
     one, _ = engines()
 
     async def scenario() -> None:
         await one.register(RegisterBroker("buyer", 1_000, ()), None)
         ray.kill(hosts.accounts[Placement(2, 2).account_shard("buyer")], no_restart=False)
+        unavailable = ("unavailable", "A part of the exchange is down; retry later")
         for _ in range(5):  # over seconds: long enough for Ray to have restarted it
-            with pytest.raises(ray.exceptions.RayActorError):
-                await one.balance("buyer")
+            assert await refusal(one.balance("buyer")) == unavailable
             await asyncio.sleep(1)
+        for broker in ("seller", "other"):  # the waiting one, then a later one
+            assert await refusal(one.register(RegisterBroker(broker, 1, ()), None)) == unavailable
 
     asyncio.run(scenario())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -28,8 +29,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+ENGINES = ("embedded", "ray")
+"""The two ways to run the exchange: `make run` (one gunicorn worker holding all of it)
+and `make run-ray` (a local Ray head, the sequencer and shards, two gunicorn workers)."""
+
+RAY_ENV = {"WORKERS": "2", "ACCOUNT_SHARDS": "2", "SYMBOL_SHARDS": "2"}
+"""Ray mode as the e2e tests run it: two workers, so that a test's requests cross from
+one to the other, and two shards of each kind, so that brokers and symbols are split."""
+
+
+def engine_or_skip(engine: str) -> str:
+    """`engine`, or the test skipped in Ray mode without the `ray` extra (`make test`
+    installs it)."""
+    if engine == "ray" and importlib.util.find_spec("ray") is None:
+        pytest.skip("the ray extra is not installed (make .venv/.installed-ray installs it)")
+    return engine
+
+
 class Server:
-    """One gunicorn process running `config/gunicorn.conf.py`, as `make run` does."""
+    """The exchange as an operator starts it: `make run` (gunicorn running
+    `config/gunicorn.conf.py`) or, with `engine="ray"`, `make run-ray`."""
 
     def __init__(
         self,
@@ -37,17 +56,22 @@ class Server:
         log_path: Path,
         stderr_path: Path | None = None,
         port: int | None = None,
+        engine: str = "embedded",
     ) -> None:
         """Standard output goes to `log_path`; standard error too, or to `stderr_path`.
         `port`: a restart where the last server listened; by default a free port."""
         self.port = free_port() if port is None else port
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        full_env = {**os.environ, "PORT": str(self.port), **env}
+        self.engine = engine
+        ray = engine == "ray"
+        full_env = {**os.environ, **(RAY_ENV if ray else {}), "PORT": str(self.port), **env}
         self._log = log_path.open("wb")
         self._stderr = stderr_path.open("wb") if stderr_path is not None else None
         self.process = subprocess.Popen(
-            [str(GUNICORN), "-c", "config/gunicorn.conf.py"],
+            [sys.executable, "-m", "miniexchange.cluster.serve"]
+            if ray
+            else [str(GUNICORN), "-c", "config/gunicorn.conf.py"],
             cwd=ROOT,
             env=full_env,
             stdout=self._log,
@@ -59,8 +83,9 @@ class Server:
             self.stop()
             raise
 
-    def _wait_ready(self, attempts: int = 300) -> None:
-        for _ in range(attempts):
+    def _wait_ready(self) -> None:
+        # a head, its hosts and the workers joining it take seconds; never a speed test
+        for _ in range(1200 if self.engine == "ray" else 300):
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited at start:\n{self.output()}")
             try:
@@ -107,10 +132,12 @@ def refused_start(database: Path, timeout: float) -> subprocess.CompletedProcess
     )
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+@pytest.fixture(params=ENGINES)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     running = Server(
-        {"DATABASE_PATH": ":memory:", "EXPIRATION_INTERVAL": "100ms"}, tmp_path / "server.log"
+        {"DATABASE_PATH": ":memory:", "EXPIRATION_INTERVAL": "100ms"},
+        tmp_path / "server.log",
+        engine=engine_or_skip(request.param),
     )
     try:
         yield running
@@ -175,6 +202,7 @@ class PipedServer(Server):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.engine = "embedded"
         self._log = log_path.open("wb")
         self._stderr = None
         self.process = subprocess.Popen(

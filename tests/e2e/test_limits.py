@@ -21,7 +21,7 @@ from typing import NamedTuple
 import pytest
 import requests
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import ENGINES, Server, engine_or_skip
 
 GUARD_S = 15.0
 """Socket timeout: a server that never answers fails the test instead of hanging it."""
@@ -50,16 +50,19 @@ class Response(NamedTuple):
         return json.loads(self.body)
 
 
-def start(tmp_path: Path, **env: str) -> Server:
+def start(tmp_path: Path, engine: str = "embedded", **env: str) -> Server:
     return Server(
         {"DATABASE_PATH": ":memory:", "READ_TIMEOUT": READ_TIMEOUT, **env},
         tmp_path / "server.log",
+        engine=engine,
     )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start(tmp_path_factory.mktemp("limits"))
+@pytest.fixture(scope="module", params=ENGINES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    running = start(tmp_path_factory.mktemp("limits"), engine_or_skip(request.param))
     try:
         yield running
     finally:

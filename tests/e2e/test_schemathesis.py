@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import ROOT, Server
+from tests.e2e.conftest import ENGINES, ROOT, Server, engine_or_skip
 from tests.e2e.receiver import Receiver, receiving
 from tests.seeded_generation import EVENTS, SEEDS_VARIABLE, Seeds, seeded
 
@@ -55,15 +55,15 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
         yield running
 
 
-@pytest.fixture
-def server(receiver: Receiver, tmp_path: Path) -> Iterator[Server]:
+@pytest.fixture(params=ENGINES)
+def server(request: pytest.FixtureRequest, receiver: Receiver, tmp_path: Path) -> Iterator[Server]:
     env = {
         "DATABASE_PATH": ":memory:",
         "EXPIRATION_INTERVAL": "100ms",
         "WEBHOOK_CA_BUNDLE": str(receiver.ca_path),
         "WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver is on 127.0.0.1
     }
-    running = Server(env, tmp_path / "server.log")
+    running = Server(env, tmp_path / "server.log", engine=engine_or_skip(request.param))
     try:
         yield running
     finally:

@@ -100,38 +100,56 @@ class Events:
 
 
 class Pipeline:
-    """`POST /orders` pipelined on one raw HTTP/1.1 connection: thousands of orders in a
+    """`POST /orders` pipelined on raw HTTP/1.1 connections: thousands of orders in a
     few seconds from one thread, where a round trip each would take a minute or more
-    on a busy machine."""
+    on a busy machine. Several connections, so that the server has several orders at
+    once (it answers a connection's requests one after the other): with `ENGINE=ray`
+    an order's answer waits for its batch to pass the shards, and a batch carries what
+    came meanwhile."""
+
+    CONNECTIONS = 8
 
     def __init__(self, port: int) -> None:
-        self._socket = socket.create_connection(("127.0.0.1", port), timeout=READ_GUARD_S)
-        self._responses = self._socket.makefile("rb")
+        self._sockets = [
+            socket.create_connection(("127.0.0.1", port), timeout=READ_GUARD_S)
+            for _ in range(self.CONNECTIONS)
+        ]
+        self._responses = [sock.makefile("rb") for sock in self._sockets]
 
     def post(self, bodies: list[dict[str, Any]]) -> list[Any]:
-        """Send every order at once, then read the answers; each must be a 201."""
-        requests_bytes = []
-        for body in bodies:
-            data = json.dumps(body).encode()
-            head = f"POST /orders HTTP/1.1\r\nHost: exchange\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-            requests_bytes.append(head.encode() + data)
-        self._socket.sendall(b"".join(requests_bytes))
-        return [self._read_answer() for _ in bodies]
+        """Send every order at once, spread over the connections, then read the
+        answers, in the orders' order; each must be a 201."""
+        lanes = list(zip(self._sockets, self._responses, strict=True))
+        chunk = -(-len(bodies) // len(lanes))
+        sent = []
+        for start, (sock, responses) in zip(range(0, len(bodies), chunk), lanes, strict=False):
+            mine = bodies[start : start + chunk]
+            sock.sendall(b"".join(self._request(body) for body in mine))
+            sent.append((responses, len(mine)))
+        return [self._read_answer(responses) for responses, count in sent for _ in range(count)]
 
-    def _read_answer(self) -> Any:
-        status = int(self._responses.readline().split()[1])
+    @staticmethod
+    def _request(body: dict[str, Any]) -> bytes:
+        data = json.dumps(body).encode()
+        head = f"POST /orders HTTP/1.1\r\nHost: exchange\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+        return head.encode() + data
+
+    @staticmethod
+    def _read_answer(responses: Any) -> Any:
+        status = int(responses.readline().split()[1])
         length = 0
-        while (line := self._responses.readline()) not in (b"\r\n", b""):
+        while (line := responses.readline()) not in (b"\r\n", b""):
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
-        answer = self._responses.read(length)
+        answer = responses.read(length)
         assert status == 201, answer
         return json.loads(answer)
 
     def close(self) -> None:
-        self._responses.close()
-        self._socket.close()
+        for responses, sock in zip(self._responses, self._sockets, strict=True):
+            responses.close()
+            sock.close()
 
 
 def open_stream(url: str, session: requests.Session | None = None) -> requests.Response:
@@ -214,8 +232,9 @@ def test_a_stalled_reader_holds_up_no_order_and_is_cut_off(server: Server, api: 
         # (`Pipeline.post` asserts it) while it does not read.
         trade_ids: list[str] = []
         for _ in range(ROUNDS):
-            answers = pipeline.post([ASK] * ROUND + [SWEEP])
-            trade_ids += [trade["trade_id"] for trade in answers[-1]["trades"]]
+            pipeline.post([ASK] * ROUND)
+            (sweep,) = pipeline.post([SWEEP])
+            trade_ids += [trade["trade_id"] for trade in sweep["trades"]]
         assert len(trade_ids) == ROUND * ROUNDS
 
         # Another reader connects meanwhile and is served at once, from a fresh book.

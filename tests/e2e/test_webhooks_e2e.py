@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import ENGINES, Server, engine_or_skip
 from tests.e2e.receiver import Received, Receiver, verify_signature
 
 SECRET = "e2e-secret"
@@ -30,7 +30,11 @@ WAIT_S = 30.0
 
 
 def start_server(
-    receiver: Receiver, directory: Path, allow_private: bool, timeout: str = "30s"
+    receiver: Receiver,
+    directory: Path,
+    allow_private: bool,
+    timeout: str = "30s",
+    engine: str = "embedded",
 ) -> Server:
     env = {
         "DATABASE_PATH": ":memory:",
@@ -42,12 +46,21 @@ def start_server(
         "WEBHOOK_TIMEOUT": timeout,
         "WEBHOOK_ALLOW_PRIVATE": "true" if allow_private else "false",
     }
-    return Server(env, directory / "server.log")
+    return Server(env, directory / "server.log", engine=engine)
 
 
-@pytest.fixture(scope="module")
-def server(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(receiver, tmp_path_factory.mktemp("server"), allow_private=True)
+@pytest.fixture(scope="module", params=ENGINES)
+def server(
+    request: pytest.FixtureRequest,
+    receiver: Receiver,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    running = start_server(
+        receiver,
+        tmp_path_factory.mktemp("server"),
+        allow_private=True,
+        engine=engine_or_skip(request.param),
+    )
     try:
         yield running
     finally:

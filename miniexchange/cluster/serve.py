@@ -1,0 +1,146 @@
+"""`make run-ray`: the exchange with `ENGINE=ray` on this machine, as one foreground
+command that an operator stops with SIGTERM or Ctrl-C, as they stop `make run`.
+
+In order: a local head (`cluster.head.start_head`: loopback only, no usage statistics,
+no dashboard), unless `RAY_ADDRESS` names one already running (a head started with
+`ray start --head`, which other machines may join); the hosts (`cluster.hosts`: the
+sequencer with its journal, `ACCOUNT_SHARDS` account shards, `SYMBOL_SHARDS` symbol
+shards); then gunicorn with `WORKERS` workers, each joining the head. A stop runs the
+other way: gunicorn first (its workers finish their requests), then the hosts, then the
+head if this command started it.
+
+The hosts belong to this command's Ray driver: they end when it ends. Another machine's
+workers join them with `ENGINE=ray RAY_ADDRESS=<head> gunicorn -c
+config/gunicorn.conf.py` (README, "Running on Ray").
+
+Until a shard can rebuild itself from the journal (docs/ray.md, landing step 8), a
+start over a journal that holds batches is refused with one line: starting empty beside
+it would forget acknowledged orders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+from types import FrameType
+
+from miniexchange.cluster.head import Head, connect, disconnect, import_ray, start_head
+from miniexchange.cluster.hosts import Hosts, start_hosts
+from miniexchange.cluster.shards import Placement
+from miniexchange.journal.store import JournalFormatError, SqliteJournal
+from miniexchange.settings import Settings, SettingsError, load_settings
+from miniexchange.webhooks.delivery import DeliveryPool
+
+GUNICORN_CONFIG = Path(__file__).resolve().parents[2] / "config" / "gunicorn.conf.py"
+
+EXIT_SETTINGS = 2  # as gunicorn's configuration exits on a bad variable
+EXIT_REFUSED = 3  # as a worker refusing its journal (gunicorn's boot error)
+
+
+def say(message: str) -> None:
+    print(f"miniexchange: {message}", file=sys.stderr, flush=True)
+
+
+def uncounted(event_type: str, outcome: str, seconds: float | None) -> None:
+    """Delivery outcomes are not counted in the shards yet (docs/ray.md, step 9)."""
+
+
+def refusal_of_journal(settings: Settings) -> str | None:
+    """Why this start must not go on over the journal at DATABASE_PATH, or None."""
+    if not settings.journal_enabled or not Path(settings.database_path).exists():
+        return None
+    journal = SqliteJournal(settings.database_path, engine="ray")
+    try:
+        if next(journal.facts(), None) is not None:
+            return (
+                f"{settings.database_path} holds batches, and ENGINE=ray cannot yet rebuild "
+                "its shards from a journal: give DATABASE_PATH a new file (or :memory:)"
+            )
+    except JournalFormatError as refused:
+        return str(refused)
+    finally:
+        journal.close()
+    return None
+
+
+def started_hosts(settings: Settings) -> Hosts:
+    """The sequencer and the shards, each answering (Ray starts actors lazily)."""
+    hosts = start_hosts(
+        Placement(settings.account_shards, settings.symbol_shards),
+        partial(DeliveryPool, settings, on_outcome=uncounted),
+        settings.database_path,
+        settings.max_symbols,
+        settings.expiration_interval_us,
+        settings.vwap_window_us,
+    )
+    every = (hosts.sequencer, *hosts.accounts, *hosts.symbols)
+    import_ray().get([host.__ray_ready__.remote() for host in every])
+    return hosts
+
+
+def stopped_hosts(hosts: Hosts) -> None:
+    """Each shard stops its actors and delivery pool; the driver's end ends them all."""
+    ray = import_ray()
+    with contextlib.suppress(Exception):  # a host already gone has nothing to stop
+        ray.get([shard.stop.remote() for shard in (*hosts.accounts, *hosts.symbols)])
+
+
+def serve(settings: Settings) -> int:
+    """Run until gunicorn ends; its exit status."""
+    head: Head | None = None
+    address = settings.ray_address
+    if address is None:
+        head = start_head()
+        address = head.address
+    try:
+        connect(address)
+        hosts = started_hosts(settings)
+        say(
+            f"Ray head at {address}: a sequencer, {settings.account_shards} account "
+            f"shard(s), {settings.symbol_shards} symbol shard(s); {settings.workers} worker(s)"
+        )
+        try:
+            return run_gunicorn(address)
+        finally:
+            stopped_hosts(hosts)
+            disconnect()
+    finally:
+        if head is not None:
+            head.stop()
+
+
+def run_gunicorn(address: str) -> int:
+    """gunicorn in the foreground, told to stop (SIGTERM) when this command is."""
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    environment = {**os.environ, "ENGINE": "ray", "RAY_ADDRESS": address}
+    process = subprocess.Popen([str(gunicorn), "-c", str(GUNICORN_CONFIG)], env=environment)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+    return process.wait()
+
+
+def main() -> int:
+    try:
+        settings = load_settings({**os.environ, "ENGINE": "ray"})
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        return EXIT_SETTINGS
+    refused = refusal_of_journal(settings)
+    if refused is not None:
+        say(refused)
+        return EXIT_REFUSED
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
