@@ -40,7 +40,7 @@ from miniexchange.cluster.parts import (
     encode_match_part,
     encode_settle_part,
 )
-from miniexchange.cluster.sequencer import Sequencer, Ticket
+from miniexchange.cluster.sequencer import IN_FLIGHT, Sequencer, Ticket, journaled
 from miniexchange.cluster.shards import AccountShard, Answer, Placement, SymbolShard
 from miniexchange.cluster.stamped import Batch, Go
 from miniexchange.journal.store import MemoryJournal, SqliteJournal
@@ -104,8 +104,11 @@ class AccountShardHost:
         self._lock = threading.Lock()
         self._peers = Peers()
 
-    def take_batch(self, document: bytes) -> None:
+    def take_batch(self, document: bytes, replayed: bool = False) -> None:
+        """`replayed`: a batch of the journal sent again at a start (`SequencerHost.replay`)."""
         batch = decode_batch(document)
+        if replayed:
+            self._shard.replayed_through = max(self._shard.replayed_through, batch.k)
         self._run(lambda door: door.take_batch(batch))
 
     def take_go(self, k: int) -> None:
@@ -229,8 +232,10 @@ class SequencerHost:
             if database_path == ":memory:"
             else SqliteJournal(database_path, engine="ray")
         )
-        self._sequencer.resume(self._journal.facts())
-        self._journal.start()
+        self._resumed_through = self._sequencer.resume(self._journal.facts())
+        self._replay: dict[int, set[int]] = {}  # a replayed batch -> the shards that settled it
+        self._replay_done: dict[int, asyncio.Future[None]] = {}
+        self._replaying = False
         self._interval_s = None if expiration_interval_us is None else expiration_interval_us / 1e6
         self._waiting: dict[Ticket, asyncio.Future[Any]] = {}
         self._answers: dict[int, list[Answer]] = {}  # k -> the answers come so far
@@ -263,11 +268,57 @@ class SequencerHost:
             0, 0, [(w.number, a) for w, a in zip(part.writes, answers, strict=True)]
         )
 
+    async def replay(self) -> int:
+        """At a start over a journal: send its batches to the shards again, as they were
+        cut (each with the `after` the journal recorded, and the `Go` words that let it
+        follow), so that the shards, which start empty and are deterministic, rebuild the
+        state it describes; answers are dropped and webhooks not delivered again. Then
+        the journal takes new batches and the ticks start. Returns how many batches
+        were replayed. Called once, before any worker writes."""
+        loop = self._started(replaying=True)
+        last = self._resumed_through
+        accounts = [self._peers(ACCOUNTS, i) for i in range(self.placement.account_shards)]
+        for entry in journaled(self._journal.facts()) if last else ():
+            batch = entry.batch
+            if batch.k > last:
+                break
+            if batch.k > IN_FLIGHT:  # at most two batches in flight, as when they were cut
+                await self._replayed(batch.k - IN_FLIGHT)
+            if batch.after == batch.k - 1 and batch.after > 0:
+                for shard in accounts:
+                    shard.take_go.remote(batch.after)
+            self._replay_done[batch.k] = loop.create_future()
+            document = encode_batch(batch)
+            for shard in accounts:
+                shard.take_batch.remote(document, True)
+        if last:
+            for shard in accounts:
+                shard.take_go.remote(last)
+            for k in range(max(1, last - IN_FLIGHT + 1), last + 1):
+                await self._replayed(k)
+        self._replaying = False
+        self._started()
+        return last
+
+    async def _replayed(self, k: int) -> None:
+        future = self._replay_done.get(k)
+        if future is not None:
+            await future
+            del self._replay_done[k]
+
     async def settled(self, document: bytes) -> None:
         """An account shard ran R2 of a batch: its answers; with every shard's, the
         batch's effects are all in place, and its answers go."""
         self._started()
         k, sender, answers = decode_answers(document)
+        if k <= self._resumed_through:  # a replayed batch: nobody waits for its answers
+            reported = self._replay.setdefault(k, set())
+            reported.add(sender)
+            future = self._replay_done.get(k)
+            if len(reported) == self.placement.account_shards and future is not None:
+                del self._replay[k]
+                future.set_result(None)
+            return
         if k <= self._sequencer.settled_through:
             return  # sent again after a failure
         reported = self._reported.setdefault(k, set())
@@ -289,9 +340,13 @@ class SequencerHost:
     def _settled_next(self) -> int:
         return self._sequencer.settled_through + 1
 
-    def _started(self) -> asyncio.AbstractEventLoop:
+    def _started(self, replaying: bool = False) -> asyncio.AbstractEventLoop:
+        """The loop; on the first call (not a replay's), the journal, ticks and watch start."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+            self._replaying = replaying
+        if self._watcher is None and not self._replaying:
+            self._journal.start()
             # held: the loop keeps only weak references to its tasks
             if self._interval_s is not None:
                 self._ticker = self._loop.create_task(self._tick())

@@ -13,9 +13,10 @@ The hosts belong to this command's Ray driver: they end when it ends. Another ma
 workers join them with `ENGINE=ray RAY_ADDRESS=<head> gunicorn -c
 config/gunicorn.conf.py` (README, "Running on Ray").
 
-Until a shard can rebuild itself from the journal (docs/ray.md, landing step 8), a
-start over a journal that holds batches is refused with one line: starting empty beside
-it would forget acknowledged orders.
+A start over a journal rebuilds the shards from it before the workers start: the
+sequencer sends its batches again (`SequencerHost.replay`). A shard whose process dies
+while serving is not restarted yet (docs/ray.md, landing step 8): the requests that need
+it are answered 503 until `make run-ray` is started again.
 """
 
 from __future__ import annotations
@@ -51,16 +52,13 @@ def uncounted(event_type: str, outcome: str, seconds: float | None) -> None:
 
 
 def refusal_of_journal(settings: Settings) -> str | None:
-    """Why this start must not go on over the journal at DATABASE_PATH, or None."""
+    """Why the journal at DATABASE_PATH must not be opened (another engine's, a newer
+    format, damaged), or None: one line now, rather than a sequencer failing to start."""
     if not settings.journal_enabled or not Path(settings.database_path).exists():
         return None
     journal = SqliteJournal(settings.database_path, engine="ray")
     try:
-        if next(journal.facts(), None) is not None:
-            return (
-                f"{settings.database_path} holds batches, and ENGINE=ray cannot yet rebuild "
-                "its shards from a journal: give DATABASE_PATH a new file (or :memory:)"
-            )
+        next(journal.facts(), None)
     except JournalFormatError as refused:
         return str(refused)
     finally:
@@ -79,7 +77,11 @@ def started_hosts(settings: Settings) -> Hosts:
         settings.vwap_window_us,
     )
     every = (hosts.sequencer, *hosts.accounts, *hosts.symbols)
-    import_ray().get([host.__ray_ready__.remote() for host in every])
+    ray = import_ray()
+    ray.get([host.__ray_ready__.remote() for host in every])
+    replayed = ray.get(hosts.sequencer.replay.remote())
+    if replayed:
+        say(f"the shards rebuilt from {replayed} batches of {settings.database_path}")
     return hosts
 
 

@@ -451,6 +451,9 @@ class AccountShard:
         self._r2_done = 0
         self._r2_allowed = 0  # the last batch whose R2 the sequencer let run (`allow_r2`)
         self._decided: dict[int, list[Answer]] = {}  # R1's answers, given with R2's
+        self.replayed_through = 0
+        """The batches up to it are a replay of the journal: their webhook events were
+        delivered when they first ran (or lost with the process), and are not again."""
 
     def account_actor(self, broker_id: str) -> pykka.ActorRef[Any]:
         """The actor of `broker_id`'s ledger: the CRC-32 over shards times actors keeps
@@ -648,7 +651,7 @@ class AccountShard:
                     index.publish_new(state.order)
                 else:
                     index.publish(state.order)
-            if effect.events and listening.any_of(effect.events):
+            if effect.events and k > self.replayed_through and listening.any_of(effect.events):
                 self._dispatcher.tell(Notify(effect.events))
         for actor in self._actors:  # every change applied before the answers leave
             actor.ask(ReadBalance("", _ignore))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from miniexchange.clock import SystemClock
-from miniexchange.cluster.batches import Part, Write, WriteCommand, encode_part
+from miniexchange.cluster.batches import CancelOrder, Part, Write, WriteCommand, encode_part
 from miniexchange.cluster.head import Head
 from miniexchange.cluster.hosts import Hosts, start_hosts
 from miniexchange.cluster.parts import decode_answers
@@ -24,7 +24,7 @@ from miniexchange.journal.store import SqliteJournal
 from miniexchange.model.commands import ASK, BID, RegisterBroker
 from miniexchange.model.errors import ExchangeError
 from miniexchange.model.ledger import Balance, Holding
-from miniexchange.model.orders import FILLED, PENDING, Order
+from miniexchange.model.orders import CANCELLED, FILLED, PENDING, Order
 from miniexchange.testing import FakeDeliveries
 from tests.cluster.helpers import joined_head, ray_or_skip
 from tests.cluster.test_shards import limit, market
@@ -53,11 +53,15 @@ def hosts(head: Head, journal_path: str) -> Iterator[Hosts]:
     try:
         yield started
     finally:
-        for host in (*started.accounts, *started.symbols):
-            with contextlib.suppress(ray.exceptions.RayActorError):  # a test killed it
-                ray.get(host.stop.remote(), timeout=WAIT_S)
-        for host in (started.sequencer, *started.accounts, *started.symbols):
-            ray.kill(host)
+        stop_hosts(started)
+
+
+def stop_hosts(hosts: Hosts) -> None:
+    for host in (*hosts.accounts, *hosts.symbols):
+        with contextlib.suppress(ray.exceptions.RayActorError):  # a test killed it
+            ray.get(host.stop.remote(), timeout=WAIT_S)
+    for host in (hosts.sequencer, *hosts.accounts, *hosts.symbols):
+        ray.kill(host)
 
 
 class Worker:
@@ -149,3 +153,63 @@ def test_concurrent_calls_of_several_workers_are_all_answered_and_conserve_cash(
         held = [h.quantity for b in balances for h in b.holdings if h.symbol == symbol]
         assert sum(held) == 200
     assert all(b.available_cash >= 0 for b in balances)
+
+
+def test_hosts_started_again_over_their_journal_rebuild_the_state_and_go_on(
+    head: Head, journal_path: str
+) -> None:
+    """What `make run-ray` does at a start over a journal: the shards start empty, the
+    sequencer sends them every journaled batch again (`replay`), and they end where the
+    hosts before them were; new writes then follow the replayed ones."""
+    first = start_hosts(Placement(2, 2), FakeDeliveries, journal_path)
+    try:
+        assert ray.get(first.sequencer.replay.remote(), timeout=WAIT_S) == 0  # a new journal
+        worker = Worker(first, "w1")
+        worker.answers(
+            RegisterBroker("seller", 0, (("AAPL", 10), ("MSFT", 5))),
+            RegisterBroker("buyer", 100_000, ()),
+        )
+        asks = worker.answers(
+            limit("seller", ASK, 1_000, 3, expires=LATER),
+            limit("seller", ASK, 1_100, 3, expires=LATER),
+            limit("seller", ASK, 900, 2, expires=LATER, symbol="MSFT"),
+        )
+        worker.answers(market("buyer", BID, 4))
+        (resting,) = worker.answers(limit("buyer", BID, 800, 2, expires=LATER, symbol="MSFT"))
+        (cancelled,) = worker.answers(CancelOrder(asks[2].order_id))
+        assert cancelled.status == CANCELLED
+        before = state(first, [*asks, resting])
+    finally:
+        stop_hosts(first)
+
+    second = start_hosts(Placement(2, 2), FakeDeliveries, journal_path)
+    try:
+        assert ray.get(second.sequencer.replay.remote(), timeout=WAIT_S) >= 5  # ticks too
+        assert state(second, [*asks, resting]) == before
+        (sweep,) = Worker(second, "w2").answers(market("buyer", BID, 2))
+        assert (sweep.status, sweep.filled_value) == (FILLED, 2 * 1_100)  # the rest of ask 2
+        assert balance(second, "buyer").cash_balance == 100_000 - 3_000 - 1_100 * 3
+    finally:
+        stop_hosts(second)
+
+
+def state(hosts: Hosts, orders: list[Order]) -> Any:
+    """Both brokers' balances, the orders' states, and both books, as the shards answer."""
+    placement = Placement(2, 2)
+    books = [
+        ray.get(hosts.symbols[placement.symbol_shard(s)].book.remote(s, 10), timeout=WAIT_S)
+        for s in ("AAPL", "MSFT")
+    ]
+    return (
+        [balance(hosts, broker) for broker in ("seller", "buyer")],
+        [
+            ray.get(
+                hosts.accounts[placement.account_shard(order.order_id)].order.remote(
+                    order.order_id
+                ),
+                timeout=WAIT_S,
+            )
+            for order in orders
+        ],
+        [(book.bids, book.asks) for book in books],
+    )
