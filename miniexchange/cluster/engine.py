@@ -191,7 +191,7 @@ class RayEngine:
     # -- reads -------------------------------------------------------------------------
 
     async def order(self, order_id: str) -> Order | None:
-        return await reached(self._account(order_id).order, order_id)
+        return _refused_or(await reached(self._account(order_id).order, order_id))
 
     async def broker_orders(
         self, broker_id: str, status: str | None, start: int, limit: int
@@ -207,13 +207,15 @@ class RayEngine:
         return _refused_or(await reached(self._account(broker_id).webhooks, broker_id))
 
     async def book(self, symbol: str, depth: int) -> BookView:
-        return await reached((await self._symbol(symbol)).book, symbol, depth)
+        return _refused_or(await reached((await self._symbol(symbol)).book, symbol, depth))
 
     async def quote(self, symbol: str, side: str, quantity: int) -> QuoteView:
-        return await reached((await self._symbol(symbol)).quote, symbol, side, quantity)
+        return _refused_or(
+            await reached((await self._symbol(symbol)).quote, symbol, side, quantity)
+        )
 
     async def price(self, symbol: str) -> Price:
-        return await reached((await self._symbol(symbol)).price, symbol)
+        return _refused_or(await reached((await self._symbol(symbol)).price, symbol))
 
     async def stocks(self) -> list[tuple[str, Summary]]:
         """Every listed symbol's summary, by symbol: the listing from the sequencer,
@@ -229,16 +231,18 @@ class RayEngine:
         )
         summaries = {
             symbol: summary
-            for (_, symbols), shard_summaries in zip(shards, answers, strict=True)
+            for (_, symbols), shard_summaries in zip(shards, map(_refused_or, answers), strict=True)
             for symbol, summary in zip(symbols, shard_summaries, strict=True)
         }
         return [(symbol, summaries[symbol]) for symbol in listed]
 
     async def trades(self, symbol: str, limit: int) -> list[Trade]:
-        return await reached((await self._symbol(symbol)).trades, symbol, limit)
+        return _refused_or(await reached((await self._symbol(symbol)).trades, symbol, limit))
 
     async def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]:
-        return await reached((await self._symbol(symbol)).candles, symbol, interval, limit)
+        return _refused_or(
+            await reached((await self._symbol(symbol)).candles, symbol, interval, limit)
+        )
 
     # -- the event streams' feeds: this worker's replicas ---------------------------------
 

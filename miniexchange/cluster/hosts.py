@@ -19,9 +19,11 @@ imports Ray only there, through `import_ray`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from miniexchange.actors.market_data import Summary
@@ -43,6 +45,7 @@ from miniexchange.cluster.parts import (
 from miniexchange.cluster.sequencer import IN_FLIGHT, Sequencer, Ticket, journaled
 from miniexchange.cluster.shards import AccountShard, Answer, Placement, SymbolShard
 from miniexchange.cluster.stamped import Batch, Go
+from miniexchange.ids import random_uuid4
 from miniexchange.journal.store import MemoryJournal, SqliteJournal
 from miniexchange.model.candles import Candle
 from miniexchange.model.engine import BookView, QuoteView
@@ -64,7 +67,13 @@ SYMBOLS = "symbols"
 
 WATCH_S = 2.0
 """How long a batch may go unsettled before the sequencer asks whether every shard is
-alive (a dead one would leave its writers waiting for ever)."""
+the process it rebuilt (a dead or restarted one would leave its writers waiting)."""
+CHECK_S = 5.0
+"""How often the sequencer asks it anyway (a shard may die while nothing is in flight)."""
+RESTART_WAIT_S = 120.0
+"""How long a rebuild waits for Ray to bring a shard's process back."""
+
+log = logging.getLogger("miniexchange.cluster")
 
 
 def host_name(kind: str, index: int = 0) -> str:
@@ -87,7 +96,31 @@ class Peers:
         return handle
 
 
-class AccountShardHost:
+class _ShardHost:
+    """What both kinds of shard host share: one lock around the door (a threaded actor
+    runs calls at once), and the rebuild protocol. A host starts empty and closed: its
+    reads answer `unavailable` until the sequencer has replayed the journal into it
+    and opened it (`reset`, the batches, `open`), at the start of the cluster and again
+    whenever a shard's process was restarted. `incarnation` tells the sequencer that a
+    process is not the one it rebuilt."""
+
+    def __init__(self) -> None:
+        self.incarnation = random_uuid4()
+        self.serving = False
+        self._lock = threading.Lock()
+        self._peers = Peers()
+
+    def identity(self) -> str:
+        return self.incarnation
+
+    def open(self) -> None:
+        self.serving = True
+
+    def _closed(self) -> ExchangeError | None:
+        return None if self.serving else exchange_unavailable()
+
+
+class AccountShardHost(_ShardHost):
     def __init__(
         self,
         index: int,
@@ -96,19 +129,30 @@ class AccountShardHost:
         account_actors: int = 1,
     ) -> None:
         """`deliveries` makes this process's webhook delivery pool (started here)."""
+        super().__init__()
         self.index = index
+        self._placement = placement
+        self._account_actors = account_actors
         self._deliveries = deliveries()
         self._deliveries.start()
         self._shard = AccountShard(index, placement, self._deliveries.submit, account_actors)
         self._door = AccountDoor(self._shard)
-        self._lock = threading.Lock()
-        self._peers = Peers()
 
-    def take_batch(self, document: bytes, replayed: bool = False) -> None:
-        """`replayed`: a batch of the journal sent again at a start (`SequencerHost.replay`)."""
+    def reset(self, replayed_through: int) -> str:
+        """Empty and closed, for a replay of the journal whose batches up to
+        `replayed_through` were settled before (their webhooks are not delivered again)."""
+        with self._lock:
+            self.serving = False
+            self._shard.stop()
+            self._shard = AccountShard(
+                self.index, self._placement, self._deliveries.submit, self._account_actors
+            )
+            self._shard.replayed_through = replayed_through
+            self._door = AccountDoor(self._shard)
+        return self.incarnation
+
+    def take_batch(self, document: bytes) -> None:
         batch = decode_batch(document)
-        if replayed:
-            self._shard.replayed_through = max(self._shard.replayed_through, batch.k)
         self._run(lambda door: door.take_batch(batch))
 
     def take_go(self, k: int) -> None:
@@ -132,23 +176,29 @@ class AccountShardHost:
     # -- reads: straight from a worker, beside the phases; a refusal is returned, not
     # raised (Ray would wrap it), and pickled as Ray returns values ----------------------
 
-    def order(self, order_id: str) -> Order | None:
-        return self._shard.order(order_id)
+    def order(self, order_id: str) -> Order | ExchangeError | None:
+        return self._closed() or self._shard.order(order_id)
 
     def broker_orders(
         self, broker_id: str, status: str | None, start: int, limit: int
     ) -> tuple[list[Order], int] | ExchangeError:
+        if (closed := self._closed()) is not None:
+            return closed
         if broker_id not in self._shard.registered:
             return broker_not_found(broker_id)
         return self._shard.broker_orders(broker_id, status, start, limit)
 
     def balance(self, broker_id: str) -> Balance | ExchangeError:
+        if (closed := self._closed()) is not None:
+            return closed
         try:
             return self._shard.balance(broker_id)
         except ExchangeError as refusal:
             return refusal
 
     def webhooks(self, broker_id: str) -> list[Subscription] | ExchangeError:
+        if (closed := self._closed()) is not None:
+            return closed
         if broker_id not in self._shard.registered:
             return broker_not_found(broker_id)
         return self._shard.webhooks(broker_id)
@@ -158,16 +208,35 @@ class AccountShardHost:
         self._deliveries.stop()
 
 
-class SymbolShardHost:
+class SymbolShardHost(_ShardHost):
     def __init__(self, index: int, placement: Placement, vwap_window_us: int) -> None:
+        super().__init__()
         self.index = index
+        self._placement = placement
+        self._vwap_window_us = vwap_window_us
+        # the workers' polls outlive a rebuild: the replay counts the same steps again,
+        # and a poll hears of a symbol's steps only past those it has seen
         self._news = News()
-        self._shard = SymbolShard(
-            index, placement, SystemClock(), vwap_window_us, listeners=(self._news,)
+        self._shard, self._door = self._empty()
+
+    def _empty(self) -> tuple[SymbolShard, SymbolDoor]:
+        shard = SymbolShard(
+            self.index,
+            self._placement,
+            SystemClock(),
+            self._vwap_window_us,
+            listeners=(self._news,),
         )
-        self._door = SymbolDoor(self._shard)
-        self._lock = threading.Lock()
-        self._peers = Peers()
+        return shard, SymbolDoor(shard)
+
+    def reset(self, replayed_through: int) -> str:
+        """Empty and closed, for a replay of the journal."""
+        with self._lock:
+            self.serving = False
+            self._shard.stop()
+            self._news.forget_steps()
+            self._shard, self._door = self._empty()
+        return self.incarnation
 
     def take_match_part(self, document: bytes) -> None:
         part = decode_match_part(document)
@@ -177,18 +246,20 @@ class SymbolShardHost:
                 for i, settle in enumerate(parts):
                     self._peers(ACCOUNTS, i).take_settle_part.remote(encode_settle_part(settle))
 
-    def book(self, symbol: str, depth: int) -> BookView:
-        return self._shard.book(symbol, depth)
+    def book(self, symbol: str, depth: int) -> BookView | ExchangeError:
+        return self._closed() or self._shard.book(symbol, depth)
 
-    def quote(self, symbol: str, side: str, quantity: int) -> QuoteView:
-        return self._shard.quote(symbol, side, quantity)
+    def quote(self, symbol: str, side: str, quantity: int) -> QuoteView | ExchangeError:
+        return self._closed() or self._shard.quote(symbol, side, quantity)
 
-    def price(self, symbol: str) -> Price:
-        return self._shard.price(symbol)
+    def price(self, symbol: str) -> Price | ExchangeError:
+        return self._closed() or self._shard.price(symbol)
 
-    def summaries(self, symbols: list[str]) -> list[Summary]:
+    def summaries(self, symbols: list[str]) -> list[Summary] | ExchangeError:
         """Each symbol's summary as published, its best prices from the book (which
         leaves due orders out) where an order may be due: no read shows a due order."""
+        if (closed := self._closed()) is not None:
+            return closed
         shard, now = self._shard, self._shard.clock.now()
         summaries = [shard.market_data.summary(symbol) for symbol in symbols]
         return [
@@ -198,11 +269,15 @@ class SymbolShardHost:
             for symbol, summary in zip(symbols, summaries, strict=True)
         ]
 
-    def trades(self, symbol: str, limit: int) -> list[Trade]:
+    def trades(self, symbol: str, limit: int) -> list[Trade] | ExchangeError:
+        if (closed := self._closed()) is not None:
+            return closed
         feed = self._shard.market_data.get(symbol)
         return [] if feed is None else feed.latest_trades(limit)
 
-    def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]:
+    def candles(self, symbol: str, interval: str, limit: int) -> list[Candle] | ExchangeError:
+        if (closed := self._closed()) is not None:
+            return closed
         feed = self._shard.market_data.get(symbol)
         return [] if feed is None else feed.latest_candles(interval, limit)
 
@@ -232,10 +307,14 @@ class SequencerHost:
             if database_path == ":memory:"
             else SqliteJournal(database_path, engine="ray")
         )
-        self._resumed_through = self._sequencer.resume(self._journal.facts())
+        self._sequencer.resume(self._journal.facts())
+        self._recovers = isinstance(self._journal, SqliteJournal)
+        self._replayed: int | None = None  # batches replayed at the cluster's start
         self._replay: dict[int, set[int]] = {}  # a replayed batch -> the shards that settled it
         self._replay_done: dict[int, asyncio.Future[None]] = {}
-        self._replaying = False
+        self._rebuilding = False
+        self._incarnations: list[str] = []  # the shards' processes, as last rebuilt
+        self._words: set[int] = set()  # the recent `Go` words given, for a rebuild
         self._interval_s = None if expiration_interval_us is None else expiration_interval_us / 1e6
         self._waiting: dict[Ticket, asyncio.Future[Any]] = {}
         self._answers: dict[int, list[Answer]] = {}  # k -> the answers come so far
@@ -269,38 +348,85 @@ class SequencerHost:
         )
 
     async def replay(self) -> int:
-        """At a start over a journal: send its batches to the shards again, as they were
-        cut (each with the `after` the journal recorded, and the `Go` words that let it
-        follow), so that the shards, which start empty and are deterministic, rebuild the
-        state it describes; answers are dropped and webhooks not delivered again. Then
-        the journal takes new batches and the ticks start. Returns how many batches
-        were replayed. Called once, before any worker writes."""
-        loop = self._started(replaying=True)
-        last = self._resumed_through
-        accounts = [self._peers(ACCOUNTS, i) for i in range(self.placement.account_shards)]
-        for entry in journaled(self._journal.facts()) if last else ():
-            batch = entry.batch
-            if batch.k > last:
-                break
-            if batch.k > IN_FLIGHT:  # at most two batches in flight, as when they were cut
-                await self._replayed(batch.k - IN_FLIGHT)
+        """The cluster's start: rebuild the shards from the journal and open them
+        (`_rebuild`); how many batches were replayed. Once: a second call answers the
+        same number and does nothing."""
+        if self._replayed is None:
+            self._started()
+            self._replayed = await self._rebuild()
+        return self._replayed
+
+    async def _rebuild(self) -> int:
+        """Make every shard what the journal says: each is reset empty and closed, the
+        journaled batches are sent to them again as they were cut (each with its
+        recorded `after`, and every `Go` word given), then they open. The shards are
+        deterministic, so they end where they were; the batches whose answers were
+        given before deliver no webhook again, and those still in flight are answered
+        as they settle (new writes go on meanwhile, ordered by the doors). Returns how
+        many batches were replayed."""
+        loop = self._started()
+        self._rebuilding = True
+        quiet = self._sequencer.settled_through  # answered, delivered: not again
+        shards = [*self._shards(ACCOUNTS), *self._shards(SYMBOLS)]
+        self._incarnations = await asyncio.gather(
+            *(self._answered(shard.reset, quiet) for shard in shards)
+        )
+        accounts = self._shards(ACCOUNTS)
+        words = set(self._words)
+        if self._sequencer.allowed == self._sequencer.last_cut:
+            words.add(self._sequencer.last_cut)
+        replayed = 0
+        for batch in self._journaled_batches():
             if batch.after == batch.k - 1 and batch.after > 0:
+                words.add(batch.after)
+            if batch.k <= quiet:
+                if batch.k > IN_FLIGHT:  # two batches in the shards at most, as when cut
+                    await self._replay_settled(batch.k - IN_FLIGHT)
+                self._replay_done[batch.k] = loop.create_future()
+            for k in sorted(words):
                 for shard in accounts:
-                    shard.take_go.remote(batch.after)
-            self._replay_done[batch.k] = loop.create_future()
+                    shard.take_go.remote(k)
+            words.clear()
             document = encode_batch(batch)
             for shard in accounts:
-                shard.take_batch.remote(document, True)
-        if last:
+                shard.take_batch.remote(document)
+            replayed += 1
+        for k in sorted(words):
             for shard in accounts:
-                shard.take_go.remote(last)
-            for k in range(max(1, last - IN_FLIGHT + 1), last + 1):
-                await self._replayed(k)
-        self._replaying = False
-        self._started()
-        return last
+                shard.take_go.remote(k)
+        for k in list(self._replay_done):
+            await self._replay_settled(k)
+        await asyncio.gather(*(self._answered(shard.open) for shard in shards))
+        self._rebuilding = False
+        return replayed
 
-    async def _replayed(self, k: int) -> None:
+    def _journaled_batches(self) -> Iterator[Batch]:
+        """The durable batches, read through a connection of their own (the writer goes
+        on with its own)."""
+        if not isinstance(self._journal, SqliteJournal):
+            return
+        reader = SqliteJournal(self._journal.path, engine="ray")
+        try:
+            for entry in journaled(reader.facts()):
+                yield entry.batch
+        finally:
+            reader.close()
+
+    async def _answered(self, method: Any, *args: Any) -> Any:
+        """A shard's answer to one call, asked again while Ray restarts its process;
+        `unavailable` for every write if it does not come back."""
+        ray = import_ray()
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while True:
+            try:
+                return await method.remote(*args)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                if time.monotonic() > deadline:
+                    self._fail(exchange_unavailable())
+                    raise
+                await asyncio.sleep(0.2)
+
+    async def _replay_settled(self, k: int) -> None:
         future = self._replay_done.get(k)
         if future is not None:
             await future
@@ -311,16 +437,15 @@ class SequencerHost:
         batch's effects are all in place, and its answers go."""
         self._started()
         k, sender, answers = decode_answers(document)
-        if k <= self._resumed_through:  # a replayed batch: nobody waits for its answers
-            reported = self._replay.setdefault(k, set())
-            reported.add(sender)
+        if k <= self._sequencer.settled_through:  # replayed, or sent again after a failure
             future = self._replay_done.get(k)
-            if len(reported) == self.placement.account_shards and future is not None:
-                del self._replay[k]
-                future.set_result(None)
+            if future is not None:
+                reported = self._replay.setdefault(k, set())
+                reported.add(sender)
+                if len(reported) == self.placement.account_shards and not future.done():
+                    del self._replay[k]
+                    future.set_result(None)
             return
-        if k <= self._sequencer.settled_through:
-            return  # sent again after a failure
         reported = self._reported.setdefault(k, set())
         if sender in reported:
             return
@@ -330,6 +455,7 @@ class SequencerHost:
             k = self._settled_next()
             del self._reported[k]
             self._give(self._sequencer.settled(k, self._answers.pop(k)))
+        self._words = {word for word in self._words if word > k - IN_FLIGHT}
         self._schedule_pump()
 
     async def listed(self) -> list[str]:
@@ -340,18 +466,20 @@ class SequencerHost:
     def _settled_next(self) -> int:
         return self._sequencer.settled_through + 1
 
-    def _started(self, replaying: bool = False) -> asyncio.AbstractEventLoop:
-        """The loop; on the first call (not a replay's), the journal, ticks and watch start."""
+    def _started(self) -> asyncio.AbstractEventLoop:
+        """The loop; on the first call, the journal, the ticks and the watch start."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-            self._replaying = replaying
-        if self._watcher is None and not self._replaying:
             self._journal.start()
             # held: the loop keeps only weak references to its tasks
             if self._interval_s is not None:
                 self._ticker = self._loop.create_task(self._tick())
             self._watcher = self._loop.create_task(self._watch())
         return self._loop
+
+    def _shards(self, kind: str) -> list[Any]:
+        count = self.placement.account_shards if kind == ACCOUNTS else self.placement.symbol_shards
+        return [self._peers(kind, i) for i in range(count)]
 
     async def _tick(self) -> None:
         """The expiration tick enters the stream every interval, also when idle."""
@@ -360,31 +488,42 @@ class SequencerHost:
             self._pump()
 
     async def _watch(self) -> None:
-        """Fail-stop once a shard is found dead: until shards rebuild themselves (docs/
-        ray.md, landing step 8) a batch it holds never settles, so every write waiting,
-        and every write after, is answered `unavailable` instead of waiting for ever."""
+        """Whether every shard is the process the sequencer rebuilt: asked when a batch
+        has gone unsettled for `WATCH_S`, and every `CHECK_S` anyway. A shard Ray
+        restarted (it starts empty) has every shard rebuilt from the journal; without a
+        journal (`:memory:`) nothing can rebuild it, so a dead shard stops the
+        exchange: every write waiting and every later one is answered `unavailable`."""
         sequencer = self._sequencer
-        settled, since = sequencer.settled_through, time.monotonic()
+        settled, since, checked = sequencer.settled_through, time.monotonic(), time.monotonic()
         while self._failure is None:
             await asyncio.sleep(WATCH_S / 4)
+            now = time.monotonic()
             if sequencer.in_flight == 0 or sequencer.settled_through != settled:
-                settled, since = sequencer.settled_through, time.monotonic()
-            elif time.monotonic() - since >= WATCH_S:
-                if not await self._shards_alive():
-                    self._fail(exchange_unavailable())
-                since = time.monotonic()
+                settled, since = sequencer.settled_through, now
+            stalled = now - since >= WATCH_S
+            if (
+                self._rebuilding
+                or self._replayed is None
+                or not (stalled or now - checked >= CHECK_S)
+            ):
+                continue
+            checked = since = now
+            if await self._incarnations_now() == self._incarnations:
+                continue
+            if self._recovers:
+                log.warning("a shard's process was restarted: rebuilding every shard")
+                with contextlib.suppress(Exception):  # failed: answered unavailable
+                    await self._rebuild()
+            else:
+                self._fail(exchange_unavailable())
 
-    async def _shards_alive(self) -> bool:
-        ray = import_ray()
-        shards = [
-            *(self._peers(ACCOUNTS, i) for i in range(self.placement.account_shards)),
-            *(self._peers(SYMBOLS, j) for j in range(self.placement.symbol_shards)),
-        ]
-        try:
-            await asyncio.gather(*(shard.__ray_ready__.remote() for shard in shards))
-        except ray.exceptions.RayActorError:
-            return False
-        return True
+    async def _incarnations_now(self) -> list[str | None]:
+        """Each shard's incarnation, None for one that does not answer now."""
+        shards = [*self._shards(ACCOUNTS), *self._shards(SYMBOLS)]
+        answers = await asyncio.gather(
+            *(shard.identity.remote() for shard in shards), return_exceptions=True
+        )
+        return [answer if isinstance(answer, str) else None for answer in answers]
 
     def _fail(self, failure: ExchangeError) -> None:
         """Answer every waiting write, and every later one, with `failure`."""
@@ -427,6 +566,7 @@ class SequencerHost:
         """Nothing came since the last cut: the account shards may settle it at once."""
         go = self._sequencer.go()
         if go is not None:
+            self._words.add(go.k)
             for i in range(self.placement.account_shards):
                 self._peers(ACCOUNTS, i).take_go.remote(go.k)
 
@@ -441,6 +581,8 @@ class Hosts(NamedTuple):
     sequencer: Any
     accounts: list[Any]
     symbols: list[Any]
+    replayed: int
+    """The journaled batches the shards were rebuilt from at the start."""
 
 
 def start_hosts(
@@ -453,18 +595,20 @@ def start_hosts(
     detached: bool = False,
 ) -> Hosts:
     """Start the sequencer and the shards as named Ray actors of the connected cluster
-    (`detached`: they outlive this process). A host whose process dies stays dead, and
-    calls to it fail, until recovery is built (docs/ray.md, landing step 8)."""
+    (`detached`: they outlive this process), and return once the shards are rebuilt
+    from the journal at `database_path` and open. With a journal Ray restarts a shard
+    whose process died, and the sequencer rebuilds every shard from the journal; with
+    none (`:memory:`) nothing could rebuild it, so it stays dead and the exchange
+    answers `unavailable`. The sequencer is not restarted."""
     ray = import_ray()
+    restarts = 0 if database_path == ":memory:" else -1
     # no CPU reserved: a host is a long-lived process, placed wherever Ray has room
-    # Not restarted yet: a host restarted empty would answer from no state at all. Ray
-    # restarts them once a host rebuilds itself from its snapshot and the journal.
     options: dict[str, Any] = {"namespace": NAMESPACE, "max_restarts": 0, "num_cpus": 0}
     if detached:
         options["lifetime"] = "detached"
-    threaded = {**options, "max_concurrency": 8}
+    threaded = {**options, "max_restarts": restarts, "max_concurrency": 8}
     # a symbol host also holds one thread per worker's long poll for its streams
-    polled = {**options, "max_concurrency": 64}
+    polled = {**threaded, "max_concurrency": 64}
     accounts = [
         ray.remote(AccountShardHost)
         .options(name=host_name(ACCOUNTS, i), **threaded)
@@ -482,4 +626,5 @@ def start_hosts(
         .options(name=host_name(SEQUENCER), **options)
         .remote(placement, database_path, max_symbols, expiration_interval_us)
     )
-    return Hosts(sequencer, accounts, symbols)
+    replayed = ray.get(sequencer.replay.remote())
+    return Hosts(sequencer, accounts, symbols, replayed)

@@ -62,6 +62,13 @@ class News(StepListener):
                 kept.append((news.steps, trade))
             self._changed.notify_all()
 
+    def forget_steps(self) -> None:
+        """Before the shard is rebuilt by a replay of the journal: its steps are counted,
+        and their trades kept, again as they run again, so a worker's poll hears only
+        the steps past those it had seen."""
+        with self._changed:
+            self._symbols.clear()
+
     def since(self, seen: dict[str, tuple[int, int]], wait_s: float) -> dict[str, Update]:
         """What changed of each symbol since the worker's `(steps seen, joined at)`,
         waiting up to `wait_s` for something to change (a long poll); {} if nothing did."""
@@ -81,7 +88,7 @@ class News(StepListener):
     def _update(self, symbol: str, seen: int, joined_at: int) -> Update | None:
         news = self._symbols.get(symbol)
         steps = 0 if news is None else news.steps
-        if seen != JOINING and steps == seen:
+        if seen != JOINING and steps <= seen:  # fewer: a rebuilt shard counting them again
             return None
         if news is None:
             return Update(0, [], False)

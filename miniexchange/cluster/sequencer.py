@@ -234,6 +234,15 @@ class Sequencer:
         return self._settled
 
     @property
+    def last_cut(self) -> int:
+        return self._k
+
+    @property
+    def allowed(self) -> int:
+        """The last batch whose R2 the account shards may run (a `Go`, or the cut after)."""
+        return self._allowed
+
+    @property
     def in_flight(self) -> int:
         return self._k - self._settled
 

@@ -14,9 +14,8 @@ workers join them with `ENGINE=ray RAY_ADDRESS=<head> gunicorn -c
 config/gunicorn.conf.py` (README, "Running on Ray").
 
 A start over a journal rebuilds the shards from it before the workers start: the
-sequencer sends its batches again (`SequencerHost.replay`). A shard whose process dies
-while serving is not restarted yet (docs/ray.md, landing step 8): the requests that need
-it are answered 503 until `make run-ray` is started again.
+sequencer sends its batches again (`SequencerHost.replay`); so does a shard's process
+that Ray restarted after it died.
 """
 
 from __future__ import annotations
@@ -67,7 +66,7 @@ def refusal_of_journal(settings: Settings) -> str | None:
 
 
 def started_hosts(settings: Settings) -> Hosts:
-    """The sequencer and the shards, each answering (Ray starts actors lazily)."""
+    """The sequencer and the shards, rebuilt from the journal and open."""
     hosts = start_hosts(
         Placement(settings.account_shards, settings.symbol_shards),
         partial(DeliveryPool, settings, on_outcome=uncounted),
@@ -76,12 +75,8 @@ def started_hosts(settings: Settings) -> Hosts:
         settings.expiration_interval_us,
         settings.vwap_window_us,
     )
-    every = (hosts.sequencer, *hosts.accounts, *hosts.symbols)
-    ray = import_ray()
-    ray.get([host.__ray_ready__.remote() for host in every])
-    replayed = ray.get(hosts.sequencer.replay.remote())
-    if replayed:
-        say(f"the shards rebuilt from {replayed} batches of {settings.database_path}")
+    if hosts.replayed:
+        say(f"the shards rebuilt from {hosts.replayed} batches of {settings.database_path}")
     return hosts
 
 

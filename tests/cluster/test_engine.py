@@ -14,12 +14,13 @@ import pytest
 from miniexchange.actors.market_data import Summary
 from miniexchange.clock import SystemClock
 from miniexchange.cluster.engine import RayEngine
-from miniexchange.cluster.hosts import Hosts
+from miniexchange.cluster.hosts import Hosts, start_hosts
 from miniexchange.cluster.shards import Placement
 from miniexchange.model.commands import ASK, BID, RegisterBroker
 from miniexchange.model.errors import ExchangeError
 from miniexchange.model.ledger import Holding
 from miniexchange.model.orders import CANCELLED, EXPIRED, FILLED, PARTIALLY_FILLED, PENDING
+from miniexchange.testing import FakeDeliveries
 from tests.cluster.helpers import ray_or_skip
 from tests.cluster.test_hosts import (  # noqa: F401 (fixtures)
     LATER,
@@ -27,6 +28,7 @@ from tests.cluster.test_hosts import (  # noqa: F401 (fixtures)
     head,
     hosts,
     journal_path,
+    stop_hosts,
 )
 from tests.cluster.test_shards import limit, market
 
@@ -195,27 +197,69 @@ def test_an_order_expires_on_the_sequencers_tick_with_no_request_after_it(
     asyncio.run(scenario())
 
 
-def test_a_shard_whose_process_died_fails_its_calls_instead_of_answering_empty(
-    hosts: Hosts,  # noqa: F811
+UNAVAILABLE = ("unavailable", "A part of the exchange is down; retry later")
+
+
+def test_a_shard_whose_process_died_is_rebuilt_from_the_journal(
+    hosts: Hosts,  # noqa: F811 (its journal is a file)
 ) -> None:
-    """Until a shard rebuilds itself from its snapshot and the journal, Ray must not
-    restart it empty: a broker it knew would be answered `broker_not_found`. A read
-    it would answer is refused `unavailable` (a 503); a write, whose batch that shard
-    would have to settle, is refused so once the sequencer finds the shard dead, and so
-    is every write after it."""
-    one, _ = engines()
+    """Ray restarts a killed shard's process empty; the sequencer finds it and rebuilds
+    every shard from the journal. Meanwhile a read answers `unavailable`, never from the
+    empty shard (which would say `broker_not_found`); a write sent meanwhile is
+    answered once its batch settles; afterwards everything is as before the kill."""
+    one, two = engines()
 
     async def scenario() -> None:
-        await one.register(RegisterBroker("buyer", 1_000, ()), None)
+        await one.register(RegisterBroker("seller", 0, (("AAPL", 10),)), None)
+        await one.register(RegisterBroker("buyer", 10_000, ()), None)
+        ask = await one.submit(limit("seller", ASK, 1_000, 5, expires=LATER), None, None)
+        await one.submit(market("buyer", BID, 2), None, None)
         ray.kill(hosts.accounts[Placement(2, 2).account_shard("buyer")], no_restart=False)
-        unavailable = ("unavailable", "A part of the exchange is down; retry later")
-        for _ in range(5):  # over seconds: long enough for Ray to have restarted it
-            assert await refusal(one.balance("buyer")) == unavailable
-            await asyncio.sleep(1)
-        for broker in ("seller", "other"):  # the waiting one, then a later one
-            assert await refusal(one.register(RegisterBroker(broker, 1, ()), None)) == unavailable
+        # sent while it is down
+        bid = asyncio.ensure_future(one.submit(market("buyer", BID, 1), None, None))
+        answers = []
+        for _ in range(int(WAIT_S * 5)):
+            try:
+                answers.append((await two.balance("buyer")).cash_balance)
+            except ExchangeError as refused:
+                answers.append((refused.code, refused.message))
+            if answers[-1] == 7_000:
+                break
+            await asyncio.sleep(0.2)
+        assert set(answers) <= {UNAVAILABLE, 8_000, 7_000}, answers  # never an empty shard
+        assert answers[-1] == 7_000, answers
+        assert ((await bid).status, (await bid).filled_value) == (FILLED, 1_000)
+        resting = await two.order(ask.order_id)
+        assert resting is not None and resting.filled_quantity == 3
+        again = await two.submit(market("buyer", BID, 1), None, None)
+        assert again.filled_value == 1_000
 
     asyncio.run(scenario())
+
+
+def test_without_a_journal_a_dead_shard_stops_the_exchange(head: Any) -> None:  # noqa: F811
+    """With `DATABASE_PATH=:memory:` nothing could rebuild a shard: Ray does not
+    restart it, a read it would answer is refused `unavailable` (a 503), and a write,
+    whose batch that shard would have to settle, is refused so once the sequencer
+    finds the shard dead; so is every write after it."""
+    started = start_hosts(Placement(2, 2), FakeDeliveries)
+    try:
+        one, _ = engines()
+
+        async def scenario() -> None:
+            await one.register(RegisterBroker("buyer", 1_000, ()), None)
+            ray.kill(started.accounts[Placement(2, 2).account_shard("buyer")], no_restart=False)
+            for _ in range(5):  # over seconds: long enough for Ray to have restarted it
+                assert await refusal(one.balance("buyer")) == UNAVAILABLE
+                await asyncio.sleep(1)
+            for broker in ("seller", "other"):  # the waiting one, then a later one
+                assert await refusal(one.register(RegisterBroker(broker, 1, ()), None)) == (
+                    UNAVAILABLE
+                )
+
+        asyncio.run(scenario())
+    finally:
+        stop_hosts(started)
 
 
 def test_two_processes_never_share_a_worker_name_even_with_one_pid() -> None:

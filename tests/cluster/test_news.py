@@ -60,3 +60,19 @@ def test_a_poll_waits_for_the_next_step_and_ends_empty_when_none_comes() -> None
     news.on_step(step(trade(1, T0)))
     poll.join(timeout=60)
     assert answered == [{"AAPL": Update(1, [trade(1, T0)], False)}]
+
+
+def test_a_rebuilt_shard_counting_its_steps_again_tells_a_worker_only_what_is_new() -> None:
+    """A shard rebuilt by a replay of the journal runs its steps again: a worker that
+    had seen 2 hears nothing while the count climbs back, then only step 3."""
+    news = News()
+    news.on_step(step(trade(1, T0)))
+    news.on_step(step(trade(2, T0 + 1)))
+    news.forget_steps()
+    assert news.since({"AAPL": (2, T0)}, 0) == {}  # none counted yet
+    news.on_step(step(trade(1, T0)))  # the replay
+    assert news.since({"AAPL": (2, T0)}, 0) == {}  # 1 of the 2 it had seen
+    news.on_step(step(trade(2, T0 + 1)))
+    assert news.since({"AAPL": (2, T0)}, 0) == {}
+    news.on_step(step(trade(3, T0 + 2)))  # new
+    assert news.since({"AAPL": (2, T0)}, 0) == {"AAPL": Update(3, [trade(3, T0 + 2)], False)}

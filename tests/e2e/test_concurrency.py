@@ -28,17 +28,26 @@ def cents(value: Any) -> int:
     return int(Decimal(str(value)) * 100)
 
 
-def fire(server: Server, seed: int, accepted: list[dict[str, Any]], errors: list[str]) -> None:
-    """One client: random limit and market orders, and cancels of its own orders."""
+def fire(
+    server: Server,
+    seed: int,
+    accepted: list[dict[str, Any]],
+    errors: list[str],
+    requests_count: int = REQUESTS_PER_THREAD,
+    cancel_answers: tuple[int, ...] = (200, 409),
+) -> None:
+    """One client: random limit and market orders, and cancels of its own orders.
+    `cancel_answers`: the statuses a cancel may get (with a shard down, 503 too: a
+    cancel reads the order first)."""
     rng = random.Random(seed)
     session = requests.Session()
     mine: list[str] = []
-    for _ in range(REQUESTS_PER_THREAD):
+    for _ in range(requests_count):
         roll = rng.random()
         if roll < 0.15 and mine:
             order_id = rng.choice(mine)
             response = session.delete(f"{server.url}/orders/{order_id}", timeout=WAIT_S)
-            if response.status_code not in (200, 409):
+            if response.status_code not in cancel_answers:
                 errors.append(f"DELETE {response.status_code} {response.text}")
             continue
         body: dict[str, Any] = {
@@ -66,7 +75,7 @@ def fire(server: Server, seed: int, accepted: list[dict[str, Any]], errors: list
             errors.append(f"POST {response.status_code} {response.text}")
 
 
-def test_concurrent_orders_keep_every_invariant(server: Server) -> None:
+def register_brokers(server: Server) -> None:
     for broker_id in BROKERS:
         response = requests.post(
             f"{server.url}/brokers",
@@ -78,6 +87,10 @@ def test_concurrent_orders_keep_every_invariant(server: Server) -> None:
             timeout=WAIT_S,
         )
         assert response.status_code == 201
+
+
+def test_concurrent_orders_keep_every_invariant(server: Server) -> None:
+    register_brokers(server)
     accepted: list[dict[str, Any]] = []
     errors: list[str] = []
     threads = [
@@ -90,7 +103,13 @@ def test_concurrent_orders_keep_every_invariant(server: Server) -> None:
         thread.join()
     assert errors == []
     assert len(accepted) > THREADS * REQUESTS_PER_THREAD // 2
+    assert_invariants(server, accepted)
+    assert server.stop() == 0
 
+
+def assert_invariants(server: Server, accepted: list[dict[str, Any]]) -> None:
+    """Every accepted order as the server has it now, its trades, the brokers' balances
+    and the books agree; cash and shares are conserved."""
     orders = [
         requests.get(f"{server.url}/orders/{o['order_id']}", timeout=WAIT_S).json()
         for o in accepted
@@ -152,4 +171,3 @@ def test_concurrent_orders_keep_every_invariant(server: Server) -> None:
             assert shown == active if len(book[side]) < 50 else shown <= active
     assert total_cash == cents(INITIAL_CASH) * len(BROKERS)
     assert dict(shares) == {symbol: INITIAL_SHARES * len(BROKERS) for symbol in SYMBOLS}
-    assert server.stop() == 0
