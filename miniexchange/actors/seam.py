@@ -44,7 +44,7 @@ from miniexchange.model.candles import Candle
 from miniexchange.model.commands import RegisterBroker, SubmitOrder
 from miniexchange.model.engine import BookView, QuoteView
 from miniexchange.model.errors import journal_unavailable
-from miniexchange.model.idempotency import KeptAnswers
+from miniexchange.model.idempotency import InFlight, KeptAnswers, StoredAnswer
 from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import Order, Trade
 from miniexchange.model.subscriptions import Subscription, Upserted
@@ -54,11 +54,31 @@ from miniexchange.webhooks.delivery import DeliveryPool
 
 # With the engines, the values of their answers that the HTTP layer names: every engine
 # answers with these, so the HTTP layer imports nothing else of the actors layer.
-__all__ = ["EmbeddedEngine", "Engine", "EngineStopped", "Issued", "Summary", "SymbolFeed"]
+__all__ = [
+    "EmbeddedEngine",
+    "Engine",
+    "EngineStopped",
+    "Issued",
+    "Keys",
+    "Summary",
+    "SymbolFeed",
+]
 
 EngineStopped = pykka.ActorDeadError
 """What an engine raises when it is not running (stopping, or not started): the HTTP
 layer answers 503 `unavailable`. The embedded engine's actors raise pykka's own."""
+
+
+class Keys(Protocol):
+    """The `Idempotency-Key`s of an exchange whose requests several processes take
+    (`model.idempotency.KeyIndex`, held where they all reach it)."""
+
+    def begin(self, endpoint: str, key: str, digest: bytes) -> Awaitable[StoredAnswer | InFlight]:
+        """The answer to replay, or the first use now in flight (raises the 422 of
+        another request under the key, the 409 of a first use still in flight)."""
+        ...
+
+    def finish(self, endpoint: str, key: str, status: int, body: bytes) -> Awaitable[None]: ...
 
 
 class Engine(Protocol):
@@ -79,6 +99,12 @@ class Engine(Protocol):
 
     @property
     def metrics(self) -> Metrics: ...
+
+    @property
+    def keys(self) -> Keys | None:
+        """The `Idempotency-Key`s every process shares; None: the HTTP layer keeps them
+        (one process takes every request)."""
+        ...
 
     # -- no hop: what a request's own checks read before it sends anything ------------
 
@@ -228,6 +254,10 @@ class EmbeddedEngine:
     @property
     def metrics(self) -> Metrics:
         return self._exchange.metrics
+
+    @property
+    def keys(self) -> None:
+        return None
 
     # -- no hop ----------------------------------------------------------------------
 

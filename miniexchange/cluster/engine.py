@@ -24,8 +24,8 @@ per symbol shard (`cluster.news`).
 
 Not yet here (docs/ray.md, landing steps 8 and 9), and what stands in for it:
 
-- `Idempotency-Key` answers are kept by each worker for itself (`http.idempotency`):
-  a retry that reaches another worker, or comes after a restart, runs again. So
+- `Idempotency-Key` answers are kept by the sequencer for every worker (`keys`), but
+  not journaled: a retry after a restart of the cluster runs again. So
   `recovered_answers` is empty and `journal_answer` journals nothing.
 - API keys: `AUTH=api_key` is refused with `ENGINE=ray` (settings), so
   `broker_with_key` is never asked.
@@ -69,7 +69,7 @@ from miniexchange.model.candles import Candle
 from miniexchange.model.commands import RegisterBroker, SubmitOrder
 from miniexchange.model.engine import BookView, QuoteView
 from miniexchange.model.errors import ExchangeError, exchange_unavailable, symbol_not_found
-from miniexchange.model.idempotency import KeptAnswers
+from miniexchange.model.idempotency import InFlight, KeptAnswers, StoredAnswer
 from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import Order, Trade
 from miniexchange.model.subscriptions import Subscription, Upserted
@@ -98,7 +98,8 @@ class RayEngine:
         self.placement = placement
         self.max_symbols = max_symbols
         self.metrics = Metrics()
-        self.recovered_answers = KeptAnswers(1, 1)  # none: answers are the workers' own
+        self.recovered_answers = KeptAnswers(1, 1)  # none: the sequencer keeps them
+        self.keys = SequencerKeys(self)
         self._address = address
         self.worker = worker or f"{socket.gethostname()}-{os.getpid()}-{random_uuid4()[:8]}"
         self._numbers = itertools.count(1)
@@ -284,6 +285,9 @@ class RayEngine:
         self._listed.update(listed)
         return listed
 
+    def sequencer(self) -> Any:
+        return self._peers(SEQUENCER)
+
     def _account(self, name: str) -> Any:
         """The account host of a broker, or of the order or webhook whose id names it."""
         return self._peers(ACCOUNTS, self.placement.account_shard(name))
@@ -295,6 +299,22 @@ class RayEngine:
         if symbol not in self._listed and symbol not in await self._refresh_listed():
             raise symbol_not_found(symbol)
         return self._peers(SYMBOLS, self.placement.symbol_shard(symbol))
+
+
+class SequencerKeys:
+    """The `Idempotency-Key`s of every worker, kept by the sequencer (`Engine.keys`)."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: RayEngine) -> None:
+        self._engine = engine
+
+    async def begin(self, endpoint: str, key: str, digest: bytes) -> StoredAnswer | InFlight:
+        sequencer = self._engine.sequencer()
+        return _refused_or(await reached(sequencer.begin_key, endpoint, key, digest))
+
+    async def finish(self, endpoint: str, key: str, status: int, body: bytes) -> None:
+        await reached(self._engine.sequencer().finish_key, endpoint, key, status, body)
 
 
 async def reached(method: Any, *args: Any) -> Any:

@@ -55,6 +55,7 @@ from miniexchange.model.errors import (
     exchange_unavailable,
     journal_unavailable,
 )
+from miniexchange.model.idempotency import InFlight, KeyIndex, StoredAnswer
 from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import Order, Trade
 from miniexchange.model.subscriptions import Subscription
@@ -297,10 +298,14 @@ class SequencerHost:
         database_path: str,
         max_symbols: int,
         expiration_interval_us: int | None,
+        idempotency_max_keys: int = 1_000_000,
+        idempotency_ttl_us: int = 86_400_000_000,
     ) -> None:
         """`database_path`: the command journal (`:memory:`: none); a journal that
         exists is resumed."""
         self.placement = placement
+        self._keys = KeyIndex(idempotency_max_keys, idempotency_ttl_us)
+        self._clock = SystemClock()
         self._sequencer = Sequencer(placement, SystemClock(), max_symbols, expiration_interval_us)
         self._journal: MemoryJournal | SqliteJournal = (
             MemoryJournal()
@@ -458,6 +463,20 @@ class SequencerHost:
         self._words = {word for word in self._words if word > k - IN_FLIGHT}
         self._schedule_pump()
 
+    # -- the `Idempotency-Key`s of every worker (not journaled yet: a restart forgets) --
+
+    async def begin_key(
+        self, endpoint: str, key: str, digest: bytes
+    ) -> StoredAnswer | InFlight | ExchangeError:
+        """`KeyIndex.begin`, its refusal returned (Ray would wrap it if raised)."""
+        try:
+            return self._keys.begin((endpoint, key), digest, self._clock.now())
+        except ExchangeError as refusal:
+            return refusal
+
+    async def finish_key(self, endpoint: str, key: str, status: int, body: bytes) -> None:
+        self._keys.finish((endpoint, key), status, body, self._clock.now())
+
     async def listed(self) -> list[str]:
         """The listed symbols, sorted: a symbol is listed once the request that listed
         it was answered, and stays listed."""
@@ -593,6 +612,8 @@ def start_hosts(
     expiration_interval_us: int | None = 1_000_000,
     vwap_window_us: int = 300_000_000,
     detached: bool = False,
+    idempotency_max_keys: int = 1_000_000,
+    idempotency_ttl_us: int = 86_400_000_000,
 ) -> Hosts:
     """Start the sequencer and the shards as named Ray actors of the connected cluster
     (`detached`: they outlive this process), and return once the shards are rebuilt
@@ -624,7 +645,14 @@ def start_hosts(
     sequencer = (
         ray.remote(SequencerHost)
         .options(name=host_name(SEQUENCER), **options)
-        .remote(placement, database_path, max_symbols, expiration_interval_us)
+        .remote(
+            placement,
+            database_path,
+            max_symbols,
+            expiration_interval_us,
+            idempotency_max_keys,
+            idempotency_ttl_us,
+        )
     )
     replayed = ray.get(sequencer.replay.remote())
     return Hosts(sequencer, accounts, symbols, replayed)

@@ -74,6 +74,8 @@ def started_hosts(settings: Settings) -> Hosts:
         settings.max_symbols,
         settings.expiration_interval_us,
         settings.vwap_window_us,
+        idempotency_max_keys=settings.idempotency_max_keys,
+        idempotency_ttl_us=settings.idempotency_ttl_us,
     )
     if hosts.replayed:
         say(f"the shards rebuilt from {hosts.replayed} batches of {settings.database_path}")

@@ -23,7 +23,7 @@ from typing import Any, Final, NoReturn
 
 import falcon.asgi
 
-from miniexchange.actors.seam import Engine
+from miniexchange.actors.seam import Engine, Keys
 from miniexchange.clock import Clock
 from miniexchange.http.auth import idempotency_scope
 from miniexchange.http.errors import render_refusal
@@ -31,36 +31,20 @@ from miniexchange.http.fingerprint import fingerprint
 from miniexchange.http.resource import header_values, send_json
 from miniexchange.journal.facts import Fact, KeepAnswer, answer_fact
 from miniexchange.model.errors import ExchangeError, validation_error
-from miniexchange.model.idempotency import KeptAnswers, Key, StoredAnswer, fingerprint_digest
+from miniexchange.model.idempotency import (
+    STORED_STATUSES,
+    InFlight,
+    KeptAnswers,
+    KeyIndex,
+    StoredAnswer,
+    fingerprint_digest,
+)
 from miniexchange.settings import Settings
 
 Answer = StoredAnswer
 
-STORED_STATUSES = frozenset((200, 201, 204, 404, 409))
-"""What a first use of a key keeps: 2xx, the 404s of an unknown resource and the 409s
-of a refused command (the 409 of a key in progress never comes from a first use)."""
-
 SWEEP_INTERVAL_S = 1.0
 """How often, while the server runs, answers past their TTL are looked for."""
-
-
-@dataclass(frozen=True, slots=True)
-class InFlight:
-    digest: bytes
-    first_used_at: int
-
-
-def reused(key: str) -> ExchangeError:
-    return ExchangeError(
-        "idempotency_key_reused", f"Idempotency-Key {key} was already used with a different request"
-    )
-
-
-def in_progress(key: str) -> ExchangeError:
-    return ExchangeError(
-        "idempotency_key_in_progress",
-        f"A request with Idempotency-Key {key} is still being processed",
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,55 +68,30 @@ class IdempotentAnswer:
 
 
 class IdempotencyStore:
+    """This process's keys (`ENGINE=embedded`), on the event loop, with its clock."""
+
     def __init__(
         self, clock: Clock, ttl_us: int, max_keys: int = Settings().idempotency_max_keys
     ) -> None:
         self._clock = clock
-        self._answers = KeptAnswers(max_keys, ttl_us)
-        self._in_flight: dict[Key, InFlight] = {}
+        self._keys = KeyIndex(max_keys, ttl_us)
+        self._answers = self._keys.answers
         self._sweeper: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         """Keys held: answers kept and first uses in flight."""
-        return len(self._answers) + len(self._in_flight)
+        return len(self._keys)
 
-    def begin(self, endpoint: str, key: str, digest: bytes) -> Answer | None:
-        """Look a key up (after the body parsed, before validation); `digest` is its request's `fingerprint_digest`.
-
-        Returns the stored `Answer` to replay, or marks a first use in flight and
-        returns None; raises 422 for another request under the key, 409 while the
-        first is still being processed.
-        """
-        now = self._clock.now()
-        scoped = (endpoint, key)
-        flying = self._in_flight.get(scoped)
-        if flying is not None:
-            raise reused(key) if flying.digest != digest else in_progress(key)
-        stored = self._answers.get(scoped, now)
-        if stored is None:
-            self._in_flight[scoped] = InFlight(digest, now)
-            return None
-        if stored.digest != digest:
-            raise reused(key)
-        return stored
-
-    def first_used_at(self, endpoint: str, key: str) -> int:
-        return self._in_flight[(endpoint, key)].first_used_at
+    def begin(self, endpoint: str, key: str, digest: bytes) -> Answer | InFlight:
+        """Look a key up (after the body parsed, before validation); `digest` is its
+        request's `fingerprint_digest`. The stored `Answer` to replay, or the first use
+        now in flight; 422 for another request under the key, 409 while the first is
+        still being processed (`KeyIndex.begin`)."""
+        return self._keys.begin((endpoint, key), digest, self._clock.now())
 
     def finish(self, endpoint: str, key: str, status: int, body: bytes) -> None:
-        """The first use answered: keep the answer if the contract says so, else
-        forget the key so that a corrected retry is a first use again."""
-        flying = self._in_flight.pop((endpoint, key), None)
-        if flying is None:
-            return
-        now = self._clock.now()
-        if status in STORED_STATUSES:  # exact-size copy: orjson's buffer is larger
-            answer_ = Answer(
-                flying.digest, status, memoryview(body).tobytes(), flying.first_used_at
-            )
-            self._answers.put((endpoint, key), answer_, now)
-        else:
-            self._answers.forget_expired(now)
+        """The first use answered: kept if the contract says so, else forgotten."""
+        self._keys.finish((endpoint, key), status, body, self._clock.now())
 
     def restore(self, recovered: KeptAnswers) -> None:
         """Take the answers recovered from the journal (`recovered` is left empty)."""
@@ -186,11 +145,29 @@ Render = Callable[[Any], tuple[int, bytes]]
 Handle = Callable[[KeepAnswer | None], Awaitable[Any]]
 
 
+class LocalKeys:
+    """`Keys` kept by this process's store (`ENGINE=embedded`: it has every request)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: IdempotencyStore) -> None:
+        self._store = store
+
+    async def begin(self, endpoint: str, key: str, digest: bytes) -> Answer | InFlight:
+        return self._store.begin(endpoint, key, digest)
+
+    async def finish(self, endpoint: str, key: str, status: int, body: bytes) -> None:
+        self._store.finish(endpoint, key, status, body)
+
+
 class Idempotency:
-    """Runs the three POSTs under their `Idempotency-Key`, if they have one."""
+    """Runs the three POSTs under their `Idempotency-Key`, if they have one. The keys
+    are the engine's when it shares them between processes (`Engine.keys`), else this
+    process's store's."""
 
     def __init__(self, store: IdempotencyStore, engine: Engine) -> None:
         self.store = store
+        self._keys: Keys = engine.keys or LocalKeys(store)
         self._engine = engine
 
     async def respond(
@@ -212,24 +189,23 @@ class Idempotency:
             send_json(resp, status, data)
             return
         digest = fingerprint_digest(fingerprint(body))
-        stored = self.store.begin(endpoint, key, digest)
-        if stored is not None:
-            send_json(resp, stored.status, stored.body)
+        keys = self._keys
+        begun = await keys.begin(endpoint, key, digest)
+        if type(begun) is Answer:
+            send_json(resp, begun.status, begun.body)
             resp.set_header("Idempotent-Replayed", "true")
             return
-        keep = IdempotentAnswer(
-            endpoint, key, digest, self.store.first_used_at(endpoint, key), render
-        )
+        keep = IdempotentAnswer(endpoint, key, digest, begun.first_used_at, render)
         try:
             outcome = await handle(keep)
         except ExchangeError as refusal:
-            self.store.finish(endpoint, key, *render_refusal(refusal))
+            await keys.finish(endpoint, key, *render_refusal(refusal))
             raise
         except BaseException:
-            self.store.finish(endpoint, key, 500, b"")  # never kept: the key is free again
+            await keys.finish(endpoint, key, 500, b"")  # never kept: the key is free again
             raise
         status, data = render(outcome)
-        self.store.finish(endpoint, key, status, data)
+        await keys.finish(endpoint, key, status, data)
         send_json(resp, status, data)
 
     async def refuse(self, keep: KeepAnswer | None, refusal: ExchangeError) -> NoReturn:

@@ -82,6 +82,19 @@ def not_cancellable(order_id: str, status: str) -> ExchangeError:
     return ExchangeError("order_not_cancellable", text)
 
 
+def key_reused(key: str) -> ExchangeError:
+    return ExchangeError(
+        "idempotency_key_reused", f"Idempotency-Key {key} was already used with a different request"
+    )
+
+
+def key_in_progress(key: str) -> ExchangeError:
+    return ExchangeError(
+        "idempotency_key_in_progress",
+        f"A request with Idempotency-Key {key} is still being processed",
+    )
+
+
 def journal_unavailable() -> ExchangeError:
     return ExchangeError(
         "journal_unavailable", "The exchange cannot record this request; retry later"

@@ -24,6 +24,8 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from miniexchange.model.errors import key_in_progress, key_reused
+
 Key = tuple[str, str]
 """(endpoint, `Idempotency-Key`): a key belongs to one endpoint (and principal)."""
 
@@ -136,3 +138,61 @@ class KeptAnswers:
             self._order = deque(
                 entry for entry in self._order if by_key.get(entry[2], (-1,))[0] == entry[1]
             )
+
+
+STORED_STATUSES = frozenset((200, 201, 204, 404, 409))
+"""What a first use of a key keeps: 2xx, the 404s of an unknown resource and the 409s
+of a refused command (the 409 of a key in progress never comes from a first use)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A key's first use, not answered yet."""
+
+    digest: bytes
+    first_used_at: int
+
+
+class KeyIndex:
+    """The `Idempotency-Key`s of one exchange: the answers kept (`KeptAnswers`) and the
+    first uses in flight, apart (as many as the requests being served). The HTTP layer
+    holds one per process (`ENGINE=embedded`); the sequencer holds the cluster's."""
+
+    __slots__ = ("_in_flight", "answers")
+
+    def __init__(self, max_keys: int, ttl_us: int) -> None:
+        self.answers = KeptAnswers(max_keys, ttl_us)
+        self._in_flight: dict[Key, InFlight] = {}
+
+    def __len__(self) -> int:
+        """Keys held: answers kept and first uses in flight."""
+        return len(self.answers) + len(self._in_flight)
+
+    def begin(self, key: Key, digest: bytes, now: int) -> StoredAnswer | InFlight:
+        """The stored answer to replay, or the first use now marked in flight; raises
+        `idempotency_key_reused` for another request under the key, and
+        `idempotency_key_in_progress` while the first is still being processed."""
+        flying = self._in_flight.get(key)
+        if flying is not None:
+            raise key_reused(key[1]) if flying.digest != digest else key_in_progress(key[1])
+        stored = self.answers.get(key, now)
+        if stored is None:
+            flying = self._in_flight[key] = InFlight(digest, now)
+            return flying
+        if stored.digest != digest:
+            raise key_reused(key[1])
+        return stored
+
+    def finish(self, key: Key, status: int, body: bytes, now: int) -> None:
+        """The first use answered: keep the answer if the contract says so, else
+        forget the key so that a corrected retry is a first use again."""
+        flying = self._in_flight.pop(key, None)
+        if flying is None:
+            return
+        if status in STORED_STATUSES:  # exact-size copy: orjson's buffer is larger
+            answer = StoredAnswer(
+                flying.digest, status, memoryview(body).tobytes(), flying.first_used_at
+            )
+            self.answers.put(key, answer, now)
+        else:
+            self.answers.forget_expired(now)

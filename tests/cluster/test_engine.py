@@ -18,6 +18,7 @@ from miniexchange.cluster.hosts import Hosts, start_hosts
 from miniexchange.cluster.shards import Placement
 from miniexchange.model.commands import ASK, BID, RegisterBroker
 from miniexchange.model.errors import ExchangeError
+from miniexchange.model.idempotency import InFlight, StoredAnswer
 from miniexchange.model.ledger import Holding
 from miniexchange.model.orders import CANCELLED, EXPIRED, FILLED, PARTIALLY_FILLED, PENDING
 from miniexchange.testing import FakeDeliveries
@@ -268,3 +269,30 @@ def test_two_processes_never_share_a_worker_name_even_with_one_pid() -> None:
     first, second = RayEngine(Placement(1, 1), 1), RayEngine(Placement(1, 1), 1)
     assert first.worker != second.worker
     assert first.worker.split("-")[:-1] == second.worker.split("-")[:-1]  # host, pid
+
+
+def test_an_idempotency_key_is_one_for_every_worker(hosts: Hosts) -> None:  # noqa: F811
+    """Any worker may take a retry: the sequencer holds the keys of all of them."""
+    one, two = engines()
+    digest, other = b"d" * 32, b"e" * 32
+
+    async def scenario() -> None:
+        first = await one.keys.begin("/orders", "k1", digest)
+        assert isinstance(first, InFlight) and first.digest == digest
+        assert await refusal(two.keys.begin("/orders", "k1", digest)) == (
+            "idempotency_key_in_progress",
+            "A request with Idempotency-Key k1 is still being processed",
+        )
+        assert await refusal(two.keys.begin("/orders", "k1", other)) == (
+            "idempotency_key_reused",
+            "Idempotency-Key k1 was already used with a different request",
+        )
+        await one.keys.finish("/orders", "k1", 201, b'{"order_id":"x"}')
+        assert await two.keys.begin("/orders", "k1", digest) == StoredAnswer(
+            digest, 201, b'{"order_id":"x"}', first.first_used_at
+        )
+        assert isinstance(await two.keys.begin("/brokers", "k1", digest), InFlight)
+        await two.keys.finish("/brokers", "k1", 422, b"{}")  # not kept: free again
+        assert isinstance(await one.keys.begin("/brokers", "k1", other), InFlight)
+
+    asyncio.run(scenario())

@@ -14,6 +14,7 @@ from miniexchange.http.idempotency import Answer, IdempotencyStore, IdempotentAn
 from miniexchange.journal.facts import Fact
 from miniexchange.journal.recovery import recover
 from miniexchange.model.errors import ExchangeError
+from miniexchange.model.idempotency import InFlight
 from miniexchange.testing import ManualClock
 
 HOUR_US = 3_600_000_000
@@ -27,7 +28,7 @@ def clock() -> ManualClock:
 
 def test_first_use_then_replay(clock: ManualClock) -> None:
     store = IdempotencyStore(clock, HOUR_US)
-    assert store.begin("/orders", "k", b"fp") is None
+    assert isinstance(store.begin("/orders", "k", b"fp"), InFlight)
     store.finish("/orders", "k", 201, b'{"order_id":"x"}')
     assert store.begin("/orders", "k", b"fp") == Answer(
         b"fp", 201, b'{"order_id":"x"}', clock.now()
@@ -55,7 +56,7 @@ def test_concurrent_use_is_409_and_keys_belong_to_one_endpoint(clock: ManualCloc
         "idempotency_key_in_progress",
         "A request with Idempotency-Key k is still being processed",
     )
-    assert store.begin("/brokers", "k", b"fp") is None
+    assert isinstance(store.begin("/brokers", "k", b"fp"), InFlight)
 
 
 @pytest.mark.parametrize("status", [400, 422, 500, 503])
@@ -64,7 +65,7 @@ def test_answers_not_kept_free_the_key(clock: ManualClock, status: int) -> None:
     store.begin("/orders", "k", b"fp")
     store.finish("/orders", "k", status, b"{}")
     assert len(store) == 0
-    assert store.begin("/orders", "k", b"fixed") is None
+    assert isinstance(store.begin("/orders", "k", b"fixed"), InFlight)
 
 
 def test_keys_are_forgotten_after_the_ttl(clock: ManualClock) -> None:
@@ -75,9 +76,9 @@ def test_keys_are_forgotten_after_the_ttl(clock: ManualClock) -> None:
     store.begin("/orders", "b", b"fp")
     store.finish("/orders", "b", 201, b"{}")
     clock.advance(seconds=1799)
-    assert store.begin("/orders", "a", b"fp") is not None  # 59:59 after first use
+    assert isinstance(store.begin("/orders", "a", b"fp"), Answer)  # 59:59 after first use
     clock.advance(seconds=1)
-    assert store.begin("/orders", "a", b"new") is None  # forgotten: a first use again
+    assert isinstance(store.begin("/orders", "a", b"new"), InFlight)  # forgotten: a first use again
     assert len(store) == 2  # "b" is still kept, "a" in flight again
 
 
@@ -93,12 +94,12 @@ def test_restore_takes_what_recovery_kept_and_skips_expired_answers(clock: Manua
     recovered = recover([fact("old", now - HOUR_US), fact("new", now - 1)])
     store.restore(recovered.answers)
     assert len(recovered.answers) == 0  # taken, not copied
-    assert store.begin("/orders", "old", b"x") is None
+    assert isinstance(store.begin("/orders", "old", b"x"), InFlight)
     assert store.begin("/orders", "new", FP) == Answer(FP, 201, b"{}", now - 1)
 
 
 def keep(store: IdempotencyStore, key: str, body: bytes = b"{}") -> None:
-    assert store.begin("/orders", key, b"fp") is None
+    assert isinstance(store.begin("/orders", key, b"fp"), InFlight)
     store.finish("/orders", key, 201, body)
 
 
@@ -129,10 +130,10 @@ def test_past_max_keys_the_oldest_is_forgotten_first(clock: ManualClock) -> None
         clock.advance(seconds=1)
     keep(store, "k4")
     assert len(store) == 3
-    assert store.begin("/orders", "k2", b"fp") is not None  # still a replay
-    assert store.begin("/orders", "k1", b"fp") is None  # forgotten: a first use again
+    assert isinstance(store.begin("/orders", "k2", b"fp"), Answer)  # still a replay
+    assert isinstance(store.begin("/orders", "k1", b"fp"), InFlight)  # forgotten: a first use again
     store.finish("/orders", "k1", 201, b"{}")
-    assert store.begin("/orders", "k2", b"other") is None  # now k2 was the oldest
+    assert isinstance(store.begin("/orders", "k2", b"other"), InFlight)  # now k2 was the oldest
 
 
 def test_expired_keys_leave_memory_without_a_lookup(clock: ManualClock) -> None:
@@ -140,7 +141,7 @@ def test_expired_keys_leave_memory_without_a_lookup(clock: ManualClock) -> None:
     store = IdempotencyStore(clock, HOUR_US)
     keep(store, "a")
     clock.advance(seconds=1800)
-    assert store.begin("/orders", "b", b"fp") is None
+    assert isinstance(store.begin("/orders", "b", b"fp"), InFlight)
     clock.advance(seconds=1800)  # "a" expires while "b" is still in flight
     store.finish("/orders", "b", 201, b"{}")
     assert len(store) == 1
@@ -181,7 +182,7 @@ def test_a_kept_key_costs_a_few_hundred_bytes_beside_its_answer(clock: ManualClo
     try:
         before = tracemalloc.get_traced_memory()[0]
         for key in keys:
-            assert store.begin("/orders", key, FP) is None
+            assert isinstance(store.begin("/orders", key, FP), InFlight)
             body = orjson.dumps({"error": "broker_not_found", "message": "Broker g does not exist"})
             store.finish("/orders", key, 404, body)
             del body
