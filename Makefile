@@ -2,7 +2,7 @@
 #   make run    serve the exchange (settings: environment variables, see config/example.env)
 #   make run-ray  the same across processes, on Ray (ENGINE=ray; README "Running on Ray")
 #   make test   the test suite          make lint   ruff check + format check
-#   make bench  the benchmarks          make clean  remove caches and build output
+#   make bench  the benchmarks (ENGINE=ray's too)   make clean  remove caches and build output
 
 # Python 3.11 exactly (pyproject: requires-python >=3.11,<3.12). Prefer `python3.11`;
 # fall back to `python3`, whose version the install step checks.
@@ -65,7 +65,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: $(STAMP)
+bench: $(RAY_STAMP)
 	$(VENV)/bin/python -m bench
 
 clean:

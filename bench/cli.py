@@ -40,6 +40,8 @@ from bench.journal import NOTE as JOURNAL_NOTE
 from bench.journal import journal_rows
 from bench.memory import memory_rows
 from bench.profile import profile_limit
+from bench.ray_http import DEFAULT_SHAPES
+from bench.ray_http import report as ray_http_report
 from bench.report import Row, render
 from bench.wrk import CONNECTIONS, WrkMissing
 
@@ -47,6 +49,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 LATEST = RESULTS / "latest.md"
 PROFILE = RESULTS / "profile.md"
 ACCOUNTS = RESULTS / "accounts.md"
+RAY = RESULTS / "ray_http.md"
+RAY_CONNECTIONS = 256
+"""Enough requests in flight that the cluster's batches amortise their calls."""
 COMPARE = RESULTS / "compare.md"
 
 
@@ -91,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="`limit` with ACCOUNT_ACTORS 1, 2 and 4, alternating (its default's figures)",
     )
+    parser.add_argument(
+        "--ray",
+        action="store_true",
+        help="ENGINE=ray over HTTP: orders/s and CPU per process kind (bench.ray_http)",
+    )
     parser.add_argument("--quick", action="store_true", help="3 s HTTP runs, shorter flows")
     parser.add_argument("--duration", type=float, help="seconds per HTTP run (default 10)")
     parser.add_argument(
@@ -112,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.profile,
         args.observability,
         args.accounts,
+        args.ray,
     )
     everything = not any(parts)
     if args.compare is None and args.pairs is not None:
@@ -193,6 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(text)
             ACCOUNTS.write_text(text)
             log(f"written to {ACCOUNTS}")
+        if everything or args.ray:  # its own file: another engine, its own table
+            text = ray_http_report(DEFAULT_SHAPES, duration, RAY_CONNECTIONS)
+            print(text)
+            RAY.write_text("# ENGINE=ray over HTTP (`python -m bench --ray`)\n\n" + text + "\n")
+            log(f"written to {RAY}")
         if args.profile:
             text = profile_limit(duration, 5, log)
             PROFILE.write_text("# py-spy profile of the server under `limit`\n\n" + text)

@@ -65,20 +65,31 @@ class Server:
     """One gunicorn process tree on a free loopback port; `stop()` always cleans up."""
 
     def __init__(
-        self, extra_env: dict[str, str] | None = None, app: str | None = None, root: Path = ROOT
+        self,
+        extra_env: dict[str, str] | None = None,
+        app: str | None = None,
+        root: Path = ROOT,
+        ray: bool = False,
     ) -> None:
         """`app`: serve this ASGI app (`module:name`) instead of the configured one;
-        `root`: the tree whose code (and `config/`) the server runs."""
+        `root`: the tree whose code (and `config/`) the server runs; `ray`: start it as
+        `make run-ray` does (a head, the shards, gunicorn's workers), on every core."""
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         env = tree_env(root, {"PORT": str(self.port), "DATABASE_PATH": ":memory:"})
         env.update(extra_env or {})
-        command = [str(GUNICORN), "-c", "config/gunicorn.conf.py", *([app] if app else [])]
+        command = (
+            [sys.executable, "-m", "miniexchange.cluster.serve"]
+            if ray
+            else pinned(
+                [str(GUNICORN), "-c", "config/gunicorn.conf.py", *([app] if app else [])], core=0
+            )
+        )
         # The server's log (access lines included) goes to a file, as under a supervisor;
         # a pipe nobody reads would block the server once full.
         self._log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log")  # noqa: SIM115
         self.process = subprocess.Popen(
-            pinned(command, core=0),
+            command,
             cwd=root,
             env=env,
             stdout=self._log,
@@ -179,9 +190,10 @@ def running_server(
     extra_env: dict[str, str] | None = None,
     app: str | None = None,
     root: Path = ROOT,
+    ray: bool = False,
 ) -> Iterator[Server]:
     """A ready server with the benchmark brokers registered, stopped on the way out."""
-    server = Server(extra_env, app, root)
+    server = Server(extra_env, app, root, ray)
     try:
         server.wait_ready()
         if register:
