@@ -204,13 +204,16 @@ def start_head(
         )
     head = Head(f"{LOOPBACK}:{gcs_port}", directory, process, log_path, own_dir)
     deadline = time.monotonic() + timeout_s
-    while STARTED_LINE not in log_path.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            head.remove_temp_dir = False  # keep Ray's logs for whoever looks into it
-            head.stop()
-            raise HeadError(f"the Ray head did not start (see {directory}):\n{tail}")
-        time.sleep(0.1)
+    try:
+        while STARTED_LINE not in log_path.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                head.remove_temp_dir = False  # keep Ray's logs for whoever looks into it
+                raise HeadError(f"the Ray head did not start (see {directory}):\n{tail}")
+            time.sleep(0.1)
+    except BaseException:  # failed, or this process is stopping (SIGTERM, Ctrl-C)
+        head.stop()
+        raise
     return head
 
 

@@ -129,6 +129,9 @@ def run_gunicorn(address: str) -> int:
 
 
 def main() -> int:
+    # SIGTERM before gunicorn runs (a slow start stopped) must unwind through the
+    # `finally` blocks that stop the head; Python's default would leave it running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         settings = load_settings({**os.environ, "ENGINE": "ray"})
     except SettingsError as error:

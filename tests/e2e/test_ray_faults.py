@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +23,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import Server, engine_or_skip
+from miniexchange.journal.store import SqliteJournal
+from miniexchange.testing import child_pids
+from tests.e2e.conftest import ROOT, Server, engine_or_skip, free_port
 from tests.e2e.test_concurrency import THREADS, assert_invariants, fire, register_brokers
 
 FAR = "2099-01-01T00:00:00Z"
@@ -123,3 +127,66 @@ def test_a_shard_killed_under_load_is_rebuilt_and_nothing_acknowledged_is_lost(
         assert_invariants(server, accepted)
     finally:
         assert server.stop() == 0
+
+
+def test_make_run_ray_refuses_an_embedded_journal_with_one_line(tmp_path: Path) -> None:
+    """A journal belongs to one engine: the refusal comes before any Ray process starts."""
+    engine_or_skip("ray")
+    database = tmp_path / "embedded.db"
+    journal = SqliteJournal(str(database))  # ENGINE=embedded's
+    next(journal.facts(), None)  # opened: the file is stamped as the embedded engine's
+    journal.close()
+    done = subprocess.run(
+        [sys.executable, "-m", "miniexchange.cluster.serve"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_PATH": str(database), "PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert done.returncode == 3
+    assert done.stderr == (
+        f"miniexchange: {database}: a journal of ENGINE=embedded, and this start is "
+        "ENGINE=ray; start it with ENGINE=embedded, or give DATABASE_PATH another file\n"
+    )
+
+
+def test_make_run_ray_stopped_while_it_starts_leaves_no_ray_process(tmp_path: Path) -> None:
+    """SIGTERM once the head runs, before gunicorn does: the head goes with it."""
+    engine_or_skip("ray")
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "miniexchange.cluster.serve"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_PATH": ":memory:", "PORT": str(free_port())},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    seen: set[int] = set()
+    deadline = time.monotonic() + WAIT_S
+    while not any(command_of(pid).startswith(b"ray::") for pid in seen):  # hosts starting
+        assert time.monotonic() < deadline and launcher.poll() is None
+        seen |= set(descendants(launcher.pid))
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGTERM)
+    assert launcher.wait(timeout=WAIT_S) != 0
+    deadline = time.monotonic() + WAIT_S
+    while alive := [pid for pid in seen if command_of(pid)]:
+        assert time.monotonic() < deadline, f"left running: {alive}"
+        time.sleep(0.1)
+
+
+def command_of(pid: int) -> bytes:
+    """A live process's command line; b"" once it has ended (or is a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        children = child_pids(todo.pop())
+        found += children
+        todo += children
+    return found
