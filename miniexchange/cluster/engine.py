@@ -123,7 +123,7 @@ class RayEngine:
         """Join the cluster and find the hosts."""
         if self._address is not None:
             connect(self._address)
-        self._peers(SEQUENCER)
+        self.sequencer()
         for i in range(self.placement.account_shards):
             self._peers(ACCOUNTS, i)
         for j in range(self.placement.symbol_shards):
@@ -178,7 +178,8 @@ class RayEngine:
         await self._write(UnsubscribeWebhook(webhook_id, owner))
 
     async def journal_answer(self, fact: Fact) -> None:
-        """Nothing to journal: a worker keeps its `Idempotency-Key` answers itself."""
+        """Nothing journals the `Idempotency-Key` answers yet: the sequencer keeps them
+        in memory (`keys`)."""
 
     async def _write(self, command: WriteCommand, request_id: str | None = None) -> Any:
         return await self._outbox.request(Write(next(self._numbers), command, request_id))
@@ -186,37 +187,35 @@ class RayEngine:
     async def _send(self, writes: Sequence[Write]) -> list[Any]:
         """One call to the sequencer with a pass's writes; their answers, in order."""
         document = encode_part(Part(self.worker, tuple(writes)))
-        _, _, answers = decode_answers(await reached(self._peers(SEQUENCER).submit, document))
+        _, _, answers = decode_answers(await reached(self.sequencer().submit, document))
         return [answer for _, answer in answers]
 
     # -- reads -------------------------------------------------------------------------
 
     async def order(self, order_id: str) -> Order | None:
-        return _refused_or(await reached(self._account(order_id).order, order_id))
+        return await reached(self._account(order_id).order, order_id)
 
     async def broker_orders(
         self, broker_id: str, status: str | None, start: int, limit: int
     ) -> tuple[list[Order], int]:
-        return _refused_or(
-            await reached(self._account(broker_id).broker_orders, broker_id, status, start, limit)
+        return await reached(
+            self._account(broker_id).broker_orders, broker_id, status, start, limit
         )
 
     async def balance(self, broker_id: str) -> Balance:
-        return _refused_or(await reached(self._account(broker_id).balance, broker_id))
+        return await reached(self._account(broker_id).balance, broker_id)
 
     async def webhooks(self, broker_id: str) -> list[Subscription]:
-        return _refused_or(await reached(self._account(broker_id).webhooks, broker_id))
+        return await reached(self._account(broker_id).webhooks, broker_id)
 
     async def book(self, symbol: str, depth: int) -> BookView:
-        return _refused_or(await reached((await self._symbol(symbol)).book, symbol, depth))
+        return await reached((await self._symbol(symbol)).book, symbol, depth)
 
     async def quote(self, symbol: str, side: str, quantity: int) -> QuoteView:
-        return _refused_or(
-            await reached((await self._symbol(symbol)).quote, symbol, side, quantity)
-        )
+        return await reached((await self._symbol(symbol)).quote, symbol, side, quantity)
 
     async def price(self, symbol: str) -> Price:
-        return _refused_or(await reached((await self._symbol(symbol)).price, symbol))
+        return await reached((await self._symbol(symbol)).price, symbol)
 
     async def stocks(self) -> list[tuple[str, Summary]]:
         """Every listed symbol's summary, by symbol: the listing from the sequencer,
@@ -232,18 +231,16 @@ class RayEngine:
         )
         summaries = {
             symbol: summary
-            for (_, symbols), shard_summaries in zip(shards, map(_refused_or, answers), strict=True)
+            for (_, symbols), shard_summaries in zip(shards, answers, strict=True)
             for symbol, summary in zip(symbols, shard_summaries, strict=True)
         }
         return [(symbol, summaries[symbol]) for symbol in listed]
 
     async def trades(self, symbol: str, limit: int) -> list[Trade]:
-        return _refused_or(await reached((await self._symbol(symbol)).trades, symbol, limit))
+        return await reached((await self._symbol(symbol)).trades, symbol, limit)
 
     async def candles(self, symbol: str, interval: str, limit: int) -> list[Candle]:
-        return _refused_or(
-            await reached((await self._symbol(symbol)).candles, symbol, interval, limit)
-        )
+        return await reached((await self._symbol(symbol)).candles, symbol, interval, limit)
 
     # -- the event streams' feeds: this worker's replicas ---------------------------------
 
@@ -281,7 +278,7 @@ class RayEngine:
 
     async def _refresh_listed(self) -> list[str]:
         """The listing as the sequencer has it now, sorted, remembered."""
-        listed: list[str] = await reached(self._peers(SEQUENCER).listed)
+        listed: list[str] = await reached(self.sequencer().listed)
         self._listed.update(listed)
         return listed
 
@@ -311,24 +308,21 @@ class SequencerKeys:
 
     async def begin(self, endpoint: str, key: str, digest: bytes) -> StoredAnswer | InFlight:
         sequencer = self._engine.sequencer()
-        return _refused_or(await reached(sequencer.begin_key, endpoint, key, digest))
+        return await reached(sequencer.begin_key, endpoint, key, digest)
 
     async def finish(self, endpoint: str, key: str, status: int, body: bytes) -> None:
         await reached(self._engine.sequencer().finish_key, endpoint, key, status, body)
 
 
 async def reached(method: Any, *args: Any) -> Any:
-    """A host's answer to one call; a host that is down (its process died) refuses the
+    """A host's answer to one call, a refusal raised (a host returns refusals as values,
+    which Ray would wrap if raised); a host that is down (its process died) refuses the
     request with 503 `unavailable`, as the sequencer answers a write it cannot settle."""
     ray = import_ray()
     try:
-        return await method.remote(*args)
+        answer = await method.remote(*args)
     except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
         raise exchange_unavailable() from None
-
-
-def _refused_or(answer: Any) -> Any:
-    """A read's answer, or its refusal raised (a host returns refusals as values)."""
     if isinstance(answer, ExchangeError):
         raise answer
     return answer
