@@ -31,7 +31,7 @@ from bench.ray_hop import clock_ticks_us
 from bench.report import machine_line, table
 from bench.server import running_server
 from bench.wrk import WrkResult, run_wrk
-from miniexchange.testing import child_pids
+from miniexchange.testing import descendant_pids
 
 KINDS = (
     ("ray::SequencerHost", "sequencer"),
@@ -56,15 +56,6 @@ class Measured(NamedTuple):
     cpu_us: dict[str, float]  # per order, by kind
 
 
-def descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        children = child_pids(todo.pop())
-        found += children
-        todo += children
-    return found
-
-
 def kind_of(pid: int) -> str:
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
@@ -84,7 +75,7 @@ def measure(shape: Shape, duration_s: float, connections: int) -> Measured:
     with running_server(extra_env=env, ray=True) as server:
         run_wrk("limit", server.url, WARMUP_S, connections=connections)
         by_kind: dict[str, list[int]] = {}
-        for pid in [server.process.pid, *descendants(server.process.pid)]:
+        for pid in [server.process.pid, *descendant_pids(server.process.pid)]:
             by_kind.setdefault(kind_of(pid), []).append(pid)
         before = {kind: clock_ticks_us(pids) for kind, pids in by_kind.items()}
         result = run_wrk("limit", server.url, duration_s, connections=connections)

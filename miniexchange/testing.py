@@ -343,6 +343,16 @@ def child_pids(pid: int) -> list[int]:
         return found
 
 
+def descendant_pids(pid: int) -> list[int]:
+    """Every process below `pid`: `make run-ray`'s head, hosts and gunicorn workers."""
+    found, todo = [], [pid]
+    while todo:
+        children = child_pids(todo.pop())
+        found += children
+        todo += children
+    return found
+
+
 # -- a commit that never comes ----------------------------------------------------------
 
 

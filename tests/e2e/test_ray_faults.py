@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from miniexchange.journal.store import SqliteJournal
-from miniexchange.testing import child_pids
+from miniexchange.testing import descendant_pids
 from tests.e2e.conftest import ROOT, Server, engine_or_skip, free_port
 from tests.e2e.test_concurrency import THREADS, assert_invariants, fire, register_brokers
 
@@ -165,7 +165,7 @@ def test_make_run_ray_stopped_while_it_starts_leaves_no_ray_process(tmp_path: Pa
     deadline = time.monotonic() + WAIT_S
     while not any(command_of(pid).startswith(b"ray::") for pid in seen):  # hosts starting
         assert time.monotonic() < deadline and launcher.poll() is None
-        seen |= set(descendants(launcher.pid))
+        seen |= set(descendant_pids(launcher.pid))
         time.sleep(0.05)
     launcher.send_signal(signal.SIGTERM)
     assert launcher.wait(timeout=WAIT_S) != 0
@@ -181,12 +181,3 @@ def command_of(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        children = child_pids(todo.pop())
-        found += children
-        todo += children
-    return found
