@@ -240,7 +240,8 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     ray = engine == "ray"
     if ray and auth == "api_key":
         raise SettingsError("AUTH", "api_key is not available with ENGINE=ray yet (use none)")
-    if not ray and read("WORKERS", _positive_int, 1) != 1:
+    workers = read("WORKERS", _positive_int, (os.cpu_count() or 1) if ray else 1)
+    if not ray and workers != 1:
         raise SettingsError(
             "WORKERS", "more than 1 needs ENGINE=ray (the embedded exchange is one process)"
         )
@@ -281,7 +282,7 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         ),
         snapshot_interval_us=read("SNAPSHOT_INTERVAL", _duration, defaults.snapshot_interval_us),
         engine=engine,
-        workers=read("WORKERS", _positive_int, os.cpu_count() or 1) if ray else 1,
+        workers=workers,
         account_shards=read("ACCOUNT_SHARDS", _positive_int, defaults.account_shards),
         symbol_shards=read("SYMBOL_SHARDS", _positive_int, defaults.symbol_shards),
         ray_address=read("RAY_ADDRESS", _text, None) if ray else None,

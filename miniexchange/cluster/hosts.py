@@ -136,8 +136,13 @@ class AccountShardHost(_ShardHost):
         self._account_actors = account_actors
         self._deliveries = deliveries()
         self._deliveries.start()
-        self._shard = AccountShard(index, placement, self._deliveries.submit, account_actors)
-        self._door = AccountDoor(self._shard)
+        self._shard, self._door = self._empty()
+
+    def _empty(self) -> tuple[AccountShard, AccountDoor]:
+        shard = AccountShard(
+            self.index, self._placement, self._deliveries.submit, self._account_actors
+        )
+        return shard, AccountDoor(shard)
 
     def reset(self, replayed_through: int) -> str:
         """Empty and closed, for a replay of the journal whose batches up to
@@ -145,11 +150,8 @@ class AccountShardHost(_ShardHost):
         with self._lock:
             self.serving = False
             self._shard.stop()
-            self._shard = AccountShard(
-                self.index, self._placement, self._deliveries.submit, self._account_actors
-            )
+            self._shard, self._door = self._empty()
             self._shard.replayed_through = replayed_through
-            self._door = AccountDoor(self._shard)
         return self.incarnation
 
     def take_batch(self, document: bytes) -> None:
@@ -305,7 +307,6 @@ class SequencerHost:
         exists is resumed."""
         self.placement = placement
         self._keys = KeyIndex(idempotency_max_keys, idempotency_ttl_us)
-        self._clock = SystemClock()
         self._sequencer = Sequencer(placement, SystemClock(), max_symbols, expiration_interval_us)
         self._journal: MemoryJournal | SqliteJournal = (
             MemoryJournal()
@@ -376,7 +377,6 @@ class SequencerHost:
         self._incarnations = await asyncio.gather(
             *(self._answered(shard.reset, quiet) for shard in shards)
         )
-        accounts = self._shards(ACCOUNTS)
         words = set(self._words)
         if self._sequencer.allowed == self._sequencer.last_cut:
             words.add(self._sequencer.last_cut)
@@ -389,16 +389,12 @@ class SequencerHost:
                     await self._replay_settled(batch.k - IN_FLIGHT)
                 self._replay_done[batch.k] = loop.create_future()
             for k in sorted(words):
-                for shard in accounts:
-                    shard.take_go.remote(k)
+                self._send_go(k)
             words.clear()
-            document = encode_batch(batch)
-            for shard in accounts:
-                shard.take_batch.remote(document)
+            self._send_batch(batch)
             replayed += 1
         for k in sorted(words):
-            for shard in accounts:
-                shard.take_go.remote(k)
+            self._send_go(k)
         for k in list(self._replay_done):
             await self._replay_settled(k)
         await asyncio.gather(*(self._answered(shard.open) for shard in shards))
@@ -470,12 +466,12 @@ class SequencerHost:
     ) -> StoredAnswer | InFlight | ExchangeError:
         """`KeyIndex.begin`, its refusal returned (Ray would wrap it if raised)."""
         try:
-            return self._keys.begin((endpoint, key), digest, self._clock.now())
+            return self._keys.begin((endpoint, key), digest, self._sequencer.clock.now())
         except ExchangeError as refusal:
             return refusal
 
     async def finish_key(self, endpoint: str, key: str, status: int, body: bytes) -> None:
-        self._keys.finish((endpoint, key), status, body, self._clock.now())
+        self._keys.finish((endpoint, key), status, body, self._sequencer.clock.now())
 
     async def listed(self) -> list[str]:
         """The listed symbols, sorted: a symbol is listed once the request that listed
@@ -577,17 +573,23 @@ class SequencerHost:
         if error is not None:  # fail-stop: nothing of this batch reaches a shard
             self._fail(journal_unavailable())
             return
-        document = encode_batch(batch)
-        for i in range(self.placement.account_shards):
-            self._peers(ACCOUNTS, i).take_batch.remote(document)
+        self._send_batch(batch)
 
     def _word(self) -> None:
         """Nothing came since the last cut: the account shards may settle it at once."""
         go = self._sequencer.go()
         if go is not None:
             self._words.add(go.k)
-            for i in range(self.placement.account_shards):
-                self._peers(ACCOUNTS, i).take_go.remote(go.k)
+            self._send_go(go.k)
+
+    def _send_batch(self, batch: Batch) -> None:
+        document = encode_batch(batch)
+        for shard in self._shards(ACCOUNTS):
+            shard.take_batch.remote(document)
+
+    def _send_go(self, k: int) -> None:
+        for shard in self._shards(ACCOUNTS):
+            shard.take_go.remote(k)
 
     def _give(self, answers: list[tuple[Ticket, Any]] | tuple[tuple[Ticket, Any], ...]) -> None:
         for ticket, answer in answers:

@@ -75,7 +75,6 @@ class IdempotencyStore:
     ) -> None:
         self._clock = clock
         self._keys = KeyIndex(max_keys, ttl_us)
-        self._answers = self._keys.answers
         self._sweeper: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
@@ -97,11 +96,11 @@ class IdempotencyStore:
         """Take the answers recovered from the journal (`recovered` is left empty)."""
         now = self._clock.now()
         for key, stored in recovered.drain():
-            self._answers.put(key, stored, now)
+            self._keys.answers.put(key, stored, now)
 
     def forget_expired(self) -> int:
         """Drop the answers past their TTL now; how many went."""
-        return self._answers.forget_expired(self._clock.now())
+        return self._keys.answers.forget_expired(self._clock.now())
 
     def start_sweeping(self, interval_s: float = SWEEP_INTERVAL_S) -> None:
         """On the event loop, until `stop_sweeping`: expired answers leave memory as
