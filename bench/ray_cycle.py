@@ -18,7 +18,7 @@ import asyncio
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from bench.engine import measure_actors
@@ -39,16 +39,19 @@ SYMBOL_NAMES = ("AAA", "BBB", "CCC", "DDD")
 DOC = "12345678900"
 
 
-def host_pids(processes: dict[int, str]) -> dict[str, list[int]]:
-    """The head's processes by kind: each host (its command line names its class), and
-    Ray's own daemons (the rest, workers without a host included)."""
-    kinds: dict[str, list[int]] = {kind: [] for kind in (*KINDS.values(), "ray")}
+def host_pids(
+    processes: Iterable[int], kinds_by_name: Mapping[str, str] = KINDS
+) -> dict[str, list[int]]:
+    """The processes by kind: each host (its command line names its class; or another
+    name of `kinds_by_name`), and Ray's own daemons (the rest, workers without a host
+    included)."""
+    kinds: dict[str, list[int]] = {kind: [] for kind in (*kinds_by_name.values(), "ray")}
     for pid in processes:
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        kind = next((k for name, k in KINDS.items() if name in command), "ray")
+        kind = next((k for name, k in kinds_by_name.items() if name in command), "ray")
         kinds[kind].append(pid)
     return kinds
 

@@ -24,20 +24,21 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
 
+from bench.ray_cycle import KINDS as HOST_KINDS
+from bench.ray_cycle import host_pids
 from bench.ray_hop import clock_ticks_us
 from bench.report import machine_line, table
 from bench.server import running_server
 from bench.wrk import WrkResult, run_wrk
+from miniexchange.cluster.hosts import ACCOUNTS, SEQUENCER, SYMBOLS
 from miniexchange.testing import descendant_pids
 
-KINDS = (
-    ("ray::SequencerHost", "sequencer"),
-    ("ray::AccountShardHost", "account"),
-    ("ray::SymbolShardHost", "symbol"),
-)
+INGRESS = "ingress"
+KINDS = {**HOST_KINDS, "gunicorn": INGRESS}
+"""Every process of `make run-ray` by kind; "ray" is the rest (Ray's daemons, the launcher)."""
+COLUMNS = (INGRESS, SEQUENCER, ACCOUNTS, SYMBOLS, "ray")
 CONNECTIONS = 64
 WARMUP_S = 3.0
 
@@ -56,16 +57,6 @@ class Measured(NamedTuple):
     cpu_us: dict[str, float]  # per order, by kind
 
 
-def kind_of(pid: int) -> str:
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return "rest"
-    if "gunicorn" in command:
-        return "ingress"
-    return next((kind for title, kind in KINDS if command.startswith(title)), "rest")
-
-
 def measure(shape: Shape, duration_s: float, connections: int) -> Measured:
     env = {
         "WORKERS": str(shape.workers),
@@ -74,9 +65,8 @@ def measure(shape: Shape, duration_s: float, connections: int) -> Measured:
     }
     with running_server(extra_env=env, ray=True) as server:
         run_wrk("limit", server.url, WARMUP_S, connections=connections)
-        by_kind: dict[str, list[int]] = {}
-        for pid in [server.process.pid, *descendant_pids(server.process.pid)]:
-            by_kind.setdefault(kind_of(pid), []).append(pid)
+        launcher = server.process.pid
+        by_kind = host_pids([launcher, *descendant_pids(launcher)], KINDS)
         before = {kind: clock_ticks_us(pids) for kind, pids in by_kind.items()}
         result = run_wrk("limit", server.url, duration_s, connections=connections)
         after = {kind: clock_ticks_us(pids) for kind, pids in by_kind.items()}
@@ -101,20 +91,17 @@ def embedded(duration_s: float, connections: int) -> Measured:
         result = run_wrk("limit", server.url, duration_s, connections=connections)
         cpu = server.cpu_seconds() - cpu_before
     orders = accepted(result)
-    return Measured(orders / result.duration_s, {"ingress": cpu * 1e6 / orders})
+    return Measured(orders / result.duration_s, {INGRESS: cpu * 1e6 / orders})
 
 
 def predicted(cpu_us: dict[str, float], cores: int, shape: Shape) -> float:
     """The capacity model's orders/s for `shape` on `cores` cores."""
-    c = {
-        kind: cpu_us.get(kind, 0.0) / 1e6
-        for kind in ("ingress", "sequencer", "account", "symbol", "rest")
-    }
+    c = {kind: cpu_us.get(kind, 0.0) / 1e6 for kind in COLUMNS}
     bounds = [
-        shape.workers / c["ingress"],
-        shape.account_shards / c["account"],
-        shape.symbol_shards / c["symbol"],
-        1 / c["sequencer"],
+        shape.workers / c[INGRESS],
+        shape.account_shards / c[ACCOUNTS],
+        shape.symbol_shards / c[SYMBOLS],
+        1 / c[SEQUENCER],
         cores / sum(c.values()),
     ]
     return min(bounds)
@@ -159,10 +146,7 @@ def report(
                 shape.label(),
                 f"{measured.orders_per_s:,.0f}",
                 f"{measured.orders_per_s / reference.orders_per_s:.2f}",
-                *(
-                    f"{cpu.get(kind, 0.0):,.0f}"
-                    for kind in ("ingress", "sequencer", "account", "symbol", "rest")
-                ),
+                *(f"{cpu.get(kind, 0.0):,.0f}" for kind in COLUMNS),
             )
         )
     header = (

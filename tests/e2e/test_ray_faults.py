@@ -55,16 +55,8 @@ def process_titled(title: str) -> int:
 
 def processes_titled(title: str) -> list[int]:
     """The pids of the processes whose title starts so."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes()
-            except OSError:  # ended meanwhile
-                continue
-            if command.startswith(title.encode()):
-                found.append(int(entry.name))
-    return found
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return [pid for pid in pids if command_of(pid).startswith(title.encode())]
 
 
 @pytest.mark.parametrize("shard", ["AccountShardHost", "SymbolShardHost"])
