@@ -204,6 +204,14 @@ def rebuild_symbol(snapshot: SymbolSnapshot, batches: list[Batch], sent: Outboxe
     return shard
 
 
+def batches_and_a_cut(
+    stream: Stream, sizes: list[int], in_flight: bool, data: st.DataObject
+) -> tuple[list[Batch], int]:
+    """The stream's batches and a drawn batch (not the first) before which to snapshot."""
+    batches = cut(stamped_stream(stream), sizes, in_flight)
+    return batches, data.draw(st.integers(1, len(batches) - 1), label="cut before batch")
+
+
 def check_rebuilt_shards(batches: list[Batch], i: int, stored: Stored = as_taken) -> None:
     """Each shard in turn rebuilt from its snapshot at the cut and its peers' parts."""
     original = Shards(2, 2, ManualClock(READ_AT), VWAP_WINDOW, account_actors=2)
@@ -251,8 +259,7 @@ def check_rebuilt_shards(batches: list[Batch], i: int, stored: Stored = as_taken
 def test_a_run_split_by_a_snapshot_ends_as_the_straight_run(
     stream: Stream, sizes: list[int], in_flight: bool, account_actors: int, data: st.DataObject
 ) -> None:
-    batches = cut(stamped_stream(stream), sizes, in_flight)
-    i = data.draw(st.integers(1, len(batches) - 1), label="cut before batch")
+    batches, i = batches_and_a_cut(stream, sizes, in_flight, data)
     try:
         check_split_run(batches, i, account_actors)
     finally:
@@ -266,8 +273,7 @@ def test_a_run_split_by_a_snapshot_ends_as_the_straight_run(
 def test_a_shard_rebuilt_from_its_snapshot_and_its_peers_parts_equals_the_one_it_replaces(
     stream: Stream, sizes: list[int], in_flight: bool, data: st.DataObject
 ) -> None:
-    batches = cut(stamped_stream(stream), sizes, in_flight)
-    i = data.draw(st.integers(1, len(batches) - 1), label="cut before batch")
+    batches, i = batches_and_a_cut(stream, sizes, in_flight, data)
     try:
         check_rebuilt_shards(batches, i)
     finally:

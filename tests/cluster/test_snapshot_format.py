@@ -5,7 +5,8 @@ encoded and decoded at the cut, and anything malformed refused whole."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import hypothesis
 import orjson
@@ -34,13 +35,12 @@ from tests.cluster.test_shards_embedded import (
     READ_AT,
     VWAP_WINDOW,
     Stream,
-    cut,
-    stamped_stream,
     streams,
 )
 from tests.cluster.test_shards_snapshot import (
     DOC,
     Cut,
+    batches_and_a_cut,
     check_exact_scenario,
     check_rebuilt_shards,
     check_split_run,
@@ -49,25 +49,27 @@ from tests.cluster.test_shards_snapshot import (
     scenario,
 )
 
+_S = TypeVar("_S", AccountSnapshot, SymbolSnapshot)
+
 
 def through_bytes(taken: Cut) -> Cut:
     """The cut's snapshots as a restart reads them: each encoded, then decoded; each
     decoded one encodes to the same bytes and holds the same values."""
-    accounts = []
-    for snapshot in taken.accounts:
-        document = encode_account_snapshot(snapshot)
-        decoded = decode_account_snapshot(document)
-        assert encode_account_snapshot(decoded) == document
-        assert values(decoded) == values(snapshot)
-        accounts.append(decoded)
-    symbols = []
-    for symbol_snapshot in taken.symbols:
-        document = encode_symbol_snapshot(symbol_snapshot)
-        decoded_symbol = decode_symbol_snapshot(document)
-        assert encode_symbol_snapshot(decoded_symbol) == document
-        assert values(decoded_symbol) == values(symbol_snapshot)
-        symbols.append(decoded_symbol)
+    accounts = [
+        round_trip(s, encode_account_snapshot, decode_account_snapshot) for s in taken.accounts
+    ]
+    symbols = [round_trip(s, encode_symbol_snapshot, decode_symbol_snapshot) for s in taken.symbols]
     return Cut(taken.n, accounts, symbols, taken.in_flight, taken.delivered)
+
+
+def round_trip(snapshot: _S, encode: Callable[[_S], bytes], decode: Callable[[bytes], _S]) -> _S:
+    """`snapshot` encoded, then decoded; the decoded one encodes to the same bytes and
+    holds the same values."""
+    document = encode(snapshot)
+    decoded = decode(document)
+    assert encode(decoded) == document
+    assert values(decoded) == values(snapshot)
+    return decoded
 
 
 def values(snapshot: AccountSnapshot | SymbolSnapshot) -> tuple[Any, ...]:
@@ -114,8 +116,7 @@ def decided(snapshot: AccountSnapshot) -> tuple[tuple[int, tuple[tuple[int, Any]
 def test_a_run_split_by_a_snapshot_read_from_bytes_ends_as_the_straight_run(
     stream: Stream, sizes: list[int], in_flight: bool, account_actors: int, data: st.DataObject
 ) -> None:
-    batches = cut(stamped_stream(stream), sizes, in_flight)
-    i = data.draw(st.integers(1, len(batches) - 1), label="cut before batch")
+    batches, i = batches_and_a_cut(stream, sizes, in_flight, data)
     try:
         check_split_run(batches, i, account_actors, stored=through_bytes)
         check_rebuilt_shards(batches, i, through_bytes)
@@ -130,8 +131,7 @@ def test_a_run_split_by_a_snapshot_read_from_bytes_ends_as_the_straight_run(
 def test_shards_started_from_decoded_snapshots_read_as_those_from_the_values(
     stream: Stream, sizes: list[int], in_flight: bool, data: st.DataObject
 ) -> None:
-    batches = cut(stamped_stream(stream), sizes, in_flight)
-    i = data.draw(st.integers(1, len(batches) - 1), label="cut before batch")
+    batches, i = batches_and_a_cut(stream, sizes, in_flight, data)
     try:
         original = Shards(2, 2, ManualClock(READ_AT), VWAP_WINDOW, account_actors=2)
         _, taken = run_with_cut(original, batches, i)
