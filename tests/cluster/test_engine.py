@@ -7,6 +7,7 @@ Skipped without the `ray` extra (the default test venv has none)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -238,6 +239,20 @@ def test_a_shard_whose_process_died_is_rebuilt_from_the_journal(
     asyncio.run(scenario())
 
 
+def killed(host: Any) -> None:
+    """`kill -9` of a host's process, returned once it is dead: `ray.kill` only asks
+    for it, and a call sent at once may still be answered."""
+    ray.kill(host, no_restart=False)
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            ray.get(host.__ray_ready__.remote(), timeout=WAIT_S)
+        except ray.exceptions.RayActorError:
+            return
+        assert time.monotonic() < deadline, "the host outlived its kill"
+        time.sleep(0.05)
+
+
 def test_without_a_journal_a_dead_shard_stops_the_exchange(head: Any) -> None:  # noqa: F811
     """With `DATABASE_PATH=:memory:` nothing could rebuild a shard: Ray does not
     restart it, a read it would answer is refused `unavailable` (a 503), and a write,
@@ -249,7 +264,7 @@ def test_without_a_journal_a_dead_shard_stops_the_exchange(head: Any) -> None:  
 
         async def scenario() -> None:
             await one.register(RegisterBroker("buyer", 1_000, ()), None)
-            ray.kill(started.accounts[Placement(2, 2).account_shard("buyer")], no_restart=False)
+            killed(started.accounts[Placement(2, 2).account_shard("buyer")])
             for _ in range(5):  # over seconds: long enough for Ray to have restarted it
                 assert await refusal(one.balance("buyer")) == UNAVAILABLE
                 await asyncio.sleep(1)
