@@ -360,6 +360,10 @@ class SequencerHost:
         if self._replayed is None:
             self._started()
             self._replayed = await self._rebuild()
+            # the ticks only now: a tick's batch sent while the shards were being reset
+            # could reach an old shard and be wiped with it (no journal replays it then)
+            if self._interval_s is not None:  # held: the loop keeps only weak references
+                self._ticker = self._started().create_task(self._tick())
         return self._replayed
 
     async def _rebuild(self) -> int:
@@ -482,13 +486,12 @@ class SequencerHost:
         return self._sequencer.settled_through + 1
 
     def _started(self) -> asyncio.AbstractEventLoop:
-        """The loop; on the first call, the journal, the ticks and the watch start."""
+        """The loop; on the first call, the journal and the watch start (the ticks once
+        the shards are built: `replay`)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._journal.start()
             # held: the loop keeps only weak references to its tasks
-            if self._interval_s is not None:
-                self._ticker = self._loop.create_task(self._tick())
             self._watcher = self._loop.create_task(self._watch())
         return self._loop
 

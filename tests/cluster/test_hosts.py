@@ -213,3 +213,16 @@ def state(hosts: Hosts, orders: list[Order]) -> Any:
         ],
         [(book.bids, book.asks) for book in books],
     )
+
+
+def test_the_first_write_is_answered_however_fast_the_ticks(head: Head) -> None:
+    """The ticks start once the shards are built: a tick's batch sent while the start
+    reset the shards reached an old shard and was wiped with it, and with no journal to
+    replay it every later batch waited for it (4 starts in 8 hung before the fix)."""
+    for _ in range(8):
+        hosts = start_hosts(Placement(2, 2), FakeDeliveries, expiration_interval_us=1_000)
+        try:
+            (registered,) = Worker(hosts, "w1").answers(RegisterBroker("b", 100, ()))
+            assert isinstance(registered, Balance) and registered.cash_balance == 100
+        finally:
+            stop_hosts(hosts)
