@@ -43,7 +43,20 @@ from miniexchange.cluster.parts import (
     encode_settle_part,
 )
 from miniexchange.cluster.sequencer import IN_FLIGHT, Sequencer, Ticket, journaled
+from miniexchange.cluster.shard_snapshots import AccountSnapshot, SymbolSnapshot
 from miniexchange.cluster.shards import AccountShard, Answer, Placement, SymbolShard
+from miniexchange.cluster.snapshot_file import (
+    ClusterSnapshot,
+    read_cluster_snapshot,
+    snapshot_file,
+    write_cluster_snapshot,
+)
+from miniexchange.cluster.snapshot_format import (
+    decode_account_snapshot,
+    decode_symbol_snapshot,
+    encode_account_snapshot,
+    encode_symbol_snapshot,
+)
 from miniexchange.cluster.stamped import Batch, Go
 from miniexchange.ids import random_uuid4
 from miniexchange.journal.store import MemoryJournal, SqliteJournal
@@ -73,6 +86,9 @@ CHECK_S = 5.0
 """How often the sequencer asks it anyway (a shard may die while nothing is in flight)."""
 RESTART_WAIT_S = 120.0
 """How long a rebuild waits for Ray to bring a shard's process back."""
+SNAPSHOT_WAIT_S = 5.0
+"""How long a snapshot holds the cuts for the batches in flight to settle before it
+gives up (and the next one tries again)."""
 
 log = logging.getLogger("miniexchange.cluster")
 
@@ -110,9 +126,30 @@ class _ShardHost:
         self.serving = False
         self._lock = threading.Lock()
         self._peers = Peers()
+        self._captured: tuple[int, Any] | None = None
 
     def identity(self) -> str:
         return self.incarnation
+
+    def capture(self, k: int) -> None:
+        """The shard's state as it stands after batch `k` (the sequencer holds the cuts
+        until every shard has answered): values, copied under the lock at once; their
+        bytes are made by `captured`, while the phases go on."""
+        with self._lock:
+            self._captured = (k, self._capture())
+
+    def captured(self, k: int) -> Any:
+        """The bytes of what `capture(k)` took (`ValueError`: it took another batch)."""
+        captured, self._captured = self._captured, None
+        if captured is None or captured[0] != k:
+            raise ValueError(f"no capture of batch {k} here")
+        return self._encode(captured[1])
+
+    def _capture(self) -> Any:
+        raise NotImplementedError
+
+    def _encode(self, captured: Any) -> Any:
+        raise NotImplementedError
 
     def open(self) -> None:
         self.serving = True
@@ -136,23 +173,36 @@ class AccountShardHost(_ShardHost):
         self._account_actors = account_actors
         self._deliveries = deliveries()
         self._deliveries.start()
-        self._shard, self._door = self._empty()
+        self._shard, self._door = self._started(None)
 
-    def _empty(self) -> tuple[AccountShard, AccountDoor]:
-        shard = AccountShard(
-            self.index, self._placement, self._deliveries.submit, self._account_actors
+    def _started(self, snapshot: bytes | None) -> tuple[AccountShard, AccountDoor]:
+        """A shard empty or from its snapshot's document, and its door."""
+        deliver = self._deliveries.submit
+        shard = (
+            AccountShard(self.index, self._placement, deliver, self._account_actors)
+            if snapshot is None
+            else AccountShard.from_snapshot(
+                decode_account_snapshot(snapshot), deliver, self._account_actors
+            )
         )
         return shard, AccountDoor(shard)
 
-    def reset(self, replayed_through: int) -> str:
-        """Empty and closed, for a replay of the journal whose batches up to
-        `replayed_through` were settled before (their webhooks are not delivered again)."""
+    def reset(self, replayed_through: int, snapshot: bytes | None = None) -> str:
+        """Closed, empty or as `snapshot` (a document of `captured`), for a replay of
+        the journal's batches after it, those up to `replayed_through` settled before
+        (their webhooks are not delivered again)."""
         with self._lock:
             self.serving = False
             self._shard.stop()
-            self._shard, self._door = self._empty()
+            self._shard, self._door = self._started(snapshot)
             self._shard.replayed_through = replayed_through
         return self.incarnation
+
+    def _capture(self) -> AccountSnapshot:
+        return self._shard.snapshot()
+
+    def _encode(self, captured: AccountSnapshot) -> bytes:
+        return encode_account_snapshot(captured)
 
     def take_batch(self, document: bytes) -> None:
         batch = decode_batch(document)
@@ -220,26 +270,42 @@ class SymbolShardHost(_ShardHost):
         # the workers' polls outlive a rebuild: the replay counts the same steps again,
         # and a poll hears of a symbol's steps only past those it has seen
         self._news = News()
-        self._shard, self._door = self._empty()
+        self._shard, self._door = self._started(None)
 
-    def _empty(self) -> tuple[SymbolShard, SymbolDoor]:
-        shard = SymbolShard(
-            self.index,
-            self._placement,
-            SystemClock(),
-            self._vwap_window_us,
-            listeners=(self._news,),
+    def _started(self, snapshot: bytes | None) -> tuple[SymbolShard, SymbolDoor]:
+        """A shard empty or from its snapshot's document, and its door."""
+        window, listeners = self._vwap_window_us, (self._news,)
+        shard = (
+            SymbolShard(self.index, self._placement, SystemClock(), window, listeners=listeners)
+            if snapshot is None
+            else SymbolShard.from_snapshot(
+                decode_symbol_snapshot(snapshot), SystemClock(), window, listeners=listeners
+            )
         )
         return shard, SymbolDoor(shard)
 
-    def reset(self, replayed_through: int) -> str:
-        """Empty and closed, for a replay of the journal."""
+    def reset(
+        self,
+        replayed_through: int,
+        snapshot: tuple[bytes, dict[str, int]] | None = None,
+    ) -> str:
+        """Closed, empty or as `snapshot` (what `captured` gave: the document and the
+        steps counted), for a replay of the journal's batches after it."""
         with self._lock:
             self.serving = False
             self._shard.stop()
-            self._news.forget_steps()
-            self._shard, self._door = self._empty()
+            self._news.forget_steps(None if snapshot is None else snapshot[1])
+            self._shard, self._door = self._started(None if snapshot is None else snapshot[0])
         return self.incarnation
+
+    def _capture(self) -> tuple[SymbolSnapshot, dict[str, int]]:
+        return self._shard.snapshot(), self._news.steps()
+
+    def _encode(
+        self, captured: tuple[SymbolSnapshot, dict[str, int]]
+    ) -> tuple[bytes, dict[str, int]]:
+        snapshot, steps = captured
+        return encode_symbol_snapshot(snapshot), steps
 
     def take_match_part(self, document: bytes) -> None:
         part = decode_match_part(document)
@@ -302,19 +368,31 @@ class SequencerHost:
         expiration_interval_us: int | None,
         idempotency_max_keys: int = 1_000_000,
         idempotency_ttl_us: int = 86_400_000_000,
+        snapshot_interval_s: float | None = None,
     ) -> None:
         """`database_path`: the command journal (`:memory:`: none); a journal that
-        exists is resumed."""
+        exists is resumed, from its cluster snapshot if it has one. `snapshot_interval_s`:
+        how often a cluster snapshot is taken while batches come (None: never; with no
+        journal there is none to take)."""
         self.placement = placement
         self._keys = KeyIndex(idempotency_max_keys, idempotency_ttl_us)
         self._sequencer = Sequencer(placement, SystemClock(), max_symbols, expiration_interval_us)
-        self._journal: MemoryJournal | SqliteJournal = (
-            MemoryJournal()
-            if database_path == ":memory:"
-            else SqliteJournal(database_path, engine="ray")
-        )
-        self._sequencer.resume(self._journal.facts())
+        self._snapshot_path = snapshot_file(database_path)
+        snapshot = None
+        if database_path == ":memory:":
+            self._journal: MemoryJournal | SqliteJournal = MemoryJournal()
+            self._sequencer.resume(self._journal.facts())
+        else:
+            snapshot = read_cluster_snapshot(self._snapshot_path, placement)
+            covered = 0 if snapshot is None else snapshot.seq
+            self._journal = SqliteJournal(database_path, engine="ray", covered_seq=covered)
+            self._sequencer.resume(
+                self._journal.facts(after=covered), None if snapshot is None else snapshot.sequencer
+            )
         self._recovers = isinstance(self._journal, SqliteJournal)
+        self._snapshot_k = 0 if snapshot is None else snapshot.k  # the latest one's batch
+        self._snapshot_interval_s = snapshot_interval_s if self._recovers else None
+        self._snapshotter: asyncio.Task[None] | None = None
         self._replayed: int | None = None  # batches replayed at the cluster's start
         self._replay: dict[int, set[int]] = {}  # a replayed batch -> the shards that settled it
         self._replay_done: dict[int, asyncio.Future[None]] = {}
@@ -364,6 +442,8 @@ class SequencerHost:
             # could reach an old shard and be wiped with it (no journal replays it then)
             if self._interval_s is not None:  # held: the loop keeps only weak references
                 self._ticker = self._started().create_task(self._tick())
+            if self._snapshot_interval_s is not None:
+                self._snapshotter = self._started().create_task(self._snapshots())
         return self._replayed
 
     async def _rebuild(self) -> int:
@@ -377,15 +457,31 @@ class SequencerHost:
         loop = self._started()
         self._rebuilding = True
         quiet = self._sequencer.settled_through  # answered, delivered: not again
-        shards = [*self._shards(ACCOUNTS), *self._shards(SYMBOLS)]
-        self._incarnations = await asyncio.gather(
-            *(self._answered(shard.reset, quiet) for shard in shards)
+        snapshot = (
+            await loop.run_in_executor(
+                None, read_cluster_snapshot, self._snapshot_path, self.placement
+            )
+            if self._recovers
+            else None
         )
+        accounts, symbols = self._shards(ACCOUNTS), self._shards(SYMBOLS)
+        resets = [
+            *(
+                self._answered(shard.reset, quiet, snapshot and snapshot.accounts[i])
+                for i, shard in enumerate(accounts)
+            ),
+            *(
+                self._answered(shard.reset, quiet, snapshot and snapshot.symbols[j])
+                for j, shard in enumerate(symbols)
+            ),
+        ]
+        shards = [*accounts, *symbols]
+        self._incarnations = await asyncio.gather(*resets)
         words = set(self._words)
         if self._sequencer.allowed == self._sequencer.last_cut:
             words.add(self._sequencer.last_cut)
         replayed = 0
-        for batch in self._journaled_batches():
+        for batch in self._journaled_batches(snapshot):
             if batch.after == batch.k - 1 and batch.after > 0:
                 words.add(batch.after)
             if batch.k <= quiet:
@@ -405,17 +501,67 @@ class SequencerHost:
         self._rebuilding = False
         return replayed
 
-    def _journaled_batches(self) -> Iterator[Batch]:
-        """The durable batches, read through a connection of their own (the writer goes
-        on with its own)."""
+    def _journaled_batches(self, snapshot: ClusterSnapshot | None) -> Iterator[Batch]:
+        """The durable batches after `snapshot`, read through a connection of their own
+        (the writer goes on with its own)."""
         if not isinstance(self._journal, SqliteJournal):
             return
-        reader = SqliteJournal(self._journal.path, engine="ray")
+        covered, k = (0, 0) if snapshot is None else (snapshot.seq, snapshot.k)
+        reader = SqliteJournal(self._journal.path, engine="ray", covered_seq=covered)
         try:
-            for entry in journaled(reader.facts()):
-                yield entry.batch
+            for entry in journaled(reader.facts(after=covered)):
+                if entry.batch.k > k:
+                    yield entry.batch
         finally:
             reader.close()
+
+    async def _snapshots(self) -> None:
+        """A cluster snapshot every interval while batches come; one that fails (a shard
+        lost meanwhile) is logged and the next one tries again."""
+        assert self._snapshot_interval_s is not None
+        while self._failure is None:
+            await asyncio.sleep(self._snapshot_interval_s)
+            if self._sequencer.last_cut == self._snapshot_k or self._rebuilding:
+                continue
+            try:
+                await self.snapshot()
+            except Exception as error:
+                log.warning("cluster snapshot failed: %r", error)
+
+    async def snapshot(self) -> int:
+        """Take a cluster snapshot now: hold the cuts, let the last batch settle, have
+        every shard capture its state there, release the cuts, then write the shards'
+        bytes to the snapshot file and forget the journal's facts it covers. Returns
+        the batch it stands after (0: none was taken, the shards did not come to rest)."""
+        loop, sequencer = self._started(), self._sequencer
+        accounts, symbols = self._shards(ACCOUNTS), self._shards(SYMBOLS)
+        sequencer.hold()
+        try:
+            self._word()  # the last batch may settle without a next one
+            deadline = time.monotonic() + SNAPSHOT_WAIT_S
+            while sequencer.in_flight and time.monotonic() < deadline:
+                await asyncio.sleep(0.002)
+            if sequencer.in_flight or self._rebuilding or self._failure is not None:
+                return 0
+            state = sequencer.state()
+            covered = self._journal.committed_seq
+            await asyncio.gather(
+                *(shard.capture.remote(state.k) for shard in (*accounts, *symbols))
+            )
+        finally:
+            sequencer.release()
+            self._schedule_pump()
+        taken = ClusterSnapshot(
+            state.k,
+            covered,
+            state,
+            tuple(await asyncio.gather(*(shard.captured.remote(state.k) for shard in accounts))),
+            tuple(await asyncio.gather(*(shard.captured.remote(state.k) for shard in symbols))),
+        )
+        await loop.run_in_executor(None, write_cluster_snapshot, self._snapshot_path, taken)
+        self._snapshot_k = state.k
+        self._journal.forget_through(covered)
+        return state.k
 
     async def _answered(self, method: Any, *args: Any) -> Any:
         """A shard's answer to one call, asked again while Ray restarts its process;
@@ -619,6 +765,7 @@ def start_hosts(
     detached: bool = False,
     idempotency_max_keys: int = 1_000_000,
     idempotency_ttl_us: int = 86_400_000_000,
+    snapshot_interval_us: int | None = None,
 ) -> Hosts:
     """Start the sequencer and the shards as named Ray actors of the connected cluster
     (`detached`: they outlive this process), and return once the shards are rebuilt
@@ -657,6 +804,7 @@ def start_hosts(
             expiration_interval_us,
             idempotency_max_keys,
             idempotency_ttl_us,
+            None if snapshot_interval_us is None else snapshot_interval_us / 1e6,
         )
     )
     replayed = ray.get(sequencer.replay.remote())

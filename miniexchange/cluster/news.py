@@ -62,12 +62,21 @@ class News(StepListener):
                 kept.append((news.steps, trade))
             self._changed.notify_all()
 
-    def forget_steps(self) -> None:
+    def forget_steps(self, counted: dict[str, int] | None = None) -> None:
         """Before the shard is rebuilt by a replay of the journal: its steps are counted,
         and their trades kept, again as they run again, so a worker's poll hears only
-        the steps past those it had seen."""
+        the steps past those it had seen. `counted`: the steps of the snapshot the shard
+        starts from (none of whose trades are kept: a poll behind them hears `lost`)."""
         with self._changed:
             self._symbols.clear()
+            for symbol, steps in (counted or {}).items():
+                news = self._symbols[symbol] = _SymbolNews(self._backlog)
+                news.steps = news.dropped_through = steps
+
+    def steps(self) -> dict[str, int]:
+        """Each symbol's steps counted (for a snapshot of the shard)."""
+        with self._changed:
+            return {symbol: news.steps for symbol, news in self._symbols.items()}
 
     def since(self, seen: dict[str, tuple[int, int]], wait_s: float) -> dict[str, Update]:
         """What changed of each symbol since the worker's `(steps seen, joined at)`,

@@ -106,6 +106,16 @@ COMMANDS = "commands"
 """The one kind of fact of a Ray journal: a batch of stamped commands."""
 
 
+class SequencerState(NamedTuple):
+    """What a cluster snapshot keeps of the sequencer, taken with nothing in flight: the
+    last batch cut (and settled), the last command's number and stamp, the listing."""
+
+    k: int
+    seq: int
+    at: int
+    listed: tuple[str, ...]
+
+
 class Journaled(NamedTuple):
     """One fact of a command journal."""
 
@@ -186,18 +196,25 @@ class Sequencer:
         self._tickets: dict[int, dict[int, Ticket]] = {}  # batch -> seq -> ticket
         self._claims: dict[int, tuple[str, ...]] = {}  # seq -> places it claimed
         self._listed: list[str] = []  # listed since the last cut
+        self._held = False
 
-    def resume(self, facts: Iterable[Fact]) -> int:
-        """Continue the stream a journal holds (a restart): the batch and command
-        numbers, the clock floor and the listing go on from it. Every journaled batch is
-        taken as settled, since the shards replay them all before the next one: the next
-        cut says `after` = the last. Returns that last batch's number.
+    def resume(self, facts: Iterable[Fact], snapshot: SequencerState | None = None) -> int:
+        """Continue the stream a journal holds (a restart), from its snapshot if any
+        (the journaled batches it covers are skipped): the batch and command numbers,
+        the clock floor and the listing go on from it. Every journaled batch is taken as
+        settled, since the shards replay them all before the next one: the next cut says
+        `after` = the last. Returns that last batch's number.
 
         The places claimed by the last batches, whose answers no later batch recorded
         (at most two), are kept as listed: their symbols may have been refused, but a
         place is never given twice."""
+        if snapshot is not None:
+            self._k, self._seq, self._at = snapshot.k, snapshot.seq, snapshot.at
+            self.listing.list(snapshot.listed)
         last: deque[Journaled] = deque(maxlen=IN_FLIGHT)
         for entry in journaled(facts):
+            if entry.batch.k <= self._k:
+                continue
             self.listing.list(entry.listed)
             last.append(entry)
         if last:
@@ -246,6 +263,21 @@ class Sequencer:
     def in_flight(self) -> int:
         return self._k - self._settled
 
+    def state(self) -> SequencerState:
+        """What a cluster snapshot keeps of this sequencer: taken only when every batch
+        cut is settled (`hold`, then the last one settles)."""
+        if self.in_flight:
+            raise ValueError(f"a snapshot with batches in flight: {self._settled} of {self._k}")
+        return SequencerState(self._k, self._seq, self._at, tuple(sorted(self.listing.listed)))
+
+    def hold(self) -> None:
+        """No cut until `release`, and the last batch cut may settle at once (`go`):
+        the shards come to rest at one batch, for a snapshot. Writes queue meanwhile."""
+        self._held = True
+
+    def release(self) -> None:
+        self._held = False
+
     def tick_due(self) -> bool:
         return self._next_tick is not None and self.clock.now() >= self._next_tick
 
@@ -255,7 +287,7 @@ class Sequencer:
         """The next batch of everything queued (a tick too when one is due), or None
         when two batches are in the shards or there is nothing to cut. Refusals at the
         cut come back in the `Cut` even when nothing else is left for a batch."""
-        if self.in_flight >= IN_FLIGHT:
+        if self._held or self.in_flight >= IN_FLIGHT:
             return None
         tick = self.tick_due()
         if not self._queued and not tick:
@@ -290,9 +322,9 @@ class Sequencer:
         return Cut(batch, tuple(refused), listed, self._settled)
 
     def go(self) -> Go | None:
-        """When nothing is queued: let the account shards settle the last batch cut
-        without waiting for a next one (whose `after` then names it)."""
-        if self._queued or self._allowed == self._k:
+        """When nothing is queued (or the cuts are held): let the account shards settle
+        the last batch cut without waiting for a next one (whose `after` then names it)."""
+        if (self._queued and not self._held) or self._allowed == self._k:
             return None
         self._allowed = self._k
         return Go(self._k)

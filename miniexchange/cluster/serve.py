@@ -32,6 +32,7 @@ from types import FrameType
 from miniexchange.cluster.head import Head, connect, disconnect, import_ray, start_head
 from miniexchange.cluster.hosts import Hosts, start_hosts
 from miniexchange.cluster.shards import Placement
+from miniexchange.cluster.snapshot_file import read_cluster_snapshot, snapshot_file
 from miniexchange.journal.store import JournalFormatError, SqliteJournal
 from miniexchange.settings import Settings, SettingsError, load_settings
 from miniexchange.webhooks.delivery import DeliveryPool
@@ -58,6 +59,10 @@ def refusal_of_journal(settings: Settings) -> str | None:
     journal = SqliteJournal(settings.database_path, engine="ray")
     try:
         next(journal.facts(), None)
+        read_cluster_snapshot(
+            snapshot_file(settings.database_path),
+            Placement(settings.account_shards, settings.symbol_shards),
+        )
     except JournalFormatError as refused:
         return str(refused)
     finally:
@@ -76,6 +81,7 @@ def started_hosts(settings: Settings) -> Hosts:
         settings.vwap_window_us,
         idempotency_max_keys=settings.idempotency_max_keys,
         idempotency_ttl_us=settings.idempotency_ttl_us,
+        snapshot_interval_us=settings.snapshot_interval_us,
     )
     if hosts.replayed:
         say(f"the shards rebuilt from {hosts.replayed} batches of {settings.database_path}")

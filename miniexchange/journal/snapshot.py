@@ -70,11 +70,23 @@ def snapshot_path(database_path: str) -> str:
 
 def write_snapshot(path: str, seq: int, state: Recovered) -> int:
     """Write `state` (folded up to fact `seq`) atomically to `path`; return its size."""
+
+    def write(out: IO[bytes]) -> None:
+        count = _write_records(out, seq, state)
+        out.write(orjson.dumps(["end", count]) + b"\n")
+
+    return write_atomically(path, write)
+
+
+def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> int:
+    """Whatever `write` writes, in a temporary file beside `path` (the journal's
+    permissions: a snapshot holds what the journal holds), synced, then renamed over
+    `path`, the rename synced too: a crash leaves the old file or the new one, never
+    half of one. Returns the new file's size."""
     temporary = f"{path}.tmp"
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb", buffering=1 << 20) as out:
-        count = _write_records(out, seq, state)
-        out.write(orjson.dumps(["end", count]) + b"\n")
+        write(out)
         out.flush()
         os.fsync(out.fileno())
         size = out.tell()

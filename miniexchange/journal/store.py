@@ -139,12 +139,16 @@ class SqliteJournal:
         snapshot_interval_s: float | None = None,
         retention: Retention = DEFAULT_RETENTION,
         engine: str = "embedded",
+        covered_seq: int = 0,
     ) -> None:
         """`on_commit(seconds, fact_count)` is told of each commit (for metrics).
         `snapshot_interval_s`: snapshots at most this far apart while facts arrive
         (None: never; recovery then replays every fact). `retention`: what of the trade
         history a snapshot keeps beside the orders (the exchange's tape and VWAP window).
         `engine`: whose journal this is (`ENGINE_STAMPS`); another engine's is refused.
+        `covered_seq`: the facts up to it are held by a snapshot this journal does not
+        read itself (the Ray engine's): the numbering goes on past it even when every
+        fact it covers was forgotten.
 
         Nothing is opened here (the app is built at import): see `_connect`."""
         self.path = path
@@ -153,7 +157,7 @@ class SqliteJournal:
         self._retention = retention
         self._snapshots: SnapshotSchedule | None = None
         self._last_seq = 0  # the last fact's sequence number, written by the writer only
-        self._snapshot_seq = 0  # what the snapshot found at start covers
+        self._snapshot_seq = covered_seq  # what the snapshot found at start covers
         self._synchronous = "FULL" if synchronous == "full" else "NORMAL"
         self._connection: sqlite3.Connection | None = None
         self._queue: queue.SimpleQueue[tuple[Sequence[Fact], Durable] | _Forget | None] = (
@@ -198,7 +202,8 @@ class SqliteJournal:
             header = read_header(snapshot_path(self.path))
         except SnapshotError as error:
             raise JournalFormatError(str(error)) from None
-        self._snapshot_seq = header["seq"] if header is not None else 0
+        if header is not None:
+            self._snapshot_seq = header["seq"]
         self._last_seq = max(last, self._snapshot_seq)
 
     def _check_engine(self, connection: sqlite3.Connection, fresh: bool) -> None:

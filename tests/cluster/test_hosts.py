@@ -7,6 +7,7 @@ Skipped without the `ray` extra (the default test venv has none)."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,60 @@ def test_the_first_write_is_answered_however_fast_the_ticks(head: Head) -> None:
             assert isinstance(registered, Balance) and registered.cash_balance == 100
         finally:
             stop_hosts(hosts)
+
+
+def test_a_start_from_a_cluster_snapshot_replays_only_the_batches_after_it(
+    head: Head, journal_path: str
+) -> None:
+    """A snapshot holds the cuts until every batch settled, has every shard capture its
+    state there and forgets the journal's facts it covers; a start over the journal
+    starts each shard from it and replays only the batches after it, and ends where
+    the hosts before were (orders resting from before the snapshot trade after it)."""
+    first = start_hosts(Placement(2, 2), FakeDeliveries, journal_path)
+    try:
+        worker = Worker(first, "w1")
+        worker.answers(
+            RegisterBroker("seller", 0, (("AAPL", 10), ("MSFT", 5))),
+            RegisterBroker("buyer", 100_000, ()),
+        )
+        asks = worker.answers(
+            limit("seller", ASK, 1_000, 3, expires=LATER),
+            limit("seller", ASK, 1_100, 3, expires=LATER),
+            limit("seller", ASK, 900, 2, expires=LATER, symbol="MSFT"),
+        )
+        taken = ray.get(first.sequencer.snapshot.remote(), timeout=WAIT_S)
+        assert taken >= 2  # the two calls' batches, and any tick's
+        assert Path(journal_path + ".ray-snapshot").exists()
+        deadline = time.monotonic() + WAIT_S
+        while min(batches_in(journal_path), default=taken + 1) <= taken:  # the writer forgets
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (sweep,) = worker.answers(market("buyer", BID, 4))
+        assert (sweep.status, sweep.filled_value) == (FILLED, 3 * 1_000 + 1_100)
+        (resting,) = worker.answers(limit("buyer", BID, 800, 2, expires=LATER, symbol="MSFT"))
+        (cancelled,) = worker.answers(CancelOrder(asks[2].order_id))
+        assert cancelled.status == CANCELLED
+        before = state(first, [*asks, sweep, resting])
+        after_snapshot = batches_in(journal_path)
+        assert after_snapshot and min(after_snapshot) == taken + 1
+    finally:
+        stop_hosts(first)
+
+    second = start_hosts(Placement(2, 2), FakeDeliveries, journal_path)
+    try:
+        assert second.replayed == len(batches_in(journal_path)) == len(after_snapshot)
+        assert state(second, [*asks, sweep, resting]) == before
+        (rest,) = Worker(second, "w2").answers(market("buyer", BID, 2))
+        assert (rest.status, rest.filled_value) == (FILLED, 2 * 1_100)
+        assert balance(second, "buyer").cash_balance == 100_000 - 3_000 - 1_100 * 3
+    finally:
+        stop_hosts(second)
+
+
+def batches_in(journal_path: str) -> list[int]:
+    """The numbers of the batches the journal holds now."""
+    journal = SqliteJournal(journal_path, engine="ray")
+    try:
+        return [entry.batch.k for entry in journaled(journal.facts())]
+    finally:
+        journal.close()

@@ -76,3 +76,21 @@ def test_a_rebuilt_shard_counting_its_steps_again_tells_a_worker_only_what_is_ne
     assert news.since({"AAPL": (2, T0)}, 0) == {}
     news.on_step(step(trade(3, T0 + 2)))  # new
     assert news.since({"AAPL": (2, T0)}, 0) == {"AAPL": Update(3, [trade(3, T0 + 2)], False)}
+
+
+def test_a_shard_started_from_a_snapshot_counts_on_from_the_snapshots_steps() -> None:
+    """Started from a snapshot taken after 2 steps, the shard replays only step 3: a
+    worker that had seen 2 hears step 3 alone; one that had seen 1 hears it too, and
+    that trades it missed are lost (the snapshot keeps the count, not the trades)."""
+    news = News()
+    news.on_step(step(trade(1, T0)))
+    news.on_step(step(trade(2, T0 + 1)))
+    counted = news.steps()
+    assert counted == {"AAPL": 2}
+    news.forget_steps(counted)
+    assert news.since({"AAPL": (2, T0)}, 0) == {}
+    news.on_step(step(trade(3, T0 + 2)))  # the first batch after the snapshot
+    assert news.since({"AAPL": (2, T0), "MSFT": (0, T0)}, 0) == {
+        "AAPL": Update(3, [trade(3, T0 + 2)], False)
+    }
+    assert news.since({"AAPL": (1, T0)}, 0) == {"AAPL": Update(3, [trade(3, T0 + 2)], True)}

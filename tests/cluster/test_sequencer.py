@@ -22,7 +22,14 @@ from miniexchange.cluster.batches import (
     WriteCommand,
 )
 from miniexchange.cluster.doors import AccountDoor, Matched, SymbolDoor
-from miniexchange.cluster.sequencer import COMMANDS, Cut, Sequencer, Ticket, journaled
+from miniexchange.cluster.sequencer import (
+    COMMANDS,
+    Cut,
+    Sequencer,
+    SequencerState,
+    Ticket,
+    journaled,
+)
 from miniexchange.cluster.shards import AccountShard, Answer, Placement, SymbolShard
 from miniexchange.cluster.stamped import Batch, Go, Tick
 from miniexchange.ids import seeded_uuid4
@@ -152,6 +159,48 @@ def test_two_batches_in_flight_and_after_names_the_r2_each_r1_follows() -> None:
     seq.settled(2, [(2, None)])
     write()
     assert batch_of(seq.cut())[:2] == (4, 3)  # after R2 of 3, as the word said
+
+
+def test_a_hold_lets_the_last_batch_settle_and_cuts_nothing_until_released() -> None:
+    """A snapshot's rest: with the cuts held, the word for the last batch is given even
+    though writes wait, and the state is taken only once nothing is in flight."""
+    clock = ManualClock(T0)
+    seq = sequencer(clock)
+    seq.accept(part("w1", RegisterBroker("alice", 1_000, (("AAPL", 5),))))
+    assert batch_of(seq.cut())[:2] == (1, 0)
+    seq.accept(part("w1", CancelOrder("ord-x"), first=2))
+    seq.hold()
+    assert seq.cut() is None  # held, though a write waits
+    assert seq.go() == Go(1)  # held: the last batch may settle now
+    with pytest.raises(ValueError, match="in flight"):
+        seq.state()
+    seq.settled(1, [(1, Balance("alice", 1_000, 0, (("AAPL", 5),), T0, T0))])
+    assert seq.state() == SequencerState(1, 1, T0, ("AAPL",))
+    seq.release()
+    cut = batch_of(seq.cut())
+    assert (cut.k, cut.after, [c.seq for c in cut.commands]) == (2, 1, [2])
+
+
+def test_a_sequencer_resumed_from_a_snapshot_skips_the_batches_it_covers() -> None:
+    """The numbers, clock floor and listing come from the snapshot; journaled batches
+    it covers (not yet forgotten) are skipped, those after it taken."""
+    clock = ManualClock(T0)
+    first = sequencer(clock, max_symbols=2)
+    first.accept(part("w1", RegisterBroker("alice", 1_000, (("AAPL", 5),))))
+    one = first.cut()
+    first.go()
+    first.settled(1, [(1, Balance("alice", 1_000, 0, (("AAPL", 5),), T0, T0))])
+    state = first.state()
+    first.accept(part("w1", limit("alice", BID, 100, 1, "MSFT"), first=2))
+    two = first.cut()
+    assert one is not None and two is not None
+    again = sequencer(ManualClock(T0 - SECOND), max_symbols=2)  # a clock behind
+    assert again.resume([one.fact, two.fact], state) == 2
+    again.accept(part("w2", limit("alice", BID, 100, 1, "TSLA"), CancelOrder("ord-x")))
+    cut = again.cut()
+    assert cut is not None and cut.batch is not None
+    assert [(c.seq, c.at) for c in cut.batch.commands] == [(3, T0 + 2)]  # the cancel
+    assert [(t, e.code) for t, e in cut.refused] == [(Ticket("w2", 1), "symbol_limit_reached")]
 
 
 # -- the rules of the cut ---------------------------------------------------------------------

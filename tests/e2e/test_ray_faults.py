@@ -1,7 +1,7 @@
 """`make run-ray` when a shard's process is killed (`kill -9`).
 
 With a journal, Ray restarts the process and the sequencer rebuilds every shard from the
-journal: under load, the requests succeed again once it is back (waited for, bounded),
+latest cluster snapshot and the journal after it: under load, the requests succeed again once it is back (waited for, bounded),
 no acknowledged order is lost and every invariant holds. Without one (`:memory:`),
 nothing could rebuild it: the exchange says it is down, 503 `unavailable`, for every
 request that needs the dead shard, within a bounded time, never hangs, never answers
@@ -89,11 +89,15 @@ def test_a_killed_shard_makes_its_requests_503_not_hang(server: Server, shard: s
 def test_a_shard_killed_under_load_is_rebuilt_and_nothing_acknowledged_is_lost(
     tmp_path: Path,
 ) -> None:
+    """With a cluster snapshot every second: the rebuild starts each shard from the
+    latest snapshot (waited for before the kill) and replays the batches after it."""
+    database = tmp_path / "exchange.db"
     server = Server(
-        {"DATABASE_PATH": str(tmp_path / "exchange.db")},  # two shards of each kind
+        {"DATABASE_PATH": str(database), "SNAPSHOT_INTERVAL": "1s"},  # two shards of each kind
         tmp_path / "server.log",
         engine=engine_or_skip("ray"),
     )
+    snapshot = Path(f"{database}.ray-snapshot")
     try:
         register_brokers(server)
         accepted: list[dict[str, Any]] = []
@@ -107,7 +111,7 @@ def test_a_shard_killed_under_load_is_rebuilt_and_nothing_acknowledged_is_lost(
         for client in clients:
             client.start()
         deadline = time.monotonic() + WAIT_S
-        while len(accepted) < 100:  # under load
+        while len(accepted) < 100 or not snapshot.exists():  # under load, from a snapshot
             assert time.monotonic() < deadline and not errors, errors
             time.sleep(0.05)
         os.kill(processes_titled("ray::AccountShardHost")[0], signal.SIGKILL)
