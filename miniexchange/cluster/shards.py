@@ -532,6 +532,8 @@ class AccountShard:
             )
         if kind is SubscribeWebhooks:
             subscribe = cast(SubscribeWebhooks, command)
+            if subscribe.broker_id not in self.registered:  # the dispatcher does not know
+                return broker_not_found(subscribe.broker_id)
             return _asked(
                 self._dispatcher,
                 lambda reply: Subscribe(

@@ -306,6 +306,17 @@ def test_webhooks_are_kept_and_told_by_the_brokers_account_shard(shards: Shards)
     assert shards.account("buyer").webhooks("buyer") == []
 
 
+def test_a_subscription_of_a_broker_not_registered_is_refused(shards: Shards) -> None:
+    """The HTTP layer's pre-check cannot know (in Ray mode it answers "maybe"): the
+    broker's account shard refuses, and keeps nothing."""
+    stamper = Stamper()
+    early = stamper.stamp(SubscribeWebhooks("late", "https://hooks.example/l", (TRADE_EXECUTED,)))
+    register = stamper.stamp(RegisterBroker("late", 0, ()))
+    answers = shards.run(stamper.batch([early, register]))
+    assert refused(answers[early.seq]) == ("broker_not_found", "Broker late does not exist")
+    assert shards.account("late").webhooks("late") == []
+
+
 def test_phases_run_once_each_in_batch_order_with_a_part_from_every_sender(
     shards: Shards,
 ) -> None:
