@@ -22,11 +22,14 @@ the listing the sequencer keeps (asked once per symbol a worker has not seen lis
 The event streams read a replica of each streamed symbol's feed, kept by one long poll
 per symbol shard (`cluster.news`).
 
-Not yet here (docs/ray.md, landing steps 8 and 9), and what stands in for it:
+`Idempotency-Key` answers are the sequencer's, for every worker (`keys`): it journals
+each kept answer when the worker finishes its key, before the answer is sent, and its
+cluster snapshots carry them, so a retry after a restart of the cluster is replayed.
+Hence `recovered_answers` is empty here and `journal_answer` journals nothing (the
+refusals it would journal are finished through `keys` too).
 
-- `Idempotency-Key` answers are kept by the sequencer for every worker (`keys`), but
-  not journaled: a retry after a restart of the cluster runs again. So
-  `recovered_answers` is empty and `journal_answer` journals nothing.
+Not yet here (docs/ray.md, landing step 9), and what stands in for it:
+
 - API keys: `AUTH=api_key` is refused with `ENGINE=ray` (settings), so
   `broker_with_key` is never asked.
 - Metrics: each worker's own HTTP figures (`GET /metrics` answers the worker that took
@@ -178,8 +181,8 @@ class RayEngine:
         await self._write(UnsubscribeWebhook(webhook_id, owner))
 
     async def journal_answer(self, fact: Fact) -> None:
-        """Nothing journals the `Idempotency-Key` answers yet: the sequencer keeps them
-        in memory (`keys`)."""
+        """Nothing: the sequencer journals a kept answer when its key is finished
+        (`keys.finish`), which the HTTP layer does for these refusals too."""
 
     async def _write(self, command: WriteCommand, request_id: str | None = None) -> Any:
         return await self._outbox.request(Write(next(self._numbers), command, request_id))

@@ -375,8 +375,13 @@ class SequencerHost:
         how often a cluster snapshot is taken while batches come (None: never; with no
         journal there is none to take)."""
         self.placement = placement
-        self._keys = KeyIndex(idempotency_max_keys, idempotency_ttl_us)
-        self._sequencer = Sequencer(placement, SystemClock(), max_symbols, expiration_interval_us)
+        self._sequencer = Sequencer(
+            placement,
+            SystemClock(),
+            max_symbols,
+            expiration_interval_us,
+            keys=KeyIndex(idempotency_max_keys, idempotency_ttl_us),
+        )
         self._snapshot_path = snapshot_file(database_path)
         snapshot = None
         if database_path == ":memory:":
@@ -609,19 +614,34 @@ class SequencerHost:
         self._words = {word for word in self._words if word > k - IN_FLIGHT}
         self._schedule_pump()
 
-    # -- the `Idempotency-Key`s of every worker (not journaled yet: a restart forgets) --
+    # -- the `Idempotency-Key`s of every worker ---------------------------------------
 
     async def begin_key(
         self, endpoint: str, key: str, digest: bytes
     ) -> StoredAnswer | InFlight | ExchangeError:
         """`KeyIndex.begin`, its refusal returned (Ray would wrap it if raised)."""
         try:
-            return self._keys.begin((endpoint, key), digest, self._sequencer.clock.now())
+            return self._sequencer.begin_key((endpoint, key), digest)
         except ExchangeError as refusal:
             return refusal
 
-    async def finish_key(self, endpoint: str, key: str, status: int, body: bytes) -> None:
-        self._keys.finish((endpoint, key), status, body, self._sequencer.clock.now())
+    async def finish_key(
+        self, endpoint: str, key: str, status: int, body: bytes
+    ) -> ExchangeError | None:
+        """The first use answered; a kept answer is journaled, and durable, before the
+        worker sends it (`journal_unavailable` if it cannot be: fail-stop, as a batch)."""
+        loop = self._started()
+        fact = self._sequencer.finish_key((endpoint, key), status, body)
+        if fact is None:
+            return None
+        durable: asyncio.Future[BaseException | None] = loop.create_future()
+        self._journal.append(
+            [fact], lambda error: loop.call_soon_threadsafe(durable.set_result, error)
+        )
+        if await durable is not None:
+            self._fail(journal_unavailable())
+            return journal_unavailable()
+        return None
 
     async def listed(self) -> list[str]:
         """The listed symbols, sorted: a symbol is listed once the request that listed

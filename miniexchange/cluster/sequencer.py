@@ -60,10 +60,17 @@ from miniexchange.cluster.parts import decode_batch, encode_batch
 from miniexchange.cluster.shards import Answer, Placement
 from miniexchange.cluster.stamped import Batch, Command, Go, Stamped, Tick
 from miniexchange.ids import random_uuid4
-from miniexchange.journal.facts import Fact
+from miniexchange.journal.facts import IDEMPOTENT_ANSWER, Fact, answer_fact, stored_answer
 from miniexchange.journal.store import JournalFormatError
 from miniexchange.model.commands import BID, LIMIT, MARKET, RegisterBroker, SubmitOrder
 from miniexchange.model.errors import ExchangeError, symbol_limit_reached
+from miniexchange.model.idempotency import (
+    STORED_STATUSES,
+    InFlight,
+    Key,
+    KeyIndex,
+    StoredAnswer,
+)
 
 IN_FLIGHT = 2  # batches in the shards at once: one matched while the next one's R1 runs
 KEPT_ANSWERS = 65_536  # answers kept for a worker that sends a write again
@@ -108,12 +115,14 @@ COMMANDS = "commands"
 
 class SequencerState(NamedTuple):
     """What a cluster snapshot keeps of the sequencer, taken with nothing in flight: the
-    last batch cut (and settled), the last command's number and stamp, the listing."""
+    last batch cut (and settled), the last command's number and stamp, the listing, and
+    the `Idempotency-Key` answers kept (oldest first use first)."""
 
     k: int
     seq: int
     at: int
     listed: tuple[str, ...]
+    answers: tuple[tuple[Key, StoredAnswer], ...] = ()
 
 
 class Journaled(NamedTuple):
@@ -124,10 +133,22 @@ class Journaled(NamedTuple):
     settled: int
 
 
-def journaled(facts: Iterable[Fact]) -> Iterator[Journaled]:
+def journaled(
+    facts: Iterable[Fact], answers: Callable[[Key, StoredAnswer], None] | None = None
+) -> Iterator[Journaled]:
     """The batches a command journal holds, in order, with what each recorded of the
-    listing; anything else is a `JournalFormatError` (one line, naming what it found)."""
+    listing; its kept `Idempotency-Key` answers go to `answers` (None: skipped), in
+    order too; anything else is a `JournalFormatError` (one line, naming what it found)."""
     for kind, body in facts:
+        if kind == IDEMPOTENT_ANSWER:
+            if answers is not None:
+                try:
+                    answers(*stored_answer(orjson.loads(body)))
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                    raise JournalFormatError(
+                        f"a damaged answer in a command journal: {error}"
+                    ) from None
+            continue
         if kind != COMMANDS:
             raise JournalFormatError(f"a fact of kind {kind!r} in a command journal")
         try:
@@ -172,11 +193,14 @@ class Sequencer:
         draw_uuid: Callable[[], str] = random_uuid4,
         draw_seed: Callable[[], int] = random_seed,
         secrets: Secrets | None = None,
+        keys: KeyIndex | None = None,
     ) -> None:
         """`expiration_interval_us`: how often a tick enters the stream (None: never).
-        The draws are the sources of ids and seeds (tests give seeded ones)."""
+        The draws are the sources of ids and seeds (tests give seeded ones). `keys`: the
+        `Idempotency-Key`s of every worker (default: the contract's bounds)."""
         self.placement = placement
         self.clock = clock
+        self.keys = keys if keys is not None else KeyIndex(1_000_000, 86_400_000_000)
         self.listing = SymbolListing(max_symbols)
         self._expiration_interval_us = expiration_interval_us
         self._draw_uuid = draw_uuid
@@ -208,11 +232,18 @@ class Sequencer:
         The places claimed by the last batches, whose answers no later batch recorded
         (at most two), are kept as listed: their symbols may have been refused, but a
         place is never given twice."""
+        kept = self.keys.answers
         if snapshot is not None:
             self._k, self._seq, self._at = snapshot.k, snapshot.seq, snapshot.at
             self.listing.list(snapshot.listed)
+            for key, answer in snapshot.answers:
+                kept.put(key, answer, self._at)
+
+        def keep(key: Key, answer: StoredAnswer) -> None:
+            kept.put(key, answer, self._at)
+
         last: deque[Journaled] = deque(maxlen=IN_FLIGHT)
-        for entry in journaled(facts):
+        for entry in journaled(facts, keep):
             if entry.batch.k <= self._k:
                 continue
             self.listing.list(entry.listed)
@@ -268,7 +299,13 @@ class Sequencer:
         cut is settled (`hold`, then the last one settles)."""
         if self.in_flight:
             raise ValueError(f"a snapshot with batches in flight: {self._settled} of {self._k}")
-        return SequencerState(self._k, self._seq, self._at, tuple(sorted(self.listing.listed)))
+        return SequencerState(
+            self._k,
+            self._seq,
+            self._at,
+            tuple(sorted(self.listing.listed)),
+            tuple(self.keys.answers.items()),
+        )
 
     def hold(self) -> None:
         """No cut until `release`, and the last batch cut may settle at once (`go`):
@@ -280,6 +317,22 @@ class Sequencer:
 
     def tick_due(self) -> bool:
         return self._next_tick is not None and self.clock.now() >= self._next_tick
+
+    # -- the `Idempotency-Key`s of every worker ------------------------------------------
+
+    def begin_key(self, key: Key, digest: bytes) -> StoredAnswer | InFlight:
+        """`KeyIndex.begin` (its refusals raised) at the sequencer's time."""
+        return self.keys.begin(key, digest, self.clock.now())
+
+    def finish_key(self, key: Key, status: int, body: bytes) -> Fact | None:
+        """The first use answered (`KeyIndex.finish`); the answer as a journal fact if
+        it is kept, to be durable before it is sent (a retry after a restart replays it)."""
+        keys = self.keys
+        keys.finish(key, status, body, self.clock.now())
+        if status not in STORED_STATUSES:
+            return None
+        kept = keys.answers.get(key, self.clock.now())
+        return None if kept is None else answer_fact(key, kept)
 
     # -- the cut ------------------------------------------------------------------------
 

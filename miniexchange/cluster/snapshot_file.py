@@ -11,11 +11,12 @@ host encoded, `cluster.snapshot_format`) is stored as it came and read back as b
 
     {"format": "miniexchange-ray-snapshot", "version": 1, "k", "seq", "account_shards",
      "symbol_shards"}
-    ["sequencer", k, seq, at, [listed symbol, ...]]
+    ["sequencer", k, seq, at, [listed symbol, ...], [kept answer, ...]]
     ["accounts", i]              then the account shard's document on a line of its own
     ["symbols", j, {symbol: steps}]   then the symbol shard's document
     ["end", count of the lines between the header and it]
 
+A kept `Idempotency-Key` answer is written as the journal's answer fact records it.
 A symbol shard's entry keeps its symbols' step counts (`cluster.news`): the workers'
 stream polls count steps since the cluster started, and a shard started from here
 counts on from them. The file is written atomically (`write_atomically`); a file of
@@ -31,6 +32,7 @@ import orjson
 
 from miniexchange.cluster.sequencer import SequencerState
 from miniexchange.cluster.shards import Placement
+from miniexchange.journal.facts import answer_fact, stored_answer
 from miniexchange.journal.snapshot import write_atomically
 from miniexchange.journal.store import JournalFormatError
 
@@ -69,8 +71,9 @@ def write_cluster_snapshot(path: str, snapshot: ClusterSnapshot) -> int:
             "account_shards": len(snapshot.accounts),
             "symbol_shards": len(snapshot.symbols),
         }
+        answers = [orjson.Fragment(answer_fact(key, kept)[1]) for key, kept in state.answers]
         lines = [
-            orjson.dumps(["sequencer", state.k, state.seq, state.at, state.listed]),
+            orjson.dumps(["sequencer", state.k, state.seq, state.at, state.listed, answers]),
         ]
         for i, document in enumerate(snapshot.accounts):
             lines += (orjson.dumps(["accounts", i]), document)
@@ -95,6 +98,7 @@ def read_cluster_snapshot(path: str, placement: Placement) -> ClusterSnapshot | 
     try:
         return _parse(lines, placement)
     except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, IndexError) as error:
+        # (binascii.Error, of a damaged answer's base64, is a ValueError)
         raise JournalFormatError(f"{path}: an unreadable cluster snapshot ({error})") from None
     except _Refused as refused:
         raise JournalFormatError(f"{path}: {refused}") from None
@@ -119,9 +123,10 @@ def _parse(lines: list[bytes], placement: Placement) -> ClusterSnapshot:
             f"{placement.symbol_shards}: the counts are fixed for a journal's life"
         )
     body = lines[1:]
-    tag, k, seq, at, listed = orjson.loads(body[0])
+    tag, k, seq, at, listed, answers = orjson.loads(body[0])
     _expect(tag == "sequencer" and all(type(v) is int for v in (k, seq, at)), "its sequencer")
     _expect(all(type(symbol) is str for symbol in listed), "its listing")
+    kept = tuple(stored_answer(answer) for answer in answers)
     accounts: list[bytes] = []
     symbols: list[tuple[bytes, dict[str, int]]] = []
     at_line = 1
@@ -145,7 +150,7 @@ def _parse(lines: list[bytes], placement: Placement) -> ClusterSnapshot:
     return ClusterSnapshot(
         k,
         header["seq"],
-        SequencerState(k, seq, at, tuple(listed)),
+        SequencerState(k, seq, at, tuple(listed), kept),
         tuple(accounts),
         tuple(symbols),
     )

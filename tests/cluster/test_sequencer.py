@@ -36,6 +36,7 @@ from miniexchange.ids import seeded_uuid4
 from miniexchange.journal.store import JournalFormatError, SqliteJournal
 from miniexchange.model.commands import ASK, BID, RegisterBroker
 from miniexchange.model.errors import ExchangeError
+from miniexchange.model.idempotency import InFlight, StoredAnswer
 from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import FILLED, PENDING, Order
 from miniexchange.testing import ManualClock
@@ -201,6 +202,35 @@ def test_a_sequencer_resumed_from_a_snapshot_skips_the_batches_it_covers() -> No
     assert cut is not None and cut.batch is not None
     assert [(c.seq, c.at) for c in cut.batch.commands] == [(3, T0 + 2)]  # the cancel
     assert [(t, e.code) for t, e in cut.refused] == [(Ticket("w2", 1), "symbol_limit_reached")]
+
+
+def test_kept_answers_are_journaled_and_a_resumed_sequencer_replays_them() -> None:
+    """A kept `Idempotency-Key` answer comes back as a journal fact; a sequencer resumed
+    from a snapshot and the facts after it replays both the snapshot's answers and the
+    journaled ones, refuses another body under a key, and keeps no refusal it must not."""
+    clock = ManualClock(T0)
+    first = sequencer(clock)
+    digest, other = b"\x01" * 32, b"\x02" * 32
+    assert isinstance(first.begin_key(("/brokers", "k-1"), digest), InFlight)
+    assert first.finish_key(("/brokers", "k-1"), 201, b'{"one":1}') is not None
+    state = first.state()  # holds k-1
+    assert isinstance(first.begin_key(("/brokers", "k-2"), digest), InFlight)
+    fact = first.finish_key(("/brokers", "k-2"), 409, b'{"two":2}')
+    assert fact is not None and fact[0] == "idempotent_answer"
+    assert isinstance(first.begin_key(("/brokers", "k-3"), digest), InFlight)
+    assert first.finish_key(("/brokers", "k-3"), 422, b'{"bad":3}') is None  # not kept
+    again = sequencer(ManualClock(T0 + SECOND))
+    again.resume([fact], state)
+    assert again.begin_key(("/brokers", "k-1"), digest) == StoredAnswer(
+        digest, 201, b'{"one":1}', T0
+    )
+    assert again.begin_key(("/brokers", "k-2"), digest) == StoredAnswer(
+        digest, 409, b'{"two":2}', T0
+    )
+    assert isinstance(again.begin_key(("/brokers", "k-3"), digest), InFlight)
+    with pytest.raises(ExchangeError) as reused:
+        again.begin_key(("/brokers", "k-1"), other)
+    assert reused.value.code == "idempotency_key_reused"
 
 
 # -- the rules of the cut ---------------------------------------------------------------------

@@ -17,11 +17,18 @@ from miniexchange.cluster.snapshot_file import (
     write_cluster_snapshot,
 )
 from miniexchange.journal.store import JournalFormatError
+from miniexchange.model.idempotency import StoredAnswer
 
 SNAPSHOT = ClusterSnapshot(
     7,
     12,
-    SequencerState(7, 40, 1_700_000_000_000_000, ("AAPL", "MSFT")),
+    SequencerState(
+        7,
+        40,
+        1_700_000_000_000_000,
+        ("AAPL", "MSFT"),
+        ((("/brokers", "k-1"), StoredAnswer(b"\x01" * 32, 201, b'{"broker_id":"a"}', 17)),),
+    ),
     (b'{"part":"account_snapshot","index":0}', b'{"part":"account_snapshot","index":1}'),
     ((b'{"part":"symbol_snapshot","index":0}', {"AAPL": 3, "MSFT": 0}),),
 )
