@@ -238,8 +238,6 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         raise SettingsError("ADMIN_TOKEN", f"required with AUTH=api_key ({_ADMIN_TOKEN_FORM})")
     engine = read("ENGINE", _choice(_ENGINES), defaults.engine)
     ray = engine == "ray"
-    if ray and auth == "api_key":
-        raise SettingsError("AUTH", "api_key is not available with ENGINE=ray yet (use none)")
     workers = read("WORKERS", _positive_int, (os.cpu_count() or 1) if ray else 1)
     if not ray and workers != 1:
         raise SettingsError(

@@ -587,10 +587,9 @@ def test_embedded_reads_no_ray_address_and_takes_one_worker() -> None:
     assert (settings.workers, settings.ray_address) == (1, None)
 
 
-def test_ray_refuses_api_keys_for_now() -> None:
-    with pytest.raises(SettingsError) as refused:
-        load_settings({"ENGINE": "ray", "AUTH": "api_key", "ADMIN_TOKEN": "t" * 32})
-    assert str(refused.value) == "AUTH: api_key is not available with ENGINE=ray yet (use none)"
+def test_ray_takes_api_keys() -> None:
+    settings = load_settings({"ENGINE": "ray", "AUTH": "api_key", "ADMIN_TOKEN": "t" * 32})
+    assert (settings.engine, settings.auth, settings.admin_token) == ("ray", "api_key", "t" * 32)
 
 
 def test_gunicorn_with_ray_refuses_to_start_without_a_head() -> None:

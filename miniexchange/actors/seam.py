@@ -123,7 +123,11 @@ class Engine(Protocol):
         """Whether the symbol ever had an order (a market order needs one to trade)."""
         ...
 
-    def broker_with_key(self, api_key: str) -> str | None: ...
+    def broker_with_key(self, api_key: str) -> Awaitable[str | None]:
+        """The broker whose current API key this is, or None (`AUTH=api_key`): read in
+        the process by the embedded engine, a hop to the shard that keeps it in Ray
+        mode, so awaitable."""
+        ...
 
     # -- commands ----------------------------------------------------------------------
 
@@ -277,7 +281,7 @@ class EmbeddedEngine:
     def has_book(self, symbol: str) -> bool:
         return self._exchange.existing_symbol_actor(symbol) is not None
 
-    def broker_with_key(self, api_key: str) -> str | None:
+    async def broker_with_key(self, api_key: str) -> str | None:
         return self._exchange.credentials.broker_with_key(api_key)
 
     # -- commands ----------------------------------------------------------------------

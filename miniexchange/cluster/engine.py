@@ -30,8 +30,6 @@ refusals it would journal are finished through `keys` too).
 
 Not yet here (docs/ray.md, landing step 9), and what stands in for it:
 
-- API keys: `AUTH=api_key` is refused with `ENGINE=ray` (settings), so
-  `broker_with_key` is never asked.
 - Metrics: each worker's own HTTP figures (`GET /metrics` answers the worker that took
   it); the shards' figures are not collected yet.
 """
@@ -70,6 +68,7 @@ from miniexchange.journal.facts import Fact, KeepAnswer
 from miniexchange.metrics import Metrics
 from miniexchange.model.candles import Candle
 from miniexchange.model.commands import RegisterBroker, SubmitOrder
+from miniexchange.model.credentials import api_key_digest
 from miniexchange.model.engine import BookView, QuoteView
 from miniexchange.model.errors import ExchangeError, exchange_unavailable, symbol_not_found
 from miniexchange.model.idempotency import InFlight, KeptAnswers, StoredAnswer
@@ -153,10 +152,14 @@ class RayEngine:
     def has_book(self, symbol: str) -> bool:
         return True
 
-    def broker_with_key(self, api_key: str) -> str | None:
-        return None  # never asked: the settings refuse AUTH=api_key with ENGINE=ray
+    async def broker_with_key(self, api_key: str) -> str | None:
+        """Asked of the one account shard the key names (the sequencer draws a broker's
+        keys until they name its shard), by the key's digest: a hop per authenticated
+        request, never a cache, so a key replaced stops working at once on every worker."""
+        shard = self._peers(ACCOUNTS, self.placement.account_shard(api_key))
+        return await reached(shard.broker_with_key, api_key_digest(api_key))  # type: ignore[no-any-return]
 
-    # -- commands (`keep`, an Idempotency-Key's answer, is not kept yet: step 9) ----------
+    # -- commands ----------------------------------------------------------------------------
 
     async def register(self, command: RegisterBroker, keep: KeepAnswer | None) -> Balance:
         return await self._write(command)

@@ -249,6 +249,10 @@ class AccountShardHost(_ShardHost):
         except ExchangeError as refusal:
             return refusal
 
+    def broker_with_key(self, digest: str) -> str | ExchangeError | None:
+        """The broker whose current API key has this digest, or None."""
+        return self._closed() or self._shard.published.brokers_by_key.get(digest)
+
     def webhooks(self, broker_id: str) -> list[Subscription] | ExchangeError:
         if (closed := self._closed()) is not None:
             return closed

@@ -426,9 +426,20 @@ class Sequencer:
             ids = tuple(self._draw_id("wh-", broker_id) for _ in command.events)  # type: ignore[union-attr]
             return Stamped(seq, at, command, request_id, webhook_ids=ids)
         if kind is IssueCredentials:
-            secrets = (self._secrets.api_key(), self._secrets.webhook_secret())
+            broker_id = command.broker_id  # type: ignore[union-attr]
+            secrets = (self._draw_api_key(broker_id), self._secrets.webhook_secret())
             return Stamped(seq, at, command, request_id, secrets=secrets)
         return Stamped(seq, at, command, request_id)
+
+    def _draw_api_key(self, broker_id: str) -> str:
+        """An API key that names its broker's account shard, as ids do: a worker asks
+        that one shard whose key it is (`Placement.account_shard` of the key)."""
+        placement = self.placement
+        shard = placement.account_shard(broker_id)
+        while True:
+            drawn = self._secrets.api_key()
+            if placement.account_shard(drawn) == shard:
+                return drawn
 
     def _draw_id(self, prefix: str, broker_id: str) -> str:
         """A random id that names the broker's account shard (about as many draws as

@@ -129,8 +129,8 @@ class Placement(NamedTuple):
     symbol_shards: int
 
     def account_shard(self, name: str) -> int:
-        """A broker's account shard; also an order's or a webhook's, whose id the
-        sequencer draws so that it names its broker's shard."""
+        """A broker's account shard; also an order's, a webhook's or an API key's,
+        which the sequencer draws so that it names its broker's shard."""
         return account_index(name, self.account_shards)
 
     def symbol_shard(self, symbol: str) -> int:

@@ -15,7 +15,7 @@ its SHA-256 digest (the exchange keeps no key), so no comparison leaks a prefix.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, NamedTuple
 
 import falcon.asgi
@@ -84,7 +84,9 @@ def idempotency_scope(req: falcon.asgi.Request, endpoint: str) -> str:
 class Authentication:
     """Falcon middleware for `AUTH=api_key`."""
 
-    def __init__(self, admin_token: str, broker_with_key: Callable[[str], str | None]) -> None:
+    def __init__(
+        self, admin_token: str, broker_with_key: Callable[[str], Awaitable[str | None]]
+    ) -> None:
         """`broker_with_key`: the broker an API key belongs to (`Engine.broker_with_key`)."""
         self._admin = admin_token.encode()
         self._broker_with_key = broker_with_key
@@ -100,19 +102,19 @@ class Authentication:
             return  # an unknown route (404) or method (405) is answered first
         if resource.access == PUBLIC:
             return
-        principal = self._principal(req.get_header("Authorization"))
+        principal = await self._principal(req.get_header("Authorization"))
         if principal is None:
             raise unauthorized()
         if resource.access == ADMIN and principal.broker_id is not None:
             raise admin_only()
         req.context.principal = principal
 
-    def _principal(self, header: str | None) -> Principal | None:
+    async def _principal(self, header: str | None) -> Principal | None:
         scheme, _, token = (header or "").strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return None
         if hmac.compare_digest(token.encode(), self._admin):
             return THE_ADMIN
-        broker_id = self._broker_with_key(token)
+        broker_id = await self._broker_with_key(token)
         return None if broker_id is None else Principal(broker_id)

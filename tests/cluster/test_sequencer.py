@@ -121,6 +121,19 @@ def test_a_cut_numbers_and_stamps_each_command_once_in_arrival_order() -> None:
     assert (later.seq, later.at) == (5, T0 + 10)  # the clock again once it is ahead
 
 
+def test_an_api_key_names_its_brokers_account_shard() -> None:
+    """A worker asks the one account shard a key names whose key it is."""
+    seq = sequencer(ManualClock(T0))
+    brokers = [f"broker-{n}" for n in range(12)]
+    seq.accept(part("w1", *(IssueCredentials(b, True, False) for b in brokers)))
+    placement = seq.placement
+    keys = [c.secrets[0] for c in batch_of(seq.cut()).commands if c.secrets is not None]
+    assert len(set(keys)) == 12
+    assert [placement.account_shard(key) for key in keys] == [
+        placement.account_shard(broker) for broker in brokers
+    ]
+
+
 def test_a_write_sent_again_is_sequenced_once_and_answered_again() -> None:
     seq = sequencer(ManualClock(T0))
     registration = RegisterBroker("alice", 100, ())
