@@ -29,14 +29,15 @@ import orjson
 import pytest
 import requests
 
-from miniexchange.testing import child_pids
-from tests.e2e.conftest import Server
+from miniexchange.testing import descendant_pids
+from tests.e2e.conftest import ENGINES, RAY_ENV, Server, engine_or_skip
 
 WAIT_S = 60.0
 """How long to wait for what must happen; never an upper bound on speed."""
 CLIENTS = 6
 BROKER = "stopper"
 
+WORKERS = int(RAY_ENV["WORKERS"])
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
 
 
@@ -165,20 +166,25 @@ def tracebacks(output: str) -> list[str]:
 
 
 def send_stop(server: Server, how: str) -> None:
+    """`server.process` is gunicorn's master (`make run`) or `make run-ray`'s command,
+    whose gunicorn master and workers are its children, and its Ray head processes
+    descendants in a session of their own."""
     master = server.process.pid
-    [worker] = child_pids(master)
     if how == "SIGTERM":  # an operator's `kill`, `docker stop`, systemd
         os.kill(master, signal.SIGTERM)
     elif how == "SIGINT":  # `kill -INT` of the master alone
         os.kill(master, signal.SIGINT)
-    else:  # Ctrl-C in the terminal of `make run`: the whole foreground group gets SIGINT
-        os.kill(master, signal.SIGINT)
-        os.kill(worker, signal.SIGINT)
+    else:  # Ctrl-C in the terminal: every process of the foreground group gets SIGINT
+        group = os.getpgid(master)
+        in_group = [p for p in (master, *descendant_pids(master)) if os.getpgid(p) == group]
+        assert len(in_group) == (2 if server.engine == "embedded" else 2 + WORKERS)
+        for pid in in_group:
+            os.kill(pid, signal.SIGINT)
 
 
-def started_with_broker(env: dict[str, str], log_path: Path) -> Server:
+def started_with_broker(env: dict[str, str], log_path: Path, engine: str = "embedded") -> Server:
     """A server on `env` where `BROKER` is registered with cash and AAPL to sell."""
-    server = Server(env, log_path)
+    server = Server(env, log_path, engine=engine_or_skip(engine))
     registered = requests.post(
         f"{server.url}/brokers",
         json={
@@ -192,13 +198,16 @@ def started_with_broker(env: dict[str, str], log_path: Path) -> Server:
     return server
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "Ctrl-C"])
 def test_stopping_mid_load_answers_what_it_began_and_loses_nothing_acknowledged(
-    tmp_path: Path, how: str
+    tmp_path: Path, how: str, engine: str
 ) -> None:
+    """With `ENGINE=ray`, `make run-ray` stops gunicorn first (its workers finish what
+    they began, their writes still reaching the shards), then the shards and the head."""
     # READ_TIMEOUT: the held body must not time out however long the stop takes to begin
     env = {"DATABASE_PATH": str(tmp_path / "exchange.db"), "READ_TIMEOUT": "5m"}
-    server = started_with_broker(env, tmp_path / "first.log")
+    server = started_with_broker(env, tmp_path / "first.log", engine)
 
     outcomes = Outcomes()
     threads = [
@@ -231,7 +240,7 @@ def test_stopping_mid_load_answers_what_it_began_and_loses_nothing_acknowledged(
     assert '"event":"shutdown"' in output  # the lifespan shutdown ran: the journal closed
 
     # Restarted on the same journal: every acknowledged order exactly as acknowledged.
-    server = Server(env, tmp_path / "second.log")
+    server = Server(env, tmp_path / "second.log", engine=engine)
     try:
         session = requests.Session()
         for key, (body, answer) in outcomes.answered.items():
