@@ -44,7 +44,7 @@ from miniexchange.model.candles import Candle
 from miniexchange.model.commands import RegisterBroker, SubmitOrder
 from miniexchange.model.engine import BookView, QuoteView
 from miniexchange.model.errors import journal_unavailable
-from miniexchange.model.idempotency import InFlight, KeptAnswers, StoredAnswer
+from miniexchange.model.idempotency import Decided, InFlight, KeptAnswers, StoredAnswer
 from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import Order, Trade
 from miniexchange.model.subscriptions import Subscription, Upserted
@@ -73,9 +73,12 @@ class Keys(Protocol):
     """The `Idempotency-Key`s of an exchange whose requests several processes take
     (`model.idempotency.KeyIndex`, held where they all reach it)."""
 
-    def begin(self, endpoint: str, key: str, digest: bytes) -> Awaitable[StoredAnswer | InFlight]:
-        """The answer to replay, or the first use now in flight (raises the 422 of
-        another request under the key, the 409 of a first use still in flight)."""
+    def begin(
+        self, endpoint: str, key: str, digest: bytes
+    ) -> Awaitable[StoredAnswer | InFlight | Decided]:
+        """The answer to replay, the first use now in flight, or the outcome of a first
+        use whose process died before keeping its answer (to render and keep); raises
+        the 422 of another request under the key, the 409 of a first use in flight."""
         ...
 
     def finish(self, endpoint: str, key: str, status: int, body: bytes) -> Awaitable[None]: ...

@@ -27,6 +27,7 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeAlias, TypeVar
 import orjson
 
 from miniexchange.model.commands import RegisterBroker, SubmitOrder
+from miniexchange.model.idempotency import Key
 
 # -- the outbox ---------------------------------------------------------------------
 
@@ -123,7 +124,7 @@ class Outbox(Generic[T]):
 
 # -- the worker → sequencer part ------------------------------------------------------
 
-FORMAT = 1  # the part's format number; a decoder refuses any other
+FORMAT = 2  # the part's format number; a decoder refuses any other (2: writes' keys)
 
 
 class CancelOrder(NamedTuple):
@@ -174,6 +175,9 @@ class Write(NamedTuple):
     number: int
     command: WriteCommand
     request_id: str | None = None
+    key: Key | None = None
+    """The request's `Idempotency-Key` (endpoint, key): the sequencer can then answer a
+    retry of it whose first worker died before keeping the answer."""
 
 
 class Part(NamedTuple):
@@ -188,7 +192,8 @@ class BatchFormatError(ValueError):
 
 
 def encode_part(part: Part) -> bytes:
-    """`{"format": 1, "worker": ..., "writes": [[number, request_id, kind, *fields]]}`.
+    """`{"format": 2, "worker": ..., "writes": [[number, request_id, key, kind, *fields]]}`
+    (`key`: `[endpoint, key]` or null).
 
     Each command is a flat array of its fields in declaration order, led by its kind;
     money is integer cents, times integer microseconds: no float anywhere, and any
@@ -198,7 +203,7 @@ def encode_part(part: Part) -> bytes:
             "format": FORMAT,
             "worker": part.worker,
             "writes": [
-                [write.number, write.request_id, *encode_command(write.command)]
+                [write.number, write.request_id, write.key, *encode_command(write.command)]
                 for write in part.writes
             ],
         }
@@ -251,11 +256,17 @@ def encode_command(command: WriteCommand) -> list[Any]:
 
 
 def _decode_write(write: Any) -> Write:
-    if not isinstance(write, list) or len(write) < 3:
-        raise BatchFormatError(f"a write is not [number, request_id, kind, ...]: {write!r}")
-    number, request_id, kind, *fields = write
+    if not isinstance(write, list) or len(write) < 4:
+        raise BatchFormatError(f"a write is not [number, request_id, key, kind, ...]: {write!r}")
+    number, request_id, key, kind, *fields = write
     command = decode_command(kind, fields)
-    return Write(_int(number), command, _optional(_str, request_id))
+    return Write(_int(number), command, _optional(_str, request_id), _optional(_key, key))
+
+
+def _key(value: Any) -> Key:
+    if not (isinstance(value, list) and len(value) == 2):
+        raise BatchFormatError(f"an Idempotency-Key is not [endpoint, key]: {value!r}")
+    return _str(value[0]), _str(value[1])
 
 
 def decode_command(kind: Any, fields: list[Any]) -> WriteCommand:

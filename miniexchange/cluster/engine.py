@@ -71,7 +71,7 @@ from miniexchange.model.commands import RegisterBroker, SubmitOrder
 from miniexchange.model.credentials import api_key_digest
 from miniexchange.model.engine import BookView, QuoteView
 from miniexchange.model.errors import ExchangeError, exchange_unavailable, symbol_not_found
-from miniexchange.model.idempotency import InFlight, KeptAnswers, StoredAnswer
+from miniexchange.model.idempotency import Decided, InFlight, KeptAnswers, Key, StoredAnswer
 from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import Order, Trade
 from miniexchange.model.subscriptions import Subscription, Upserted
@@ -162,7 +162,7 @@ class RayEngine:
     # -- commands ----------------------------------------------------------------------------
 
     async def register(self, command: RegisterBroker, keep: KeepAnswer | None) -> Balance:
-        return await self._write(command)
+        return await self._write(command, key=keyed(keep))
 
     async def issue(self, broker_id: str, api_key: bool, webhook_secret: bool) -> Issued:
         return await self._write(IssueCredentials(broker_id, api_key, webhook_secret))
@@ -170,7 +170,7 @@ class RayEngine:
     async def submit(
         self, command: SubmitOrder, keep: KeepAnswer | None, request_id: str | None
     ) -> Order:
-        return await self._write(command, request_id)
+        return await self._write(command, request_id, keyed(keep))
 
     async def cancel(self, symbol: str, order_id: str, request_id: str | None) -> Order:
         return await self._write(CancelOrder(order_id), request_id)
@@ -178,7 +178,7 @@ class RayEngine:
     async def subscribe(
         self, broker_id: str, url: str, events: tuple[str, ...], keep: KeepAnswer | None
     ) -> Upserted:
-        return await self._write(SubscribeWebhooks(broker_id, url, events))
+        return await self._write(SubscribeWebhooks(broker_id, url, events), key=keyed(keep))
 
     async def unsubscribe(self, webhook_id: str, owner: str | None) -> None:
         await self._write(UnsubscribeWebhook(webhook_id, owner))
@@ -187,8 +187,10 @@ class RayEngine:
         """Nothing: the sequencer journals a kept answer when its key is finished
         (`keys.finish`), which the HTTP layer does for these refusals too."""
 
-    async def _write(self, command: WriteCommand, request_id: str | None = None) -> Any:
-        return await self._outbox.request(Write(next(self._numbers), command, request_id))
+    async def _write(
+        self, command: WriteCommand, request_id: str | None = None, key: Key | None = None
+    ) -> Any:
+        return await self._outbox.request(Write(next(self._numbers), command, request_id, key))
 
     async def _send(self, writes: Sequence[Write]) -> list[Any]:
         """One call to the sequencer with a pass's writes; their answers, in order."""
@@ -312,12 +314,19 @@ class SequencerKeys:
     def __init__(self, engine: RayEngine) -> None:
         self._engine = engine
 
-    async def begin(self, endpoint: str, key: str, digest: bytes) -> StoredAnswer | InFlight:
+    async def begin(
+        self, endpoint: str, key: str, digest: bytes
+    ) -> StoredAnswer | InFlight | Decided:
         sequencer = self._engine.sequencer()
         return await reached(sequencer.begin_key, endpoint, key, digest)
 
     async def finish(self, endpoint: str, key: str, status: int, body: bytes) -> None:
         await reached(self._engine.sequencer().finish_key, endpoint, key, status, body)
+
+
+def keyed(keep: KeepAnswer | None) -> Key | None:
+    """The `Idempotency-Key` a write travels with (the sequencer's `Decided`)."""
+    return None if keep is None else keep.idempotency_key
 
 
 async def reached(method: Any, *args: Any) -> Any:

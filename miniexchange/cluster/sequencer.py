@@ -66,6 +66,7 @@ from miniexchange.model.commands import BID, LIMIT, MARKET, RegisterBroker, Subm
 from miniexchange.model.errors import ExchangeError, symbol_limit_reached
 from miniexchange.model.idempotency import (
     STORED_STATUSES,
+    Decided,
     InFlight,
     Key,
     KeyIndex,
@@ -74,6 +75,11 @@ from miniexchange.model.idempotency import (
 
 IN_FLIGHT = 2  # batches in the shards at once: one matched while the next one's R1 runs
 KEPT_ANSWERS = 65_536  # answers kept for a worker that sends a write again
+KEY_LEASE_US = 15_000_000
+"""A key's first use in flight whose write never reached the sequencer (its worker
+died first, or refused it itself and died before finishing the key) is taken for
+abandoned after this long, and a retry becomes the first use: a write is sent within
+milliseconds of its key's begin, so none can still arrive."""
 
 
 class Ticket(NamedTuple):
@@ -209,6 +215,7 @@ class Sequencer:
         self._queued: list[tuple[Ticket, Write]] = []
         self._waiting: set[Ticket] = set()  # queued or in the shards
         self._answered: OrderedDict[Ticket, Any] = OrderedDict()
+        self._keyed: OrderedDict[Key, Ticket] = OrderedDict()  # a key's write, until finished
         self._k = 0  # the last batch cut
         self._settled = 0  # the last batch whose answers every account shard returned
         self._allowed = 0  # the last batch whose R2 the account shards may run
@@ -274,6 +281,11 @@ class Sequencer:
                 continue
             self._waiting.add(ticket)
             self._queued.append((ticket, write))
+            if write.key is not None:
+                keyed = self._keyed
+                keyed[write.key] = ticket
+                if len(keyed) > KEPT_ANSWERS:
+                    keyed.popitem(last=False)
         return again
 
     @property
@@ -320,15 +332,25 @@ class Sequencer:
 
     # -- the `Idempotency-Key`s of every worker ------------------------------------------
 
-    def begin_key(self, key: Key, digest: bytes) -> StoredAnswer | InFlight:
-        """`KeyIndex.begin` (its refusals raised) at the sequencer's time."""
-        return self.keys.begin(key, digest, self.clock.now())
+    def begin_key(self, key: Key, digest: bytes) -> StoredAnswer | InFlight | Decided:
+        """`KeyIndex.begin` (its refusals raised) at the sequencer's time; and for a
+        retry of a first use whose write was answered but whose key was never finished
+        (its worker died), that write's outcome, `Decided`, to render and keep."""
+        keys, now = self.keys, self.clock.now()
+        ticket = self._keyed.get(key)
+        if ticket is None:  # no write of it came: abandoned after a lease
+            return keys.begin(key, digest, now, stale_after_us=KEY_LEASE_US)
+        flying = keys.in_flight(key)
+        if flying is not None and flying.digest == digest and ticket in self._answered:
+            return Decided(self._answered[ticket])
+        return keys.begin(key, digest, now)  # in progress until its write is answered
 
     def finish_key(self, key: Key, status: int, body: bytes) -> Fact | None:
         """The first use answered (`KeyIndex.finish`); the answer as a journal fact if
         it is kept, to be durable before it is sent (a retry after a restart replays it)."""
         keys = self.keys
         keys.finish(key, status, body, self.clock.now())
+        self._keyed.pop(key, None)
         if status not in STORED_STATUSES:
             return None
         kept = keys.answers.get(key, self.clock.now())

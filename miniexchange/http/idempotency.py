@@ -33,8 +33,10 @@ from miniexchange.journal.facts import Fact, KeepAnswer, answer_fact
 from miniexchange.model.errors import ExchangeError, validation_error
 from miniexchange.model.idempotency import (
     STORED_STATUSES,
+    Decided,
     InFlight,
     KeptAnswers,
+    Key,
     KeyIndex,
     StoredAnswer,
     fingerprint_digest,
@@ -58,6 +60,10 @@ class IdempotentAnswer:
     digest: bytes  # `fingerprint_digest` of the request's fingerprint
     first_used_at: int
     render: Callable[[Any], tuple[int, bytes]]
+
+    @property
+    def idempotency_key(self) -> Key:
+        return self.endpoint, self.key
 
     def fact(self, outcome: Any) -> Fact | None:
         status, body = self.render(outcome)
@@ -192,6 +198,12 @@ class Idempotency:
         begun = await keys.begin(endpoint, key, digest)
         if type(begun) is Answer:
             send_json(resp, begun.status, begun.body)
+            resp.set_header("Idempotent-Replayed", "true")
+            return
+        if type(begun) is Decided:  # its first worker died before keeping the answer
+            status, data = render(begun.outcome)  # a refusal too, as the first would have
+            await keys.finish(endpoint, key, status, data)
+            send_json(resp, status, data)
             resp.set_header("Idempotent-Replayed", "true")
             return
         keep = IdempotentAnswer(endpoint, key, digest, begun.first_used_at, render)

@@ -154,6 +154,10 @@ class KeepAnswer(Protocol):
     def fact(self, outcome: Any) -> Fact | None:
         """The answer to `outcome` as a fact (`answer_fact`), or None if it is not kept."""
 
+    @property
+    def idempotency_key(self) -> Key:
+        """(endpoint, key): whose answer this is."""
+
 
 def decode(body: bytes) -> dict[str, Any]:
     return orjson.loads(body)

@@ -23,6 +23,7 @@ import hashlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from miniexchange.model.errors import key_in_progress, key_reused
 
@@ -153,6 +154,16 @@ class InFlight:
     first_used_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A first use whose command was decided but whose answer was never kept: the
+    process serving it died in between (`ENGINE=ray`: an ingress worker). A retry
+    renders `outcome` as the first use would have (rendering is deterministic), keeps
+    that answer, and sends it as a replay."""
+
+    outcome: Any
+
+
 class KeyIndex:
     """The `Idempotency-Key`s of one exchange: the answers kept (`KeptAnswers`) and the
     first uses in flight, apart (as many as the requests being served). The HTTP layer
@@ -168,12 +179,19 @@ class KeyIndex:
         """Keys held: answers kept and first uses in flight."""
         return len(self.answers) + len(self._in_flight)
 
-    def begin(self, key: Key, digest: bytes, now: int) -> StoredAnswer | InFlight:
+    def begin(
+        self, key: Key, digest: bytes, now: int, stale_after_us: int | None = None
+    ) -> StoredAnswer | InFlight:
         """The stored answer to replay, or the first use now marked in flight; raises
         `idempotency_key_reused` for another request under the key, and
-        `idempotency_key_in_progress` while the first is still being processed."""
+        `idempotency_key_in_progress` while the first is still being processed.
+        `stale_after_us`: a first use in flight that long is taken for abandoned (the
+        process serving it died) and this one becomes the first use (the caller knows
+        that no command of it was sent)."""
         flying = self._in_flight.get(key)
-        if flying is not None:
+        if flying is not None and (
+            stale_after_us is None or now - flying.first_used_at < stale_after_us
+        ):
             raise key_reused(key[1]) if flying.digest != digest else key_in_progress(key[1])
         stored = self.answers.get(key, now)
         if stored is None:
@@ -182,6 +200,9 @@ class KeyIndex:
         if stored.digest != digest:
             raise key_reused(key[1])
         return stored
+
+    def in_flight(self, key: Key) -> InFlight | None:
+        return self._in_flight.get(key)
 
     def finish(self, key: Key, status: int, body: bytes, now: int) -> None:
         """The first use answered: keep the answer if the contract says so, else

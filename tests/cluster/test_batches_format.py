@@ -63,7 +63,7 @@ commands = st.one_of(
     st.builds(SubscribeWebhooks, texts, texts, st.lists(texts).map(tuple)),
     st.builds(UnsubscribeWebhook, texts, optional_texts),
 )
-writes = st.builds(Write, integers, commands, optional_texts)
+writes = st.builds(Write, integers, commands, optional_texts, st.none() | st.tuples(texts, texts))
 parts = st.builds(Part, texts, st.lists(writes).map(tuple))
 
 
@@ -88,7 +88,12 @@ def test_the_document_is_small_and_flat() -> None:
     part = Part(
         "w-1",
         (
-            Write(7, SubmitOrder(LIMIT, "b1", "111", BID, "AAPL", 100, 14_800, 10**15), "req-a"),
+            Write(
+                7,
+                SubmitOrder(LIMIT, "b1", "111", BID, "AAPL", 100, 14_800, 10**15),
+                "req-a",
+                ("/orders", "k-7"),
+            ),
             Write(8, SubmitOrder(MARKET, "b1", "111", ASK, "AAPL", 5)),
             Write(9, CancelOrder("ord-1")),
             Write(10, RegisterBroker("b2", 100_000_00, (("AAPL", 500), ("MSFT", 3)))),
@@ -98,22 +103,35 @@ def test_the_document_is_small_and_flat() -> None:
         ),
     )
     assert orjson.loads(encode_part(part)) == {
-        "format": 1,
+        "format": 2,
         "worker": "w-1",
         "writes": [
-            [7, "req-a", "order", "limit", "b1", "111", "bid", "AAPL", 100, 14800, 10**15],
-            [8, None, "order", "market", "b1", "111", "ask", "AAPL", 5, None, None],
-            [9, None, "cancel", "ord-1"],
-            [10, None, "register", "b2", 10000000, [["AAPL", 500], ["MSFT", 3]]],
-            [11, None, "issue", "b2", True, False],
-            [12, None, "subscribe", "b2", "https://h/x", ["trade.executed"]],
-            [13, None, "unsubscribe", "wh-1", "b2"],
+            [
+                7,
+                "req-a",
+                ["/orders", "k-7"],
+                "order",
+                "limit",
+                "b1",
+                "111",
+                "bid",
+                "AAPL",
+                100,
+                14800,
+                10**15,
+            ],
+            [8, None, None, "order", "market", "b1", "111", "ask", "AAPL", 5, None, None],
+            [9, None, None, "cancel", "ord-1"],
+            [10, None, None, "register", "b2", 10000000, [["AAPL", 500], ["MSFT", 3]]],
+            [11, None, None, "issue", "b2", True, False],
+            [12, None, None, "subscribe", "b2", "https://h/x", ["trade.executed"]],
+            [13, None, None, "unsubscribe", "wh-1", "b2"],
         ],
     }
     assert decode_part(encode_part(part)) == part
 
 
-def document(*writes: list[object], format: object = 1) -> bytes:
+def document(*writes: list[object], format: object = 2) -> bytes:
     return orjson.dumps({"format": format, "worker": "w-1", "writes": list(writes)})
 
 
@@ -125,19 +143,23 @@ ORDER = ["order", "limit", "b1", "111", "bid", "AAPL", 100, 14800, 10**15]
     [
         (b"{", "a batch part is not JSON"),
         (b"[]", "a batch part is not an object"),
-        (document(format=2), "a batch part of format 2; this code reads format 1"),
-        (document(format=None), "a batch part of format None; this code reads format 1"),
-        (b'{"format": 1, "worker": "w-1"}', "a batch part's writes are not an array"),
-        (document([1, None, "trade", "x"]), "unknown write kind 'trade'"),
-        (document([1, None]), "a write is not [number, request_id, kind, ...]"),
-        (document([1, None, *ORDER[:-1]]), "a write of kind 'order' with wrong fields"),
-        (document([1.0, None, *ORDER]), "expected an integer, got 1.0"),
-        (document([1, None, *ORDER[:7], 148.0, 10**15]), "expected an integer, got 148.0"),
-        (document([1, None, *ORDER[:6], True, 14800, 10**15]), "expected an integer, got True"),
-        (document([1, None, "cancel", 5]), "expected a string, got 5"),
-        (document([1, None, "issue", "b1", 1, False]), "expected true or false, got 1"),
-        (document([1, None, "register", "b1", 0, [["AAPL"]]]), "expected [symbol, quantity]"),
-        (document([1, None, "subscribe", "b1", "u", "trade.executed"]), "expected an array"),
+        (document(format=1), "a batch part of format 1; this code reads format 2"),
+        (document(format=None), "a batch part of format None; this code reads format 2"),
+        (b'{"format": 2, "worker": "w-1"}', "a batch part's writes are not an array"),
+        (document([1, None, None, "trade", "x"]), "unknown write kind 'trade'"),
+        (document([1, None, None]), "a write is not [number, request_id, key, kind, ...]"),
+        (document([1, None, ["/orders"], "cancel", "o"]), "an Idempotency-Key is not"),
+        (document([1, None, None, *ORDER[:-1]]), "a write of kind 'order' with wrong fields"),
+        (document([1.0, None, None, *ORDER]), "expected an integer, got 1.0"),
+        (document([1, None, None, *ORDER[:7], 148.0, 10**15]), "expected an integer, got 148.0"),
+        (
+            document([1, None, None, *ORDER[:6], True, 14800, 10**15]),
+            "expected an integer, got True",
+        ),
+        (document([1, None, None, "cancel", 5]), "expected a string, got 5"),
+        (document([1, None, None, "issue", "b1", 1, False]), "expected true or false, got 1"),
+        (document([1, None, None, "register", "b1", 0, [["AAPL"]]]), "expected [symbol, quantity]"),
+        (document([1, None, None, "subscribe", "b1", "u", "trade.executed"]), "expected an array"),
     ],
 )
 def test_anything_else_is_refused_whole(raw: bytes, message: str) -> None:

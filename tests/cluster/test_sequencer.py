@@ -24,6 +24,7 @@ from miniexchange.cluster.batches import (
 from miniexchange.cluster.doors import AccountDoor, Matched, SymbolDoor
 from miniexchange.cluster.sequencer import (
     COMMANDS,
+    KEY_LEASE_US,
     Cut,
     Sequencer,
     SequencerState,
@@ -36,7 +37,7 @@ from miniexchange.ids import seeded_uuid4
 from miniexchange.journal.store import JournalFormatError, SqliteJournal
 from miniexchange.model.commands import ASK, BID, RegisterBroker
 from miniexchange.model.errors import ExchangeError
-from miniexchange.model.idempotency import InFlight, StoredAnswer
+from miniexchange.model.idempotency import Decided, InFlight, StoredAnswer
 from miniexchange.model.ledger import Balance
 from miniexchange.model.orders import FILLED, PENDING, Order
 from miniexchange.testing import ManualClock
@@ -244,6 +245,46 @@ def test_kept_answers_are_journaled_and_a_resumed_sequencer_replays_them() -> No
     with pytest.raises(ExchangeError) as reused:
         again.begin_key(("/brokers", "k-1"), other)
     assert reused.value.code == "idempotency_key_reused"
+
+
+def test_a_retry_of_a_key_whose_worker_died_gets_its_writes_outcome_to_render() -> None:
+    """A keyed write travels with its key: once it is answered, a retry of a first use
+    never finished (its worker died) gets the outcome, `Decided`, rather than 409 for
+    ever; before that, 409 (it is in progress); the retry's answer is then kept."""
+    clock = ManualClock(T0)
+    seq = sequencer(clock)
+    key, digest = ("/brokers", "k-1"), b"\x01" * 32
+    assert isinstance(seq.begin_key(key, digest), InFlight)
+    seq.accept(Part("w1", (Write(1, RegisterBroker("alice", 1_000, ()), "req-1", key),)))
+    with pytest.raises(ExchangeError) as busy:
+        seq.begin_key(key, digest)
+    assert busy.value.code == "idempotency_key_in_progress"
+    batch_of(seq.cut())
+    seq.go()
+    balance = Balance("alice", 1_000, 0, (), T0, T0)
+    assert seq.settled(1, [(1, balance)]) == [(Ticket("w1", 1), balance)]  # to a dead worker
+    clock.advance(microseconds=KEY_LEASE_US)  # no lease for a key whose write came
+    assert seq.begin_key(key, digest) == Decided(balance)
+    with pytest.raises(ExchangeError) as reused:
+        seq.begin_key(key, b"\x02" * 32)
+    assert reused.value.code == "idempotency_key_reused"
+    assert seq.finish_key(key, 201, b'{"broker_id":"alice"}') is not None
+    assert seq.begin_key(key, digest) == StoredAnswer(digest, 201, b'{"broker_id":"alice"}', T0)
+
+
+def test_a_keys_first_use_that_sent_no_write_is_taken_over_after_a_lease() -> None:
+    """Its worker died before sending anything (or refused it and died before keeping
+    that): 409 until the lease ends, then a retry is the first use."""
+    clock = ManualClock(T0)
+    seq = sequencer(clock)
+    key, digest = ("/orders", "k-2"), b"\x01" * 32
+    assert seq.begin_key(key, digest) == InFlight(digest, T0)
+    clock.advance(microseconds=KEY_LEASE_US - 1)
+    with pytest.raises(ExchangeError) as busy:
+        seq.begin_key(key, digest)
+    assert busy.value.code == "idempotency_key_in_progress"
+    clock.advance(microseconds=1)
+    assert seq.begin_key(key, digest) == InFlight(digest, T0 + KEY_LEASE_US)
 
 
 # -- the rules of the cut ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ document) is still served."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -24,9 +25,16 @@ import pytest
 import requests
 
 from miniexchange.journal.store import SqliteJournal
-from miniexchange.testing import descendant_pids
+from miniexchange.testing import child_pids, descendant_pids
 from tests.e2e.conftest import ROOT, Server, engine_or_skip, free_port
-from tests.e2e.test_concurrency import THREADS, assert_invariants, fire, register_brokers
+from tests.e2e.test_concurrency import (
+    BROKERS,
+    SYMBOLS,
+    THREADS,
+    assert_invariants,
+    fire,
+    register_brokers,
+)
 
 FAR = "2099-01-01T00:00:00Z"
 WAIT_S = 60.0
@@ -121,6 +129,93 @@ def test_a_shard_killed_under_load_is_rebuilt_and_nothing_acknowledged_is_lost(
         assert errors == []  # every order answered 201 or 409, never a 500 or a 503
         assert len(accepted) > killed_at + 100  # and the exchange went on after the kill
         assert_invariants(server, accepted)
+    finally:
+        assert server.stop() == 0
+
+
+def keyed_client(
+    server: Server, seed: int, answers: dict[str, tuple[int, Any]], errors: list[str]
+) -> None:
+    """Orders, each under an `Idempotency-Key`, each sent until answered: a connection
+    lost with its worker, or a 409 `idempotency_key_in_progress` (the first use still
+    running, or its worker died), is retried under the same key."""
+    rng = random.Random(seed)
+    session = requests.Session()
+    for n in range(40):
+        key = f"client-{seed}-{n}"
+        body = {
+            "type": "limit", "broker_id": rng.choice(BROKERS), "document_number": "1",
+            "side": rng.choice(["bid", "ask"]), "symbol": rng.choice(SYMBOLS),
+            "price": float(rng.randint(90, 110)), "quantity": rng.randint(1, 20),
+            "expires_at": FAR,
+        }  # fmt: skip
+        deadline = time.monotonic() + 2 * WAIT_S
+        while True:
+            if time.monotonic() > deadline:
+                errors.append(f"{key}: never answered")
+                return
+            try:
+                headers = {"Idempotency-Key": key}
+                response = session.post(
+                    f"{server.url}/orders", json=body, headers=headers, timeout=WAIT_S
+                )
+            except requests.ConnectionError:  # its worker was killed: a new connection
+                session = requests.Session()
+                continue
+            if response.status_code == 409 and response.json()["error"] == (
+                "idempotency_key_in_progress"
+            ):
+                time.sleep(0.1)
+                continue
+            break
+        if response.status_code not in (201, 409):
+            errors.append(f"{key}: {response.status_code} {response.text}")
+        answers[key] = (response.status_code, response.json())
+
+
+def test_a_worker_killed_under_load_is_replaced_and_each_keyed_order_is_taken_once(
+    tmp_path: Path,
+) -> None:
+    """`kill -9` of a gunicorn worker while clients send keyed orders: gunicorn starts
+    another, the clients' retries under their keys are answered (the sequencer hands the
+    outcome of a write whose worker died to the worker that takes the retry), and every
+    key is one order: the brokers' orders are exactly the ones answered 201."""
+    server = Server(
+        {"DATABASE_PATH": ":memory:"}, tmp_path / "server.log", engine=engine_or_skip("ray")
+    )
+    try:
+        register_brokers(server)
+        answers: dict[str, tuple[int, Any]] = {}
+        errors: list[str] = []
+        clients = [
+            threading.Thread(target=keyed_client, args=(server, seed, answers, errors))
+            for seed in range(THREADS)
+        ]
+        for client in clients:
+            client.start()
+        (master,) = [
+            pid for pid in child_pids(server.process.pid) if b"gunicorn" in command_of(pid)
+        ]
+        workers = child_pids(master)
+        deadline = time.monotonic() + WAIT_S
+        while len(answers) < 40:  # under load
+            assert time.monotonic() < deadline and not errors, errors
+            time.sleep(0.02)
+        os.kill(workers[0], signal.SIGKILL)
+        for client in clients:
+            client.join()
+        assert errors == []
+        assert len(answers) == THREADS * 40
+        replaced = child_pids(master)
+        assert len(replaced) == len(workers) and workers[0] not in replaced
+        placed = [answer for status, answer in answers.values() if status == 201]
+        listed = [
+            requests.get(f"{server.url}/brokers/{b}/orders?limit=1", timeout=WAIT_S).json()["total"]
+            for b in BROKERS
+        ]
+        assert sum(listed) == len(placed)  # no key taken twice, none lost
+        assert len({order["order_id"] for order in placed}) == len(placed)
+        assert_invariants(server, placed)
     finally:
         assert server.stop() == 0
 
