@@ -60,6 +60,7 @@ from miniexchange.cluster.snapshot_format import (
 from miniexchange.cluster.stamped import Batch, Go
 from miniexchange.ids import random_uuid4
 from miniexchange.journal.store import MemoryJournal, SqliteJournal
+from miniexchange.metrics import Family, Metrics, merged
 from miniexchange.model.candles import Candle
 from miniexchange.model.engine import BookView, QuoteView
 from miniexchange.model.errors import (
@@ -156,6 +157,17 @@ class _ShardHost:
 
     def _closed(self) -> ExchangeError | None:
         return None if self.serving else exchange_unavailable()
+
+    def metric_samples(self) -> list[Family] | None:
+        """This shard's figures, for a worker's scrape (`cluster.scrape`); None while it
+        is closed: a shard being rebuilt counts its replay again from zero, so its
+        figures would go back for a while."""
+        if not self.serving:
+            return None
+        return self._figures()
+
+    def _figures(self) -> list[Family]:
+        return self._shard.metrics.families()  # type: ignore[attr-defined]  # both kinds have one
 
 
 class AccountShardHost(_ShardHost):
@@ -260,6 +272,11 @@ class AccountShardHost(_ShardHost):
             return broker_not_found(broker_id)
         return self._shard.webhooks(broker_id)
 
+    def _figures(self) -> list[Family]:
+        """The shard's (rebuilt with it) and this process's webhook deliveries (its pool
+        outlives a rebuild, and a replay delivers nothing again)."""
+        return merged(self._shard.metrics.families(), delivery_metrics().families())
+
     def stop(self) -> None:
         self._shard.stop()
         self._deliveries.stop()
@@ -363,6 +380,23 @@ class SymbolShardHost(_ShardHost):
         self._shard.stop()
 
 
+_DELIVERY_METRICS: list[Metrics] = []
+
+
+def delivery_metrics() -> Metrics:
+    """This process's webhook delivery figures: those of its account host's pool (a host
+    is a process of its own)."""
+    if not _DELIVERY_METRICS:
+        _DELIVERY_METRICS.append(Metrics())
+    return _DELIVERY_METRICS[0]
+
+
+def count_delivery(event_type: str, outcome: str, seconds: float | None) -> None:
+    """A delivery pool's `on_outcome` in an account host (`make run-ray` gives it to the
+    pools it makes: a plain function, which reaches the host's process by name)."""
+    delivery_metrics().count_delivery(event_type, outcome, seconds)
+
+
 class SequencerHost:
     def __init__(
         self,
@@ -386,6 +420,7 @@ class SequencerHost:
             expiration_interval_us,
             keys=KeyIndex(idempotency_max_keys, idempotency_ttl_us),
         )
+        self.metrics = Metrics(journal=database_path != ":memory:")
         self._snapshot_path = snapshot_file(database_path)
         snapshot = None
         if database_path == ":memory:":
@@ -394,7 +429,12 @@ class SequencerHost:
         else:
             snapshot = read_cluster_snapshot(self._snapshot_path, placement)
             covered = 0 if snapshot is None else snapshot.seq
-            self._journal = SqliteJournal(database_path, engine="ray", covered_seq=covered)
+            self._journal = SqliteJournal(
+                database_path,
+                engine="ray",
+                covered_seq=covered,
+                on_commit=self.metrics.observe_journal_commit,
+            )
             self._sequencer.resume(
                 self._journal.facts(after=covered), None if snapshot is None else snapshot.sequencer
             )
@@ -647,6 +687,11 @@ class SequencerHost:
             return journal_unavailable()
         return None
 
+    async def metric_samples(self) -> list[Family]:
+        """The sequencer's figures, for a worker's scrape (`cluster.scrape`): the
+        journal's commits, the orders refused at the cut."""
+        return self.metrics.families()
+
     async def listed(self) -> list[str]:
         """The listed symbols, sorted: a symbol is listed once the request that listed
         it was answered, and stays listed."""
@@ -733,6 +778,8 @@ class SequencerHost:
         assert loop is not None
         while (cut := sequencer.cut()) is not None:
             self._give(cut.refused)
+            for order, refusal in cut.refused_orders:
+                self.metrics.count_order(order.type, order.side, refusal.code)
             if cut.batch is not None:
                 batch = cut.batch
 
