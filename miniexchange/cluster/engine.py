@@ -201,7 +201,13 @@ class RayEngine:
     async def _send(self, writes: Sequence[Write]) -> list[Any]:
         """One call to the sequencer with a pass's writes; their answers, in order."""
         document = encode_part(Part(self.worker, tuple(writes)))
-        _, _, answers = decode_answers(await reached(self.sequencer().submit, document))
+        try:
+            _, _, answers = decode_answers(await reached(self.sequencer().submit, document))
+        except ExchangeError as down:  # the sequencer's process is gone: decided here
+            for write in writes:
+                if type(write.command) is SubmitOrder:
+                    self.metrics.count_order(write.command.type, write.command.side, down.code)
+            raise
         return [answer for _, answer in answers]
 
     # -- reads -------------------------------------------------------------------------

@@ -23,12 +23,12 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from miniexchange.actors.market_data import Summary
 from miniexchange.clock import SystemClock
-from miniexchange.cluster.batches import decode_part
+from miniexchange.cluster.batches import Write, decode_part
 from miniexchange.cluster.doors import AccountDoor, Matched, SymbolDoor
 from miniexchange.cluster.head import NAMESPACE, import_ray
 from miniexchange.cluster.news import News, Update
@@ -62,6 +62,7 @@ from miniexchange.ids import random_uuid4
 from miniexchange.journal.store import MemoryJournal, SqliteJournal
 from miniexchange.metrics import Family, Metrics, merged
 from miniexchange.model.candles import Candle
+from miniexchange.model.commands import SubmitOrder
 from miniexchange.model.engine import BookView, QuoteView
 from miniexchange.model.errors import (
     ExchangeError,
@@ -465,6 +466,7 @@ class SequencerHost:
         loop = self._started()
         part = decode_part(document)
         if self._failure is not None:
+            self._count_failed(part.writes, [self._failure] * len(part.writes))
             return encode_answers(0, 0, [(w.number, self._failure) for w in part.writes])
         futures = []
         for write in part.writes:
@@ -476,9 +478,21 @@ class SequencerHost:
         self._give(self._sequencer.accept(part))
         self._schedule_pump()
         answers = await asyncio.gather(*futures)
+        self._count_failed(part.writes, answers)
         return encode_answers(
             0, 0, [(w.number, a) for w, a in zip(part.writes, answers, strict=True)]
         )
+
+    def _count_failed(self, writes: Sequence[Write], answers: Sequence[Any]) -> None:
+        """The orders answered with the sequencer's failure (`unavailable`, or
+        `journal_unavailable`) are counted here, where that was decided: no shard saw them."""
+        failure = self._failure
+        if failure is None:
+            return
+        for write, answer in zip(writes, answers, strict=True):
+            command = write.command
+            if answer is failure and type(command) is SubmitOrder:
+                self.metrics.count_order(command.type, command.side, failure.code)
 
     async def replay(self) -> int:
         """The cluster's start: rebuild the shards from the journal and open them

@@ -89,6 +89,10 @@ def test_the_page_sums_every_hosts_figures_each_outcome_counted_once(hosts: Host
         ray.get(hosts.symbols[1].reset.remote(0), timeout=WAIT_S)  # closed: MSFT's shard
         closed = Scrape((await one.metrics.page()).decode())
         killed(hosts.sequencer)
+        # the worker finds the sequencer gone: decided, and counted, in the worker
+        assert await code(two.submit(limit("buyer", BID, 10, 1, expires=LATER), None, None)) == (
+            "unavailable"
+        )
         started = time.monotonic()
         down = Scrape((await two.metrics.page()).decode())
         return whole, closed, down, time.monotonic() - started
@@ -142,6 +146,32 @@ def test_the_page_sums_every_hosts_figures_each_outcome_counted_once(hosts: Host
         "miniexchange_orders"
     )
     assert down.samples("miniexchange_orders")[accepted_bids] == 2
+    assert down.samples("miniexchange_orders")[order_outcome("limit", "bid", "unavailable")] == 1
     assert down.samples(JOURNAL_FAMILY, "_count") == {(): 0}  # the workers' empty one
     assert seconds < WAIT_S  # answered, not hung (at most SCRAPE_TIMEOUT_S per host, at once)
     assert SCRAPE_TIMEOUT_S < WAIT_S
+
+
+def test_orders_the_sequencer_answers_unavailable_are_counted_there(head: Any) -> None:  # noqa: F811
+    """Without a journal a dead shard stops the exchange: the sequencer answers every
+    write `unavailable`, the one waiting and every later one; no shard saw them."""
+    started = start_hosts(PLACEMENT, FakeDeliveries)
+    try:
+        engine = RayEngine(PLACEMENT, 100, worker="w1")
+        engine.start()
+
+        async def scenario() -> Scrape:
+            await engine.register(RegisterBroker("buyer", 1_000, ()), None)
+            killed(started.accounts[PLACEMENT.account_shard("buyer")])
+            for side in (BID, ASK):  # the waiting one, then a later one
+                order = limit("buyer", side, 10, 1, expires=LATER)
+                assert await code(engine.submit(order, None, None)) == "unavailable"
+            return Scrape((await engine.metrics.page()).decode())
+
+        page = asyncio.run(scenario())
+        assert page.samples("miniexchange_orders") == {
+            order_outcome("limit", "bid", "unavailable"): 1,
+            order_outcome("limit", "ask", "unavailable"): 1,
+        }
+    finally:
+        stop_hosts(started)
