@@ -64,15 +64,11 @@ def fresh_metrics_directory(given: str | None) -> tuple[str, bool]:
 # ENGINE=ray: any worker may take a scrape, so each keeps its metric values in a file of
 # one directory (prometheus-client's multiprocess mode) and the one scraped reads them all
 # (`cluster.scrape`). prometheus-client picks where values live when it is first imported,
-# so the variable is set here, in the master, before any worker imports it (nothing above
-# imports it; the workers fork after). ENGINE=embedded: one worker, values in memory.
+# so `on_starting` sets the variable in the master, before any worker exists (nothing here
+# imports prometheus-client; the workers import it after they fork).
+# ENGINE=embedded: one worker, its values in memory, no directory.
 METRICS_DIRECTORY: str | None = None
 METRICS_DIRECTORY_IS_TEMPORARY = False
-if not EMBEDDED:
-    METRICS_DIRECTORY, METRICS_DIRECTORY_IS_TEMPORARY = fresh_metrics_directory(
-        os.environ.get(MULTIPROC_DIR)
-    )
-    os.environ[MULTIPROC_DIR] = METRICS_DIRECTORY
 max_requests = 0  # a recycled embedded worker would lose the in-memory state
 control_socket_disable = True  # its commands can change the worker count at run time
 
@@ -119,18 +115,23 @@ def _refuse(message: str) -> None:
 
 def on_starting(server: Arbiter) -> None:
     """Embedded: refuse more than one worker (`-w`, `--workers` and GUNICORN_CMD_ARGS
-    override this file). Ray: refuse to start with no head to join. Make SIGINT stop as
-    gracefully as SIGTERM."""
+    override this file). Ray: refuse to start with no head to join, else set up the
+    workers' metrics directory. Make SIGINT stop as gracefully as SIGTERM."""
     # gunicorn's SIGINT is a "quick" stop that sends the worker SIGQUIT, which the uvicorn
     # worker does not act on: it went on serving until the graceful timeout and was then
     # SIGKILLed with requests in flight. A second SIGINT still forces a quick stop.
     server.handle_int = server.handle_term  # type: ignore[method-assign]
+    global METRICS_DIRECTORY, METRICS_DIRECTORY_IS_TEMPORARY
     if not EMBEDDED:
         if settings.ray_address is None:
             _refuse(
                 "ENGINE=ray needs RAY_ADDRESS, the head the workers join: `make run-ray` "
                 "starts a head and the shards, then these workers"
             )
+        METRICS_DIRECTORY, METRICS_DIRECTORY_IS_TEMPORARY = fresh_metrics_directory(
+            os.environ.get(MULTIPROC_DIR)
+        )
+        os.environ[MULTIPROC_DIR] = METRICS_DIRECTORY
         return
     if server.cfg.workers != 1:
         _refuse(

@@ -36,15 +36,16 @@ for _ in range(1000):
 """
 
 
-@pytest.fixture(params=ENGINES)
+@pytest.fixture(params=[*ENGINES, "ray, the operator's directory"])
 def metered(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Server, Path | None]]:
-    """The server; in Ray mode with the operator's `PROMETHEUS_MULTIPROC_DIR`, where an
-    earlier run left its workers' files (the start empties it): the server and that
-    directory. The embedded mode runs as ever, with no such variable."""
-    engine = engine_or_skip(request.param)
+    """The server and, with the operator's `PROMETHEUS_MULTIPROC_DIR` (Ray mode), that
+    directory, where an earlier run left its workers' files (the start empties it).
+    `ray` alone: a temporary directory of gunicorn's own. The embedded mode runs as ever,
+    with no such variable."""
+    engine = engine_or_skip(request.param.split(",")[0])
     env = {"DATABASE_PATH": ":memory:"}
     directory = None
-    if engine == "ray":
+    if request.param != engine:
         directory = tmp_path / "metrics"
         directory.mkdir()
         subprocess.run(
