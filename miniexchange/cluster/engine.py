@@ -19,7 +19,7 @@ the listing live in the shards and the sequencer. This engine answers them "mayb
 account shard, `symbol_limit_reached` by the sequencer's cut, `symbol_not_found` by
 the listing the sequencer keeps (asked once per symbol a worker has not seen listed).
 
-`GET /metrics` sums every process's figures (`cluster.scrape`): this machine's
+`GET /metrics` sums every process's figures (`cluster.scrape`): every gunicorn's
 workers' through prometheus-client's multiprocess mode, and one call to each host. An
 order's outcome is counted where it is decided (`miniexchange_orders_total`): the
 refusals above by the account shard, the symbol shard or the sequencer, never by the
@@ -138,6 +138,7 @@ class RayEngine:
             self._peers(ACCOUNTS, i)
         for j in range(self.placement.symbol_shards):
             self._peers(SYMBOLS, j)
+        self.metrics.start()
 
     def stop(self) -> None:
         """Nothing of the exchange lives in a worker: the hosts go on without it; the

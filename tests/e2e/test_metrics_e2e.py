@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -19,7 +20,15 @@ import pytest
 import requests
 from prometheus_client.mmap_dict import MmapedDict
 
-from tests.e2e.conftest import ENGINES, ROOT, Server, engine_or_skip
+from tests.e2e.conftest import (
+    ENGINES,
+    GUNICORN,
+    RAY_ENV,
+    ROOT,
+    Server,
+    engine_or_skip,
+    free_port,
+)
 from tests.http.test_metrics import CONTENT_TYPE, FAMILIES, Scrape, labels, order_outcome
 
 WAIT_S = 60.0
@@ -196,3 +205,75 @@ def test_every_scrape_counts_every_request_and_order_once(
         counted = requests_per_process(directory)
         assert sum(counted.values()) == traffic.sent  # the earlier run's files are gone
         assert len([n for n in counted.values() if n]) == 2, counted
+
+
+# -- two gunicorns on one cluster, as on two machines -----------------------------------------
+
+HEAD = re.compile(r"Ray head at (127\.0\.0\.1:\d+)")
+
+
+def test_a_scrape_sums_the_workers_of_every_gunicorn_of_the_cluster(tmp_path: Path) -> None:
+    """`make run-ray`, and a second gunicorn joining its head (as machine B's would, with
+    a directory of its own): a scrape of either sums both gunicorns' workers; once the
+    second has stopped, its reader ends and its figures leave the page."""
+    engine_or_skip("ray")
+    first = Server({"DATABASE_PATH": ":memory:"}, tmp_path / "first.log", engine="ray")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        found = HEAD.search(first.output())
+        assert found is not None, first.output()
+        port = free_port()
+        joining = {"WORKERS": "1", "ENGINE": "ray", "RAY_ADDRESS": found.group(1)}
+        env = {**os.environ, **RAY_ENV, **joining, "PORT": str(port), "DATABASE_PATH": ":memory:"}
+        with (tmp_path / "second.log").open("wb") as log:
+            second = subprocess.Popen(
+                [str(GUNICORN), "-c", "config/gunicorn.conf.py"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        second_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            assert second.poll() is None, (tmp_path / "second.log").read_text()
+            try:
+                if requests.get(f"{second_url}/healthz", timeout=1).status_code == 200:
+                    break
+            except (requests.ConnectionError, requests.Timeout):  # still starting
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "second.log").read_text()
+            time.sleep(0.1)
+
+        broker = {"broker_id": "B", "initial_cash": 1_000}
+        assert requests.post(f"{first.url}/brokers", json=broker, timeout=WAIT_S).status_code == 201
+        for _ in range(5):
+            assert requests.get(f"{first.url}/stocks", timeout=WAIT_S).status_code == 200
+        for _ in range(7):
+            balance = requests.get(f"{second_url}/brokers/B/balance", timeout=WAIT_S)
+            assert balance.status_code == 200
+        both = {
+            labels(method="POST", route="/brokers", status="201"): 1,
+            labels(method="GET", route="/stocks", status="200"): 5,
+            labels(method="GET", route="/brokers/{broker_id}/balance", status="200"): 7,
+        }
+        for url in (first.url, second_url) * 3:
+            answer = requests.get(f"{url}/metrics", timeout=WAIT_S)
+            assert Scrape(answer.text).samples("miniexchange_http_requests") == both
+
+        second.terminate()
+        assert second.wait(timeout=WAIT_S) == 0
+        del both[labels(method="GET", route="/brokers/{broker_id}/balance", status="200")]
+        deadline = time.monotonic() + WAIT_S
+        while (seen := scrape(first).samples("miniexchange_http_requests")) != both:
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.2)
+    finally:
+        if second is not None and second.poll() is None:
+            second.terminate()
+            try:
+                second.wait(timeout=WAIT_S)
+            except subprocess.TimeoutExpired:
+                second.kill()
+                second.wait()
+        first.stop()
