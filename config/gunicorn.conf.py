@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import socket
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from miniexchange.settings import SettingsError, load_settings, to_seconds
@@ -40,6 +43,32 @@ worker_class = "uvicorn_worker.UvicornWorker"
 EMBEDDED = settings.engine == "embedded"
 workers = 1 if EMBEDDED else settings.workers
 preload_app = False  # actors start (or Ray is joined) in the worker's lifespan, never here
+
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # a name, not an import: see below
+
+
+def fresh_metrics_directory(given: str | None) -> tuple[str, bool]:
+    """The directory the workers' metric values live in, emptied of an earlier run's
+    files (their counters would be added to this run's), and whether it is a temporary
+    one made here (removed at exit)."""
+    if not given:
+        return tempfile.mkdtemp(prefix="miniexchange-metrics-"), True
+    directory = Path(given)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    return str(directory), False
+
+
+# ENGINE=ray: any worker may take a scrape, so each keeps its metric values in a file of
+# one directory (prometheus-client's multiprocess mode) and the one scraped reads them all
+# (`cluster.scrape`). prometheus-client picks where values live when it is first imported,
+# so `on_starting` sets the variable in the master, before any worker exists (nothing here
+# imports prometheus-client; the workers import it after they fork).
+# ENGINE=embedded: one worker, its values in memory, no directory.
+METRICS_DIRECTORY: str | None = None
+METRICS_DIRECTORY_IS_TEMPORARY = False
 max_requests = 0  # a recycled embedded worker would lose the in-memory state
 control_socket_disable = True  # its commands can change the worker count at run time
 
@@ -86,18 +115,23 @@ def _refuse(message: str) -> None:
 
 def on_starting(server: Arbiter) -> None:
     """Embedded: refuse more than one worker (`-w`, `--workers` and GUNICORN_CMD_ARGS
-    override this file). Ray: refuse to start with no head to join. Make SIGINT stop as
-    gracefully as SIGTERM."""
+    override this file). Ray: refuse to start with no head to join, else set up the
+    workers' metrics directory. Make SIGINT stop as gracefully as SIGTERM."""
     # gunicorn's SIGINT is a "quick" stop that sends the worker SIGQUIT, which the uvicorn
     # worker does not act on: it went on serving until the graceful timeout and was then
     # SIGKILLed with requests in flight. A second SIGINT still forces a quick stop.
     server.handle_int = server.handle_term  # type: ignore[method-assign]
+    global METRICS_DIRECTORY, METRICS_DIRECTORY_IS_TEMPORARY
     if not EMBEDDED:
         if settings.ray_address is None:
             _refuse(
                 "ENGINE=ray needs RAY_ADDRESS, the head the workers join: `make run-ray` "
                 "starts a head and the shards, then these workers"
             )
+        METRICS_DIRECTORY, METRICS_DIRECTORY_IS_TEMPORARY = fresh_metrics_directory(
+            os.environ.get(MULTIPROC_DIR)
+        )
+        os.environ[MULTIPROC_DIR] = METRICS_DIRECTORY
         return
     if server.cfg.workers != 1:
         _refuse(
@@ -105,6 +139,22 @@ def on_starting(server: Arbiter) -> None:
             "(order books, balances, subscriptions) lives in the one worker process, so more "
             "workers would split the books; run with one worker (no -w/--workers on the command line or in GUNICORN_CMD_ARGS)"
         )
+
+
+def child_exit(server: Arbiter, worker: Worker) -> None:
+    """ENGINE=ray: a worker that ended is marked dead in the metrics directory (its
+    counters stay in the sums; only live gauges, which none of its families are, would
+    be dropped)."""
+    if METRICS_DIRECTORY is not None:
+        from prometheus_client import multiprocess  # after the variable: files, not memory
+
+        multiprocess.mark_process_dead(worker.pid, METRICS_DIRECTORY)
+
+
+def on_exit(server: Arbiter) -> None:
+    """Remove the temporary metrics directory made for this run."""
+    if METRICS_DIRECTORY is not None and METRICS_DIRECTORY_IS_TEMPORARY:
+        shutil.rmtree(METRICS_DIRECTORY, ignore_errors=True)
 
 
 def nworkers_changed(server: Arbiter, new_value: int, old_value: int | None) -> None:

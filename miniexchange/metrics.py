@@ -19,11 +19,16 @@ another's counters:
 
 Every family is exposed with its `# HELP` and `# TYPE` from the start, before it has a
 series; the journal's histogram exists only when the journal is on.
+
+With `ENGINE=ray` these facts happen in several processes: each exposes its families as
+plain data (`Metrics.families`, `Family`), and the page a worker serves is their sum
+(`merged`, `exposition`): `cluster.scrape`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 from prometheus_client import (
@@ -32,8 +37,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
+    values,
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from miniexchange.model.commands import SubmitOrder
 from miniexchange.model.errors import ExchangeError
@@ -44,7 +52,13 @@ __all__ = [
     "DELIVERY_BUCKETS_S",
     "HTTP_BUCKETS_S",
     "JOURNAL_BUCKETS_S",
+    "MULTIPROC_DIR",
+    "Family",
     "Metrics",
+    "exposition",
+    "families_of",
+    "merged",
+    "multiprocess_directory",
 ]
 
 CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
@@ -217,3 +231,134 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format, version 0.0.4 (`CONTENT_TYPE`)."""
         return generate_latest(self.registry)
+
+    async def page(self) -> bytes:
+        """What `GET /metrics` serves: this registry's page (`render`). The Ray mode's
+        worker gathers the other processes' figures here (`cluster.scrape`)."""
+        return self.render()
+
+    def families(self) -> list[Family]:
+        """This registry's families as plain data, each with its samples (none yet: the
+        family still, with its help and type)."""
+        return families_of(self.registry.collect())
+
+    def workers_families(self, directory: str) -> list[Family]:
+        """Every family of this registry, with the samples of every process whose values
+        live in `directory` (prometheus-client's multiprocess mode: the gunicorn workers
+        of one node) instead of this process's alone."""
+        described = [(name, kind, text, []) for name, kind, text, _ in self.families()]
+        return merged(described, families_of(MultiProcessCollector(None, directory).collect()))
+
+
+# -- one page of several processes' families -------------------------------------------
+
+MULTIPROC_DIR: Final = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client's variable: set when it is first imported, the values of every
+metric live in files of that directory, one per process, which a collector sums."""
+
+Labels = tuple[tuple[str, str], ...]
+Sample = tuple[str, Labels, float]
+"""A sample's name (a counter's ends in `_total`, a histogram's in `_bucket`, `_sum`,
+`_count`), its labels in their order, its value."""
+Family = tuple[str, str, str, list[Sample]]
+"""A family as a process exposes it to another (plain data, which Ray pickles cheaply):
+its name (a counter's without `_total`, as prometheus-client collects it), its type,
+its help text and its samples."""
+
+_SUFFIX_ORDER: Final = {"_bucket": 0, "_count": 1, "_sum": 2}
+
+
+def multiprocess_directory() -> str | None:
+    """The directory this process's values live in, or None (the usual case: in memory).
+    prometheus-client chose where when it was imported: a variable set later changes
+    nothing, and is not taken for it."""
+    directory = os.environ.get(MULTIPROC_DIR)
+    if not directory or values.ValueClass is values.MutexValue:
+        return None
+    return directory
+
+
+def families_of(collected: Iterable[Metric]) -> list[Family]:
+    """Collected prometheus-client families as plain data (no timestamps, no exemplars)."""
+    return [
+        (
+            metric.name,
+            metric.type,
+            metric.documentation,
+            [(s.name, tuple(s.labels.items()), float(s.value)) for s in metric.samples],
+        )
+        for metric in collected
+    ]
+
+
+def merged(*sources: Iterable[Family]) -> list[Family]:
+    """Several processes' families as one set: each family once, with the help and type
+    it first came with (a family of another type under the same name is left out: the
+    page stays valid), and every sample summed across the sources by name and labels,
+    whatever their order. Summing is right for every family here: counters and
+    histograms add up, and the one gauge (orders resting per symbol) has each symbol in
+    one process only. Families come in the order first seen; within one, a series'
+    samples in prometheus-client's order (buckets by bound, `_count`, `_sum`)."""
+    described: dict[str, tuple[str, str]] = {}
+    sums: dict[str, dict[tuple[str, Labels], tuple[Labels, float]]] = {}
+    for families in sources:
+        for name, kind, text, samples in families:
+            if name not in described:
+                described[name] = (kind, text)
+                sums[name] = {}
+            elif described[name][0] != kind:
+                continue
+            series = sums[name]
+            for sample_name, labels, value in samples:
+                key = (sample_name, tuple(sorted(labels)))
+                first = series.get(key)
+                series[key] = (labels, value) if first is None else (first[0], first[1] + value)
+    return [
+        (
+            name,
+            kind,
+            text,
+            _in_order(name, [(s, labels, v) for (s, _), (labels, v) in sums[name].items()]),
+        )
+        for name, (kind, text) in described.items()
+    ]
+
+
+def _in_order(family: str, samples: list[Sample]) -> list[Sample]:
+    """A histogram's samples grouped by series, each series' buckets by bound, then its
+    count and sum (Prometheus reads a histogram's series together); series in the order
+    first seen."""
+    series: dict[Labels, int] = {}
+
+    def key(sample: Sample) -> tuple[int, int, float]:
+        name, labels, _ = sample
+        bound = 0.0
+        rest = []
+        for label, value in labels:
+            if label == "le":
+                bound = float(value)
+            else:
+                rest.append((label, value))
+        place = series.setdefault(tuple(sorted(rest)), len(series))
+        return place, _SUFFIX_ORDER.get(name[len(family) :], 3), bound
+
+    return sorted(samples, key=key)
+
+
+class _Families:
+    """Plain families as prometheus-client's exposition reads a registry."""
+
+    def __init__(self, families: Iterable[Family]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for name, kind, text, samples in self._families:
+            metric = Metric(name, text, kind)
+            for sample_name, labels, value in samples:
+                metric.add_sample(sample_name, dict(labels), value)
+            yield metric
+
+
+def exposition(families: Iterable[Family]) -> bytes:
+    """Plain families in the text exposition format, version 0.0.4 (`CONTENT_TYPE`)."""
+    return generate_latest(_Families(families))  # type: ignore[arg-type]

@@ -19,6 +19,12 @@ the listing live in the shards and the sequencer. This engine answers them "mayb
 account shard, `symbol_limit_reached` by the sequencer's cut, `symbol_not_found` by
 the listing the sequencer keeps (asked once per symbol a worker has not seen listed).
 
+`GET /metrics` sums every process's figures (`cluster.scrape`): every gunicorn's
+workers' through prometheus-client's multiprocess mode, and one call to each host. An
+order's outcome is counted where it is decided (`miniexchange_orders_total`): the
+refusals above by the account shard, the symbol shard or the sequencer, never by the
+HTTP layer, whose checks answer "maybe" here.
+
 The event streams read a replica of each streamed symbol's feed, kept by one long poll
 per symbol shard (`cluster.news`).
 
@@ -27,11 +33,6 @@ each kept answer when the worker finishes its key, before the answer is sent, an
 cluster snapshots carry them, so a retry after a restart of the cluster is replayed.
 Hence `recovered_answers` is empty here and `journal_answer` journals nothing (the
 refusals it would journal are finished through `keys` too).
-
-Not yet here (docs/ray.md, landing step 9), and what stands in for it:
-
-- Metrics: each worker's own HTTP figures (`GET /metrics` answers the worker that took
-  it); the shards' figures are not collected yet.
 """
 
 from __future__ import annotations
@@ -62,10 +63,10 @@ from miniexchange.cluster.head import connect, import_ray
 from miniexchange.cluster.hosts import ACCOUNTS, SEQUENCER, SYMBOLS, Peers
 from miniexchange.cluster.news import JOINING, Update
 from miniexchange.cluster.parts import decode_answers
+from miniexchange.cluster.scrape import ClusterMetrics
 from miniexchange.cluster.shards import Placement
 from miniexchange.ids import random_uuid4
 from miniexchange.journal.facts import Fact, KeepAnswer
-from miniexchange.metrics import Metrics
 from miniexchange.model.candles import Candle
 from miniexchange.model.commands import RegisterBroker, SubmitOrder
 from miniexchange.model.credentials import api_key_digest
@@ -92,14 +93,16 @@ class RayEngine:
         max_symbols: int,
         worker: str | None = None,
         address: str | None = None,
+        journal: bool = False,
     ) -> None:
         """`worker`: this process's name in the sequencer, under which its writes are
         numbered from 1 (default: host, pid and a random part, so that a process that
         reuses a pid is never taken for the one before it and answered its answers).
-        `address`: the head `start` joins (None: the process has joined one already)."""
+        `address`: the head `start` joins (None: the process has joined one already).
+        `journal`: the cluster journals (its page has the journal's family)."""
         self.placement = placement
         self.max_symbols = max_symbols
-        self.metrics = Metrics()
+        self.metrics = ClusterMetrics(self._hosts, journal)
         self.recovered_answers = KeptAnswers(1, 1)  # none: the sequencer keeps them
         self.keys = SequencerKeys(self)
         self._address = address
@@ -119,7 +122,12 @@ class RayEngine:
     def from_settings(cls, settings: Settings) -> RayEngine:
         """A gunicorn worker's engine: the head of `RAY_ADDRESS`, the shard counts."""
         placement = Placement(settings.account_shards, settings.symbol_shards)
-        return cls(placement, settings.max_symbols, address=settings.ray_address)
+        return cls(
+            placement,
+            settings.max_symbols,
+            address=settings.ray_address,
+            journal=settings.journal_enabled,
+        )
 
     def start(self) -> None:
         """Join the cluster and find the hosts."""
@@ -130,6 +138,7 @@ class RayEngine:
             self._peers(ACCOUNTS, i)
         for j in range(self.placement.symbol_shards):
             self._peers(SYMBOLS, j)
+        self.metrics.start()
 
     def stop(self) -> None:
         """Nothing of the exchange lives in a worker: the hosts go on without it; the
@@ -195,7 +204,13 @@ class RayEngine:
     async def _send(self, writes: Sequence[Write]) -> list[Any]:
         """One call to the sequencer with a pass's writes; their answers, in order."""
         document = encode_part(Part(self.worker, tuple(writes)))
-        _, _, answers = decode_answers(await reached(self.sequencer().submit, document))
+        try:
+            _, _, answers = decode_answers(await reached(self.sequencer().submit, document))
+        except ExchangeError as down:  # the sequencer's process is gone: decided here
+            for write in writes:
+                if type(write.command) is SubmitOrder:
+                    self.metrics.count_order(write.command.type, write.command.side, down.code)
+            raise
         return [answer for _, answer in answers]
 
     # -- reads -------------------------------------------------------------------------
@@ -292,6 +307,15 @@ class RayEngine:
 
     def sequencer(self) -> Any:
         return self._peers(SEQUENCER)
+
+    def _hosts(self) -> list[Any]:
+        """Every host: the sequencer, the account shards, the symbol shards."""
+        placement, peers = self.placement, self._peers
+        return [
+            self.sequencer(),
+            *(peers(ACCOUNTS, i) for i in range(placement.account_shards)),
+            *(peers(SYMBOLS, j) for j in range(placement.symbol_shards)),
+        ]
 
     def _account(self, name: str) -> Any:
         """The account host of a broker, or of the order or webhook whose id names it."""

@@ -23,12 +23,12 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from miniexchange.actors.market_data import Summary
 from miniexchange.clock import SystemClock
-from miniexchange.cluster.batches import decode_part
+from miniexchange.cluster.batches import Write, decode_part
 from miniexchange.cluster.doors import AccountDoor, Matched, SymbolDoor
 from miniexchange.cluster.head import NAMESPACE, import_ray
 from miniexchange.cluster.news import News, Update
@@ -60,7 +60,9 @@ from miniexchange.cluster.snapshot_format import (
 from miniexchange.cluster.stamped import Batch, Go
 from miniexchange.ids import random_uuid4
 from miniexchange.journal.store import MemoryJournal, SqliteJournal
+from miniexchange.metrics import Family, Metrics, merged
 from miniexchange.model.candles import Candle
+from miniexchange.model.commands import SubmitOrder
 from miniexchange.model.engine import BookView, QuoteView
 from miniexchange.model.errors import (
     ExchangeError,
@@ -156,6 +158,17 @@ class _ShardHost:
 
     def _closed(self) -> ExchangeError | None:
         return None if self.serving else exchange_unavailable()
+
+    def metric_samples(self) -> list[Family] | None:
+        """This shard's figures, for a worker's scrape (`cluster.scrape`); None while it
+        is closed: a shard being rebuilt counts its replay again from zero, so its
+        figures would go back for a while."""
+        if not self.serving:
+            return None
+        return self._figures()
+
+    def _figures(self) -> list[Family]:
+        return self._shard.metrics.families()  # type: ignore[attr-defined]  # both kinds have one
 
 
 class AccountShardHost(_ShardHost):
@@ -260,6 +273,11 @@ class AccountShardHost(_ShardHost):
             return broker_not_found(broker_id)
         return self._shard.webhooks(broker_id)
 
+    def _figures(self) -> list[Family]:
+        """The shard's (rebuilt with it) and this process's webhook deliveries (its pool
+        outlives a rebuild, and a replay delivers nothing again)."""
+        return merged(self._shard.metrics.families(), delivery_metrics().families())
+
     def stop(self) -> None:
         self._shard.stop()
         self._deliveries.stop()
@@ -363,6 +381,23 @@ class SymbolShardHost(_ShardHost):
         self._shard.stop()
 
 
+_DELIVERY_METRICS: list[Metrics] = []
+
+
+def delivery_metrics() -> Metrics:
+    """This process's webhook delivery figures: those of its account host's pool (a host
+    is a process of its own)."""
+    if not _DELIVERY_METRICS:
+        _DELIVERY_METRICS.append(Metrics())
+    return _DELIVERY_METRICS[0]
+
+
+def count_delivery(event_type: str, outcome: str, seconds: float | None) -> None:
+    """A delivery pool's `on_outcome` in an account host (`make run-ray` gives it to the
+    pools it makes: a plain function, which reaches the host's process by name)."""
+    delivery_metrics().count_delivery(event_type, outcome, seconds)
+
+
 class SequencerHost:
     def __init__(
         self,
@@ -386,6 +421,7 @@ class SequencerHost:
             expiration_interval_us,
             keys=KeyIndex(idempotency_max_keys, idempotency_ttl_us),
         )
+        self.metrics = Metrics(journal=database_path != ":memory:")
         self._snapshot_path = snapshot_file(database_path)
         snapshot = None
         if database_path == ":memory:":
@@ -394,7 +430,12 @@ class SequencerHost:
         else:
             snapshot = read_cluster_snapshot(self._snapshot_path, placement)
             covered = 0 if snapshot is None else snapshot.seq
-            self._journal = SqliteJournal(database_path, engine="ray", covered_seq=covered)
+            self._journal = SqliteJournal(
+                database_path,
+                engine="ray",
+                covered_seq=covered,
+                on_commit=self.metrics.observe_journal_commit,
+            )
             self._sequencer.resume(
                 self._journal.facts(after=covered), None if snapshot is None else snapshot.sequencer
             )
@@ -425,6 +466,7 @@ class SequencerHost:
         loop = self._started()
         part = decode_part(document)
         if self._failure is not None:
+            self._count_failed(part.writes, [self._failure] * len(part.writes))
             return encode_answers(0, 0, [(w.number, self._failure) for w in part.writes])
         futures = []
         for write in part.writes:
@@ -436,9 +478,21 @@ class SequencerHost:
         self._give(self._sequencer.accept(part))
         self._schedule_pump()
         answers = await asyncio.gather(*futures)
+        self._count_failed(part.writes, answers)
         return encode_answers(
             0, 0, [(w.number, a) for w, a in zip(part.writes, answers, strict=True)]
         )
+
+    def _count_failed(self, writes: Sequence[Write], answers: Sequence[Any]) -> None:
+        """The orders answered with the sequencer's failure (`unavailable`, or
+        `journal_unavailable`) are counted here, where that was decided: no shard saw them."""
+        failure = self._failure
+        if failure is None:
+            return
+        for write, answer in zip(writes, answers, strict=True):
+            command = write.command
+            if answer is failure and type(command) is SubmitOrder:
+                self.metrics.count_order(command.type, command.side, failure.code)
 
     async def replay(self) -> int:
         """The cluster's start: rebuild the shards from the journal and open them
@@ -647,6 +701,11 @@ class SequencerHost:
             return journal_unavailable()
         return None
 
+    async def metric_samples(self) -> list[Family]:
+        """The sequencer's figures, for a worker's scrape (`cluster.scrape`): the
+        journal's commits, the orders refused at the cut."""
+        return self.metrics.families()
+
     async def listed(self) -> list[str]:
         """The listed symbols, sorted: a symbol is listed once the request that listed
         it was answered, and stays listed."""
@@ -733,6 +792,8 @@ class SequencerHost:
         assert loop is not None
         while (cut := sequencer.cut()) is not None:
             self._give(cut.refused)
+            for order, refusal in cut.refused_orders:
+                self.metrics.count_order(order.type, order.side, refusal.code)
             if cut.batch is not None:
                 batch = cut.batch
 

@@ -100,6 +100,9 @@ class Cut(NamedTuple):
     listed: tuple[str, ...]
     settled: int = 0
     """The last batch settled at the cut: `listed` covers the answers up to it."""
+    refused_orders: tuple[tuple[SubmitOrder, ExchangeError], ...] = ()
+    """The submissions among `refused`, with their refusals: an order's outcome is
+    counted where it is decided (`miniexchange_orders_total`), here by the sequencer."""
 
     @property
     def fact(self) -> Fact:
@@ -370,6 +373,7 @@ class Sequencer:
         taken, deferred = self._take()
         stamped: list[Stamped] = []
         refused: list[tuple[Ticket, ExchangeError]] = []
+        refused_orders: list[tuple[SubmitOrder, ExchangeError]] = []
         tickets: dict[int, Ticket] = {}
         for ticket, write in taken:
             claimed = self._claim(write.command)
@@ -377,6 +381,8 @@ class Sequencer:
                 self._waiting.discard(ticket)
                 self._remember(ticket, claimed)
                 refused.append((ticket, claimed))
+                if type(write.command) is SubmitOrder:
+                    refused_orders.append((write.command, claimed))
                 continue
             command = self._stamp(write.command, write.request_id)
             if claimed:
@@ -388,13 +394,13 @@ class Sequencer:
             stamped.append(self._stamp(Tick(), None))
         self._queued = deferred
         if not stamped:
-            return Cut(None, tuple(refused), ())
+            return Cut(None, tuple(refused), (), refused_orders=tuple(refused_orders))
         listed, self._listed = tuple(self._listed), []
         self._k += 1
         batch = Batch(self._k, self._allowed, tuple(stamped))
         self._allowed = self._k - 1  # R2 of the batch before may follow this R1
         self._tickets[self._k] = tickets
-        return Cut(batch, tuple(refused), listed, self._settled)
+        return Cut(batch, tuple(refused), listed, self._settled, tuple(refused_orders))
 
     def go(self) -> Go | None:
         """When nothing is queued (or the cuts are held): let the account shards settle

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import FrameType
 
 from miniexchange.cluster.head import Head, connect, disconnect, import_ray, start_head
-from miniexchange.cluster.hosts import Hosts, start_hosts
+from miniexchange.cluster.hosts import Hosts, count_delivery, start_hosts
 from miniexchange.cluster.shards import Placement
 from miniexchange.cluster.snapshot_file import read_cluster_snapshot, snapshot_file
 from miniexchange.journal.store import JournalFormatError, SqliteJournal
@@ -47,8 +47,11 @@ def say(message: str) -> None:
     print(f"miniexchange: {message}", file=sys.stderr, flush=True)
 
 
-def uncounted(event_type: str, outcome: str, seconds: float | None) -> None:
-    """Delivery outcomes are not counted in the shards yet (docs/ray.md, step 9)."""
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""The gunicorn workers' metrics directory (`config/gunicorn.conf.py` makes a fresh one,
+or empties the one given). Given to gunicorn only: a Ray process started with it (the
+head and the hosts it starts) would keep its metric values in that directory too, and
+the workers would count the shards' figures twice."""
 
 
 def refusal_of_journal(settings: Settings) -> str | None:
@@ -74,7 +77,7 @@ def started_hosts(settings: Settings) -> Hosts:
     """The sequencer and the shards, rebuilt from the journal and open."""
     hosts = start_hosts(
         Placement(settings.account_shards, settings.symbol_shards),
-        partial(DeliveryPool, settings, on_outcome=uncounted),
+        partial(DeliveryPool, settings, on_outcome=count_delivery),
         settings.database_path,
         settings.max_symbols,
         settings.expiration_interval_us,
@@ -97,6 +100,7 @@ def stopped_hosts(hosts: Hosts) -> None:
 
 def serve(settings: Settings) -> int:
     """Run until gunicorn ends; its exit status."""
+    metrics_directory = os.environ.pop(MULTIPROC_DIR, None)  # for gunicorn only
     head: Head | None = None
     address = settings.ray_address
     if address is None:
@@ -110,7 +114,7 @@ def serve(settings: Settings) -> int:
             f"shard(s), {settings.symbol_shards} symbol shard(s); {settings.workers} worker(s)"
         )
         try:
-            return run_gunicorn(address)
+            return run_gunicorn(address, metrics_directory)
         finally:
             stopped_hosts(hosts)
             disconnect()
@@ -119,10 +123,14 @@ def serve(settings: Settings) -> int:
             head.stop()
 
 
-def run_gunicorn(address: str) -> int:
-    """gunicorn in the foreground, told to stop (SIGTERM) when this command is."""
+def run_gunicorn(address: str, metrics_directory: str | None = None) -> int:
+    """gunicorn in the foreground, told to stop (SIGTERM) when this command is.
+    `metrics_directory`: the operator's `PROMETHEUS_MULTIPROC_DIR` (None: a temporary
+    one, made by gunicorn's configuration)."""
     gunicorn = Path(sys.executable).with_name("gunicorn")
     environment = {**os.environ, "ENGINE": "ray", "RAY_ADDRESS": address}
+    if metrics_directory is not None:
+        environment[MULTIPROC_DIR] = metrics_directory
     process = subprocess.Popen([str(gunicorn), "-c", str(GUNICORN_CONFIG)], env=environment)
 
     def stop(signum: int, frame: FrameType | None) -> None:

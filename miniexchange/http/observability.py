@@ -177,7 +177,8 @@ def _method_label(method: str) -> str:
 
 
 class MetricsResource(Resource):
-    """`GET /metrics`: the Prometheus text exposition format, version 0.0.4."""
+    """`GET /metrics`: the Prometheus text exposition format, version 0.0.4, of the
+    exchange's families (`Metrics.page`: in Ray mode, summed over every process)."""
 
     methods = ("GET",)
     access = ADMIN
@@ -188,4 +189,4 @@ class MetricsResource(Resource):
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         resp.status = 200
         resp.content_type = CONTENT_TYPE
-        resp.data = self.metrics.render()
+        resp.data = await self.metrics.page()  # with ENGINE=ray: every process's figures
