@@ -42,7 +42,6 @@ from miniexchange.cluster.batches import (
 )
 from miniexchange.cluster.shards import (
     BUDGET,
-    NO_LEDGER,
     NOTHING,
     RESERVED,
     SHORTFALL,
@@ -298,7 +297,7 @@ def _secrets(value: Any) -> tuple[str, str]:
     return _str(api_key), _str(webhook_secret)
 
 
-_FUNDS = frozenset((RESERVED, SHORTFALL, BUDGET, NO_LEDGER, NOTHING))
+_FUNDS = frozenset((RESERVED, SHORTFALL, BUDGET, NOTHING))
 
 
 def _decode_to_match(row: Any) -> ToMatch:

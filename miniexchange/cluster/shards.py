@@ -154,7 +154,6 @@ class Placement(NamedTuple):
 RESERVED = "reserved"  # a limit order whose whole reservation R1 holds
 SHORTFALL = "shortfall"  # a limit order of which R1 holds what was available
 BUDGET = "budget"  # a market order with what R1 holds as its budget
-NO_LEDGER = "no_ledger"  # a market order of a broker R1 does not know
 NOTHING = "nothing"  # a cancel of an active order, a tick
 
 
@@ -569,15 +568,18 @@ class AccountShard:
         assert held is not None  # the account actor found its ledger
         return ToMatch(stamped, SHORTFALL, command.symbol, *held)
 
-    def _market(self, stamped: Stamped, command: SubmitOrder) -> ToMatch:
+    def _market(self, stamped: Stamped, command: SubmitOrder) -> ToMatch | ExchangeError:
         """A market order's budget: a bid's whole available cash (its sweep's cost is
-        known only in ME), an ask's quantity or what is available if less; held now."""
+        known only in ME), an ask's quantity or what is available if less; held now. A
+        broker without a ledger is refused here, before any book is looked at, as the
+        HTTP layer's own check refuses it first in the embedded mode."""
         actor = self.account_actor(command.broker_id)
         held = self._hold_available(
             actor, command, None if command.side == BID else command.quantity
         )
         if held is None:
-            return ToMatch(stamped, NO_LEDGER, command.symbol)
+            self.metrics.count_order(command.type, command.side, "broker_not_found")
+            return broker_not_found(command.broker_id)
         return ToMatch(stamped, BUDGET, command.symbol, *held)
 
     def _hold_available(

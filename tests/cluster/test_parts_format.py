@@ -35,7 +35,6 @@ from miniexchange.cluster.parts import (
 )
 from miniexchange.cluster.shards import (
     BUDGET,
-    NO_LEDGER,
     NOTHING,
     RESERVED,
     SHORTFALL,
@@ -159,11 +158,12 @@ def scenario() -> list[Batch]:
     sweep = stamper.batch([stamp(market("buyer", BID, 2), "req-buy")])  # a budget, a fill
     in_flight = stamper.batch(
         [
-            stamp(market("nobody", ASK, 1)),  # seq 9: no ledger
+            stamp(market("nobody", ASK, 1)),  # seq 9: no ledger, refused in R1
             stamp(limit("seller", ASK, 99, 2, at(100))),  # seq 10, short: `due` expires
             stamp(CancelOrder(rest.order_id or ""), "req-cancel"),
             stamp(CancelOrder("ord-unknown")),
             stamp(UnsubscribeWebhook(subscribe.webhook_ids[0], "buyer")),
+            stamp(SubmitOrder(MARKET, "buyer", DOC, BID, "MSFT", 1)),  # ME: no liquidity
             stamp(Tick()),
         ],
         after=2,
@@ -180,7 +180,7 @@ def test_every_part_of_real_shards_reads_back_exactly(shards: Shards) -> None:
     settle = [part for k in sent.settle for parts in sent.settle[k] for part in parts]
     commands = [command for part in match for command in part.commands]
     effects = [effect for part in settle for effect in part.effects]
-    assert {c.funds for c in commands} == {RESERVED, SHORTFALL, BUDGET, NO_LEDGER, NOTHING}
+    assert {c.funds for c in commands} == {RESERVED, SHORTFALL, BUDGET, NOTHING}
     assert {type(c.stamped.command) for c in commands} == {SubmitOrder, CancelOrder, Tick}
     assert {type(c) for e in effects for c in e.changes} == {Accepted, Settled, Released, Held}
     assert {s.new for e in effects for s in e.orders} == {True, False}
@@ -291,7 +291,7 @@ match_parts = st.builds(
         st.builds(
             ToMatch,
             stamped=stamped_commands,
-            funds=st.sampled_from((RESERVED, SHORTFALL, BUDGET, NO_LEDGER, NOTHING)),
+            funds=st.sampled_from((RESERVED, SHORTFALL, BUDGET, NOTHING)),
             symbol=texts,
             cash=integers,
             quantity=integers,

@@ -159,15 +159,17 @@ def test_every_scrape_counts_every_request_and_order_once(
             traffic.post("/orders", order("NOBODY", "bid")),
             traffic.post("/orders", order("B", "ask", symbol="MSFT")),  # 409: no shares
             traffic.post("/orders", order("B", "bid", "market", "NEWCO")),  # no book: 409
+            # no book either, but the broker is checked first, in both modes: 404
+            traffic.post("/orders", order("NOBODY", "bid", "market", "NEWCO")),
             traffic.post("/orders", {**order("B", "bid"), "quantity": 0}),  # 400: not counted
         ]
     )
-    assert refused == [404, 404, 409, 409, 400]
+    assert refused == [404, 404, 409, 409, 404, 400]
     reads = traffic.at_once(
         [traffic.get("/stocks"), traffic.get("/brokers/B/balance"), traffic.get("/nowhere")] * 4
     )
     assert reads == [200, 200, 404] * 4
-    assert traffic.sent == 2 + 1 + 16 + 10 + 5 + 12
+    assert traffic.sent == 2 + 1 + 16 + 10 + 6 + 12
     # a loopback address is refused (WEBHOOK_ALLOW_PRIVATE is false): counted when decided
     refused_deliveries = {labels(event="trade.executed", outcome="refused"): 10}
     deadline = time.monotonic() + WAIT_S
@@ -189,6 +191,7 @@ def test_every_scrape_counts_every_request_and_order_once(
             order_outcome("limit", "bid", "broker_not_found"): 2,
             order_outcome("limit", "ask", "insufficient_holdings"): 1,
             order_outcome("market", "bid", "no_liquidity"): 1,
+            order_outcome("market", "bid", "broker_not_found"): 1,
         }
         assert page.samples("miniexchange_trades")[labels(symbol="AAPL")] == 10
         assert page.samples("miniexchange_traded_quantity")[labels(symbol="AAPL")] == 10
