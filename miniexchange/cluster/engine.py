@@ -42,6 +42,7 @@ import itertools
 import logging
 import os
 import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,6 +82,12 @@ from miniexchange.settings import Settings
 
 log = logging.getLogger("miniexchange.cluster")
 
+RESEND_S = 30.0
+"""How long a worker sends a write again while the sequencer's process is down (Ray
+restarts it, and it rebuilds the shards, in seconds); then `unavailable`."""
+RESENDS = 3
+RESEND_PAUSE_S = 0.2
+
 POLL_S = 0.5
 """How long a stream poll waits at most: a symbol a worker starts streaming joins the
 next poll of its shard."""
@@ -99,8 +106,10 @@ class RayEngine:
         numbered from 1 (default: host, pid and a random part, so that a process that
         reuses a pid is never taken for the one before it and answered its answers).
         `address`: the head `start` joins (None: the process has joined one already).
-        `journal`: the cluster journals (its page has the journal's family)."""
+        `journal`: the cluster journals (its page has the journal's family; Ray restarts
+        a sequencer that dies, and a call it failed is sent again)."""
         self.placement = placement
+        self._resend_s = RESEND_S if journal else 0.0
         self.max_symbols = max_symbols
         self.metrics = ClusterMetrics(self._hosts, journal)
         self.recovered_answers = KeptAnswers(1, 1)  # none: the sequencer keeps them
@@ -202,10 +211,13 @@ class RayEngine:
         return await self._outbox.request(Write(next(self._numbers), command, request_id, key))
 
     async def _send(self, writes: Sequence[Write]) -> list[Any]:
-        """One call to the sequencer with a pass's writes; their answers, in order."""
+        """One call to the sequencer with a pass's writes; their answers, in order. A
+        call that failed with the sequencer's process is sent again, the same writes
+        under the same numbers, while Ray restarts it (with a journal): the restarted
+        sequencer recognises those it journaled and answers them once replayed."""
         document = encode_part(Part(self.worker, tuple(writes)))
         try:
-            _, _, answers = decode_answers(await reached(self.sequencer().submit, document))
+            _, _, answers = decode_answers(await self.at_sequencer("submit", document))
         except ExchangeError as down:  # the sequencer's process is gone: decided here
             for write in writes:
                 if type(write.command) is SubmitOrder:
@@ -301,12 +313,28 @@ class RayEngine:
 
     async def _refresh_listed(self) -> list[str]:
         """The listing as the sequencer has it now, sorted, remembered."""
-        listed: list[str] = await reached(self.sequencer().listed)
+        listed: list[str] = await self.at_sequencer("listed")
         self._listed.update(listed)
         return listed
 
     def sequencer(self) -> Any:
         return self._peers(SEQUENCER)
+
+    async def at_sequencer(self, method: str, *args: Any) -> Any:
+        """The sequencer's answer to one call (`reached`), asked again when its process
+        died under it and Ray restarts it (with a journal): Ray holds a call made while
+        an actor restarts, so the call sent again waits for the new process. One that
+        fails again `RESENDS` times, or past `RESEND_S`, finds it dead for good."""
+        deadline = time.monotonic() + self._resend_s
+        failures = 0
+        while True:
+            try:
+                return await reached(getattr(self.sequencer(), method), *args)
+            except ExchangeError as down:
+                failures += 1
+                if down.code != "unavailable" or failures > RESENDS or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(RESEND_PAUSE_S)
 
     def _hosts(self) -> list[Any]:
         """Every host: the sequencer, the account shards, the symbol shards."""
@@ -341,11 +369,10 @@ class SequencerKeys:
     async def begin(
         self, endpoint: str, key: str, digest: bytes
     ) -> StoredAnswer | InFlight | Decided:
-        sequencer = self._engine.sequencer()
-        return await reached(sequencer.begin_key, endpoint, key, digest)
+        return await self._engine.at_sequencer("begin_key", endpoint, key, digest)  # type: ignore[no-any-return]
 
     async def finish(self, endpoint: str, key: str, status: int, body: bytes) -> None:
-        await reached(self._engine.sequencer().finish_key, endpoint, key, status, body)
+        await self._engine.at_sequencer("finish_key", endpoint, key, status, body)
 
 
 def keyed(keep: KeepAnswer | None) -> Key | None:

@@ -444,6 +444,7 @@ class SequencerHost:
         self._snapshot_interval_s = snapshot_interval_s if self._recovers else None
         self._snapshotter: asyncio.Task[None] | None = None
         self._replayed: int | None = None  # batches replayed at the cluster's start
+        self._launch: asyncio.Task[int] | None = None
         self._replay: dict[int, set[int]] = {}  # a replayed batch -> the shards that settled it
         self._replay_done: dict[int, asyncio.Future[None]] = {}
         self._rebuilding = False
@@ -496,18 +497,24 @@ class SequencerHost:
 
     async def replay(self) -> int:
         """The cluster's start: rebuild the shards from the journal and open them
-        (`_rebuild`); how many batches were replayed. Once: a second call answers the
-        same number and does nothing."""
-        if self._replayed is None:
-            self._started()
-            self._replayed = await self._rebuild()
-            # the ticks only now: a tick's batch sent while the shards were being reset
-            # could reach an old shard and be wiped with it (no journal replays it then)
-            if self._interval_s is not None:  # held: the loop keeps only weak references
-                self._ticker = self._started().create_task(self._tick())
-            if self._snapshot_interval_s is not None:
-                self._snapshotter = self._started().create_task(self._snapshots())
-        return self._replayed
+        (`_rebuild`); how many batches were replayed. It starts with the first call of
+        any kind (`_started`): so a sequencer Ray restarted rebuilds the shards at once,
+        and the writes its workers send again wait for it. Once: a second call answers
+        the same number."""
+        self._started()
+        assert self._launch is not None
+        return await asyncio.shield(self._launch)
+
+    async def _launched(self) -> int:
+        replayed = self._replayed = await self._rebuild()
+        loop = self._started()
+        # the ticks only now: a tick's batch sent while the shards were being reset
+        # could reach an old shard and be wiped with it (no journal replays it then)
+        if self._interval_s is not None:  # held: the loop keeps only weak references
+            self._ticker = loop.create_task(self._tick())
+        if self._snapshot_interval_s is not None:
+            self._snapshotter = loop.create_task(self._snapshots())
+        return replayed
 
     async def _rebuild(self) -> int:
         """Make every shard what the journal says: each is reset empty and closed, the
@@ -652,6 +659,8 @@ class SequencerHost:
         self._started()
         k, sender, answers = decode_answers(document)
         if k <= self._sequencer.settled_through:  # replayed, or sent again after a failure
+            # writes journaled before a restart, sent again by their workers
+            self._give(self._sequencer.replayed(answers))
             future = self._replay_done.get(k)
             if future is not None:
                 reported = self._replay.setdefault(k, set())
@@ -715,13 +724,14 @@ class SequencerHost:
         return self._sequencer.settled_through + 1
 
     def _started(self) -> asyncio.AbstractEventLoop:
-        """The loop; on the first call, the journal and the watch start (the ticks once
-        the shards are built: `replay`)."""
+        """The loop; on the first call, the journal, the watch and the rebuild of the
+        shards start (the ticks once they are built: `_launched`)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._journal.start()
             # held: the loop keeps only weak references to its tasks
             self._watcher = self._loop.create_task(self._watch())
+            self._launch = self._loop.create_task(self._launched())
         return self._loop
 
     def _shards(self, kind: str) -> list[Any]:
@@ -855,16 +865,17 @@ def start_hosts(
     """Start the sequencer and the shards as named Ray actors of the connected cluster
     (`detached`: they outlive this process), and return once the shards are rebuilt
     from the journal at `database_path` and open. With a journal Ray restarts a shard
-    whose process died, and the sequencer rebuilds every shard from the journal; with
-    none (`:memory:`) nothing could rebuild it, so it stays dead and the exchange
-    answers `unavailable`. The sequencer is not restarted."""
+    whose process died, and the sequencer rebuilds every shard from the journal; it
+    restarts the sequencer too, which resumes its journal and rebuilds every shard. With
+    none (`:memory:`) nothing could rebuild them, so a dead one stays dead and the
+    exchange answers `unavailable`."""
     ray = import_ray()
     restarts = 0 if database_path == ":memory:" else -1
     # no CPU reserved: a host is a long-lived process, placed wherever Ray has room
-    options: dict[str, Any] = {"namespace": NAMESPACE, "max_restarts": 0, "num_cpus": 0}
+    options: dict[str, Any] = {"namespace": NAMESPACE, "max_restarts": restarts, "num_cpus": 0}
     if detached:
         options["lifetime"] = "detached"
-    threaded = {**options, "max_restarts": restarts, "max_concurrency": 8}
+    threaded = {**options, "max_concurrency": 8}
     # a symbol host also holds one thread per worker's long poll for its streams
     polled = {**threaded, "max_concurrency": 64}
     accounts = [

@@ -39,6 +39,8 @@ thread, journals each cut before sending it, and sends the answers back to the w
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -103,19 +105,59 @@ class Cut(NamedTuple):
     refused_orders: tuple[tuple[SubmitOrder, ExchangeError], ...] = ()
     """The submissions among `refused`, with their refusals: an order's outcome is
     counted where it is decided (`miniexchange_orders_total`), here by the sequencer."""
+    tickets: tuple[Sent, ...] = ()
+    """Who sent each command of the batch (journaled with it)."""
 
     @property
     def fact(self) -> Fact:
         """The batch as the command journal records it: one fact, appended (and durable)
-        before any shard sees the batch."""
+        before any shard sees the batch; with who sent each command, so that a
+        sequencer restarted over it recognises a write sent again."""
         assert self.batch is not None, "a cut that refused everything journals nothing"
         return COMMANDS, orjson.dumps(
             {
                 "batch": orjson.Fragment(encode_batch(self.batch)),
                 "listed": self.listed,
                 "settled": self.settled,
+                "tickets": [_encode_sent(sent) for sent in self.tickets],
             }
         )
+
+
+class Sent(NamedTuple):
+    """A journaled command's sender: its `seq`, the worker's ticket, and its request's
+    `Idempotency-Key` with the request's digest (None without one)."""
+
+    seq: int
+    ticket: Ticket
+    key: Key | None = None
+    digest: bytes | None = None
+
+
+def _encode_sent(sent: Sent) -> list[Any]:
+    key, digest = sent.key, sent.digest
+    return [
+        sent.seq,
+        *sent.ticket,
+        None if key is None else list(key),
+        None if digest is None else base64.b64encode(digest).decode(),
+    ]
+
+
+def _decode_sent(value: Any) -> Sent:
+    seq, worker, number, key, digest = value
+    if type(seq) is not int or type(worker) is not str or type(number) is not int:
+        raise TypeError(f"a journaled sender: {value!r}")
+    if key is not None and not (
+        isinstance(key, list) and len(key) == 2 and all(type(part) is str for part in key)
+    ):
+        raise TypeError(f"a journaled sender's key: {key!r}")
+    return Sent(
+        seq,
+        Ticket(worker, number),
+        None if key is None else (key[0], key[1]),
+        None if digest is None else base64.b64decode(digest),
+    )
 
 
 COMMANDS = "commands"
@@ -140,6 +182,7 @@ class Journaled(NamedTuple):
     batch: Batch
     listed: tuple[str, ...]
     settled: int
+    tickets: tuple[Sent, ...] = ()
 
 
 def journaled(
@@ -166,8 +209,15 @@ def journaled(
                 decode_batch(orjson.dumps(value["batch"])),
                 tuple(value["listed"]),
                 value["settled"],
+                tuple(_decode_sent(sent) for sent in value.get("tickets", ())),
             )
-        except (orjson.JSONDecodeError, BatchFormatError, KeyError, TypeError) as error:
+        except (
+            orjson.JSONDecodeError,
+            BatchFormatError,
+            KeyError,
+            TypeError,
+            ValueError,
+        ) as error:
             raise JournalFormatError(f"a damaged batch in a command journal: {error}") from None
         if (
             not all(type(symbol) is str for symbol in entry.listed)
@@ -231,6 +281,9 @@ class Sequencer:
         self._claims: dict[int, tuple[str, ...]] = {}  # seq -> places it claimed
         self._listed: list[str] = []  # listed since the last cut
         self._held = False
+        # the journaled writes a restart replays, until their answers come: seq -> ticket
+        self._recovered: dict[int, Ticket] = {}
+        self._recovering: set[Ticket] = set()
 
     def resume(self, facts: Iterable[Fact], snapshot: SequencerState | None = None) -> int:
         """Continue the stream a journal holds (a restart), from its snapshot if any
@@ -241,7 +294,12 @@ class Sequencer:
 
         The places claimed by the last batches, whose answers no later batch recorded
         (at most two), are kept as listed: their symbols may have been refused, but a
-        place is never given twice."""
+        place is never given twice.
+
+        The writes of the journaled batches are recognised if a worker sends them again
+        (its call failed with the sequencer before it): they wait for the answers the
+        replay gives them (`replayed`), and a key's first use among them is in flight
+        again, so that a retry under it gets that answer (`Decided`)."""
         kept = self.keys.answers
         if snapshot is not None:
             self._k, self._seq, self._at = snapshot.k, snapshot.seq, snapshot.at
@@ -258,6 +316,13 @@ class Sequencer:
                 continue
             self.listing.list(entry.listed)
             last.append(entry)
+            for sent in entry.tickets:
+                self._recovered[sent.seq] = sent.ticket
+                self._recovering.add(sent.ticket)
+                if sent.key is not None and sent.digest is not None:
+                    self._keyed[sent.key] = sent.ticket
+                    with contextlib.suppress(ExchangeError):  # kept already, or in flight
+                        self.keys.begin(sent.key, sent.digest, entry.batch.commands[0].at)
         if last:
             batch = last[-1].batch
             self._k, self._seq, self._at = batch.k, batch.commands[-1].seq, batch.commands[-1].at
@@ -277,8 +342,8 @@ class Sequencer:
         again: list[tuple[Ticket, Any]] = []
         for write in part.writes:
             ticket = Ticket(part.worker, write.number)
-            if ticket in self._waiting:
-                continue
+            if ticket in self._waiting or ticket in self._recovering:
+                continue  # its answer comes when its batch settles (or is replayed)
             if ticket in self._answered:
                 again.append((ticket, self._answered[ticket]))
                 continue
@@ -341,12 +406,16 @@ class Sequencer:
         (its worker died), that write's outcome, `Decided`, to render and keep."""
         keys, now = self.keys, self.clock.now()
         ticket = self._keyed.get(key)
-        if ticket is None:  # no write of it came: abandoned after a lease
-            return keys.begin(key, digest, now, stale_after_us=KEY_LEASE_US)
-        flying = keys.in_flight(key)
-        if flying is not None and flying.digest == digest and ticket in self._answered:
-            return Decided(self._answered[ticket])
-        return keys.begin(key, digest, now)  # in progress until its write is answered
+        answered = self._answered
+        if ticket is not None and (
+            ticket in answered or ticket in self._waiting or ticket in self._recovering
+        ):
+            flying = keys.in_flight(key)
+            if flying is not None and flying.digest == digest and ticket in answered:
+                return Decided(answered[ticket])
+            return keys.begin(key, digest, now)  # in progress until answered, or reused
+        # no write of it came (or its answer is long forgotten): abandoned after a lease
+        return keys.begin(key, digest, now, stale_after_us=KEY_LEASE_US)
 
     def finish_key(self, key: Key, status: int, body: bytes) -> Fact | None:
         """The first use answered (`KeyIndex.finish`); the answer as a journal fact if
@@ -375,6 +444,7 @@ class Sequencer:
         refused: list[tuple[Ticket, ExchangeError]] = []
         refused_orders: list[tuple[SubmitOrder, ExchangeError]] = []
         tickets: dict[int, Ticket] = {}
+        sent: list[Sent] = []
         for ticket, write in taken:
             claimed = self._claim(write.command)
             if isinstance(claimed, ExchangeError):
@@ -388,6 +458,10 @@ class Sequencer:
             if claimed:
                 self._claims[command.seq] = claimed
             tickets[command.seq] = ticket
+            flying = None if write.key is None else self.keys.in_flight(write.key)
+            sent.append(
+                Sent(command.seq, ticket, write.key, None if flying is None else flying.digest)
+            )
             stamped.append(command)
         if tick:
             self._next_tick = self.clock.now() + (self._expiration_interval_us or 0)
@@ -400,7 +474,7 @@ class Sequencer:
         batch = Batch(self._k, self._allowed, tuple(stamped))
         self._allowed = self._k - 1  # R2 of the batch before may follow this R1
         self._tickets[self._k] = tickets
-        return Cut(batch, tuple(refused), listed, self._settled, tuple(refused_orders))
+        return Cut(batch, tuple(refused), listed, self._settled, tuple(refused_orders), tuple(sent))
 
     def go(self) -> Go | None:
         """When nothing is queued (or the cuts are held): let the account shards settle
@@ -505,6 +579,18 @@ class Sequencer:
                 given.append((ticket, answer))
         if tickets:
             raise ValueError(f"batch {k} settled without answers for seq {sorted(tickets)}")
+        return given
+
+    def replayed(self, answers: Iterable[Answer]) -> list[tuple[Ticket, Any]]:
+        """Answers a replay of journaled batches gave (after a restart): those of the
+        writes it recognises, by ticket, kept for the workers that send them again."""
+        given: list[tuple[Ticket, Any]] = []
+        for seq, answer in answers:
+            ticket = self._recovered.pop(seq, None)
+            if ticket is not None:
+                self._recovering.discard(ticket)
+                self._remember(ticket, answer)
+                given.append((ticket, answer))
         return given
 
     def _remember(self, ticket: Ticket, answer: Any) -> None:

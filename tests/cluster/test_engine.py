@@ -239,10 +239,45 @@ def test_a_shard_whose_process_died_is_rebuilt_from_the_journal(
     asyncio.run(scenario())
 
 
-def killed(host: Any) -> None:
+def test_a_sequencer_whose_process_died_is_restarted_and_answers_each_write_once(
+    hosts: Hosts,  # noqa: F811 (its journal is a file)
+) -> None:
+    """Ray restarts a killed sequencer's process; it resumes its journal and rebuilds
+    the shards. The workers send the writes whose calls failed again, under the same
+    numbers: those the journal holds are answered as the replay decides them, the
+    others sequenced once. No write is refused, none taken twice."""
+    one, two = (RayEngine(Placement(2, 2), 100, worker=name, journal=True) for name in ("w1", "w2"))
+    one.start()
+    two.start()
+
+    async def scenario() -> None:
+        await one.register(RegisterBroker("seller", 0, (("AAPL", 100),)), None)
+        await one.register(RegisterBroker("buyer", 1_000_000, ()), None)
+        ask = await one.submit(limit("seller", ASK, 1_000, 60, expires=LATER), None, None)
+        bids = [
+            asyncio.ensure_future(engine.submit(market("buyer", BID, 1), None, None))
+            for _ in range(20)
+            for engine in (one, two)
+        ]
+        await asyncio.sleep(0.01)  # some on their way, some answered
+        ray.kill(hosts.sequencer, no_restart=False)
+        filled = await asyncio.gather(*bids)  # no `unavailable`: each sent until answered
+        assert [(b.status, b.filled_value) for b in filled] == [(FILLED, 1_000)] * 40
+        assert len({b.order_id for b in filled}) == 40
+        resting = await two.order(ask.order_id)
+        assert resting is not None and resting.filled_quantity == 40  # none taken twice
+        assert (await one.balance("buyer")).cash_balance == 1_000_000 - 40 * 1_000
+        again = await two.submit(market("buyer", BID, 1), None, None)
+        assert again.filled_value == 1_000
+
+    asyncio.run(scenario())
+
+
+def killed(host: Any, restart: bool = True) -> None:
     """`kill -9` of a host's process, returned once it is dead: `ray.kill` only asks
-    for it, and a call sent at once may still be answered."""
-    ray.kill(host, no_restart=False)
+    for it, and a call sent at once may still be answered. `restart=False`: for good,
+    Ray does not start it again."""
+    ray.kill(host, no_restart=not restart)
     deadline = time.monotonic() + WAIT_S
     while True:
         try:

@@ -88,8 +88,8 @@ def test_the_page_sums_every_hosts_figures_each_outcome_counted_once(hosts: Host
         )
         ray.get(hosts.symbols[1].reset.remote(0), timeout=WAIT_S)  # closed: MSFT's shard
         closed = Scrape((await one.metrics.page()).decode())
-        killed(hosts.sequencer)
-        # the worker finds the sequencer gone: decided, and counted, in the worker
+        killed(hosts.sequencer, restart=False)
+        # the worker finds the sequencer gone for good: decided, and counted, in the worker
         assert await code(two.submit(limit("buyer", BID, 10, 1, expires=LATER), None, None)) == (
             "unavailable"
         )

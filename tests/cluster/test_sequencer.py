@@ -26,6 +26,7 @@ from miniexchange.cluster.sequencer import (
     COMMANDS,
     KEY_LEASE_US,
     Cut,
+    Sent,
     Sequencer,
     SequencerState,
     Ticket,
@@ -573,6 +574,54 @@ def test_a_batch_cut_after_the_word_follows_the_r2_a_shard_may_have_run_on_it() 
 # -- the command journal ----------------------------------------------------------------------
 
 
+def test_a_restarted_sequencer_recognises_the_writes_it_journaled_when_sent_again(
+    tmp_path: Path,
+) -> None:
+    """A worker whose call failed with the sequencer sends its writes again: those the
+    journal holds are not sequenced twice but answered with what the replay gives them;
+    a key's first use among them is in flight again, and a retry under it gets that
+    answer to render (`Decided`), another body under it 422."""
+    path = str(tmp_path / "commands.db")
+    clock = ManualClock(T0)
+    first = sequencer(clock)
+    journal = SqliteJournal(path, engine="ray")
+    journal.start()
+    key, digest = ("/orders", "k-1"), b"\x01" * 32
+    assert isinstance(first.begin_key(key, digest), InFlight)
+    order = limit("alice", BID, 100, 1)
+    first.accept(Part("w1", (Write(1, order, "req-1", key), Write(2, CancelOrder("ord-x")))))
+    cut = first.cut()
+    assert cut is not None and cut.batch is not None
+    assert cut.tickets == (
+        Sent(1, Ticket("w1", 1), key, digest),
+        Sent(2, Ticket("w1", 2)),
+    )
+    durable: list[BaseException | None] = []
+    journal.append([cut.fact], durable.append)
+    journal.close()
+    assert durable == [None]  # then the sequencer died, its batch unanswered
+
+    reopened = SqliteJournal(path, engine="ray")
+    again = sequencer(ManualClock(T0 + SECOND))
+    assert again.resume(reopened.facts()) == 1
+    reopened.close()
+    resent = Part("w1", (Write(1, order, "req-1", key), Write(2, CancelOrder("ord-x"))))
+    assert again.accept(resent) == []  # recognised: waits for the replay's answers
+    assert again.cut() is None  # nothing sequenced twice
+    with pytest.raises(ExchangeError) as busy:
+        again.begin_key(key, digest)
+    assert busy.value.code == "idempotency_key_in_progress"
+    accepted = "the order, as the replay's R2 answers it"  # opaque to the sequencer
+    not_found = ExchangeError("order_not_found", "Order ord-x not found")
+    given = [(Ticket("w1", 1), accepted), (Ticket("w1", 2), not_found)]
+    assert again.replayed([(1, accepted), (2, not_found)]) == given
+    assert again.accept(resent) == given
+    assert again.begin_key(key, digest) == Decided(accepted)
+    with pytest.raises(ExchangeError) as reused:
+        again.begin_key(key, b"\x02" * 32)
+    assert reused.value.code == "idempotency_key_reused"
+
+
 def test_a_restarted_sequencer_goes_on_from_its_journal(tmp_path: Path) -> None:
     """Batches journaled (a real file, the Ray engine's mark) and read back equal; a new
     sequencer over them goes on numbering, never stamps earlier than the last `at` even
@@ -598,7 +647,10 @@ def test_a_restarted_sequencer_goes_on_from_its_journal(tmp_path: Path) -> None:
     assert durable == [None, None]
 
     reopened = SqliteJournal(path, engine="ray")
-    assert list(journaled(reopened.facts())) == [(one.batch, (), 0), (two.batch, ("AAPL",), 1)]
+    assert list(journaled(reopened.facts())) == [
+        (one.batch, (), 0, (Sent(1, Ticket("w1", 1)),)),
+        (two.batch, ("AAPL",), 1, (Sent(2, Ticket("w1", 2)),)),
+    ]
     behind = ManualClock(T0)
     again = sequencer(behind, max_symbols=2)
     assert again.resume(reopened.facts()) == 2
@@ -622,7 +674,9 @@ def test_a_command_journal_with_anything_but_batches_is_refused_with_one_line() 
         list(journaled([(kind, body.replace(b'"listed":[]', b'"listed":[1]'))]))
     with pytest.raises(JournalFormatError, match="its listing"):
         list(journaled([(kind, body.replace(b'"settled":0', b'"settled":0.5'))]))
-    assert list(journaled([(COMMANDS, body)])) == [(BATCH, (), 0)]
+    with pytest.raises(JournalFormatError, match="a damaged batch in a command journal"):
+        list(journaled([(kind, body.replace(b'"tickets":[]', b'"tickets":[[1,"w"]]'))]))
+    assert list(journaled([(COMMANDS, body)])) == [(BATCH, (), 0, ())]
 
 
 def test_a_message_delivered_twice_is_taken_once() -> None:

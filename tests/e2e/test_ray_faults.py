@@ -133,6 +133,48 @@ def test_a_shard_killed_under_load_is_rebuilt_and_nothing_acknowledged_is_lost(
         assert server.stop() == 0
 
 
+def test_the_sequencer_killed_under_load_is_restarted_and_nothing_is_lost_or_doubled(
+    tmp_path: Path,
+) -> None:
+    """`kill -9` of the sequencer's process: Ray restarts it, it resumes its journal and
+    rebuilds the shards, and the workers send the writes of their failed calls again;
+    every order is answered 201 or 409 (never 503), each once: the brokers' orders are
+    exactly those answered 201, and every invariant holds."""
+    server = Server(
+        {"DATABASE_PATH": str(tmp_path / "exchange.db")},
+        tmp_path / "server.log",
+        engine=engine_or_skip("ray"),
+    )
+    try:
+        register_brokers(server)
+        accepted: list[dict[str, Any]] = []
+        errors: list[str] = []
+        clients = [
+            threading.Thread(target=fire, args=(server, seed, accepted, errors, 100))
+            for seed in range(THREADS)
+        ]
+        for client in clients:
+            client.start()
+        deadline = time.monotonic() + WAIT_S
+        while len(accepted) < 100:  # under load
+            assert time.monotonic() < deadline and not errors, errors
+            time.sleep(0.05)
+        os.kill(process_titled("ray::SequencerHost"), signal.SIGKILL)
+        killed_at = len(accepted)
+        for client in clients:
+            client.join()
+        assert errors == []
+        assert len(accepted) > killed_at + 100  # and the exchange went on after the kill
+        listed = [
+            requests.get(f"{server.url}/brokers/{b}/orders?limit=1", timeout=WAIT_S).json()
+            for b in BROKERS
+        ]
+        assert sum(page["total"] for page in listed) == len(accepted)
+        assert_invariants(server, accepted)
+    finally:
+        assert server.stop() == 0
+
+
 def keyed_client(
     server: Server, seed: int, answers: dict[str, tuple[int, Any]], errors: list[str]
 ) -> None:
