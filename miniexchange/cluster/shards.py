@@ -627,6 +627,8 @@ class AccountShard:
         if isinstance(held, ExchangeError):  # no ledger: broker_not_found
             self.metrics.count_order(command.type, command.side, held.code)
             return held
+        if isinstance(held, BaseException):  # a bug the actor caught: not an answer
+            raise held
         return ToMatch(stamped, BUDGET, command.symbol, *held)
 
     # -- R2 --------------------------------------------------------------------------
