@@ -17,6 +17,10 @@ The order path is exchange-core's pipeline, each stage a message, no lock shared
   still lose (a funded order can never be committed before the trade that funded it).
   In the shard mode a market order's hold arrives here too, recorded (`Held`, ahead of
   its legs) instead of asked.
+- R1 in the shard mode (`ReserveLimit`, `HoldAvailable`): the shard sends a batch's
+  orders without waiting for each (`InOrder`) and builds its parts from the answers;
+  what R1 holds, a shortfall's hold of what is available included, is decided here in
+  `seq` order, so no order's reservation depends on when its answer was read.
 
 Registration, balance reads and the brokers' credentials (`Issue`: an API key kept as
 its digest, a webhook secret) are messages here too; the published credentials
@@ -40,12 +44,16 @@ from miniexchange.actors.messages import (
     Apply,
     ExpireThenCheck,
     Hold,
+    HoldAvailable,
+    InOrder,
     Issue,
     Issued,
     ReadBalance,
     Recheck,
     Register,
+    Reservation,
     Reserved,
+    ReserveLimit,
     Submit,
 )
 from miniexchange.clock import Clock
@@ -54,6 +62,7 @@ from miniexchange.journal import facts
 from miniexchange.journal.facts import KeepAnswer
 from miniexchange.journal.store import Journal
 from miniexchange.metrics import Metrics
+from miniexchange.model.commands import BID, SubmitOrder
 from miniexchange.model.credentials import Credentials, api_key_digest
 from miniexchange.model.errors import (
     ExchangeError,
@@ -289,6 +298,41 @@ class AccountActor(ExchangeActor):
             raise broker_not_found(message.broker_id)
         return ledger.hold(message.symbol, message.cash, message.quantity)
 
+    # -- R1 in the shard mode: decided here, answered to the shard ----------------------
+
+    def _reserve_limit(self, message: ReserveLimit) -> Reservation:
+        """`_reserve`'s first pass without a symbol actor to forward to: the listing's
+        place was claimed at the cut, and a shortfall's hold of what is available is
+        taken here, right after the failed reservation, before the next message."""
+        command = message.command
+        ledger = self.ledgers.get(command.broker_id)
+        if ledger is None:
+            raise self._counted(command, broker_not_found(command.broker_id))
+        decision = reserve_limit(ledger, command, final=False)
+        if decision == LACKING:
+            raise self._counted(
+                command, insufficient_funds(command.broker_id, command.side, command.symbol)
+            )
+        if decision == HELD:
+            return Reservation(False, *limit_hold(command))
+        return Reservation(True, *_hold_available(ledger, command, None))
+
+    def _hold_available(self, message: HoldAvailable) -> tuple[int, int]:
+        """A market order's budget (the shard counts a refusal: it decides the order)."""
+        command = message.command
+        ledger = self.ledgers.get(command.broker_id)
+        if ledger is None:
+            raise broker_not_found(command.broker_id)
+        return _hold_available(ledger, command, message.most)
+
+    def _in_order(self, message: InOrder) -> None:
+        for each in message.messages:
+            self.on_receive(each)
+
+    def _counted(self, command: SubmitOrder, refusal: ExchangeError) -> ExchangeError:
+        self.metrics.count_order(command.type, command.side, refusal.code)
+        return refusal
+
     # -- R2: what the symbol actors decided -------------------------------------------
 
     def _apply(self, message: Apply) -> None:
@@ -300,6 +344,9 @@ class AccountActor(ExchangeActor):
         Submit: _submit,
         Recheck: _recheck,
         Hold: _hold,
+        ReserveLimit: _reserve_limit,
+        HoldAvailable: _hold_available,
+        InOrder: _in_order,
         Apply: _apply,
         Register: _register,
         Registered: _registered,
@@ -323,6 +370,21 @@ class AccountActor(ExchangeActor):
         self.journal.append(
             (kept,), lambda error: reply(refusal if error is None else journal_unavailable())
         )
+
+
+def _hold_available(ledger: Ledger, command: SubmitOrder, most: int | None) -> tuple[int, int]:
+    """Hold what the broker has available for `command`, at most `most` (cash for a
+    bid, shares of its symbol for an ask; None: all): the (cash, shares) held."""
+    symbol = command.symbol
+    if command.side == BID:
+        available = ledger.available_cash
+    else:
+        available = ledger.available_shares(symbol) if symbol in ledger.holdings else 0
+    amount = available if most is None else min(available, most)
+    held = (amount, 0) if command.side == BID else (0, amount)
+    if amount and not ledger.hold(symbol, *held):
+        raise AssertionError(f"{ledger.broker_id} could not hold what it had available")
+    return held
 
 
 def tell_changes(

@@ -139,6 +139,46 @@ class Hold(NamedTuple):
     quantity: int
 
 
+class ReserveLimit(NamedTuple):
+    """The shard mode's R1 of a stamped limit order (docs/ray.md, "Flows"): hold its
+    reservation; when that fails while the broker holds something on its symbol (some
+    of it may be due), hold what is available instead and leave the rest to ME, which
+    expires the symbol's due orders first. Answers a `Reservation`, or refuses
+    broker_not_found or insufficient_funds. Decided here, in the actor's FIFO, so that
+    a batch's orders sent without waiting for each still reserve in `seq` order, each
+    shortfall's hold before the next order's reservation."""
+
+    command: SubmitOrder
+    reply: Reply
+
+
+class HoldAvailable(NamedTuple):
+    """The shard mode's R1 of a market order: hold what the broker has available for it
+    (cash for a bid, shares of its symbol for an ask), at most `most` (None: all), as
+    its budget. Answers the (cash, shares) held, or refuses broker_not_found."""
+
+    command: SubmitOrder
+    most: int | None
+    reply: Reply
+
+
+class Reservation(NamedTuple):
+    """What `ReserveLimit` held: the whole reservation, or (`short`) only what was
+    available."""
+
+    short: bool
+    cash: int
+    quantity: int
+
+
+class InOrder(NamedTuple):
+    """Several messages in one hand-off, each handled as if it had been sent alone, in
+    this order: the shard mode's R1 sends a batch's messages to an account actor so,
+    instead of one queue hand-off (and thread switch) per order."""
+
+    messages: tuple[object, ...]
+
+
 class Apply(NamedTuple):
     """From a symbol actor once a step's facts are durable (R2): its changes to this
     account actor's ledgers, in the order they happened."""

@@ -21,7 +21,12 @@ commands in `seq` order (one FIFO); ME sends limit orders and cancels on without
 for each (the actors of several symbols then run at once), and each step's effects are
 recorded against its command by the step's `at`, which the sequencer made unique; what
 reads the batch's effects so far (a tick, a market order, a shortfall) waits for them.
-R1 still sends each account actor one message at a time and waits for it.
+R1 sends each account actor its orders of the batch in one message (`InOrder`) and
+reads the answers once they are all done: the actor decides each order's hold in
+`seq` order, a shortfall's hold of what is available included (`ReserveLimit`), so the
+parts are built from the answers in `seq` order, whatever the actors' timing; what
+reads or asks an actor directly (a registration, an issue, a subscription) first waits
+for what was sent before it.
 
 **A market order's budget** (the race of docs/ray.md, "Open points", settled here): R1
 *holds* the budget in the ledger (a bid: all the cash available, an ask: its quantity,
@@ -63,8 +68,9 @@ from miniexchange.actors.messages import (
     Apply,
     Cancel,
     ExpireDue,
-    ExpireThenCheck,
     Hold,
+    HoldAvailable,
+    InOrder,
     Issue,
     ListWebhooks,
     Notify,
@@ -73,7 +79,9 @@ from miniexchange.actors.messages import (
     ReadPrice,
     ReadQuote,
     Register,
+    Reservation,
     Reserved,
+    ReserveLimit,
     Submit,
     Subscribe,
     Unsubscribe,
@@ -266,21 +274,46 @@ class ClaimedAtTheCut(SymbolListing):
         pass
 
 
-class _Forward:
-    """R1's symbol refs (`AccountActor.symbols`): keeps the one message a limit order's
-    R1 sends on (`Reserved`, or `ExpireThenCheck` when short), for the part."""
+def _no_symbol_actor(symbol: str) -> pykka.ActorRef[Any]:
+    """R1's symbol refs (`AccountActor.symbols`): an account shard's actors answer R1 to
+    the shard (`ReserveLimit`) and forward nothing, so asking for one is a bug."""
+    raise RuntimeError(f"an account shard's actor forwarded an order on {symbol}")
 
-    __slots__ = ("message",)
+
+class _Queued:
+    """R1's messages to the account actors not yet sent, each actor's in `seq` order:
+    sent in one hand-off per actor (`InOrder`), and waited for, before anything that
+    must see their effects and at the end of R1."""
+
+    __slots__ = ("messages",)
 
     def __init__(self) -> None:
-        self.message: object = None
+        self.messages: dict[pykka.ActorRef[Any], list[object]] = {}
 
-    def tell(self, message: object) -> None:
-        self.message = message
+    def send(self, actor: pykka.ActorRef[Any], message: object) -> None:
+        queued = self.messages.get(actor)
+        if queued is None:
+            queued = self.messages[actor] = []
+        queued.append(message)
 
-    def take(self) -> object:
-        message, self.message = self.message, None
-        return message
+    def wait(self) -> None:
+        """Send what is queued and wait until every actor has handled it."""
+        if not self.messages:
+            return
+        sent = [
+            actor.ask(InOrder(tuple(messages)), block=False)
+            for actor, messages in self.messages.items()
+        ]
+        self.messages.clear()
+        _wait_all(sent)
+
+
+class _Answered(NamedTuple):
+    """A command of R1 whose outcome an account actor answers once `_Queued` is done:
+    `outcome(stamped, answer)` turns the answer into what `_r1` returns."""
+
+    replies: list[Any]
+    outcome: Callable[[Stamped, Any], Any]
 
 
 class _Elsewhere:
@@ -396,6 +429,15 @@ def _ignore(value: object) -> None:
     pass
 
 
+def _reserved(stamped: Stamped, reservation: Any) -> Any:
+    """A limit order as its account actor's R1 left it: on to ME, or refused."""
+    if type(reservation) is not Reservation:
+        return reservation  # the refusal (counted by the actor)
+    symbol = cast(SubmitOrder, stamped.command).symbol
+    funds = SHORTFALL if reservation.short else RESERVED
+    return ToMatch(stamped, funds, symbol, reservation.cash, reservation.quantity)
+
+
 # -- account shards ----------------------------------------------------------------------
 
 
@@ -421,13 +463,12 @@ class AccountShard:
         self.registered: set[str] = set()
         self.published = Published()
         self.listing = ClaimedAtTheCut()
-        self._forward = _Forward()
-        symbols = cast(Callable[[str], pykka.ActorRef[Any]], lambda symbol: self._forward)
+        self._queued = _Queued()
         self._actors = [
             AccountActor.start(
                 self.clock,
                 MemoryJournal(),
-                symbols,
+                _no_symbol_actor,
                 self.registered,
                 self.listing,
                 self.metrics,
@@ -480,11 +521,17 @@ class AccountShard:
             )
         outgoing: list[list[ToMatch]] = [[] for _ in range(self.placement.symbol_shards)]
         decided: list[Answer] = []
+        results: list[tuple[Stamped, Any]] = []
         for stamped in sorted(batch.commands, key=lambda command: command.seq):
             if self.placement.deciding_shard(stamped.command) != self.index:
                 continue
             self.clock.at = stamped.at
-            result = self._r1(stamped)
+            results.append((stamped, self._r1(stamped)))
+        self._queued.wait()
+        for stamped, result in results:
+            if type(result) is _Answered:
+                (answer,) = result.replies
+                result = result.outcome(stamped, answer)
             if type(result) is not ToMatch:
                 decided.append((stamped.seq, result))
             elif type(stamped.command) is Tick:  # every symbol shard sweeps its symbols
@@ -498,7 +545,8 @@ class AccountShard:
         return [MatchPart(batch.k, self.index, tuple(commands)) for commands in outgoing]
 
     def _r1(self, stamped: Stamped) -> Any:
-        """A command's R1: what goes on to ME (`ToMatch`), or its answer."""
+        """A command's R1: what goes on to ME (`ToMatch`), its answer, or (`_Answered`)
+        the message queued to its account actor that decides which."""
         command = stamped.command
         kind = type(command)
         if kind is SubmitOrder:
@@ -515,6 +563,7 @@ class AccountShard:
             return ToMatch(stamped, NOTHING, order.symbol)
         if kind is Tick:
             return ToMatch(stamped, NOTHING)
+        self._queued.wait()  # what follows asks an actor, or reads what one changes
         if kind is RegisterBroker:
             registration = cast(RegisterBroker, command)
             return _asked(
@@ -552,56 +601,35 @@ class AccountShard:
             )
         raise TypeError(f"not a command: {command!r}")
 
-    def _limit(self, stamped: Stamped, command: SubmitOrder) -> Any:
+    def _limit(self, stamped: Stamped, command: SubmitOrder) -> _Answered:
         """The account actor's own R1 (`reserve_limit`); when it would expire the
-        symbol's due orders first, what is available is held here and ME decides."""
-        actor = self.account_actor(command.broker_id)
-        refusals: list[Any] = []
-        actor.ask(Submit(command, refusals.append, None, stamped.request_id, stamped.at))
-        if refusals:
-            return refusals[0]
-        forwarded = self._forward.take()
-        if type(forwarded) is Reserved:
-            return ToMatch(stamped, RESERVED, command.symbol, *limit_hold(command))
-        assert type(forwarded) is ExpireThenCheck, forwarded
-        held = self._hold_available(actor, command, None)  # less than it needs
-        assert held is not None  # the account actor found its ledger
-        return ToMatch(stamped, SHORTFALL, command.symbol, *held)
+        symbol's due orders first, the actor holds what is available and ME decides."""
+        replies: list[Any] = []
+        self._queued.send(
+            self.account_actor(command.broker_id), ReserveLimit(command, replies.append)
+        )
+        return _Answered(replies, _reserved)
 
-    def _market(self, stamped: Stamped, command: SubmitOrder) -> ToMatch | ExchangeError:
+    def _market(self, stamped: Stamped, command: SubmitOrder) -> _Answered:
         """A market order's budget: a bid's whole available cash (its sweep's cost is
         known only in ME), an ask's quantity or what is available if less; held now. A
         broker without a ledger is refused here, before any book is looked at, as the
         HTTP layer's own check refuses it first in the embedded mode."""
-        actor = self.account_actor(command.broker_id)
-        held = self._hold_available(
-            actor, command, None if command.side == BID else command.quantity
+        replies: list[Any] = []
+        most = None if command.side == BID else command.quantity
+        self._queued.send(
+            self.account_actor(command.broker_id), HoldAvailable(command, most, replies.append)
         )
-        if held is None:
-            self.metrics.count_order(command.type, command.side, "broker_not_found")
-            return broker_not_found(command.broker_id)
-        return ToMatch(stamped, BUDGET, command.symbol, *held)
+        return _Answered(replies, self._budget)
 
-    def _hold_available(
-        self, actor: pykka.ActorRef[Any], command: SubmitOrder, most: int | None
-    ) -> tuple[int, int] | None:
-        """Hold what the broker has available for `command`, at most `most` (cash for a
-        bid, shares for an ask; None: all): (cash, shares) held, or None without ledger."""
-        broker_id, symbol = command.broker_id, command.symbol
-        balance = _asked(actor, lambda reply: ReadBalance(broker_id, reply))
-        if not isinstance(balance, Balance):
-            return None
-        if command.side == BID:
-            available = balance.available_cash
-        else:
-            available = next(
-                (h.available_quantity for h in balance.holdings if h.symbol == symbol), 0
-            )
-        amount = available if most is None else min(available, most)
-        held = (amount, 0) if command.side == BID else (0, amount)
-        if amount and not actor.ask(Hold(broker_id, symbol, *held)):
-            raise AssertionError(f"{broker_id} could not hold what it had available")
-        return held
+    def _budget(self, stamped: Stamped, held: Any) -> ToMatch | ExchangeError:
+        command = cast(SubmitOrder, stamped.command)
+        if isinstance(held, ExchangeError):  # no ledger: broker_not_found
+            self.metrics.count_order(command.type, command.side, held.code)
+            return held
+        if isinstance(held, BaseException):  # a bug the actor caught: not an answer
+            raise held
+        return ToMatch(stamped, BUDGET, command.symbol, *held)
 
     # -- R2 --------------------------------------------------------------------------
 
