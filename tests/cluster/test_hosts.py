@@ -166,15 +166,7 @@ def test_hosts_started_again_over_their_journal_rebuild_the_state_and_go_on(
     try:
         assert ray.get(first.sequencer.replay.remote(), timeout=WAIT_S) == 0  # a new journal
         worker = Worker(first, "w1")
-        worker.answers(
-            RegisterBroker("seller", 0, (("AAPL", 10), ("MSFT", 5))),
-            RegisterBroker("buyer", 100_000, ()),
-        )
-        asks = worker.answers(
-            limit("seller", ASK, 1_000, 3, expires=LATER),
-            limit("seller", ASK, 1_100, 3, expires=LATER),
-            limit("seller", ASK, 900, 2, expires=LATER, symbol="MSFT"),
-        )
+        asks = asks_of_a_seller(worker)
         worker.answers(market("buyer", BID, 4))
         (resting,) = worker.answers(limit("buyer", BID, 800, 2, expires=LATER, symbol="MSFT"))
         (cancelled,) = worker.answers(CancelOrder(asks[2].order_id))
@@ -192,6 +184,20 @@ def test_hosts_started_again_over_their_journal_rebuild_the_state_and_go_on(
         assert balance(second, "buyer").cash_balance == 100_000 - 3_000 - 1_100 * 3
     finally:
         stop_hosts(second)
+
+
+def asks_of_a_seller(worker: Worker) -> list[Any]:
+    """A seller of AAPL and MSFT and a buyer registered; the seller's three asks resting
+    (AAPL at 10.00 and 11.00, MSFT at 9.00)."""
+    worker.answers(
+        RegisterBroker("seller", 0, (("AAPL", 10), ("MSFT", 5))),
+        RegisterBroker("buyer", 100_000, ()),
+    )
+    return worker.answers(
+        limit("seller", ASK, 1_000, 3, expires=LATER),
+        limit("seller", ASK, 1_100, 3, expires=LATER),
+        limit("seller", ASK, 900, 2, expires=LATER, symbol="MSFT"),
+    )
 
 
 def state(hosts: Hosts, orders: list[Order]) -> Any:
@@ -239,15 +245,7 @@ def test_a_start_from_a_cluster_snapshot_replays_only_the_batches_after_it(
     first = start_hosts(Placement(2, 2), FakeDeliveries, journal_path)
     try:
         worker = Worker(first, "w1")
-        worker.answers(
-            RegisterBroker("seller", 0, (("AAPL", 10), ("MSFT", 5))),
-            RegisterBroker("buyer", 100_000, ()),
-        )
-        asks = worker.answers(
-            limit("seller", ASK, 1_000, 3, expires=LATER),
-            limit("seller", ASK, 1_100, 3, expires=LATER),
-            limit("seller", ASK, 900, 2, expires=LATER, symbol="MSFT"),
-        )
+        asks = asks_of_a_seller(worker)
         taken = ray.get(first.sequencer.snapshot.remote(), timeout=WAIT_S)
         assert taken >= 2  # the two calls' batches, and any tick's
         assert Path(journal_path + ".ray-snapshot").exists()
