@@ -456,6 +456,9 @@ class SequencerHost:
         self._reported: dict[int, set[int]] = {}  # k -> the account shards that answered
         self._failure: ExchangeError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        context = import_ray().get_runtime_context()
+        if context.was_current_actor_reconstructed:  # Ray restarted this process: rebuild
+            context.current_actor.replay.remote()  # now, not at the first call to come
         self._pump_scheduled = False
         self._ticker: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -517,13 +520,13 @@ class SequencerHost:
         return replayed
 
     async def _rebuild(self) -> int:
-        """Make every shard what the journal says: each is reset empty and closed, the
-        journaled batches are sent to them again as they were cut (each with its
-        recorded `after`, and every `Go` word given), then they open. The shards are
-        deterministic, so they end where they were; the batches whose answers were
-        given before deliver no webhook again, and those still in flight are answered
-        as they settle (new writes go on meanwhile, ordered by the doors). Returns how
-        many batches were replayed."""
+        """Make every shard what the journal says: each is reset closed, empty or from
+        the latest cluster snapshot, the journaled batches after it are sent to them
+        again as they were cut (each with its recorded `after`, and every `Go` word
+        given), then they open. The shards are deterministic, so they end where they
+        were; the batches whose answers were given before deliver no webhook again, and
+        those still in flight are answered as they settle (new writes go on meanwhile,
+        ordered by the doors). Returns how many batches were replayed."""
         loop = self._started()
         self._rebuilding = True
         quiet = self._sequencer.settled_through  # answered, delivered: not again

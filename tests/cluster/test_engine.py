@@ -273,6 +273,33 @@ def test_a_sequencer_whose_process_died_is_restarted_and_answers_each_write_once
     asyncio.run(scenario())
 
 
+def test_a_restarted_sequencer_rebuilds_and_ticks_before_any_call_comes(
+    hosts: Hosts,  # noqa: F811 (its journal is a file)
+) -> None:
+    """Restarted with nothing sent to it, the sequencer still rebuilds the shards and
+    its ticks go on: an order falls due and is expired, seen by a read of its shard
+    (reads never call the sequencer)."""
+    (one,) = engines()[:1]
+
+    async def scenario() -> None:
+        await one.register(RegisterBroker("seller", 0, (("AAPL", 10),)), None)
+        soon = SystemClock().now() + 3_000_000
+        ask = await one.submit(limit("seller", ASK, 1_000, 5, expires=soon), None, None)
+        killed(hosts.sequencer)
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                order = await one.order(ask.order_id)
+            except ExchangeError:  # closed while the restarted sequencer rebuilds it
+                order = None
+            if order is not None and order.status == EXPIRED:
+                break
+            assert time.monotonic() < deadline, order
+            await asyncio.sleep(0.2)
+
+    asyncio.run(scenario())
+
+
 def killed(host: Any, restart: bool = True) -> None:
     """`kill -9` of a host's process, returned once it is dead: `ray.kill` only asks
     for it, and a call sent at once may still be answered. `restart=False`: for good,
