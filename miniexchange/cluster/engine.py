@@ -33,6 +33,10 @@ each kept answer when the worker finishes its key, before the answer is sent, an
 cluster snapshots carry them, so a retry after a restart of the cluster is replayed.
 Hence `recovered_answers` is empty here and `journal_answer` journals nothing (the
 refusals it would journal are finished through `keys` too).
+
+With a journal, Ray restarts a sequencer whose process died: a call that failed with it
+is sent again (`at_sequencer`), the same writes under the same numbers, and the
+restarted sequencer answers those it had journaled as its replay decides them.
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ RESEND_S = 30.0
 """How long a worker sends a write again while the sequencer's process is down (Ray
 restarts it, and it rebuilds the shards, in seconds); then `unavailable`."""
 RESENDS = 3
+"""Failures in a row after which the sequencer is taken for dead for good (Ray holds a
+call made while it restarts, so a second failure means no restart is coming)."""
 RESEND_PAUSE_S = 0.2
 
 POLL_S = 0.5
