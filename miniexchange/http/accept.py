@@ -58,6 +58,7 @@ class BatchAcceptingServer:
         self._sock = sock
         self._retry: asyncio.TimerHandle | None = None
         self._serving = False
+        self._closed = False
         self._connecting: set[asyncio.Task[Any]] = set()
         sock.setblocking(False)
         self._start()
@@ -70,6 +71,10 @@ class BatchAcceptingServer:
         return self._serving
 
     def close(self) -> None:
+        self._closed = True
+        self._pause()
+
+    def _pause(self) -> None:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
@@ -102,7 +107,7 @@ class BatchAcceptingServer:
                     ACCEPT_RETRY_S,
                     extra={"event": "accept_failed"},
                 )
-                self.close()
+                self._pause()
                 self._retry = self._loop.call_later(ACCEPT_RETRY_S, self._start)
                 return
             connection.setblocking(False)
@@ -114,10 +119,18 @@ class BatchAcceptingServer:
 
     def _connected(self, task: asyncio.Task[Any]) -> None:
         """A connection reset before its transport was made is closed by uvloop; its
-        error is taken here so that it is not logged as a lost task's."""
+        error is taken here so that it is not logged as a lost task's. One accepted
+        before `close` but made after it missed uvicorn's graceful-shutdown sweep of the
+        connections: it is told to shut down here, or it would serve keep-alive requests
+        until the graceful timeout cancelled one mid-request (a 500)."""
         self._connecting.discard(task)
-        if not task.cancelled():
-            task.exception()
+        if task.cancelled() or task.exception() is not None:
+            return
+        _, protocol = task.result()
+        if self._closed:
+            shutdown = getattr(protocol, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
 
 
 class ExchangeLoop(uvloop.Loop):  # type: ignore[misc]

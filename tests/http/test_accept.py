@@ -115,6 +115,40 @@ def test_a_closed_server_accepts_nothing_more() -> None:
     assert on(ExchangeLoop(), main()) == (False, 0)
 
 
+def test_a_connection_accepted_as_the_server_closes_is_told_to_shut_down() -> None:
+    """Accepted, then the server closed (uvicorn's graceful stop) before its transport
+    was made: uvicorn's sweep of the connections missed it, so the server tells it (one
+    made just before may be told twice: harmless, a stopping connection stays stopping).
+    Without it, it served keep-alive requests until the graceful timeout cut one."""
+    protocols: list[asyncio.Protocol] = []
+    told: list[asyncio.Protocol] = []
+
+    class Stopping(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            protocols.append(self)
+
+        def shutdown(self) -> None:
+            told.append(self)
+
+    async def main() -> None:
+        sock = listening()
+        server = await asyncio.get_running_loop().create_server(Stopping, sock=sock)
+        early = socket.create_connection(sock.getsockname())
+        await passes_until(protocols, 1)
+        late = socket.create_connection(sock.getsockname())
+        server._accept()  # type: ignore[attr-defined]  # readable now: as the loop would
+        server.close()  # in the same pass, before its transport is made
+        await passes_until(protocols, 2)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        for client in (early, late):
+            client.close()
+        sock.close()
+
+    on(ExchangeLoop(), main())
+    assert len(protocols) == 2 and protocols[1] in told
+
+
 class Exhausted(socket.socket):
     """A listening socket whose first `accept` fails as in a process out of descriptors."""
 
