@@ -29,9 +29,12 @@ different shards, so within one batch a broker's market bids are all on one symb
 on another symbol waits for the next batch.
 
 **The journal** holds one fact per batch (`Cut.fact`, kind `commands`): the batch as the
-shards receive it and the symbols listed since the one before. The commands, not their
+shards receive it, the symbols listed since the one before, and who sent each command
+(`Sent`: the worker's ticket, the request's `Idempotency-Key`). The commands, not their
 results: a shard rebuilds its state by replaying them, and a restarted sequencer goes on
-from them (`resume`).
+from them (`resume`), recognising the writes a worker sends again. Beside them, the
+kept `Idempotency-Key` answers (kind `idempotent_answer`, as the embedded journal's):
+the sequencer holds the index of every worker's keys (`begin_key`, `finish_key`).
 
 Plain, single-threaded state: the Ray actor around it (landing step 7) calls it from one
 thread, journals each cut before sending it, and sends the answers back to the workers.
