@@ -124,6 +124,30 @@ def test_facts_come_back_in_commit_order(path: Path) -> None:
     reopened.close()
 
 
+def test_numbering_goes_on_past_every_fact_a_snapshot_of_its_own_covers(path: Path) -> None:
+    """The Ray engine keeps its snapshot apart (`covered_seq`): once it covers every fact
+    and they are forgotten, a journal reopened over the empty table numbers on past it,
+    so that `facts(after=covered)` finds the new facts; numbered from 1 again, it would
+    skip them."""
+    journal = SqliteJournal(str(path), engine="ray")
+    journal.start()
+    told = Told()
+    journal.append([fact(1), fact(2), fact(3)], told.callback(0))
+    told.wait_for(1)
+    assert journal.committed_seq == 3
+    journal.forget_through(3)
+    journal.close()
+    assert bodies(path) == []
+
+    reopened = SqliteJournal(str(path), engine="ray", covered_seq=3)
+    reopened.start()
+    reopened.append([fact(4)], told.callback(1))
+    told.wait_for(2)
+    assert reopened.committed_seq == 4
+    reopened.close()
+    assert list(SqliteJournal(str(path), engine="ray").facts(after=3)) == [fact(4)]
+
+
 def test_a_new_file_has_no_facts(path: Path) -> None:
     journal = SqliteJournal(str(path))
     assert list(journal.facts()) == []
