@@ -67,11 +67,21 @@ def tamed_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return environment
 
 
+RAY_PRESELECTED_PORTS = frozenset((8265, 52365, *range(10002, 20000)))
+"""Ports `ray start` gives its own components whatever the GCS's (the dashboard's, its
+agent's, the workers' range): a GCS port among them makes the start fail ("is trying to
+use a port number ... used by other components"), as one drawn at random did once."""
+
+
 def free_loopback_port() -> int:
-    """A TCP port free on 127.0.0.1 now (the GCS's: Ray's default 6379 may be taken)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
+    """A TCP port free on 127.0.0.1 now, none Ray keeps for its own components (the
+    GCS's: Ray's default 6379 may be taken)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((LOOPBACK, 0))
+            port = int(probe.getsockname()[1])
+        if port not in RAY_PRESELECTED_PORTS:
+            return port
 
 
 def session_processes(session: int) -> dict[int, str]:

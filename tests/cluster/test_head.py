@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from miniexchange.cluster import head as head_module
 from miniexchange.cluster.head import (
     Head,
     listening_sockets,
@@ -69,3 +70,30 @@ def test_ray_leaves_the_log_records_of_the_process_alone(head: Head) -> None:
     log lines would print (it failed tests/test_logs.py when these tests ran first)."""
     record = logging.getLogRecordFactory()("miniexchange.test", logging.INFO, "f", 1, "m", (), None)
     assert "_ray_timestamp_ns" not in record.__dict__
+
+
+def test_the_gcs_port_is_never_one_ray_keeps_for_its_own_components(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The OS offered 52365 (the dashboard agent's, which `ray start` then refused to
+    start with) and a worker port before a free one: both are passed over."""
+    offered = iter((52365, 15000, 41234))
+
+    class Probe:
+        def __init__(self, *args: Any) -> None:
+            self.port = next(offered)
+
+        def __enter__(self) -> Probe:
+            return self
+
+        def __exit__(self, *args: Any) -> None:
+            pass
+
+        def bind(self, address: tuple[str, int]) -> None:
+            assert address == ("127.0.0.1", 0)
+
+        def getsockname(self) -> tuple[str, int]:
+            return "127.0.0.1", self.port
+
+    monkeypatch.setattr(head_module.socket, "socket", Probe)
+    assert head_module.free_loopback_port() == 41234
