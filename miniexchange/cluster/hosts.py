@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -381,15 +382,11 @@ class SymbolShardHost(_ShardHost):
         self._shard.stop()
 
 
-_DELIVERY_METRICS: list[Metrics] = []
-
-
+@functools.cache
 def delivery_metrics() -> Metrics:
     """This process's webhook delivery figures: those of its account host's pool (a host
     is a process of its own)."""
-    if not _DELIVERY_METRICS:
-        _DELIVERY_METRICS.append(Metrics())
-    return _DELIVERY_METRICS[0]
+    return Metrics()
 
 
 def count_delivery(event_type: str, outcome: str, seconds: float | None) -> None:
@@ -624,12 +621,12 @@ class SequencerHost:
         finally:
             sequencer.release()
             self._schedule_pump()
+        documents = await asyncio.gather(
+            *(shard.captured.remote(state.k) for shard in (*accounts, *symbols))
+        )
+        split = len(accounts)
         taken = ClusterSnapshot(
-            state.k,
-            covered,
-            state,
-            tuple(await asyncio.gather(*(shard.captured.remote(state.k) for shard in accounts))),
-            tuple(await asyncio.gather(*(shard.captured.remote(state.k) for shard in symbols))),
+            state.k, covered, state, tuple(documents[:split]), tuple(documents[split:])
         )
         await loop.run_in_executor(None, write_cluster_snapshot, self._snapshot_path, taken)
         self._snapshot_k = state.k

@@ -34,6 +34,7 @@ from miniexchange.cluster.hosts import Hosts, count_delivery, start_hosts
 from miniexchange.cluster.shards import Placement
 from miniexchange.cluster.snapshot_file import read_cluster_snapshot, snapshot_file
 from miniexchange.journal.store import JournalFormatError, SqliteJournal
+from miniexchange.metrics import MULTIPROC_DIR
 from miniexchange.settings import Settings, SettingsError, load_settings
 from miniexchange.webhooks.delivery import DeliveryPool
 
@@ -45,13 +46,6 @@ EXIT_REFUSED = 3  # as a worker refusing its journal (gunicorn's boot error)
 
 def say(message: str) -> None:
     print(f"miniexchange: {message}", file=sys.stderr, flush=True)
-
-
-MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
-"""The gunicorn workers' metrics directory (`config/gunicorn.conf.py` makes a fresh one,
-or empties the one given). Given to gunicorn only: a Ray process started with it (the
-head and the hosts it starts) would keep its metric values in that directory too, and
-the workers would count the shards' figures twice."""
 
 
 def refusal_of_journal(settings: Settings) -> str | None:
@@ -100,7 +94,11 @@ def stopped_hosts(hosts: Hosts) -> None:
 
 def serve(settings: Settings) -> int:
     """Run until gunicorn ends; its exit status."""
-    metrics_directory = os.environ.pop(MULTIPROC_DIR, None)  # for gunicorn only
+    # the gunicorn workers' metrics directory (`config/gunicorn.conf.py` makes a fresh
+    # one, or empties the one given), for gunicorn only: a Ray process started with it
+    # (the head, the hosts) would keep its values there too, and the workers would count
+    # the shards' figures twice
+    metrics_directory = os.environ.pop(MULTIPROC_DIR, None)
     head: Head | None = None
     address = settings.ray_address
     if address is None:
