@@ -318,11 +318,12 @@ class AccountActor(ExchangeActor):
         return Reservation(True, *_hold_available(ledger, command, None))
 
     def _hold_available(self, message: HoldAvailable) -> tuple[int, int]:
-        """A market order's budget (the shard counts a refusal: it decides the order)."""
+        """A market order's budget; no ledger refuses the order here, as `_reserve_limit`
+        refuses a limit order, counted where it is decided."""
         command = message.command
         ledger = self.ledgers.get(command.broker_id)
         if ledger is None:
-            raise broker_not_found(command.broker_id)
+            raise self._counted(command, broker_not_found(command.broker_id))
         return _hold_available(ledger, command, message.most)
 
     def _in_order(self, message: InOrder) -> None:

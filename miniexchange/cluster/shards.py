@@ -79,7 +79,6 @@ from miniexchange.actors.messages import (
     ReadPrice,
     ReadQuote,
     Register,
-    Reservation,
     Reserved,
     ReserveLimit,
     Submit,
@@ -429,13 +428,31 @@ def _ignore(value: object) -> None:
     pass
 
 
+def _refused(answer: Any) -> ExchangeError | None:
+    """An account actor's R1 answer that refuses its order (counted by the actor); a
+    bug the actor caught, any other exception, is raised: it is not an answer."""
+    if isinstance(answer, ExchangeError):
+        return answer
+    if isinstance(answer, BaseException):
+        raise answer
+    return None
+
+
 def _reserved(stamped: Stamped, reservation: Any) -> Any:
     """A limit order as its account actor's R1 left it: on to ME, or refused."""
-    if type(reservation) is not Reservation:
-        return reservation  # the refusal (counted by the actor)
+    if (refusal := _refused(reservation)) is not None:
+        return refusal
     symbol = cast(SubmitOrder, stamped.command).symbol
     funds = SHORTFALL if reservation.short else RESERVED
     return ToMatch(stamped, funds, symbol, reservation.cash, reservation.quantity)
+
+
+def _budgeted(stamped: Stamped, held: Any) -> ToMatch | ExchangeError:
+    """A market order as its account actor's R1 left it: on to ME with its budget, or
+    refused (broker_not_found)."""
+    if (refusal := _refused(held)) is not None:
+        return refusal
+    return ToMatch(stamped, BUDGET, cast(SubmitOrder, stamped.command).symbol, *held)
 
 
 # -- account shards ----------------------------------------------------------------------
@@ -620,16 +637,7 @@ class AccountShard:
         self._queued.send(
             self.account_actor(command.broker_id), HoldAvailable(command, most, replies.append)
         )
-        return _Answered(replies, self._budget)
-
-    def _budget(self, stamped: Stamped, held: Any) -> ToMatch | ExchangeError:
-        command = cast(SubmitOrder, stamped.command)
-        if isinstance(held, ExchangeError):  # no ledger: broker_not_found
-            self.metrics.count_order(command.type, command.side, held.code)
-            return held
-        if isinstance(held, BaseException):  # a bug the actor caught: not an answer
-            raise held
-        return ToMatch(stamped, BUDGET, command.symbol, *held)
+        return _Answered(replies, _budgeted)
 
     # -- R2 --------------------------------------------------------------------------
 
