@@ -37,11 +37,12 @@ from tests.cluster.test_shards import limit, market
 ray: Any = ray_or_skip()
 
 
-def engines() -> tuple[RayEngine, RayEngine]:
-    """Two workers' engines (as two gunicorn workers would have), started."""
+def engines(journal: bool = False) -> tuple[RayEngine, RayEngine]:
+    """Two workers' engines (as two gunicorn workers would have), started; `journal`:
+    the cluster journals (a call failed with the sequencer is sent again)."""
     pair = (
-        RayEngine(Placement(2, 2), 100, worker="w1"),
-        RayEngine(Placement(2, 2), 100, worker="w2"),
+        RayEngine(Placement(2, 2), 100, worker="w1", journal=journal),
+        RayEngine(Placement(2, 2), 100, worker="w2", journal=journal),
     )
     for engine in pair:
         engine.start()
@@ -246,9 +247,7 @@ def test_a_sequencer_whose_process_died_is_restarted_and_answers_each_write_once
     the shards. The workers send the writes whose calls failed again, under the same
     numbers: those the journal holds are answered as the replay decides them, the
     others sequenced once. No write is refused, none taken twice."""
-    one, two = (RayEngine(Placement(2, 2), 100, worker=name, journal=True) for name in ("w1", "w2"))
-    one.start()
-    two.start()
+    one, two = engines(journal=True)
 
     async def scenario() -> None:
         await one.register(RegisterBroker("seller", 0, (("AAPL", 100),)), None)
@@ -279,7 +278,7 @@ def test_a_restarted_sequencer_rebuilds_and_ticks_before_any_call_comes(
     """Restarted with nothing sent to it, the sequencer still rebuilds the shards and
     its ticks go on: an order falls due and is expired, seen by a read of its shard
     (reads never call the sequencer)."""
-    (one,) = engines()[:1]
+    one, _ = engines()
 
     async def scenario() -> None:
         await one.register(RegisterBroker("seller", 0, (("AAPL", 10),)), None)
